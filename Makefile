@@ -1,0 +1,87 @@
+# ZIP recovery study. `make help` lists the targets; `make all` reproduces the study.
+# Stages are real file targets: a stage reruns only when its code, its upstream outputs or
+# its own blocks of params.yaml change (tracked by .stamps/<stage>.params).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PARAMS ?= params.yaml
+WORKERS ?=
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 5000
+DASHBOARD_PORT ?= 8080
+# One id per `make` call: every stage it runs nests its MLflow runs under one invocation run.
+export ZIP_INVOCATION := $(shell date -u +%Y%m%dT%H%M%S)-$(shell od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+
+CORE := pipeline/__init__.py pipeline/distributions.py pipeline/mle.py pipeline/fitting.py
+STAGE := $(CORE) pipeline/cli.py pipeline/config.py pipeline/tracking.py pipeline/plots.py
+WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS),)
+
+.PHONY: help install all data sweep report tune fit-counts ui dashboard test lint format bench clean FORCE
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: PARAMS=path/to/params.yaml  WORKERS=N  FILE=... COLUMN=... (fit-counts)"
+
+install: $(VENV)/.installed ## create .venv and install pinned dependencies
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+.stamps/%.params: FORCE | $(VENV)/.installed
+	@mkdir -p .stamps
+	@$(PY) -m pipeline.config --params $(PARAMS) --stamp $* > $@.tmp || { rm -f $@.tmp; exit 2; }
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
+
+data/summary.parquet: .stamps/generate.params pipeline/generate.py $(STAGE)
+	$(PY) -m pipeline.generate --params $(PARAMS)
+
+data/fits.parquet: .stamps/sweep.params data/summary.parquet pipeline/sweep.py pipeline/objective.py $(STAGE)
+	$(PY) -m pipeline.sweep --params $(PARAMS) $(WORKERS_ARG)
+
+reports/recovery.parquet: .stamps/aggregate.params data/fits.parquet pipeline/aggregate.py $(STAGE)
+	$(PY) -m pipeline.aggregate --params $(PARAMS)
+
+data: data/summary.parquet ## simulate the datasets (+ exact MLE per dataset)
+sweep: data/fits.parquet ## fit every dataset x init x learning rate (Optuna grid), log to MLflow
+report: reports/recovery.parquet ## aggregate recovery statistics with polars into reports/
+
+all: report ## the whole study: install, data, sweep, report
+	@echo "report:  reports/recovery.md"
+	@echo "browse:  make ui   (MLflow)   make dashboard   (Optuna)"
+
+tune: data/summary.parquet ## Optuna TPE search over learning rate and optimizer (resumes)
+	$(PY) -m pipeline.sweep --params $(PARAMS) --tune $(WORKERS_ARG)
+
+fit-counts: $(VENV)/.installed ## fit ZIP vs Poisson to your counts: FILE=path COLUMN=name
+	@test -n "$(FILE)" -a -n "$(COLUMN)" || { echo "usage: make fit-counts FILE=path COLUMN=name"; exit 2; }
+	$(PY) -m pipeline.fit_counts "$(FILE)" --column "$(COLUMN)" --params $(PARAMS)
+
+ui: $(VENV)/.installed ## browse the MLflow runs at http://127.0.0.1:$(PORT)
+	@mkdir -p mlruns
+	@$(PY) -m pipeline.ui --port $(PORT)
+
+dashboard: $(VENV)/.installed ## browse the Optuna studies at http://127.0.0.1:$(DASHBOARD_PORT)
+	@$(PY) -m pipeline.dashboard --params $(PARAMS) --port $(DASHBOARD_PORT)
+
+test: $(VENV)/.installed ## run the test suite
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
+
+lint: $(VENV)/.installed ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed ## ruff format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(VENV)/.installed ## run the benchmarks (by hand; numbers go to benchmarks/README.md)
+	$(PY) benchmarks/bench_engine.py
+
+clean: ## remove generated data, reports, stamps and the tracking store
+	rm -rf data reports .stamps mlruns/mlflow.db mlruns/artifacts mlruns/optuna.log
+
+FORCE:

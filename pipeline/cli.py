@@ -1,0 +1,91 @@
+"""What every stage's entry point shares: one-line user errors, quiet libraries, progress bars.
+
+Nothing here runs at import: stages call `quiet_libraries()` and `run(main)` from their
+`__main__` guard, so importing a stage in a test changes no global state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS = ROOT / "params.yaml"
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad params, bad data, bad storage URL).
+
+    Reported as one line on stderr with exit status 2, never as a traceback.
+    """
+
+
+def quiet_libraries() -> None:
+    """Silence MLflow, Optuna, git and warnings chatter (DESIGN §6); call before importing them."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+    import logging
+
+    for name in ("mlflow", "alembic", "optuna", "urllib3", "git"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def show_progress() -> bool:
+    """Progress bars only on an interactive terminal, never in CI (`CI=true`)."""
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        return False
+    return sys.stderr.isatty()
+
+
+def progress(total: int, desc: str, unit: str = "it"):
+    """A tqdm bar on a terminal; a disabled (silent) one otherwise."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not show_progress(), leave=False)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The argument parser every stage starts from: `--params PATH`."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--params",
+        type=Path,
+        default=DEFAULT_PARAMS,
+        help="path to params.yaml (default: the project's)",
+    )
+    return p
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None):
+    """Run a stage's `main`, turning user errors and interrupts into exit codes.
+
+    Args:
+        main: the stage's `main(argv)`; may raise `UserError`.
+        argv: command-line arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        Never: exits the process with 0, 2 (user error) or 130 (interrupted).
+    """
+    try:
+        code = main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    sys.exit(code or 0)

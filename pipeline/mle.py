@@ -1,0 +1,351 @@
+"""Exact maximum-likelihood estimation for the intercept-only zero-inflated Poisson (ZIP).
+
+Model: Y = 0 with probability pi + (1 - pi) e^{-lam}; Y = k > 0 with probability
+(1 - pi) lam^k e^{-lam} / k!, where pi is the probability of a structural zero.
+
+The likelihood depends on the data only through the histogram of counts, so every function
+here takes a `Histogram`. Writing the model as a Bernoulli(zero) times a zero-truncated
+Poisson, the score equations decouple: lam solves lam / (1 - e^{-lam}) = c, the mean of the
+positive counts, and 1 - pi = (share of positives) / (1 - e^{-lam}). When c <= 1 or that pi
+is negative the maximum lies on the boundary pi = 0, lam = mean.
+
+Pure numpy/scipy, no I/O and no module state (DESIGN.md section 2).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import gammaln, lambertw, xlogy
+
+_MAX_COUNT = 2**62  # counts are stored as int64
+_BINCOUNT_FACTOR = 4  # use bincount when max(count) <= this factor x the number of elements
+
+
+class Histogram(NamedTuple):
+    """Histogram of non-negative integer counts (the sufficient statistic of the ZIP).
+
+    Attributes:
+        values: distinct counts, int64, strictly increasing.
+        freqs: how often each value occurs, int64, all > 0.
+    """
+
+    values: np.ndarray
+    freqs: np.ndarray
+
+    @property
+    def n(self) -> int:
+        """Number of observations."""
+        return int(self.freqs.sum())
+
+    @property
+    def zero_share(self) -> float:
+        """Share of observations equal to zero (NaN when empty)."""
+        return float(self.freqs[self.values == 0].sum() / self.n) if self.n else float("nan")
+
+    @property
+    def mean(self) -> float:
+        """Sample mean of the counts (NaN when empty)."""
+        return float(np.dot(self.values, self.freqs) / self.n) if self.n else float("nan")
+
+    @property
+    def variance(self) -> float:
+        """Sample variance of the counts with ddof=1, i.e. divided by n - 1 (NaN when n < 2)."""
+        if self.n < 2:
+            return float("nan")
+        dev = self.values - self.mean
+        return float(np.dot(self.freqs, dev * dev) / (self.n - 1))
+
+
+class NotIdentifiableError(ValueError):
+    """The data do not determine the ZIP parameters (e.g. every count is zero)."""
+
+
+class ZipMLE(NamedTuple):
+    """Exact ZIP maximum-likelihood estimate with expected-information standard errors.
+
+    Standard errors are sqrt(diag(I^-1) / n) with I the per-observation Fisher information
+    evaluated at the estimate. On the boundary (pi = 0) the information in (pi, lam) is still
+    finite, so `se_pi` and `se_lam` are reported (one-sided: the estimator is not normal there,
+    so they do not give a valid confidence interval), `se_log_lam = se_lam / lam`, and
+    `se_logit_pi` is NaN because logit(0) = -inf.
+
+    Attributes:
+        pi: structural-zero probability.
+        lam: Poisson rate.
+        nll: mean negative log-likelihood per observation at the estimate.
+        se_pi, se_lam: standard errors on the natural scale.
+        se_logit_pi, se_log_lam: standard errors of logit(pi) and log(lam).
+        boundary: True when the maximum is at pi = 0.
+        n: number of observations.
+    """
+
+    pi: float
+    lam: float
+    nll: float
+    se_pi: float
+    se_lam: float
+    se_logit_pi: float
+    se_log_lam: float
+    boundary: bool
+    n: int
+
+
+def histogram(counts) -> Histogram:
+    """Histogram of an array of non-negative integer counts.
+
+    Args:
+        counts: array-like of counts, integer dtype or float holding integral values.
+
+    Returns:
+        The `Histogram` (distinct sorted values and their frequencies).
+
+    Raises:
+        ValueError: on empty input, NaN/inf, non-integral, negative or non-numeric values.
+    """
+    arr = np.asarray(counts).ravel()
+    if arr.size == 0:
+        raise ValueError("counts is empty: need at least one observation")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"counts must be numeric, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError("counts must be real, got complex values")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.isfinite(arr).all():
+            raise ValueError("counts contain NaN or infinite values")
+        if (arr != np.floor(arr)).any():
+            bad = arr[arr != np.floor(arr)][0]
+            raise ValueError(f"counts must be integers, got {bad!r}")
+        if arr.max() >= _MAX_COUNT:
+            raise ValueError(f"counts must be below 2**62, got {arr.max()!r}")
+    lo, hi = arr.min(), arr.max()
+    if lo < 0:
+        raise ValueError(f"counts must be non-negative, got {lo!r}")
+    arr = arr.astype(np.int64, copy=False)
+    if hi <= _BINCOUNT_FACTOR * arr.size:
+        return histogram_from_bincount(np.bincount(arr))
+    values, freqs = np.unique(arr, return_counts=True)
+    return Histogram(values.astype(np.int64), freqs.astype(np.int64))
+
+
+def histogram_from_bincount(bincount) -> Histogram:
+    """Histogram from a bincount (entry k = frequency of the value k); zero bins are dropped.
+
+    Args:
+        bincount: 1-D array-like of non-negative integer frequencies.
+
+    Returns:
+        The `Histogram`; empty (n = 0) when every bin is zero.
+    """
+    freqs = np.asarray(bincount)
+    if freqs.ndim != 1:
+        raise ValueError(f"bincount must be 1-D, got shape {freqs.shape}")
+    if freqs.size and (not np.isfinite(freqs).all() or (freqs != np.floor(freqs)).any()):
+        raise ValueError("bincount must hold finite integer frequencies")
+    if freqs.size and freqs.min() < 0:
+        raise ValueError("bincount frequencies must be non-negative")
+    freqs = freqs.astype(np.int64)
+    values = np.flatnonzero(freqs)
+    return Histogram(values.astype(np.int64), freqs[values])
+
+
+def merge_histograms(hists) -> Histogram:
+    """Merge histograms of disjoint chunks into the histogram of their concatenation.
+
+    Args:
+        hists: iterable of `Histogram`.
+
+    Returns:
+        The merged `Histogram` (empty when `hists` is empty).
+    """
+    hists = list(hists)
+    values = np.concatenate([np.empty(0, np.int64)] + [h.values for h in hists])
+    freqs = np.concatenate([np.empty(0, np.int64)] + [h.freqs for h in hists])
+    merged, inverse = np.unique(values, return_inverse=True)
+    total = np.zeros(merged.size, np.int64)
+    np.add.at(total, inverse, freqs)
+    return Histogram(merged.astype(np.int64), total)
+
+
+def _exp_tail2(x):
+    """sum_{k>=2} x^k / k! = e^x - 1 - x, without cancellation for |x| < 1."""
+    x = np.asarray(x, dtype=float)
+    small = np.where(np.abs(x) < 1.0, x, 0.0)
+    acc = np.ones_like(small)
+    for k in range(20, 2, -1):  # Horner; the truncation error is below |x|^21 / 21! < 2e-20
+        acc = 1.0 + small * acc / k
+    series = 0.5 * small * small * acc
+    return np.where(np.abs(x) < 1.0, series, np.expm1(np.clip(x, None, 700.0)) - x)
+
+
+def _rate_terms(lam):
+    """Return (e, 1 - e, lam - (1 - e), 1 - e (1 + lam)) with e = exp(-lam), all accurate."""
+    lam = np.asarray(lam, dtype=float)
+    e = np.exp(-lam)
+    one_minus_e = -np.expm1(-lam)
+    # Both differences vanish like lam^2 / 2 as lam -> 0; the series keeps full precision.
+    r = np.where(lam < 1.0, _exp_tail2(-lam), lam - one_minus_e)
+    d = np.where(lam < 1.0, e * _exp_tail2(np.minimum(lam, 1.0)), 1.0 - e * (1.0 + lam))
+    return e, one_minus_e, r, d
+
+
+def _solve_rate(excess: float) -> float:
+    """Root lam > 0 of lam / (1 - e^{-lam}) = 1 + excess, for excess = c - 1 > 0.
+
+    Starts from the Lambert-W closed form lam = c + W0(-c e^{-c}) and polishes it by Newton
+    steps in u = log(lam) on log(lam / (1 - e^{-lam}) - 1) = log(excess). That function of u
+    has slope between 1 and ~1.2 everywhere, so Newton converges from any start, and working
+    with excess instead of c keeps full relative precision near the branch point c -> 1
+    (where W0 has a square-root singularity and lam ~ 2 (c - 1)).
+    """
+    c = 1.0 + excess
+    lam = float(np.real(c + lambertw(-c * np.exp(-c), 0)))
+    if not (np.isfinite(lam) and lam > 0):
+        lam = 2.0 * excess if excess < 1 else c
+    u, target = np.log(lam), np.log(excess)
+    for _ in range(100):
+        lam = np.exp(u)
+        _, one_minus_e, r, d = _rate_terms(lam)
+        step = (np.log(r) - np.log(one_minus_e) - target) / (lam * d / (one_minus_e * r))
+        u -= step
+        if abs(step) < 1e-15:
+            break
+    return float(np.exp(u))
+
+
+def _standard_errors(pi: float, lam: float, n: int) -> tuple[float, float, float, float]:
+    """(se_pi, se_lam, se_logit_pi, se_log_lam) from the closed-form inverse information.
+
+    det I = (1 - e (1 + lam)) / (lam p0), which gives
+    n var(pi) = (1 - pi) (pi (1 - lam e) + (1 - pi) e) / (1 - e (1 + lam)),
+    n var(lam) = lam (1 - e) / ((1 - pi) (1 - e (1 + lam))), both free of cancellation.
+    The diagonal of the inverse transforms exactly by the squared Jacobian, so the logit/log
+    standard errors are the natural ones divided by pi (1 - pi) and lam.
+    """
+    e, one_minus_e, _, d = _rate_terms(lam)
+    se_pi = float(np.sqrt((1 - pi) * (pi * (1 - lam * e) + (1 - pi) * e) / (d * n)))
+    se_lam = float(np.sqrt(lam * one_minus_e / ((1 - pi) * d * n)))
+    se_logit_pi = se_pi / (pi * (1 - pi)) if pi > 0 else float("nan")
+    return se_pi, se_lam, se_logit_pi, se_lam / lam
+
+
+def exact_mle(hist: Histogram) -> ZipMLE:
+    """Closed-form ZIP maximum-likelihood estimate.
+
+    Args:
+        hist: histogram of the observed counts.
+
+    Returns:
+        The `ZipMLE`; `boundary` is True (pi = 0, lam = mean) when there are no more zeros than
+        a Poisson would give, no zeros at all, or every positive count equals 1.
+
+    Raises:
+        NotIdentifiableError: when the histogram is empty or every count is zero.
+    """
+    n = hist.n
+    if n == 0:
+        raise NotIdentifiableError("no observations: pi and lambda are not identifiable")
+    n_zero = int(hist.freqs[hist.values == 0].sum())
+    n_pos = n - n_zero
+    if n_pos == 0:
+        raise NotIdentifiableError("all counts are zero: pi and lambda are not identifiable")
+    total = int(np.dot(hist.values, hist.freqs))
+    excess = (total - n_pos) / n_pos  # c - 1 from exact integers: no rounding of c near 1
+    pi = 0.0
+    if excess > 0:
+        lam = _solve_rate(excess)
+        pi = float(1.0 - (n_pos / n) / -np.expm1(-lam))
+    if pi <= 0:
+        pi, lam = 0.0, total / n
+    nll = zip_nll(hist, pi, lam)
+    return ZipMLE(pi, lam, nll, *_standard_errors(pi, lam, n), boundary=bool(pi == 0.0), n=n)
+
+
+def fisher_information(pi, lam, *, scale: str = "natural") -> np.ndarray:
+    """Expected Fisher information per observation, in closed form.
+
+    With e = exp(-lam) and p0 = pi + (1 - pi) e:
+    natural (pi, lam): I_pp = (1-e)/((1-pi) p0), I_pl = -e/p0, I_ll = (1-pi)/lam - pi(1-pi)e/p0;
+    logit (s = logit pi, eta = log lam): I_ss = pi^2 (1-pi)(1-e)/p0,
+    I_se = -pi(1-pi) lam e/p0, I_ee = (1-pi) lam (1 - pi lam e/p0).
+
+    Args:
+        pi: structural-zero probability (array-like, broadcast against `lam`).
+        lam: Poisson rate > 0.
+        scale: "natural" for (pi, lam) or "logit" for (logit pi, log lam).
+
+    Returns:
+        Array of shape broadcast(pi, lam).shape + (2, 2).
+    """
+    if scale not in ("natural", "logit"):
+        raise ValueError(f"scale must be 'natural' or 'logit', got {scale!r}")
+    pi, lam = np.broadcast_arrays(np.asarray(pi, dtype=float), np.asarray(lam, dtype=float))
+    e, one_minus_e, _, _ = _rate_terms(lam)
+    p0 = pi + (1 - pi) * e
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # e/p0 = 1 at pi = 0 even when e underflows; pi/p0 = 0 there.
+        e_p0 = np.where(pi > 0, e / np.where(p0 > 0, p0, 1.0), 1.0)
+        pi_p0 = np.where(pi > 0, pi / np.where(p0 > 0, p0, 1.0), 0.0)
+        # I_ll and I_ee use p0 - pi lam e = pi (1 - lam e) + (1 - pi) e > 0 (no cancellation).
+        rest = pi_p0 * (1 - lam * e) + (1 - pi) * e_p0
+        if scale == "natural":
+            i_11 = one_minus_e / ((1 - pi) * p0)
+            i_12 = -e_p0
+            i_22 = (1 - pi) / lam * rest
+        else:
+            i_11 = pi * (1 - pi) * one_minus_e * pi_p0
+            i_12 = -pi * (1 - pi) * lam * e_p0
+            i_22 = (1 - pi) * lam * rest
+    return np.stack([np.stack([i_11, i_12], -1), np.stack([i_12, i_22], -1)], -2)
+
+
+def zip_nll_grid(hist: Histogram, pi, lam) -> np.ndarray:
+    """Mean ZIP negative log-likelihood per observation over broadcast arrays of parameters.
+
+    Computed in log space: log p(0) = logaddexp(log pi, log(1 - pi) - lam), so pi = 0, pi = 1
+    and large lam stay finite where the likelihood is positive (+inf where it is zero).
+
+    Args:
+        hist: histogram of the counts (n > 0).
+        pi: structural-zero probability in [0, 1].
+        lam: Poisson rate >= 0.
+
+    Returns:
+        Array of shape broadcast(pi, lam).shape.
+    """
+    if hist.n == 0:
+        raise ValueError("the histogram is empty")
+    pi, lam = np.broadcast_arrays(np.asarray(pi, dtype=float), np.asarray(lam, dtype=float))
+    pi, lam = pi[..., None], lam[..., None]
+    values = hist.values.astype(float)
+    with np.errstate(divide="ignore"):
+        log_pos = np.log1p(-pi) + xlogy(values, lam) - lam - gammaln(values + 1)
+        log_zero = np.logaddexp(np.log(pi), np.log1p(-pi) - lam)
+    log_p = np.where(values == 0, log_zero, log_pos)
+    return -(log_p @ hist.freqs.astype(float)) / hist.n
+
+
+def zip_nll(hist: Histogram, pi: float, lam: float) -> float:
+    """Mean ZIP negative log-likelihood per observation (see `zip_nll_grid`).
+
+    Args:
+        hist: histogram of the counts (n > 0).
+        pi: structural-zero probability in [0, 1].
+        lam: Poisson rate >= 0.
+
+    Returns:
+        The mean negative log-likelihood.
+    """
+    return float(zip_nll_grid(hist, pi, lam))
+
+
+def poisson_mle(hist: Histogram) -> tuple[float, float]:
+    """Maximum-likelihood fit of a plain Poisson.
+
+    Args:
+        hist: histogram of the counts (n > 0).
+
+    Returns:
+        (lam_hat, mean negative log-likelihood), with lam_hat = sample mean.
+    """
+    lam = hist.mean
+    return lam, zip_nll(hist, 0.0, lam)

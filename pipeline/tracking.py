@@ -1,0 +1,243 @@
+"""MLflow tracking: the store, the run tree and fast batched logging (DESIGN §3, §6).
+
+Run tree: invocation → stage (generate / sweep / aggregate / fit_counts) → trial → fit.
+Every run carries `zip.*` tags tying it to its invocation, its level and a hash of the
+params it depends on, so a later stage selects exactly its runs.
+
+Import this module only after `pipeline.cli.quiet_libraries()` has run (stages do).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cli import ROOT, UserError
+
+TAG = "zip."
+_STORE_DIR = "mlruns"
+
+
+def tracking_uri(root: Path = ROOT) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the project's SQLite store under `mlruns/`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / _STORE_DIR / 'mlflow.db'}"
+
+
+def invocation_id() -> str:
+    """The id shared by every stage of one `make` call (`ZIP_INVOCATION`), else a fresh one."""
+    return os.environ.get("ZIP_INVOCATION") or uuid.uuid4().hex[:12]
+
+
+def thin(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep at most `max_points` finite points, evenly spread, always the first and the last."""
+    keep = np.isfinite(values)
+    steps, values = steps[keep], values[keep]
+    if len(steps) > max_points:
+        idx = np.unique(np.linspace(0, len(steps) - 1, max_points).round().astype(int))
+        steps, values = steps[idx], values[idx]
+    return steps, values
+
+
+class Tracker:
+    """One experiment in one MLflow store, with the runs this process opened.
+
+    Args:
+        experiment: experiment name (one per study).
+        root: project root; the SQLite store and artifacts live under `root/mlruns/`.
+    """
+
+    def __init__(self, experiment: str, root: Path = ROOT):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        uri = tracking_uri(root)
+        local = uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI")
+        if local:
+            (root / _STORE_DIR).mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+        self.open_runs: set[str] = set()
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                location = (root / _STORE_DIR / "artifacts").as_uri() if local else None
+                try:
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=location
+                    )
+                except Exception:  # another process created it first
+                    self.experiment_id = self.client.get_experiment_by_name(
+                        experiment
+                    ).experiment_id
+            else:
+                self.experiment_id = exp.experiment_id
+        except UserError:
+            raise
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"MLflow tracking store {uri!r} is not usable: {first[:200]}") from None
+
+    # -- runs -------------------------------------------------------------------------------
+    def start(
+        self,
+        name: str,
+        level: str,
+        *,
+        parent: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Create a RUNNING run under `parent`; returns its id."""
+        all_tags = {
+            f"{TAG}level": level,
+            f"{TAG}host": socket.gethostname(),
+            f"{TAG}pid": str(os.getpid()),
+            **{k if k.startswith(("mlflow.", TAG)) else TAG + k: str(v)
+               for k, v in (tags or {}).items()},
+        }
+        if parent:
+            all_tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        self.open_runs.add(run.info.run_id)
+        return run.info.run_id
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        """Terminate a run (FINISHED, FAILED or KILLED)."""
+        self.client.set_terminated(run_id, status=status)
+        self.open_runs.discard(run_id)
+
+    def end_all(self, status: str) -> None:
+        """Terminate every run this process still has open (on interrupt or failure)."""
+        for run_id in sorted(self.open_runs):
+            try:
+                self.client.set_terminated(run_id, status=status)
+            except Exception:  # best effort while shutting down
+                pass
+        self.open_runs.clear()
+
+    def invocation(self, params_hash: str) -> str:
+        """The invocation run of this `make` call: found by tag, or created."""
+        inv = invocation_id()
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG}invocation` = '{inv}' and tags.`{TAG}level` = 'invocation'",
+            max_results=1,
+        )
+        if found:
+            return found[0].info.run_id
+        run_id = self.start(
+            f"invocation-{inv}", "invocation", tags={"invocation": inv, "params_hash": params_hash}
+        )
+        # An invocation spans several processes; it is left FINISHED and its stages nest in it.
+        self.end(run_id)
+        return run_id
+
+    def close_orphans(self) -> int:
+        """Mark RUNNING runs of dead processes on this host as FAILED (after a SIGKILL)."""
+        host = socket.gethostname()
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG}host` = '{host}'",
+            max_results=50000,
+        )
+        closed = 0
+        for run in runs:
+            pid = int(run.data.tags.get(f"{TAG}pid", "0") or 0)
+            if pid and pid != os.getpid() and not _alive(pid):
+                self.client.set_terminated(run.info.run_id, status="FAILED")
+                closed += 1
+        return closed
+
+    # -- logging ----------------------------------------------------------------------------
+    def log(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, object] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        histories: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Log params, final metrics, metric histories and tags in one `log_batch` call."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        metric_list = [
+            Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if _finite(v)
+        ]
+        for key, (steps, values) in (histories or {}).items():
+            metric_list.extend(
+                Metric(key, float(v), now, int(s)) for s, v in zip(steps, values) if _finite(v)
+            )
+        self.client.log_batch(
+            run_id,
+            metrics=metric_list,
+            params=[Param(k, _param(v)) for k, v in (params or {}).items()],
+            tags=[RunTag(k if k.startswith(("mlflow.", TAG)) else TAG + k, str(v))
+                  for k, v in (tags or {}).items()],
+            synchronous=True,
+        )
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_figure(self, run_id: str, fig, name: str) -> None:
+        self.client.log_figure(run_id, fig, name)
+
+    def search(self, filter_string: str, max_results: int = 100000) -> list:
+        """All runs of the experiment matching `filter_string` (pages through the results)."""
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=filter_string,
+                max_results=min(max_results, 50000), page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token or len(runs) >= max_results:
+                return runs
+
+
+def flatten(config: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    """A nested config dict as flat `a.b.c` params (MLflow params are flat strings)."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _param(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text[:6000]
+
+
+def _finite(value: object) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
