@@ -67,6 +67,12 @@ def parser(description: str) -> argparse.ArgumentParser:
         default=DEFAULT_PARAMS,
         help="path to params.yaml (default: the project's)",
     )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=ROOT,
+        help="folder holding data/, reports/ and mlruns/ (default: the project root)",
+    )
     return p
 
 

@@ -367,3 +367,31 @@ def _as_raw(obj: Any) -> Any:
 def as_dict(obj: Any) -> Any:
     """Public form of the resolved config (for logging one dict per run)."""
     return _as_raw(obj)
+
+
+# The blocks each stage reads: its stamp (and its runs' params hash) changes only with them.
+STAGE_BLOCKS = {
+    "generate": ("seed", "data"),
+    "sweep": ("seed", "data", "fit", "sweep", "tracking"),
+    "tune": ("seed", "data", "fit", "sweep", "tune", "tracking"),
+    "aggregate": ("seed", "data", "fit", "sweep", "tracking", "report"),
+    "fit_counts": ("fit", "fit_counts", "tracking"),
+}
+
+
+def main(argv=None) -> int:
+    """`python -m pipeline.config --stamp STAGE`: validate params, print the stage's hash."""
+    from pipeline.cli import parser
+
+    p = parser("Validate params.yaml; with --stamp, print a stage's params hash.")
+    p.add_argument("--stamp", choices=sorted(STAGE_BLOCKS))
+    args = p.parse_args(argv)
+    params = load(args.params)
+    print(params.digest(*STAGE_BLOCKS[args.stamp]) if args.stamp else "params ok")
+    return 0
+
+
+if __name__ == "__main__":
+    from pipeline.cli import run
+
+    run(main)
