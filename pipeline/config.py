@@ -221,8 +221,11 @@ class Params:
             _fail("seed", "must be >= 0", self.seed)
         names = {s.name for s in self.data.scenarios}
         if self.report.blog.scenario not in names:
-            _fail("report.blog.scenario", f"must name a scenario in data.scenarios {sorted(names)}",
-                  self.report.blog.scenario)
+            _fail(
+                "report.blog.scenario",
+                f"must name a scenario in data.scenarios {sorted(names)}",
+                self.report.blog.scenario,
+            )
 
     def tuned(self) -> SweepConfig:
         """The sweep settings with the `tune` block laid over them (what `make tune` runs)."""
@@ -285,8 +288,11 @@ def _build(cls: type, raw: Any, path: str):
     fields = {_key(f): f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
-            _fail(f"{path}.{key}" if path else str(key), f"unknown key (allowed: {sorted(fields)})",
-                  raw[key])
+            _fail(
+                f"{path}.{key}" if path else str(key),
+                f"unknown key (allowed: {sorted(fields)})",
+                raw[key],
+            )
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, f in fields.items():

@@ -57,7 +57,9 @@ def read_meta(path: Path, kind: str, params_hash: str | None = None) -> dict[str
     try:
         meta = pl.read_parquet_metadata(path)
     except Exception:
-        raise UserError(f"{path}: not a readable parquet file (corrupt?); delete it and rerun")
+        raise UserError(
+            f"{path}: not a readable parquet file (corrupt?); delete it and rerun"
+        ) from None
     if meta.get(KIND_KEY) != kind:
         raise UserError(f"{path}: not a {kind!r} file written by this pipeline (foreign file?)")
     if params_hash is not None and meta.get(HASH_KEY) != params_hash:
@@ -74,7 +76,9 @@ def read(path: Path, kind: str, params_hash: str | None = None, columns=None) ->
     try:
         return pl.read_parquet(path, columns=columns)
     except Exception as err:
-        raise UserError(f"{path}: cannot be read ({type(err).__name__}); delete it and rerun")
+        raise UserError(
+            f"{path}: cannot be read ({type(err).__name__}); delete it and rerun"
+        ) from None
 
 
 def histograms_from_frame(df: pl.DataFrame) -> dict[tuple[str, int], Histogram]:
@@ -99,15 +103,21 @@ def histograms_to_frame(hists: Mapping[tuple[str, int], Histogram]) -> pl.DataFr
                 "value": h.values,
                 "freq": h.freqs,
             },
-            schema={"scenario": pl.String, "replicate": pl.Int64, "value": pl.Int64,
-                    "freq": pl.Int64},
+            schema={
+                "scenario": pl.String,
+                "replicate": pl.Int64,
+                "value": pl.Int64,
+                "freq": pl.Int64,
+            },
         )
         for (s, r), h in hists.items()
     ]
     return pl.concat(parts)
 
 
-def load_study(workdir: Path, data_hash: str) -> tuple[pl.DataFrame, dict[tuple[str, int], Histogram]]:
+def load_study(
+    workdir: Path, data_hash: str
+) -> tuple[pl.DataFrame, dict[tuple[str, int], Histogram]]:
     """The data stage's summary table and histograms, checked against the current params.
 
     Args:
@@ -123,5 +133,6 @@ def load_study(workdir: Path, data_hash: str) -> tuple[pl.DataFrame, dict[tuple[
     keys = list(zip(summary["scenario"].to_list(), summary["replicate"].to_list()))
     missing = [k for k in keys if k not in hists]
     if missing:
-        raise UserError(f"{data_dir(workdir) / 'histograms.parquet'}: no histogram for {missing[0]}")
+        path = data_dir(workdir) / "histograms.parquet"
+        raise UserError(f"{path}: no histogram for dataset {missing[0]}")
     return summary, {k: hists[k] for k in keys}

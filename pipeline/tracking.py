@@ -98,8 +98,10 @@ class Tracker:
             f"{TAG}level": level,
             f"{TAG}host": socket.gethostname(),
             f"{TAG}pid": str(os.getpid()),
-            **{k if k.startswith(("mlflow.", TAG)) else TAG + k: str(v)
-               for k, v in (tags or {}).items()},
+            **{
+                k if k.startswith(("mlflow.", TAG)) else TAG + k: str(v)
+                for k, v in (tags or {}).items()
+            },
         }
         if parent:
             all_tags["mlflow.parentRunId"] = parent
@@ -179,8 +181,10 @@ class Tracker:
             run_id,
             metrics=metric_list,
             params=[Param(k, _param(v)) for k, v in (params or {}).items()],
-            tags=[RunTag(k if k.startswith(("mlflow.", TAG)) else TAG + k, str(v))
-                  for k, v in (tags or {}).items()],
+            tags=[
+                RunTag(k if k.startswith(("mlflow.", TAG)) else TAG + k, str(v))
+                for k, v in (tags or {}).items()
+            ],
             synchronous=True,
         )
 
@@ -195,8 +199,10 @@ class Tracker:
         runs, token = [], None
         while True:
             page = self.client.search_runs(
-                [self.experiment_id], filter_string=filter_string,
-                max_results=min(max_results, 50000), page_token=token,
+                [self.experiment_id],
+                filter_string=filter_string,
+                max_results=min(max_results, 50000),
+                page_token=token,
             )
             runs.extend(page)
             token = page.token
