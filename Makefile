@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PY) -m pipeline.config --params $(PARAMS) --stamp $* > $@.tmp || { rm -f $@.tmp; exit 2; }
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 
-data/summary.parquet: .stamps/generate.params pipeline/generate.py $(STAGE)
+data/summary.parquet: .stamps/generate.params pipeline/generate.py pipeline/simulate.py $(STAGE)
 	$(PY) -m pipeline.generate --params $(PARAMS)
 
 data/fits.parquet: .stamps/sweep.params data/summary.parquet pipeline/sweep.py pipeline/objective.py $(STAGE)

@@ -34,8 +34,15 @@ class Scenario:
     lam: float = field(metadata={"key": "lambda"})
 
     def check(self, path: str) -> None:
-        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
-            _fail(f"{path}.name", "must be non-empty letters, digits, '-', '_' or '.'", self.name)
+        # The name is a folder under data/datasets/: "." and ".." would escape it.
+        if (
+            not self.name
+            or not all(c.isalnum() or c in "-_." for c in self.name)
+            or (set(self.name) == {"."})
+        ):
+            _fail(
+                f"{path}.name", "must be letters, digits, '-', '_' or '.', not only dots", self.name
+            )
         if not 0.0 <= self.pi <= 1.0:
             _fail(f"{path}.pi", "must be in [0, 1]", self.pi)
         if not self.lam > 0.0 or not math.isfinite(self.lam):
@@ -118,8 +125,12 @@ class SweepConfig:
         for i, lr in enumerate(self.lr_grid):
             if not (lr > 0 and math.isfinite(lr)):
                 _fail(f"{path}.lr_grid[{i}]", "must be a finite number > 0", lr)
-        if not 0 < self.lr_min < self.lr_max or not math.isfinite(self.lr_max):
-            _fail(f"{path}.lr_max", f"must exceed lr_min = {self.lr_min} > 0", self.lr_max)
+        if not self.lr_min > 0:
+            _fail(f"{path}.lr_min", "must be > 0", self.lr_min)
+        if not self.lr_min < self.lr_max < math.inf:
+            _fail(
+                f"{path}.lr_max", f"must be finite and exceed lr_min = {self.lr_min}", self.lr_max
+            )
         if not self.optimizers:
             _fail(f"{path}.optimizers", "must list at least one optimizer", [])
         if len(set(self.optimizers)) != len(self.optimizers):
@@ -338,6 +349,13 @@ def _coerce(tp: Any, value: Any, path: str):
             _fail(path, "must be true or false", value)
         return value
     if tp is int:
+        if isinstance(value, str):  # `1e8` in YAML is a string; `1.0e8` a float
+            try:
+                value = float(value)
+            except ValueError:
+                _fail(path, "must be an integer", value)
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(path, "must be an integer", value)
         return value

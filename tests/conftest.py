@@ -1,0 +1,128 @@
+"""Shared fixtures: tiny params files and an MLflow store isolated in `tmp_path`.
+
+Stage tests run on `tiny_params` with `--workdir tmp_path` under `isolated_mlflow`, so they take
+seconds and never touch the project's `data/`, `reports/` or `mlruns/`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Small enough for a stage to run in seconds on 2 shared cores, large enough to exercise every
+# code path: 2 scenarios × 2 replicates, 2 learning rates × 2 inits, per-fit plots on.
+TINY = {
+    "seed": 0,
+    "data": {
+        "n": 500,
+        "replicates": 2,
+        "scenarios": [
+            {"name": "blog", "pi": 0.5, "lambda": 5.0},
+            {"name": "rare-events", "pi": 0.3, "lambda": 0.5},
+        ],
+    },
+    "fit": {"max_steps": 60, "chunk_steps": 20, "record_every": 10},
+    "sweep": {"lr_grid": [0.1, 1.0], "inits": 2, "optimizers": ["adam"]},
+    "tune": {
+        "study": "zip-lr-tpe",
+        "sampler": "tpe",
+        "n_trials": 2,
+        "lr_min": 0.01,
+        "lr_max": 1.0,
+        "optimizers": ["adam"],
+        "pruner": "median",
+        "pruner_startup_trials": 1,
+        "pruner_warmup_steps": 20,
+    },
+    "tracking": {"experiment": "zip-test", "log_fits": True, "fit_plots": True, "max_points": 20},
+    "report": {"level": 0.95, "blog": {"scenario": "blog", "lr": 1.0, "steps": 20, "inits": 2}},
+    "fit_counts": {"inits": 2, "max_steps": 100},
+}
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` laid over it: mappings merge key by key, anything else replaces.
+
+    Args:
+        base: a params dict (not modified).
+        overrides: the changes, e.g. `{"data": {"n": 50}}`; a list replaces the whole list.
+
+    Returns:
+        A new dict.
+    """
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    """A fresh copy of the tiny params as a dict, to modify before writing."""
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def write_params(tmp_path):
+    """Factory writing a params file into `tmp_path`.
+
+    Call as `write_params(overrides=None, name="params.yaml", base=TINY)`; `overrides` is merged
+    into `base` by `merge`. Pass a `str` as `overrides` to write that text verbatim (bad YAML).
+    Returns the file's path.
+    """
+
+    def write(overrides: dict | str | None = None, name: str = "params.yaml", base=None) -> Path:
+        path = tmp_path / name
+        if isinstance(overrides, str):
+            path.write_text(overrides)
+        else:
+            raw = merge(TINY if base is None else base, overrides or {})
+            path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def tiny_params(write_params) -> Path:
+    """`tmp_path/params.yaml` holding the tiny params (`TINY`)."""
+    return write_params()
+
+
+@pytest.fixture
+def isolated_mlflow(tmp_path, monkeypatch) -> str:
+    """An MLflow store under `tmp_path/mlruns/`, used by stages run with `--workdir tmp_path`.
+
+    Unsets `MLFLOW_TRACKING_URI` (so the stage's `Tracker(root=workdir)` picks
+    `sqlite:///tmp_path/mlruns/mlflow.db` with artifacts beside it), clears `ZIP_INVOCATION`,
+    quiets MLflow for in-process runs and makes `tmp_path` the working directory, so nothing
+    relative lands in the repository. Subprocesses inherit this environment.
+
+    Returns:
+        The tracking URI, for `MlflowClient(tracking_uri=...)`.
+    """
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ZIP_INVOCATION", raising=False)
+    for key, value in {
+        "MLFLOW_LOGGING_LEVEL": "WARNING",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "DO_NOT_TRACK": "1",
+        "MPLBACKEND": "Agg",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def stage_env(isolated_mlflow) -> dict[str, str]:
+    """Environment for running a stage as a subprocess: isolated MLflow, CI mode (no bars)."""
+    return {**os.environ, "CI": "true", "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,233 @@
+"""params.yaml validation: every error is one line naming the key path and the bad value."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import config
+from pipeline.config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
+SCENARIO = {"name": "extra", "pi": 0.5, "lambda": 1.0}
+
+# (id, overrides merged into the project's params.yaml, key path, bad value as it must appear)
+BAD = [
+    ("unknown-top", {"bogus": 1}, "bogus", "1"),
+    ("unknown-data", {"data": {"size": 10}}, "data.size", "10"),
+    (
+        "unknown-scenario",
+        {"data": {"scenarios": [{**SCENARIO, "mu": 3}]}},
+        "data.scenarios[0].mu",
+        "3",
+    ),
+    ("unknown-sweep", {"sweep": {"learning_rate": 0.1}}, "sweep.learning_rate", "0.1"),
+    ("unknown-report-blog", {"report": {"blog": {"epochs": 5}}}, "report.blog.epochs", "5"),
+    ("type-seed", {"seed": 1.5}, "seed", "1.5"),
+    ("type-n-str", {"data": {"n": "many"}}, "data.n", "'many'"),
+    ("type-n-fraction", {"data": {"n": 2.5}}, "data.n", "2.5"),
+    ("type-n-bool", {"data": {"n": True}}, "data.n", "True"),
+    (
+        "type-pi",
+        {"data": {"scenarios": [{**SCENARIO, "pi": "half"}]}},
+        "data.scenarios[0].pi",
+        "'half'",
+    ),
+    ("type-scenarios", {"data": {"scenarios": {"name": "x"}}}, "data.scenarios", "{'name': 'x'}"),
+    ("type-data", {"data": [1, 2]}, "data", "[1, 2]"),
+    ("type-log-fits", {"tracking": {"log_fits": "yes"}}, "tracking.log_fits", "'yes'"),
+    ("type-lr-grid", {"sweep": {"lr_grid": 0.1}}, "sweep.lr_grid", "0.1"),
+    ("type-lr-grid-item", {"sweep": {"lr_grid": [0.1, "fast"]}}, "sweep.lr_grid[1]", "'fast'"),
+    ("literal-sampler", {"sweep": {"sampler": "random"}}, "sweep.sampler", "'random'"),
+    ("pi-above", {"data": {"scenarios": [{**SCENARIO, "pi": 1.5}]}}, "data.scenarios[0].pi", "1.5"),
+    (
+        "pi-below",
+        {"data": {"scenarios": [{**SCENARIO, "pi": -0.1}]}},
+        "data.scenarios[0].pi",
+        "-0.1",
+    ),
+    (
+        "lambda-zero",
+        {"data": {"scenarios": [{**SCENARIO, "lambda": 0}]}},
+        "data.scenarios[0].lambda",
+        "0.0",
+    ),
+    (
+        "lambda-negative",
+        {"data": {"scenarios": [SCENARIO, {**SCENARIO, "name": "b", "lambda": -2}]}},
+        "data.scenarios[1].lambda",
+        "-2.0",
+    ),
+    (
+        "lambda-inf",
+        {"data": {"scenarios": [{**SCENARIO, "lambda": float("inf")}]}},
+        "data.scenarios[0].lambda",
+        "inf",
+    ),
+    (
+        "lambda-missing",
+        {"data": {"scenarios": [{"name": "x", "pi": 0.1}]}},
+        "data.scenarios[0].lambda",
+        "None",
+    ),
+    ("n-zero", {"data": {"n": 0}}, "data.n", "0"),
+    ("n-negative", {"data": {"n": -5}}, "data.n", "-5"),
+    ("replicates-zero", {"data": {"replicates": 0}}, "data.replicates", "0"),
+    ("no-scenarios", {"data": {"scenarios": []}}, "data.scenarios", "[]"),
+    (
+        "duplicate-names",
+        {"data": {"scenarios": [SCENARIO, {**SCENARIO, "pi": 0.2}]}},
+        "data.scenarios[1].name",
+        "'extra'",
+    ),
+    (
+        "name-dots",
+        {"data": {"scenarios": [{**SCENARIO, "name": ".."}]}},
+        "data.scenarios[0].name",
+        "'..'",
+    ),
+    (
+        "name-slash",
+        {"data": {"scenarios": [{**SCENARIO, "name": "a/b"}]}},
+        "data.scenarios[0].name",
+        "'a/b'",
+    ),
+    ("blog-scenario", {"report": {"blog": {"scenario": "nope"}}}, "report.blog.scenario", "'nope'"),
+    ("tune-unknown", {"tune": {"bogus": 3}}, "tune.bogus", "3"),
+    ("tune-bad-value", {"tune": {"lr_min": -1.0}}, "tune.lr_min", "-1.0"),
+    (
+        "tune-bad-optimizer",
+        {"tune": {"optimizers": ["adam", "lbfgs"]}},
+        "tune.optimizers[1]",
+        "'lbfgs'",
+    ),
+]
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merge(base[key], value) if both else value
+    return out
+
+
+def test_default_params_load():
+    params = config.load(ROOT / "params.yaml")
+    assert params.data.n >= 1 and params.data.scenarios
+    assert params.tuned().sampler == "tpe"
+    assert len(params.digest("seed", "data")) == 16
+
+
+def test_tiny_params_load(tiny_params):
+    params = config.load(tiny_params)
+    assert [s.name for s in params.data.scenarios] == ["blog", "rare-events"]
+
+
+@pytest.mark.parametrize("overrides, key, value", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_config_error_names_key_and_value(tmp_path, overrides, key, value):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_merge(DEFAULT, overrides)))
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{key}:"), message
+    assert message.endswith(f"got {value}"), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("missing", None, "not found"),
+        ("directory", "DIR", "cannot read"),
+        ("binary", b"\xff\xfe\x00bad", "cannot read"),
+        ("bad-yaml", "data: [1, 2\nseed: 0\n", "not valid YAML at line"),
+        ("tabs", "seed: 0\n\tdata: 1\n", "not valid YAML"),
+        ("scalar", "42\n", "must be a mapping"),
+        ("empty", "", "must be a mapping"),
+    ],
+)
+def test_file_errors_name_the_file(tmp_path, name, content, expected):
+    path = tmp_path / f"{name}.yaml"
+    if content == "DIR":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value).startswith(f"{path}:")
+    assert expected in str(info.value)
+
+
+def test_digest_depends_only_on_named_blocks(write_params):
+    base = config.load(write_params())
+    other = config.load(write_params({"sweep": {"inits": 3}}, name="other.yaml"))
+    assert base.digest("seed", "data") == other.digest("seed", "data")
+    assert base.digest("seed", "sweep") != other.digest("seed", "sweep")
+
+
+BAD_FILES = {
+    "missing": None,
+    "bad-yaml": "seed: [\n",
+    "pi": yaml.safe_dump(_merge(DEFAULT, {"data": {"scenarios": [{**SCENARIO, "pi": 2}]}})),
+    "unknown": yaml.safe_dump(_merge(DEFAULT, {"dataa": {}})),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_stage_exits_2_with_one_line(tmp_path, name):
+    path = tmp_path / f"{name}.yaml"
+    if BAD_FILES[name] is not None:
+        path.write_text(BAD_FILES[name])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.generate",
+            "--params",
+            str(path),
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_passes_params_through(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_merge(DEFAULT, {"data": {"replicates": 0}})))
+    # -o: never (re)install the venv from here; the stamp rule validates params and stops.
+    proc = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "data", f"PARAMS={path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "error: data.replicates: must be >= 1, got 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("written", [1.0e8, "1e8", 100_000_000])
+def test_whole_number_counts_accepted_in_any_yaml_spelling(write_params, written):
+    params = config.load(write_params({"data": {"n": written}}))
+    assert params.data.n == 100_000_000 and isinstance(params.data.n, int)
