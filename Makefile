@@ -22,7 +22,7 @@ WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS),)
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PARAMS=path/to/params.yaml  WORKERS=N  FILE=... COLUMN=... (fit-counts)"
+	@echo "  variables: PARAMS=path/to/params.yaml  WORKERS=N  FILE=... COLUMN=... [WHERE=... JSON=1] (fit-counts)"
 
 install: $(VENV)/.installed ## create .venv and install pinned dependencies
 
@@ -58,7 +58,8 @@ tune: data/summary.parquet ## Optuna TPE search over learning rate and optimizer
 
 fit-counts: $(VENV)/.installed ## fit ZIP vs Poisson to your counts: FILE=path COLUMN=name
 	@test -n "$(FILE)" -a -n "$(COLUMN)" || { echo "usage: make fit-counts FILE=path COLUMN=name"; exit 2; }
-	$(PY) -m pipeline.fit_counts "$(FILE)" --column "$(COLUMN)" --params $(PARAMS)
+	$(PY) -m pipeline.fit_counts "$(FILE)" --column "$(COLUMN)" --params $(PARAMS) \
+		$(if $(WHERE),--where '$(WHERE)') $(if $(JSON),--json)
 
 ui: $(VENV)/.installed ## browse the MLflow runs at http://127.0.0.1:$(PORT)
 	@mkdir -p mlruns

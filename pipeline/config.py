@@ -399,7 +399,7 @@ STAGE_BLOCKS = {
     "sweep": ("seed", "data", "fit", "sweep", "tracking"),
     "tune": ("seed", "data", "fit", "sweep", "tune", "tracking"),
     "aggregate": ("seed", "data", "fit", "sweep", "tracking", "report"),
-    "fit_counts": ("fit", "fit_counts", "tracking"),
+    "fit_counts": ("seed", "fit", "fit_counts", "tracking"),
 }
 
 

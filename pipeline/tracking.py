@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +57,11 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         uri = tracking_uri(root)
-        local = uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI")
+        # A SQLite store keeps its artifacts beside it (else MLflow falls back to ./mlruns).
+        local = uri.startswith("sqlite:///")
+        store = Path(uri.removeprefix("sqlite:///")).parent
         if local:
-            (root / _STORE_DIR).mkdir(parents=True, exist_ok=True)
+            store.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
@@ -67,7 +69,7 @@ class Tracker:
         try:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
-                location = (root / _STORE_DIR / "artifacts").as_uri() if local else None
+                location = (store / "artifacts").as_uri() if local else None
                 try:
                     self.experiment_id = self.client.create_experiment(
                         experiment, artifact_location=location
@@ -242,8 +244,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def chunks(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

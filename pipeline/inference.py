@@ -1,0 +1,363 @@
+"""Inference for the intercept-only ZIP against plain Poisson: tests, intervals, fit tables.
+
+The ZIP log-likelihood depends on the data only through n0 (zeros), n+ (positive counts),
+S (sum of the counts) and C (sum of log y!):
+
+    l(pi, lam) = n0 log(pi + (1 - pi) e^{-lam}) + n+ (log(1 - pi) - lam) + S log(lam) - C,
+
+so every profile below costs O(1) per evaluation, whatever n is.
+
+Profiles (for the likelihood-ratio intervals):
+- lam fixed: the share of zeros p0 = pi + (1 - pi) e^{-lam} enters as a binomial, so
+  pi(lam) = max(0, (n0/n - e^{-lam}) / (1 - e^{-lam})) in closed form.
+- pi fixed: the score in lam, S/lam - n+ - n0 w(lam) with w = (1 - pi) e^{-lam} / p0 in [0, 1],
+  is > 0 below the mean and < 0 above the mean of the positive counts, so every root lies in
+  [mean, positive mean]; it is not monotone in general, so all sign changes on a grid there
+  are refined by brentq and the best root kept.
+
+Pure numpy/scipy: no I/O, no module state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import optimize, stats
+from scipy.special import gammaln
+
+from pipeline.mle import Histogram, ZipMLE
+
+VUONG_CAVEAT = (
+    "Poisson is ZIP with pi = 0, a point on the boundary of the ZIP parameter space, so the "
+    "models are nested and Vuong's non-nested test is not a valid test of zero inflation "
+    "(Wilson 2015, Economics Letters 127:51-53); use the likelihood-ratio test above."
+)
+LR_REFERENCE = "0.5*chi2(0) + 0.5*chi2(1)"
+_GRID = 33  # grid points for the inner maximisation in lam at fixed pi
+_PI_CAP = 1.0 - 1e-15  # largest pi tried when bracketing the upper profile limit
+
+
+class Test(NamedTuple):
+    """A test statistic and its p-value (NaN when undefined)."""
+
+    statistic: float
+    p_value: float
+
+
+class PoissonFit(NamedTuple):
+    """Plain Poisson maximum-likelihood fit: rate, mean NLL, standard error of the rate."""
+
+    lam: float
+    nll: float
+    se_lam: float
+
+
+class FrequencyTable(NamedTuple):
+    """Observed and expected frequencies; the last row pools the tail {Y >= counts[-1]}.
+
+    Attributes:
+        counts: 0, 1, ..., K (int64); row K is the tail row "K+".
+        observed: observed frequencies per row.
+        zip, poisson: expected frequencies under the fitted ZIP and Poisson.
+    """
+
+    counts: np.ndarray
+    observed: np.ndarray
+    zip: np.ndarray
+    poisson: np.ndarray
+
+
+class _Stats(NamedTuple):
+    n: int
+    n0: int
+    n_pos: int
+    total: float  # S, the sum of the counts
+    log_fact: float  # C, the sum of log y!
+
+
+def _stats(hist: Histogram) -> _Stats:
+    n = hist.n
+    n0 = int(hist.freqs[hist.values == 0].sum())
+    total = float(np.dot(hist.values.astype(float), hist.freqs))
+    log_fact = float(np.dot(gammaln(hist.values + 1.0), hist.freqs))
+    return _Stats(n, n0, n - n0, total, log_fact)
+
+
+def _loglik(st: _Stats, pi: float, lam: float) -> float:
+    with np.errstate(divide="ignore"):
+        log_rest = np.log1p(-pi)
+        zero = st.n0 * np.logaddexp(np.log(pi), log_rest - lam) if st.n0 else 0.0
+        pos = st.n_pos * (log_rest - lam) if st.n_pos else 0.0
+        return float(zero + pos + st.total * np.log(lam) - st.log_fact)
+
+
+def loglik(hist: Histogram, pi: float, lam: float) -> float:
+    """Total ZIP log-likelihood (pi = 0 gives the Poisson one).
+
+    Args:
+        hist: histogram of the counts.
+        pi: structural-zero probability in [0, 1).
+        lam: Poisson rate > 0.
+
+    Returns:
+        The sum over observations of log p(y).
+    """
+    return _loglik(_stats(hist), pi, lam)
+
+
+def fit_poisson(hist: Histogram) -> PoissonFit:
+    """Plain Poisson MLE: lam = mean, SE = sqrt(lam / n).
+
+    Args:
+        hist: histogram of the counts (n > 0).
+
+    Returns:
+        The `PoissonFit`.
+    """
+    st = _stats(hist)
+    lam = st.total / st.n
+    return PoissonFit(lam, -_loglik(st, 0.0, lam) / st.n, float(np.sqrt(lam / st.n)))
+
+
+def lr_test(hist: Histogram, zip_fit: ZipMLE) -> Test:
+    """Likelihood-ratio test of H0: pi = 0 (Poisson) against pi > 0 (ZIP).
+
+    pi = 0 is on the boundary, so under H0 the statistic T is 0 with probability 1/2 and
+    chi2(1) otherwise: P(T >= t) = chi2_1.sf(t) / 2 for t > 0 and 1 for t = 0.
+
+    Args:
+        hist: histogram of the counts.
+        zip_fit: the exact ZIP MLE of `hist`.
+
+    Returns:
+        `Test(T, p)`; T = 0 and p = 1 on the boundary.
+    """
+    if zip_fit.boundary:
+        return Test(0.0, 1.0)
+    st = _stats(hist)
+    gain = _loglik(st, zip_fit.pi, zip_fit.lam) - _loglik(st, 0.0, st.total / st.n)
+    stat = max(0.0, 2.0 * gain)
+    return Test(stat, float(0.5 * stats.chi2.sf(stat, 1)) if stat > 0 else 1.0)
+
+
+def vuong_tests(hist: Histogram, zip_fit: ZipMLE) -> dict[str, Test]:
+    """Vuong's z statistic for ZIP against Poisson, raw and AIC/BIC-corrected (as pscl).
+
+    z = (sum m_i - correction) / (sqrt(n) sd(m)), m_i = log f_zip(y_i) - log f_pois(y_i),
+    correction 0 (raw), 1 (AIC: one extra parameter) or log(n)/2 (BIC). The p-value is
+    one-sided for "ZIP is closer": P(N(0,1) >= z). See `VUONG_CAVEAT`: not a valid test here.
+
+    Args:
+        hist: histogram of the counts.
+        zip_fit: the exact ZIP MLE of `hist`.
+
+    Returns:
+        {"raw", "aic", "bic"} -> `Test`; NaN on the boundary, where both fits coincide.
+    """
+    n = hist.n
+    if zip_fit.boundary or n < 2:
+        nan = Test(float("nan"), float("nan"))
+        return {"raw": nan, "aic": nan, "bic": nan}
+    pi, lam, lam_p = zip_fit.pi, zip_fit.lam, hist.mean
+    y = hist.values.astype(float)
+    # log y! cancels; the zero row compares log p0 with -lam_p.
+    m = np.log1p(-pi) - lam + y * np.log(lam) - (y * np.log(lam_p) - lam_p)
+    m = np.where(y == 0, np.logaddexp(np.log(pi), np.log1p(-pi) - lam) + lam_p, m)
+    f = hist.freqs.astype(float)
+    mean = float(np.dot(m, f) / n)
+    sd = float(np.sqrt(np.dot(f, (m - mean) ** 2) / (n - 1)))
+    out = {}
+    for name, corr in (("raw", 0.0), ("aic", 1.0), ("bic", np.log(n) / 2)):
+        z = (mean * n - corr) / (np.sqrt(n) * sd) if sd > 0 else float("nan")
+        out[name] = Test(float(z), float(stats.norm.sf(z)))
+    return out
+
+
+def information_criteria(nll: float, n: int, k: int) -> tuple[float, float]:
+    """AIC and BIC from a mean NLL per observation.
+
+    Args:
+        nll: mean negative log-likelihood per observation.
+        n: number of observations.
+        k: number of free parameters.
+
+    Returns:
+        (AIC, BIC) = (2k + 2 n nll, k log n + 2 n nll).
+    """
+    return 2 * k + 2 * n * nll, k * np.log(n) + 2 * n * nll
+
+
+def wald_interval(estimate: float, se: float, level: float, lo=0.0, hi=np.inf):
+    """Wald interval estimate +- z se, clipped to the parameter space [lo, hi].
+
+    Args:
+        estimate: point estimate.
+        se: standard error.
+        level: coverage, e.g. 0.95.
+        lo, hi: bounds of the parameter space.
+
+    Returns:
+        (lower, upper).
+    """
+    z = stats.norm.ppf(0.5 + level / 2)
+    return float(max(lo, estimate - z * se)), float(min(hi, estimate + z * se))
+
+
+def profile_loglik_lam(hist: Histogram, lam: float) -> tuple[float, float]:
+    """max over pi of l(pi, lam), in closed form.
+
+    Args:
+        hist: histogram of the counts.
+        lam: Poisson rate > 0.
+
+    Returns:
+        (profile log-likelihood, maximising pi).
+    """
+    return _profile_lam(_stats(hist), lam)
+
+
+def _profile_lam(st: _Stats, lam: float) -> tuple[float, float]:
+    e, zero_share = np.exp(-lam), st.n0 / st.n
+    pi = max(0.0, (zero_share - e) / -np.expm1(-lam))
+    return _loglik(st, pi, lam), float(pi)
+
+
+def profile_loglik_pi(hist: Histogram, pi: float) -> tuple[float, float]:
+    """max over lam of l(pi, lam): all score roots in [mean, positive mean], best kept.
+
+    Args:
+        hist: histogram of the counts, with at least one positive count.
+        pi: structural-zero probability in [0, 1).
+
+    Returns:
+        (profile log-likelihood, maximising lam).
+    """
+    return _profile_pi(_stats(hist), pi)
+
+
+def _profile_pi(st: _Stats, pi: float) -> tuple[float, float]:
+    lo, hi = st.total / st.n, st.total / st.n_pos
+    if hi - lo <= 1e-12 * hi:
+        return _loglik(st, pi, hi), hi
+    r = pi / (1 - pi)
+
+    def score(lam):  # S/lam - n+ - n0 w(lam), w = 1 / (1 + r e^lam) without overflow
+        w = np.exp(-np.logaddexp(0.0, np.log(r) + lam)) if r > 0 else 1.0
+        return st.total / lam - st.n_pos - st.n0 * w
+
+    grid = np.linspace(lo, hi, _GRID)
+    with np.errstate(divide="ignore"):
+        g = np.array([score(x) for x in grid])
+    candidates = [lo, hi]
+    for a, b, ga, gb in zip(grid[:-1], grid[1:], g[:-1], g[1:]):
+        if ga == 0:
+            candidates.append(a)
+        elif ga > 0 > gb:  # a maximum of l in lam (the score falls through zero)
+            candidates.append(optimize.brentq(score, a, b, xtol=1e-14 * b, rtol=1e-15))
+    values = [_loglik(st, pi, x) for x in candidates]
+    best = int(np.argmax(values))
+    return values[best], float(candidates[best])
+
+
+def _crossing(fun, inside: float, outside: float) -> float:
+    """The root of `fun` between the MLE (`inside`, fun < 0) and `outside` (fun > 0)."""
+    lo, hi = sorted((inside, outside))
+    return float(optimize.brentq(fun, lo, hi, xtol=1e-13 * max(hi, 1e-300), rtol=1e-15))
+
+
+def profile_intervals(hist: Histogram, zip_fit: ZipMLE, level: float) -> dict[str, tuple]:
+    """Profile-likelihood intervals {theta : 2 (l_hat - l_profile(theta)) <= chi2_1(level)}.
+
+    On the boundary (pi_hat = 0) the lower limit for pi is 0. Limits that the likelihood does
+    not reach inside the parameter space are reported as the edge (0 or 1 for pi, 0 for lam).
+
+    Args:
+        hist: histogram of the counts.
+        zip_fit: the exact ZIP MLE of `hist`.
+        level: coverage, e.g. 0.95.
+
+    Returns:
+        {"pi": (lower, upper), "lambda": (lower, upper)}.
+    """
+    st = _stats(hist)
+    best = _loglik(st, zip_fit.pi, zip_fit.lam)
+    q = stats.chi2.ppf(level, 1)
+
+    def excess_pi(pi):
+        return 2 * (best - _profile_pi(st, pi)[0]) - q
+
+    def excess_lam(lam):
+        return 2 * (best - _profile_lam(st, lam)[0]) - q
+
+    pi_hat, lam_hat = zip_fit.pi, zip_fit.lam
+    pi_lo = 0.0
+    if pi_hat > 0 and excess_pi(0.0) > 0:
+        pi_lo = _crossing(excess_pi, pi_hat, 0.0)
+    pi_hi = 1.0
+    for k in range(1, 16):
+        edge = min(1.0 - 10.0**-k, _PI_CAP)
+        if edge > pi_hat and excess_pi(edge) > 0:
+            pi_hi = _crossing(excess_pi, pi_hat, edge)
+            break
+    lam_lo, edge = 0.0, lam_hat
+    while edge > 1e-300:
+        edge /= 4
+        if excess_lam(edge) > 0:
+            lam_lo = _crossing(excess_lam, lam_hat, edge)
+            break
+    lam_hi, edge = np.inf, lam_hat
+    while edge < 1e300:
+        edge *= 4
+        if excess_lam(edge) > 0:
+            lam_hi = _crossing(excess_lam, lam_hat, edge)
+            break
+    return {"pi": (pi_lo, pi_hi), "lambda": (lam_lo, float(lam_hi))}
+
+
+def frequency_table(
+    hist: Histogram, pi: float, lam: float, lam_poisson: float, tail: int | None = None
+) -> FrequencyTable:
+    """Observed against expected frequencies per count, the tail {Y >= K} pooled in a last row.
+
+    Args:
+        hist: histogram of the counts.
+        pi, lam: fitted ZIP parameters.
+        lam_poisson: fitted Poisson rate.
+        tail: K, the first pooled count (default `default_tail`).
+
+    Returns:
+        The `FrequencyTable` with rows 0, ..., K-1 and "K+".
+    """
+    tail = default_tail(hist, pi, lam, lam_poisson) if tail is None else max(1, int(tail))
+    counts = np.arange(tail + 1, dtype=np.int64)
+    observed = np.zeros(tail + 1, np.int64)
+    np.add.at(observed, np.minimum(hist.values, tail), hist.freqs)
+    n = hist.n
+
+    def expected(gate, rate):
+        pmf = stats.poisson.pmf(counts[:-1], rate) * (1 - gate)
+        pmf[0] += gate
+        return n * np.append(pmf, (1 - gate) * stats.poisson.sf(tail - 1, rate))
+
+    return FrequencyTable(counts, observed, expected(pi, lam), expected(0.0, lam_poisson))
+
+
+def default_tail(hist: Histogram, pi: float, lam: float, lam_poisson: float, max_rows=20) -> int:
+    """First count to pool: where observed and both expected tail counts drop below 5.
+
+    Capped at the largest observed count and at `max_rows`; at least 1.
+
+    Returns:
+        K for `frequency_table`.
+    """
+    top = int(min(hist.values.max(), max_rows))
+    n = hist.n
+    # obs_tail[k - 1] = #{Y >= k}
+    obs_tail = n - np.cumsum(np.bincount(np.minimum(hist.values, top + 1), hist.freqs, top + 2))
+    for k in range(1, top + 1):
+        zip_tail = n * (1 - pi) * stats.poisson.sf(k - 1, lam)
+        pois_tail = n * stats.poisson.sf(k - 1, lam_poisson)
+        if max(zip_tail, pois_tail, obs_tail[k - 1]) < 5:
+            return k
+    return max(top, 1)

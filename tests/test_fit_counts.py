@@ -1,0 +1,266 @@
+"""Tests of the `fit_counts` stage: reading counts, the report, the CLI and its MLflow run.
+
+Stage runs use `--workdir tmp_path` with an MLflow store isolated there (`isolated_mlflow`), and
+the tiny params of `conftest.py` where the descent's length does not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline import count_io, mle
+from pipeline.cli import ROOT, UserError
+
+EXAMPLE = ROOT / "examples" / "fish_caught.csv"
+
+
+def fit_counts(args, env, cwd) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipeline.fit_counts", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def zip_sample(pi: float, lam: float, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.binomial(1, 1 - pi, n) * rng.poisson(lam, n)
+
+
+def write_csv(path: Path, counts, header="count") -> Path:
+    path.write_text(header + "\n" + "\n".join(str(c) for c in counts) + "\n")
+    return path
+
+
+def leaves(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from leaves(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from leaves(v, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
+# -- reading ---------------------------------------------------------------------------------
+def test_read_counts_matches_numpy_histogram_for_csv_tsv_and_parquet(tmp_path):
+    y = zip_sample(0.4, 3.0, 3000, 1)
+    group = np.arange(len(y)) % 3
+    frame = pl.DataFrame({"count": y, "site": group})
+    frame.write_csv(tmp_path / "c.csv")
+    frame.write_csv(tmp_path / "c.tsv", separator="\t")
+    frame.write_parquet(tmp_path / "c.parquet")
+    frame.with_columns(pl.col("count").cast(pl.Float64)).write_parquet(tmp_path / "f.parquet")
+    for name in ("c.csv", "c.tsv", "c.parquet", "f.parquet"):
+        counts = count_io.read_counts(tmp_path / name, "count")
+        assert counts.rows == counts.selected == len(y)
+        ref = mle.histogram(y)
+        assert np.array_equal(counts.hist.values, ref.values)
+        assert np.array_equal(counts.hist.freqs, ref.freqs)
+        picked = count_io.read_counts(tmp_path / name, "count", where="site = 1 AND count > 0")
+        ref = mle.histogram(y[(group == 1) & (y > 0)])
+        assert np.array_equal(picked.hist.values, ref.values)
+        assert np.array_equal(picked.hist.freqs, ref.freqs)
+        assert picked.rows == len(y) and picked.selected == ref.n
+
+
+def test_read_counts_names_the_first_bad_row(tmp_path):
+    path = write_csv(tmp_path / "bad.csv", [1, 2, 0, 3, -4, 5, -1])
+    with pytest.raises(UserError, match=r"2 negative value\(s\), first at row 5 \(-4\)"):
+        count_io.read_counts(path, "count")
+    # The filter decides which rows must be counts.
+    assert count_io.read_counts(path, "count", where="count >= 0").hist.n == 5
+
+
+# -- the report ------------------------------------------------------------------------------
+def test_descent_matches_exact_mle(write_params, tmp_path):
+    """Converged descent stops at |gradient| < grad_tol = 1e-6 in (logit pi, log lambda), so
+    its error is about I^-1 g <= (n SE^2) 1e-6, i.e. ~1e-4 SE at n = 10,000: 0.01 SE is ample."""
+    from pipeline import config
+    from pipeline.fit_counts import descend
+
+    params = config.load(write_params({"fit_counts": {"inits": 4, "max_steps": 3000}}))
+    hist = mle.histogram(zip_sample(0.5, 5.0, 10_000, 0))
+    exact = mle.exact_mle(hist)
+    result, best = descend(hist, params, np.random.default_rng(0))
+    assert result.status[best] == "converged"
+    assert abs(result.pi[best] - exact.pi) < 0.01 * exact.se_pi
+    assert abs(result.lam[best] - exact.lam) < 0.01 * exact.se_lam
+    assert result.nll[best] - exact.nll < 1e-9
+
+
+def test_json_is_one_object_of_numbers_matching_the_exact_mle(write_params, tmp_path):
+    params = write_params({"fit_counts": {"inits": 3, "max_steps": 2000}})
+    args = [EXAMPLE, "--column", "count", "--params", params, "--workdir", tmp_path]
+    proc = fit_counts([*args, "--json", "--no-mlflow"], {**os.environ, "CI": "true"}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)  # exactly one JSON document, nothing else on stdout
+    strings = {".file", ".column", ".lr_test.reference", ".vuong.caveat", ".mlflow_experiment",
+               ".gradient_descent.status", ".gradient_descent.optimizer"}  # fmt: skip
+    for path, value in leaves(report):
+        if path in strings or path.startswith(".notes"):
+            assert isinstance(value, str), path
+        else:
+            assert value is None or isinstance(value, (int, float, bool)), (path, value)
+    y = np.loadtxt(EXAMPLE, delimiter=",", skiprows=1, usecols=1).astype(int)
+    exact = mle.exact_mle(mle.histogram(y))
+    assert report["n"] == len(y) == 250 and report["mlflow_run_id"] is None
+    assert report["zip"]["pi"] == pytest.approx(exact.pi, rel=1e-12)
+    assert report["zip"]["se_lambda"] == pytest.approx(exact.se_lam, rel=1e-12)
+    assert report["lr_test"]["p_value"] < 1e-10  # the example has plenty of extra zeros
+    gd = report["gradient_descent"]
+    assert abs(gd["pi"] - exact.pi) < 0.01 * exact.se_pi
+    assert sum(f["observed"] for f in report["frequencies"]) == 250
+
+
+def run_main(args, capsys) -> str:
+    """`fit_counts.main` in this process (no second torch/MLflow import); returns stdout."""
+    from pipeline import fit_counts as stage
+
+    assert stage.main([str(a) for a in args]) == 0
+    return capsys.readouterr().out
+
+
+def test_terminal_table(tiny_params, tmp_path, capsys):
+    text = run_main([EXAMPLE, "--column", "count", "--params", tiny_params, "--no-mlflow"],
+                    capsys)  # fmt: skip
+    y = np.loadtxt(EXAMPLE, delimiter=",", skiprows=1, usecols=1).astype(int)
+    exact = mle.exact_mle(mle.histogram(y))
+    for part in ("Zero-inflated Poisson (exact MLE)", f"{exact.pi:.6g}", "95% profile",
+                 "Likelihood-ratio test for zero inflation", "Wilson 2015",
+                 "Observed against expected frequencies"):  # fmt: skip
+        assert part in text
+    assert all(line == line.rstrip() for line in text.splitlines())
+
+
+def test_fewer_zeros_than_poisson_gives_the_boundary_answer(tiny_params, tmp_path, capsys):
+    y = zip_sample(0.0, 3.0, 400, 3)
+    y = y[y > 0]  # no zeros at all: certainly fewer than a Poisson gives
+    path = write_csv(tmp_path / "few_zeros.csv", y)
+    args = [path, "--column", "count", "--params", tiny_params, "--no-mlflow"]
+    r = json.loads(run_main([*args, "--json"], capsys))
+    assert r["zip"]["boundary"] is True and r["zip"]["pi"] == 0.0
+    assert r["zip"]["lambda"] == pytest.approx(y.mean(), rel=1e-12)
+    assert r["lr_test"]["statistic"] == 0.0 and r["lr_test"]["p_value"] == 1.0
+    assert r["zip"]["profile"]["pi"][0] == 0.0 and r["zip"]["wald"]["pi"][0] == 0.0
+    assert r["vuong"]["raw"]["statistic"] is None  # both fits coincide: z undefined
+    assert r["gradient_descent"]["towards_boundary"] is True
+    assert "boundary" in r["notes"][0]
+    text = run_main(args, capsys)
+    assert "boundary pi = 0" in text and "pi -> 0" in text
+
+
+def test_example_run_logs_one_mlflow_run(tiny_params, tmp_path, isolated_mlflow, capsys,
+                                         monkeypatch):  # fmt: skip
+    from mlflow.tracking import MlflowClient
+
+    args = [EXAMPLE, "--column", "count", "--where", "camper = 1", "--params", tiny_params,
+            "--workdir", tmp_path]  # fmt: skip
+    out = run_main(args, capsys)
+    assert "of 250 rows, where camper = 1" in out and "MLflow run" in out
+    client = MlflowClient(tracking_uri=isolated_mlflow)
+    exp = client.get_experiment_by_name("zip-test")
+    runs = client.search_runs([exp.experiment_id], "tags.`zip.stage` = 'fit_counts'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.run_id in out
+    tags = run.data.tags
+    assert tags["zip.column"] == "count" and tags["zip.where"] == "camper = 1"
+    assert tags["zip.file"] == str(EXAMPLE)
+    parent = client.get_run(tags["mlflow.parentRunId"])
+    assert parent.data.tags["zip.level"] == "invocation"
+    assert run.data.params["fit_counts.inits"] == "2"
+    metrics = run.data.metrics
+    assert 0 < metrics["zip.pi"] < 1 and metrics["lr_test.p_value"] < 0.05
+    assert "zip.profile.pi.lower" in metrics and "gradient_descent.nll_gap" in metrics
+    assert len(client.get_metric_history(run.info.run_id, "gd.nll")) > 1
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"rootogram.png", "convergence.png", "fit_counts.json", "fit_counts.txt",
+            "frequencies.md"} <= names  # fmt: skip
+    stored = json.loads(Path(client.download_artifacts(run.info.run_id, "fit_counts.json",
+                                                       str(tmp_path))).read_text())  # fmt: skip
+    assert stored["mlflow_run_id"] == run.info.run_id and stored["n"] < 250
+
+    # Ctrl-C (or SIGTERM, turned into KeyboardInterrupt) while logging: the run ends KILLED.
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline.rootogram.convergence_figure", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_main(args, capsys)
+    runs = client.search_runs([exp.experiment_id], "tags.`zip.stage` = 'fit_counts'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+
+
+# -- bad input -------------------------------------------------------------------------------
+def _bad_files(tmp: Path) -> dict[str, tuple[list, str]]:
+    """name -> (arguments after the program, expected fragment of the one-line error)."""
+
+    def csv(name: str, body: str) -> Path:
+        (tmp / name).write_text(body)
+        return tmp / name
+
+    pl.DataFrame({"count": ["1", "2"]}).write_parquet(tmp / "text.parquet")
+    pl.DataFrame({"count": [True, False]}).write_parquet(tmp / "bool.parquet")
+    (tmp / "corrupt.parquet").write_bytes(b"not a parquet file at all")
+    (tmp / "folder.csv").mkdir()
+    (tmp / "zero_bytes.csv").write_bytes(b"")
+    ok = csv("ok.csv", "count,site\n1,0\n0,1\n3,1\n")
+    return {
+        "negative": ([csv("neg.csv", "count\n1\n-2\n"), "--column", "count"], "negative"),
+        "non-integer": ([csv("frac.csv", "count\n1\n2.5\n"), "--column", "count"],
+                        "non-integer"),
+        "nan": ([csv("nan.csv", "count\n1\nnan\n"), "--column", "count"], "NaN"),
+        "empty-field": ([csv("blank.csv", "count,x\n1,a\n,b\n"), "--column", "count"],
+                        "missing"),
+        "na-token": ([csv("na.csv", "count\n1\nNA\n"), "--column", "count"], "missing"),
+        "non-numeric": ([csv("word.csv", "count\n1\nmany\n"), "--column", "count"],
+                        "non-numeric value at row 2 ('many')"),
+        "text-parquet": ([tmp / "text.parquet", "--column", "count"], "not numbers"),
+        "bool-parquet": ([tmp / "bool.parquet", "--column", "count"], "not numbers"),
+        "header-only": ([csv("header.csv", "count\n"), "--column", "count"], "has no rows"),
+        "filtered-empty": ([ok, "--column", "count", "--where", "site > 5"],
+                           "no rows after --where"),
+        "missing-column": ([ok, "--column", "counts"], "available: 'count', 'site'"),
+        "bad-where": ([ok, "--column", "count", "--where", "nope > 1"], "--where"),
+        "no-file": ([tmp / "absent.csv", "--column", "count"], "no such file"),
+        "directory": ([tmp / "folder.csv", "--column", "count"], "not a regular file"),
+        "zero-bytes": ([tmp / "zero_bytes.csv", "--column", "count"], "empty"),
+        "corrupt": ([tmp / "corrupt.parquet", "--column", "count"], "cannot read"),
+        "extension": ([csv("data.xlsx", "x"), "--column", "count"], "unsupported file type"),
+        "all-zero": ([csv("zeros.csv", "count\n0\n0\n0\n"), "--column", "count"],
+                     "not identifiable"),
+    }  # fmt: skip
+
+
+BAD = ["negative", "non-integer", "nan", "empty-field", "na-token", "non-numeric", "text-parquet",
+       "bool-parquet", "header-only", "filtered-empty", "missing-column", "bad-where", "no-file",
+       "directory", "zero-bytes", "corrupt", "extension", "all-zero"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input_exits_2_with_one_line(name, tiny_params, tmp_path):
+    args, fragment = _bad_files(tmp_path)[name]
+    env = {**os.environ, "CI": "true"}
+    extra = ["--json", "--params", tiny_params, "--workdir", tmp_path]
+    proc = fit_counts([*args, *extra], env, tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr and fragment in lines[0], lines[0]
+    assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_exits_2(tiny_params, tmp_path):
+    path = write_csv(tmp_path / "locked.csv", [1, 2])
+    path.chmod(0)
+    proc = fit_counts([path, "--column", "count", "--params", tiny_params], os.environ, tmp_path)
+    assert proc.returncode == 2 and "permission denied" in proc.stderr
