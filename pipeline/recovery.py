@@ -1,0 +1,328 @@
+"""Recovery statistics from the per-fit table: pure polars/numpy, no I/O, no MLflow.
+
+Inputs are the sweep's per-fit table (one row per dataset x init x optimizer x learning rate)
+and the data stage's per-dataset summary (truth, exact MLE, n). Two tables come out, both one
+group per scenario x optimizer x lr:
+
+- `optimisation_table`: did the optimiser get to the exact MLE, how often, how fast;
+- `statistics_table`: per dataset, the best-NLL init's estimate as an estimator of the truth,
+  beside the exact MLE (bias, SD, RMSE, Wald coverage), one row per parameter.
+
+Monte-Carlo standard errors (suffix `_se`) treat groups as independent draws: a share p of N
+fits has SE sqrt(p (1 - p) / N), a bias over m datasets has SE sd / sqrt(m). Inits of the same
+dataset are not independent, so the SE of a share of fits is a lower bound when the outcome
+depends on the data rather than on the init.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+import polars as pl
+
+from pipeline.mle import fisher_information
+
+GROUP = ["scenario", "optimizer", "lr"]
+DATASET = ["scenario", "optimizer", "lr", "replicate"]
+OFF_SE = 1.0  # a fit that did not diverge but ends further than this from the MLE, in SEs
+COLLAPSED = 0.01  # ... with pi_hat below this fraction of the MLE's: pi collapsed towards 0
+PARAMETERS = {
+    "pi": ("pi_hat", "mle_pi", "pi_true"),
+    "lambda": ("lambda_hat", "mle_lambda", "lambda_true"),
+}
+
+
+def _share(mask: pl.Expr, name: str) -> list[pl.Expr]:
+    """A share and its binomial Monte-Carlo SE."""
+    p = mask.cast(pl.Float64).mean()
+    return [p.alias(name), (p * (1 - p) / pl.len()).sqrt().alias(f"{name}_se")]
+
+
+def _ordered(df: pl.DataFrame, order: Sequence[str] | None, extra: Sequence = ()):
+    """Rows sorted by scenario (in `order`, else by name), optimizer, lr, then `extra`."""
+    names = list(order) if order else sorted(df["scenario"].unique().to_list())
+    rank = pl.col("scenario").replace_strict(names, list(range(len(names))), default=len(names))
+    return df.sort([rank, "scenario", "optimizer", "lr", *extra])
+
+
+def objective(diverged_penalty: float) -> pl.Expr:
+    """The sweep's objective as an aggregation over fits (`sweep_objective.objective_value`).
+
+    Mean NLL gap clipped at 0 (a converged fit may sit a rounding error below the closed-form
+    NLL); a diverged fit, or one without a finite gap, counts `diverged_penalty`.
+
+    Args:
+        diverged_penalty: charge for a diverged fit (mean NLL units).
+
+    Returns:
+        A polars expression to use inside `agg` over the per-fit table.
+    """
+    gap = pl.col("nll_gap").fill_null(float("nan"))
+    charged = pl.when((pl.col("status") == "diverged") | ~gap.is_finite())
+    return charged.then(diverged_penalty).otherwise(gap.clip(lower_bound=0.0)).mean()
+
+
+def optimisation_table(
+    fits: pl.DataFrame, *, diverged_penalty: float, order: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """How well, how often and how fast gradient descent reached the exact MLE.
+
+    Gap and error statistics are over the fits that did not diverge (a diverged fit has no
+    estimate; its share is reported instead). `off_mle` is the share of all fits that did not
+    diverge yet end more than `OFF_SE` standard errors from the MLE in pi or lambda,
+    `converged_off` those among them flagged converged (stalled on a flat region), `recovered`
+    the share flagged converged within `OFF_SE` of the MLE, and
+    `off_collapsed` the share of those off fits whose pi_hat fell below `COLLAPSED` x the
+    MLE's. Errors are |theta_hat - theta_MLE| in units of the MLE's standard error; the spread
+    is, per dataset, max - min over its non-diverged inits (in SEs), averaged over datasets
+    with at least two such inits.
+
+    Args:
+        fits: the per-fit table (scenario, optimizer, lr, replicate, init, status, steps,
+            nll_gap, pi_hat, lambda_hat, mle_pi, mle_lambda, se_pi, se_lambda, boundary).
+        diverged_penalty: the sweep's objective charge for a diverged fit.
+        order: scenario order for the rows (default: by name).
+
+    Returns:
+        One row per scenario x optimizer x lr, sorted.
+    """
+    ok = pl.col("status") != "diverged"
+    conv = pl.col("status") == "converged"
+    off = ok & ((pl.col("err_pi") > OFF_SE) | (pl.col("err_lambda") > OFF_SE)).fill_null(True)
+    # Fixed row order: float sums (means) then do not depend on how the input was ordered.
+    fits = fits.sort([*DATASET, "init"]).with_columns(
+        ((pl.col("pi_hat") - pl.col("mle_pi")).abs() / pl.col("se_pi")).alias("err_pi"),
+        ((pl.col("lambda_hat") - pl.col("mle_lambda")).abs() / pl.col("se_lambda")).alias(
+            "err_lambda"
+        ),
+    )
+    table = fits.group_by(GROUP, maintain_order=True).agg(
+        pl.len().alias("fits"),
+        pl.col("replicate").n_unique().alias("datasets"),
+        objective(diverged_penalty).alias("objective"),
+        *_share(conv, "converged"),
+        *_share(pl.col("status") == "max_steps", "max_steps"),
+        *_share(pl.col("status") == "diverged", "diverged"),
+        pl.col("steps").filter(conv).median().alias("steps_median"),
+        pl.col("steps").filter(conv).quantile(0.9, interpolation="linear").alias("steps_p90"),
+        pl.col("nll_gap").filter(ok).median().alias("gap_median"),
+        pl.col("nll_gap").filter(ok).max().alias("gap_max"),
+        pl.col("err_pi").filter(ok).median().alias("err_pi_median"),
+        pl.col("err_pi").filter(ok).max().alias("err_pi_max"),
+        pl.col("err_lambda").filter(ok).median().alias("err_lambda_median"),
+        pl.col("err_lambda").filter(ok).max().alias("err_lambda_max"),
+        *_share(off, "off_mle"),
+        *_share(conv & off, "converged_off"),
+        *_share(conv & ~off, "recovered"),
+        # Why fits end far off: a step overshoots into pi ~ 0, where d NLL / d logit(pi) ~ pi.
+        (pl.col("pi_hat") < COLLAPSED * pl.col("mle_pi"))
+        .filter(off)
+        .cast(pl.Float64)
+        .mean()
+        .alias("off_collapsed"),
+        # Why fits stop short: the MLE on the boundary pi = 0 sends logit(pi) to -inf slowly.
+        pl.col("boundary")
+        .filter(pl.col("status") == "max_steps")
+        .cast(pl.Float64)
+        .mean()
+        .alias("max_steps_on_boundary"),
+    )
+    spread = (
+        fits.filter(ok)
+        .group_by(DATASET, maintain_order=True)
+        .agg(
+            pl.len().alias("n_ok"),
+            ((pl.col("pi_hat").max() - pl.col("pi_hat").min()) / pl.col("se_pi").first()).alias(
+                "spread_pi"
+            ),
+            (
+                (pl.col("lambda_hat").max() - pl.col("lambda_hat").min())
+                / pl.col("se_lambda").first()
+            ).alias("spread_lambda"),
+        )
+        .filter(pl.col("n_ok") >= 2)
+        .group_by(GROUP, maintain_order=True)
+        .agg(
+            pl.col("spread_pi").mean().alias("spread_pi_se"),
+            pl.col("spread_lambda").mean().alias("spread_lambda_se"),
+        )
+    )
+    table = table.join(spread, on=GROUP, how="left")
+    return _ordered(table, order)
+
+
+def best_fits(fits: pl.DataFrame) -> pl.DataFrame:
+    """Per dataset (and optimizer, lr) the non-diverged init with the lowest final NLL.
+
+    Ties go to the lowest init index. A dataset whose inits all diverged has no row.
+
+    Args:
+        fits: the per-fit table.
+
+    Returns:
+        One row per scenario x optimizer x lr x replicate, with the chosen fit's columns.
+    """
+    usable = fits.filter(
+        (pl.col("status") != "diverged")
+        & pl.col("nll_final").is_finite()
+        & pl.col("pi_hat").is_finite()
+        & pl.col("lambda_hat").is_finite()
+    )
+    return (
+        usable.sort([*DATASET, "nll_final", "init"]).group_by(DATASET, maintain_order=True).first()
+    )
+
+
+def wald_se(pi, lam, n, scale: str = "natural") -> tuple[np.ndarray, np.ndarray]:
+    """Standard errors sqrt(diag(I^-1) / n) from the Fisher information at the estimate.
+
+    Args:
+        pi, lam: estimates (arrays).
+        n: observations per dataset (array).
+        scale: "natural" for (pi, lambda), "logit" for (logit pi, log lambda).
+
+    Returns:
+        (se of the first parameter, se of the second); NaN where the information is singular.
+    """
+    info = fisher_information(np.asarray(pi, float), np.asarray(lam, float), scale=scale)
+    a, b, d = info[..., 0, 0], info[..., 0, 1], info[..., 1, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        det = a * d - b * b
+        n = np.asarray(n, float)
+        v1, v2 = d / det / n, a / det / n
+        ok = np.isfinite(det) & (det > 0)
+        return np.where(ok, np.sqrt(v1), np.nan), np.where(ok, np.sqrt(v2), np.nan)
+
+
+def _covered(est, se, truth, z) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(est) & np.isfinite(se), np.abs(est - truth) <= z * se, False)
+
+
+def _logit(p):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(p) - np.log1p(-np.asarray(p, float))
+
+
+def _coverage_columns(pi, lam, pi_true, lam_true, n, z, prefix: str) -> dict[str, np.ndarray]:
+    """Per-dataset Wald hits in both scales; a missing SE (pi_hat = 0 in logit) is a miss."""
+    se_pi, se_lam = wald_se(pi, lam, n, "natural")
+    se_s, se_eta = wald_se(pi, lam, n, "logit")
+    inner = (pi_true > 0) & (pi_true < 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_lam, log_true = np.log(lam), np.log(lam_true)
+    return {
+        f"{prefix}cover_pi": _covered(pi, se_pi, pi_true, z),
+        f"{prefix}cover_lambda": _covered(lam, se_lam, lam_true, z),
+        f"{prefix}cover_log_pi": np.where(
+            inner, _covered(_logit(pi), se_s, _logit(pi_true), z), np.nan
+        ),
+        f"{prefix}cover_log_lambda": _covered(log_lam, se_eta, log_true, z),
+    }
+
+
+def _estimator_stats(est: pl.Expr, truth: pl.Expr, prefix: str) -> list[pl.Expr]:
+    err = est - truth
+    return [
+        err.mean().alias(f"{prefix}bias"),
+        (err.std() / err.count().sqrt()).alias(f"{prefix}bias_se"),
+        est.std().alias(f"{prefix}sd"),
+        (err * err).mean().sqrt().alias(f"{prefix}rmse"),
+    ]
+
+
+def statistics_table(
+    fits: pl.DataFrame,
+    summary: pl.DataFrame,
+    *,
+    level: float = 0.95,
+    order: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """The best-NLL init per dataset as an estimator of the truth, beside the exact MLE.
+
+    Wald intervals est +- z SE use SEs from the Fisher information at the estimate (`wald_se`),
+    on the natural scale (`cover`) and on the logit/log scale (`cover_log`). Coverage is over
+    all datasets: a dataset without an estimate (every init diverged) counts as a miss.
+
+    Args:
+        fits: the per-fit table.
+        summary: the data stage's summary (scenario, replicate, n, pi_true, lambda_true,
+            mle_pi, mle_lambda, boundary).
+        level: the intervals' nominal coverage.
+        order: scenario order for the rows (default: by name).
+
+    Returns:
+        One row per scenario x optimizer x lr x parameter (pi, lambda): columns truth,
+        datasets, estimates, bias, bias_se, sd, rmse, cover, cover_se, cover_log, then the same
+        with prefix `mle_`, and `boundary` (share of datasets whose MLE has pi = 0).
+    """
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    if "identifiable" in summary.columns:  # all-zero datasets have no MLE and no fits
+        summary = summary.filter(pl.col("identifiable"))
+    data = summary.select(
+        "scenario",
+        "replicate",
+        "n",
+        "pi_true",
+        "lambda_true",
+        "mle_pi",
+        "mle_lambda",
+        "boundary",
+    )
+    groups = fits.select(GROUP).unique()
+    grid = groups.join(data, on="scenario", how="inner")
+    best = best_fits(fits).select(*DATASET, "pi_hat", "lambda_hat")
+    # Fixed row order: float sums (means) then do not depend on join or input order.
+    per = grid.join(best, on=DATASET, how="left").sort(DATASET)
+    cols = {
+        k: per[k].to_numpy().astype(float) for k in per.columns if k not in (*GROUP, "boundary")
+    }
+    args = (cols["pi_true"], cols["lambda_true"], cols["n"], z)
+    per = per.with_columns(
+        **{
+            k: pl.Series(v)
+            for k, v in _coverage_columns(cols["pi_hat"], cols["lambda_hat"], *args, "").items()
+        },
+        **{
+            k: pl.Series(v)
+            for k, v in _coverage_columns(cols["mle_pi"], cols["mle_lambda"], *args, "mle_").items()
+        },
+    )
+    rows = []
+    for name, (est, mle, truth) in PARAMETERS.items():
+        hits = (f"cover_{name}", f"cover_log_{name}")
+        part = per.group_by(GROUP, maintain_order=True).agg(
+            pl.lit(name).alias("parameter"),
+            pl.col(truth).first().alias("truth"),
+            pl.len().alias("datasets"),
+            pl.col(est).count().alias("estimates"),
+            *_estimator_stats(pl.col(est), pl.col(truth), ""),
+            pl.col(hits[0]).cast(pl.Float64).mean().alias("cover"),
+            pl.col(hits[1]).cast(pl.Float64).mean().alias("cover_log"),
+            *_estimator_stats(pl.col(mle), pl.col(truth), "mle_"),
+            pl.col(f"mle_{hits[0]}").cast(pl.Float64).mean().alias("mle_cover"),
+            pl.col(f"mle_{hits[1]}").cast(pl.Float64).mean().alias("mle_cover_log"),
+            pl.col("boundary").cast(pl.Float64).mean().alias("boundary"),
+        )
+        rows.append(part)
+    table = pl.concat(rows).with_columns(
+        (pl.col("cover") * (1 - pl.col("cover")) / pl.col("datasets")).sqrt().alias("cover_se")
+    )
+    first = [
+        *GROUP,
+        "parameter",
+        "truth",
+        "datasets",
+        "estimates",
+        "bias",
+        "bias_se",
+        "sd",
+        "rmse",
+        "cover",
+        "cover_se",
+        "cover_log",
+    ]
+    table = table.select(*first, *[c for c in table.columns if c not in first])
+    return _ordered(table, order, [pl.col("parameter") != "pi"])

@@ -1,0 +1,256 @@
+"""The aggregate stage on tiny params: generate → sweep → aggregate run in-process in tmp dirs.
+
+The stage's numbers are checked against a direct numpy computation from the sweep's per-fit
+table (`data/fits.parquet`), not against `pipeline.recovery` itself; the whole chain is run
+twice from scratch to check that `reports/recovery.parquet` is byte-identical.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from conftest import TINY, merge
+
+from pipeline import aggregate, datasets, generate, sweep
+from pipeline.cli import UserError
+
+# 2 scenarios × 3 replicates × 3 inits at three learning rates: at 300 steps lr 0.1 and 3 give
+# a mix of converged and max_steps fits, lr 30 diverges in most fits (checked on these seeds).
+OVERRIDES = {
+    "data": {"replicates": 3},
+    "fit": {"max_steps": 300, "chunk_steps": 100},
+    "sweep": {"lr_grid": [0.1, 3.0, 30.0], "inits": 3},
+    "tracking": {"fit_plots": False},
+}
+ENV = {
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GIT_PYTHON_REFRESH": "quiet",
+    "DO_NOT_TRACK": "1",
+    "MPLBACKEND": "Agg",
+    "CI": "true",
+}
+
+
+def run_chain(workdir: Path, invocation: str) -> Path:
+    """generate → sweep → aggregate in `workdir` with its own MLflow store; returns params."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "params.yaml"
+    path.write_text(yaml.safe_dump(merge(TINY, OVERRIDES), sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("ZIP_INVOCATION", invocation)
+        for key, value in ENV.items():
+            mp.setenv(key, value)
+        mp.chdir(workdir)
+        argv = ["--params", str(path), "--workdir", str(workdir)]
+        for stage in (generate, sweep, aggregate):
+            assert stage.main(argv) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("chain") / "a"
+    run_chain(workdir, "test-a")
+    return workdir
+
+
+def fits_and_reports(workdir: Path):
+    fits = pl.read_parquet(workdir / "data" / "fits.parquet")
+    recovery = pl.read_parquet(workdir / "reports" / "recovery.parquet")
+    statistics = pl.read_parquet(workdir / "reports" / "statistics.parquet")
+    return fits, recovery, statistics
+
+
+def groups(fits: pl.DataFrame):
+    for key in sorted(set(fits.select("scenario", "optimizer", "lr").rows())):
+        mask = (
+            (fits["scenario"] == key[0]) & (fits["optimizer"] == key[1]) & (fits["lr"] == key[2])
+        ).to_numpy()
+        yield key, {c: fits[c].to_numpy()[mask] for c in fits.columns}
+
+
+def test_optimisation_numbers_match_a_direct_numpy_computation(chain):
+    fits, recovery, _ = fits_and_reports(chain)
+    assert set(fits["status"].unique()) >= {"converged", "max_steps", "diverged"}
+    checked = 0
+    for (scenario, optimizer, lr), g in groups(fits):
+        row = recovery.filter(
+            (pl.col("scenario") == scenario) & (pl.col("optimizer") == optimizer)
+            & (pl.col("lr") == lr)
+        ).row(0, named=True)  # fmt: skip
+        status, n = g["status"], len(g["status"])
+        assert row["fits"] == n
+        for name in ("converged", "max_steps", "diverged"):
+            p = np.mean(status == name)
+            assert row[name] == pytest.approx(p, abs=1e-15)
+            assert row[f"{name}_se"] == pytest.approx(math.sqrt(p * (1 - p) / n), abs=1e-15)
+        steps = g["steps"][status == "converged"]
+        if steps.size:
+            assert row["steps_median"] == pytest.approx(np.median(steps))
+            assert row["steps_p90"] == pytest.approx(np.percentile(steps, 90))
+        else:
+            assert row["steps_median"] is None
+        ok = status != "diverged"
+        gap = g["nll_gap"]
+        charged = np.where(ok & np.isfinite(gap), np.maximum(gap, 0), 1.0)
+        assert row["objective"] == pytest.approx(charged.mean(), rel=1e-12, abs=1e-15)
+        if ok.any():
+            assert row["gap_median"] == pytest.approx(np.median(gap[ok]), rel=1e-12, abs=1e-15)
+            assert row["gap_max"] == pytest.approx(gap[ok].max(), rel=1e-12)
+            err = np.abs(g["err_pi_se"][ok])  # the sweep's own signed errors, in SEs
+            assert row["err_pi_median"] == pytest.approx(np.median(err), rel=1e-9, abs=1e-12)
+            assert row["err_pi_max"] == pytest.approx(err.max(), rel=1e-9)
+            checked += 1
+    assert checked >= 4
+
+
+def wald_se(pi: float, lam: float, n: int) -> tuple[float, float]:
+    """SEs from the DESIGN §2 Fisher information in (pi, lambda), inverted by numpy."""
+    e = math.exp(-lam)
+    p0 = pi + (1 - pi) * e
+    info = np.array(
+        [[(1 - e) / ((1 - pi) * p0), -e / p0], [-e / p0, (1 - pi) / lam - pi * (1 - pi) * e / p0]]
+    )
+    cov = np.linalg.inv(info) / n
+    return math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1])
+
+
+def test_statistics_match_a_direct_numpy_computation(chain):
+    fits, _, statistics = fits_and_reports(chain)
+    n = TINY["data"]["n"]
+    for (scenario, optimizer, lr), g in groups(fits):
+        best = {}
+        for i in np.argsort(g["nll_final"], kind="stable"):
+            if g["status"][i] != "diverged" and g["replicate"][i] not in best:
+                best[g["replicate"][i]] = i
+        reps = sorted(set(g["replicate"]))
+        for par, est_col, truth_col in (("pi", "pi_hat", "pi_true"),
+                                        ("lambda", "lambda_hat", "lambda_true")):  # fmt: skip
+            row = statistics.filter(
+                (pl.col("scenario") == scenario) & (pl.col("lr") == lr)
+                & (pl.col("optimizer") == optimizer) & (pl.col("parameter") == par)
+            ).row(0, named=True)  # fmt: skip
+            truth = g[truth_col][0]
+            est = np.array([g[est_col][best[r]] for r in reps if r in best])
+            assert row["datasets"] == len(reps) and row["estimates"] == len(est)
+            if len(est) == 0:
+                continue
+            assert row["bias"] == pytest.approx(est.mean() - truth, rel=1e-9, abs=1e-12)
+            assert row["rmse"] == pytest.approx(np.sqrt(((est - truth) ** 2).mean()), rel=1e-9)
+            if len(est) > 1:
+                assert row["sd"] == pytest.approx(est.std(ddof=1), rel=1e-9)
+            hits = 0
+            for r in reps:
+                if r not in best:
+                    continue
+                i = best[r]
+                se = wald_se(g["pi_hat"][i], g["lambda_hat"][i], n)[0 if par == "pi" else 1]
+                hits += abs(g[est_col][i] - truth) <= 1.959963984540054 * se
+            assert row["cover"] == pytest.approx(hits / len(reps))
+            mle = g[f"mle_{par}"][[np.flatnonzero(g["replicate"] == r)[0] for r in reps]]
+            assert row["mle_bias"] == pytest.approx(mle.mean() - truth, rel=1e-9, abs=1e-12)
+
+
+def test_objective_per_trial_is_the_fit_weighted_mean_over_scenarios(chain):
+    from pipeline.tracking import Tracker
+
+    _, recovery, _ = fits_and_reports(chain)
+    tracker = Tracker(TINY["tracking"]["experiment"], root=chain)
+    trials = tracker.search("tags.`zip.level` = 'trial'")
+    assert len(trials) == len(OVERRIDES["sweep"]["lr_grid"])
+    for run in trials:
+        lr = float(run.data.params["lr"])
+        part = recovery.filter(pl.col("lr") == lr)
+        mean = (part["objective"] * part["fits"]).sum() / part["fits"].sum()
+        assert mean == pytest.approx(run.data.metrics["objective"], rel=1e-12, abs=1e-15)
+
+
+def test_outputs_stage_run_and_blog_table(chain):
+    out = chain / "reports"
+    params_hash = datasets.read_meta(out / "recovery.parquet", "recovery")["zip.params_hash"]
+    blog = datasets.read(out / "blog_table.parquet", "blog_table", params_hash)
+    assert blog.height == TINY["report"]["blog"]["inits"]
+    assert {"err", "mixture", "lambda", "mixture_init", "lambda_init"} <= set(blog.columns)
+    text = (out / "recovery.md").read_text()
+    for heading in ("## Summary", "## Best learning rate", "## Optimisation", "## Statistics",
+                    "## The blog's table"):  # fmt: skip
+        assert heading in text
+    assert "lr 30: diverges in" in text
+    assert "identical to data/fits.parquet" in text
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert set(aggregate.FIGURES) <= set(figures) and aggregate.REACH_FIGURE in figures
+    from pipeline.tracking import Tracker
+
+    tracker = Tracker(TINY["tracking"]["experiment"], root=chain)
+    (run,) = tracker.search("tags.`zip.stage` = 'aggregate'")
+    assert run.info.status == "FINISHED" and run.data.tags["zip.params_hash"] == params_hash
+    logged = {f.path for f in tracker.client.list_artifacts(run.info.run_id, "reports")}
+    assert {"reports/recovery.parquet", "reports/recovery.md", "reports/figures"} <= logged
+
+
+def test_store_and_table_must_agree(chain):
+    from pipeline.fit_store import cross_check, fit_runs
+    from pipeline.tracking import Tracker
+
+    fits = pl.read_parquet(chain / "data" / "fits.parquet")
+    runs = fit_runs(Tracker(TINY["tracking"]["experiment"], root=chain),
+                    fits["study"].unique().to_list())  # fmt: skip
+    assert cross_check(fits, runs) == 0
+    i = int(np.flatnonzero(fits["status"].to_numpy() == "converged")[0])
+    tampered = fits.with_columns(
+        pl.when(pl.int_range(pl.len()) == i).then(pl.col("lambda_hat") * (1 + 1e-9))
+        .otherwise(pl.col("lambda_hat")).alias("lambda_hat")
+    )  # fmt: skip
+    with pytest.raises(UserError, match="disagree.*lambda_hat"):
+        cross_check(tampered, runs)
+    with pytest.raises(UserError, match="no fit run in the store"):
+        cross_check(fits.with_columns(pl.lit("0" * 32).alias("run_id")).head(1), runs)
+
+
+def test_parquet_alone_gives_the_same_tables(chain, tmp_path):
+    """What `tracking.log_fits: false` runs: the same tables from data/fits.parquet alone."""
+    from pipeline import config
+
+    shutil.copytree(chain / "data", tmp_path / "data")
+    params = config.load(chain / "params.yaml")
+    result = aggregate.aggregate(params, tmp_path, tracker=None)
+    assert "data/fits.parquet" in result["source"]
+    for name in ("recovery.parquet", "statistics.parquet", "blog_table.parquet"):
+        a = pl.read_parquet(chain / "reports" / name)
+        b = pl.read_parquet(tmp_path / "reports" / name)
+        assert a.equals(b), name
+    assert not (tmp_path / "reports" / "figures" / aggregate.REACH_FIGURE).exists()
+
+
+def test_missing_or_stale_inputs_are_one_line_errors(chain, tmp_path):
+    from pipeline import config
+
+    params = config.load(chain / "params.yaml")
+    with pytest.raises(UserError, match="summary.parquet: missing"):
+        aggregate.load_inputs(params, tmp_path)
+    shutil.copytree(chain / "data", tmp_path / "data")
+    (tmp_path / "data" / "fits.parquet").unlink()
+    with pytest.raises(UserError, match="fits.parquet: missing"):
+        aggregate.load_inputs(params, tmp_path)
+    stale = tmp_path / "stale.yaml"
+    stale.write_text(yaml.safe_dump(merge(TINY, {**OVERRIDES, "sweep": {
+        **OVERRIDES["sweep"], "inits": 4}}), sort_keys=False))  # fmt: skip
+    shutil.copy(chain / "data" / "fits.parquet", tmp_path / "data" / "fits.parquet")
+    with pytest.raises(UserError, match="written for other params"):
+        aggregate.load_inputs(config.load(stale), tmp_path)
+
+
+def test_two_chains_from_scratch_give_identical_recovery_parquet(chain, tmp_path):
+    run_chain(tmp_path / "b", "test-b")
+    for name in ("recovery.parquet", "statistics.parquet", "blog_table.parquet"):
+        a, b = chain / "reports" / name, tmp_path / "b" / "reports" / name
+        assert pl.read_parquet(a).equals(pl.read_parquet(b)), name
+        assert a.read_bytes() == b.read_bytes(), name
