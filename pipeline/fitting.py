@@ -1,7 +1,7 @@
 """Batched gradient-descent fits of the intercept-only zero-inflated Poisson (ZIP).
 
 B independent fits run as one tensor program: fit b has its own dataset, initial (pi, lambda)
-and learning rate, and minimises its dataset's mean NLL (`objective`). Per-fit learning rates
+and learning rate, and minimises its dataset's mean NLL (`likelihood`). Per-fit learning rates
 are what let a whole learning-rate grid run as one program.
 
 Parameters are unconstrained, s = logit(pi) and eta = log(lambda). Log space keeps lambda
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from pipeline import optim
+from pipeline.likelihood import MODELS, loss_and_grad, sufficient_stats
+from pipeline.likelihood import histogram_nll as histogram_nll  # re-exported: part of this API
+from pipeline.likelihood import nll_per_sample as nll_per_sample
 from pipeline.mle import Histogram
-from pipeline.objective import MODELS, loss_and_grad, sufficient_stats
-from pipeline.objective import histogram_nll as histogram_nll  # re-exported: part of this API
-from pipeline.objective import nll_per_sample as nll_per_sample
 
 STATUSES = ("running", "converged", "max_steps", "diverged", "stopped")
 RUNNING, CONVERGED, MAX_STEPS, DIVERGED, STOPPED = range(len(STATUSES))
@@ -150,7 +150,7 @@ def fit_zip(
         lr: (B,) or scalar learning rates.
         optimizer: "adam", "sgd" or "rmsprop", with `torch.optim`'s default hyperparameters.
         momentum: SGD momentum (dampening 0, no Nesterov).
-        model: how the likelihood is evaluated, one of `MODELS` (see `objective`).
+        model: how the likelihood is evaluated, one of `MODELS` (see `likelihood`).
         max_steps: most optimizer updates per fit.
         tol, window, grad_tol: the convergence test above (NLL in nats per observation).
         record_every: histories are recorded every this many steps (step 0 is the init).
@@ -211,7 +211,7 @@ def fit_zip(
     t = 0
     while True:
         loss, grad = loss_and_grad(model, params, data)
-        # Elementwise on the (B,) rows: a reduction over the length-2 dim 0 is ~100x slower.
+        # Elementwise on the (B,) rows: vector_norm over the length-2 dim 0 is ~40x slower.
         gnorm = torch.hypot(grad[0], grad[1])
         # One isfinite for three rows: a sum is finite iff its terms are (short of overflow).
         finite = (loss + gnorm + params[0]).isfinite() & (params[1].abs() <= MAX_LOG_RATE)

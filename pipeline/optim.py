@@ -115,9 +115,11 @@ def step(
         avg = square_avg.sqrt().add(RMSPROP_EPS)
         return params + (-lr) * grad / avg, {"square_avg": square_avg}
     if name == "sgd":
-        if momentum == 0.0:
-            return params + (-lr) * grad, state
         buf = state.get("momentum_buffer")
-        buf = grad.clone() if buf is None else buf.mul(momentum).add(grad)
-        return params + (-lr) * buf, {"momentum_buffer": buf}
+        if momentum != 0.0:
+            buf = grad.clone() if buf is None else buf.mul(momentum).add(grad)
+        # torch.optim's add_(grad, alpha=-lr) rounds once (a fused multiply-add); addcmul with a
+        # tensor factor does too, where params + (-lr) * grad would round twice.
+        new = torch.addcmul(params, grad if buf is None else buf, -lr)
+        return new, {} if buf is None else {"momentum_buffer": buf}
     raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
