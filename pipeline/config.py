@@ -77,7 +77,7 @@ class FitConfig:
     max_steps: int = 500
     tol: float = 1e-10
     window: int = 10
-    grad_tol: float = 1e-6
+    grad_tol: float = 1e-8
     momentum: float = 0.0
     record_every: int = 10
     chunk_steps: int = 50

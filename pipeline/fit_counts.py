@@ -46,12 +46,16 @@ def descend(hist: Histogram, params: config.Params, rng: np.random.Generator):
     pi0 = rng.uniform(0.05, 0.95, fc.inits)
     lam0 = scale * 4.0 ** rng.uniform(-1.0, 1.0, fc.inits)
     bar = progress(fc.max_steps, "gradient descent", "step")
+
+    def advance(report) -> None:  # returns None: a truthy value would stop the fits
+        bar.update(report.step - bar.n)
+
     result = fit_zip(
         values, freqs, np.zeros(fc.inits, np.int64), pi0, lam0, fc.lr,
         optimizer=fc.optimizer, momentum=fit.momentum if fc.optimizer == "sgd" else 0.0,
         model=fit.model, max_steps=fc.max_steps, tol=fit.tol, window=fit.window,
         grad_tol=fit.grad_tol, record_every=fit.record_every, chunk_steps=fit.chunk_steps,
-        callback=lambda report: bar.update(report.step - bar.n), device=fit.device,
+        callback=advance, device=fit.device,
     )  # fmt: skip
     bar.close()
     return result, int(np.argmin(np.where(np.isfinite(result.nll), result.nll, np.inf)))
