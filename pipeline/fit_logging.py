@@ -1,0 +1,248 @@
+"""Fast MLflow logging of the sweep: one run per fit, per trial and per study (DESIGN §3).
+
+Each fit run costs four client calls: `create_run` (every tag, the status included, set at
+creation), one `log_batch` (params, final metrics and the thinned `nll`, `pi`, `lambda`
+histories), `log_artifact` (`convergence.png`, drawn by blitting in `fit_plots`) and
+`set_terminated`. A trial's fit runs are shared between `processes` spawned logger processes,
+each rendering its own PNGs, so rendering and logging use both cores (two writers on the
+SQLite store interleave their short transactions; MLflow sets a 20 s busy timeout). Numbers:
+benchmarks/README.md, "Tracking".
+
+Interrupts: a logger process ends the run it has open as KILLED when it is terminated, and
+the parent ends its own runs; runs of processes killed outright are closed as FAILED by
+`Tracker.close_orphans` on the next start.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.tracking import Tracker, thin
+
+_WORKER: dict = {}  # state of a logger process (its own Tracker, figure and temp folder)
+
+
+def fit_payloads(rows: pl.DataFrame, result, *, fit_cfg, max_points: int, plots: bool,
+                 trial: int, study: str) -> list[dict]:  # fmt: skip
+    """What each fit run logs, built from a trial's rows and the engine's result.
+
+    Args:
+        rows: the trial's fit rows (`sweep_objective.fit_rows` plus lr and optimizer).
+        result: the engine's `FitResult`, in the order of `rows`.
+        fit_cfg: `params.fit` (model, max_steps, tol).
+        max_points: points kept per metric series (the last step always kept).
+        plots: also draw `convergence.png`.
+        trial, study: the Optuna trial number and study name (tags).
+
+    Returns:
+        One picklable dict per fit: name, tags, params, metrics, histories, plot.
+    """
+    lam_hi = {}
+    for (scenario,), part in rows.group_by(["scenario"]):
+        top = part.select(pl.max_horizontal("lambda0", "lambda_true", "mle_lambda").max()).item()
+        lam_hi[scenario] = float(np.ceil(1.2 * top))
+    out = []
+    for b, r in enumerate(rows.iter_rows(named=True)):
+        series = {}
+        for key, history, final in (("nll", result.history_nll, r["nll_final"]),
+                                    ("pi", result.history_pi, r["pi_hat"]),
+                                    ("lambda", result.history_lam, r["lambda_hat"])):  # fmt: skip
+            steps, values = result.history_step, history[b]
+            if r["steps"] not in set(steps[np.isfinite(values)].tolist()):
+                steps, values = np.append(steps, r["steps"]), np.append(values, final)
+            series[key] = thin(steps, values, max_points)
+        plot = None
+        if plots:
+            steps = series["nll"][0]
+            plot = {
+                "steps": steps, "gap": series["nll"][1] - r["mle_nll"],
+                "pi": series["pi"][1], "lam": series["lambda"][1],
+                "pi_true": r["pi_true"], "lam_true": r["lambda_true"],
+                "mle_pi": r["mle_pi"], "mle_lam": r["mle_lambda"],
+                "max_step": max(fit_cfg.max_steps, int(steps.max(initial=1))),
+                "lam_hi": lam_hi[r["scenario"]],
+                "scenario": r["scenario"],
+                "title": f"replicate {r['replicate']}, init {r['init']} · {r['optimizer']} "
+                         f"lr={r['lr']:g} · {r['status']} @ {r['steps']}",
+            }  # fmt: skip
+        out.append({
+            "name": f"fit-{r['scenario']}-{r['replicate']}-{r['init']}",
+            "tags": {"status": r["status"], "trial": trial, "study": study},
+            "params": {
+                "scenario": r["scenario"], "pi": r["pi_true"], "lambda": r["lambda_true"],
+                "n": r["n"], "replicate": r["replicate"], "data_seed": r["data_seed"],
+                "init_seed": r["init_seed"], "pi0": r["pi0"], "lambda0": r["lambda0"],
+                "lr": r["lr"], "optimizer": r["optimizer"], "model": fit_cfg.model,
+                "max_steps": fit_cfg.max_steps, "tol": fit_cfg.tol,
+            },
+            "metrics": {
+                "pi_hat": r["pi_hat"], "lambda_hat": r["lambda_hat"],
+                "nll_final": r["nll_final"], "nll_gap": r["nll_gap"], "steps": r["steps"],
+                "converged": float(r["status"] == "converged"),
+                "err_pi_se": r["err_pi_se"], "err_lambda_se": r["err_lambda_se"],
+            },
+            "histories": series,
+            "plot": plot,
+        })  # fmt: skip
+    return out
+
+
+def _log_fits(tracker: Tracker, plot, folder: Path, payloads: Sequence[Mapping],
+              parent: str) -> list[str]:  # fmt: skip
+    run_ids = []
+    png = folder / "convergence.png"
+    for p in payloads:
+        if p["plot"] is not None:
+            plot.render(png, p["plot"])
+        run_id = tracker.start(p["name"], "fit", parent=parent, tags=p["tags"])
+        tracker.log(run_id, params=p["params"], metrics=p["metrics"], histories=p["histories"])
+        if p["plot"] is not None:
+            tracker.log_artifact(run_id, png)
+        tracker.end(run_id)
+        run_ids.append(run_id)
+    return run_ids
+
+
+def _exit_on_term(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _init_worker(experiment: str, root: str) -> None:
+    from pipeline.cli import quiet_libraries
+
+    quiet_libraries()
+    # Ctrl-C reaches the whole process group: the parent decides, and terminates us (SIGTERM).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_term)
+    _WORKER["tracker"] = Tracker(experiment, root=Path(root))
+    _WORKER["folder"] = Path(tempfile.mkdtemp(prefix="zip-fitlog-"))
+    _WORKER["plot"] = None
+
+
+def _log_chunk(task: tuple[list[dict], str]) -> list[str]:
+    payloads, parent = task
+    tracker = _WORKER["tracker"]
+    if _WORKER["plot"] is None and any(p["plot"] is not None for p in payloads):
+        from pipeline.fit_plots import ConvergencePlot
+
+        _WORKER["plot"] = ConvergencePlot()
+    try:
+        return _log_fits(tracker, _WORKER["plot"], _WORKER["folder"], payloads, parent)
+    except BaseException:
+        tracker.end_all("KILLED")
+        raise
+
+
+class FitLogger:
+    """Logs fit runs, in this process or spread over spawned logger processes.
+
+    Args:
+        tracker: this process's `Tracker` (used when `processes` is 1).
+        experiment: the experiment name (logger processes open their own `Tracker`).
+        root: the workdir holding `mlruns/`.
+        processes: logger processes; 1 logs in this process (no start-up cost).
+    """
+
+    def __init__(self, tracker: Tracker, experiment: str, root: Path, processes: int = 1):
+        self.tracker, self.processes = tracker, max(1, processes)
+        self._args = (experiment, str(root))
+        self._pool = None
+        self._plot = None
+        self._folder: tempfile.TemporaryDirectory | None = None
+
+    def start(self) -> None:
+        """Start the logger processes now (they import MLflow while the fits run)."""
+        if self.processes > 1 and self._pool is None:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")  # never fork a process holding torch and SQLite
+            self._pool = ctx.Pool(self.processes, _init_worker, self._args)
+
+    def submit(self, payloads: list[dict], parent: str):
+        """Start logging `payloads` as children of run `parent`; `.get()` gives the run ids."""
+        if self.processes == 1 or len(payloads) < 2 * self.processes:
+            return _Done(self._log_here(payloads, parent))
+        self.start()
+        size = math.ceil(len(payloads) / (4 * self.processes))
+        tasks = [(payloads[i : i + size], parent) for i in range(0, len(payloads), size)]
+        return _Pending(self._pool.map_async(_log_chunk, tasks, chunksize=1))
+
+    def _log_here(self, payloads, parent) -> list[str]:
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="zip-fitlog-")
+        if self._plot is None and any(p["plot"] is not None for p in payloads):
+            from pipeline.fit_plots import ConvergencePlot
+
+            self._plot = ConvergencePlot()
+        return _log_fits(self.tracker, self._plot, Path(self._folder.name), payloads, parent)
+
+    def close(self, interrupted: bool = False) -> None:
+        """Stop the logger processes: wait for them, or terminate them (runs end KILLED)."""
+        if self._pool is not None:
+            if interrupted:
+                self._pool.terminate()
+            else:
+                self._pool.close()
+            self._pool.join()
+            self._pool = None
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
+
+
+class _Pending:
+    def __init__(self, result):
+        self.result = result
+
+    def get(self) -> list[str]:
+        while not self.result.ready():  # a short wait keeps Ctrl-C responsive
+            self.result.wait(0.2)
+        return [run_id for part in self.result.get() for run_id in part]
+
+
+def log_study(tracker: Tracker, run_id: str, study, table: Path | None) -> None:
+    """The study's figures, its best trial and the fits table, on the stage run.
+
+    Args:
+        tracker: the `Tracker`.
+        run_id: the stage run.
+        study: the Optuna study (at least one complete trial for figures and best trial).
+        table: the assembled fits table to attach, if any.
+    """
+    from optuna.trial import TrialState
+
+    from pipeline.fit_plots import close_figures, study_figures
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))
+              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}  # fmt: skip
+    metrics = {f"trials_{k}": v for k, v in counts.items()}
+    params = {}
+    if complete:
+        best = study.best_trial
+        params = {"best_lr": best.params["lr"], "best_optimizer": best.params["optimizer"],
+                  "best_trial": best.number}  # fmt: skip
+        metrics["best_objective"] = best.value
+    tracker.log(run_id, params=params, metrics=metrics, tags={k: str(v) for k, v in params.items()})
+    if complete:
+        figures = study_figures(study)
+        for name, fig in figures.items():  # Optuna puts legends outside the axes
+            tracker.client.log_figure(run_id, fig, name, save_kwargs={"bbox_inches": "tight"})
+        close_figures(figures.values())
+    if table is not None and table.exists():
+        tracker.log_artifact(run_id, table, "data")

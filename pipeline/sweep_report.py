@@ -1,0 +1,162 @@
+"""The sweep's parent-side bookkeeping: opening the stage, and closing it with its results.
+
+`start_stage` prepares a study for (re)running: closes orphaned MLflow runs, creates or loads
+the study, fails trials of dead processes, queues the grid and opens the stage run.
+`finish_stage` assembles the fits table from the COMPLETE trials' rows (atomically, never a
+half-written table), logs the study's figures and best trial, and prints a summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from pipeline import config, datasets
+from pipeline.cli import UserError
+
+
+def start_stage(tracker, storage, params, stage: str, study_name: str, where: str,
+                workdir: Path):  # fmt: skip
+    """Create or resume the study and open the stage run.
+
+    Args:
+        tracker: the parent's `Tracker`.
+        storage: the Optuna storage; `where` its URL or path (printed).
+        params: the validated params; `stage` "sweep" or "tune".
+        study_name: the study's name.
+        workdir: the workdir holding `data/`.
+
+    Returns:
+        (study, stage run id, number of trials still to run).
+    """
+    from pipeline.sweep import stage_settings
+    from pipeline.sweep_study import (
+        DONE,
+        enqueue_grid,
+        fail_stale_trials,
+        load_study,
+        planned_trials,
+    )
+    from pipeline.tracking import flatten
+
+    cfg, stamp, _ = stage_settings(params, stage)
+    summary, _ = datasets.load_study(workdir, params.digest("seed", "data"))
+    closed = tracker.close_orphans()
+    study = load_study(storage, study_name, cfg, params.seed, create=True)
+    stale = fail_stale_trials(study, storage)
+    if cfg.sampler == "grid":
+        enqueue_grid(study, cfg)
+    planned = planned_trials(study, cfg)
+    done = len(study.get_trials(deepcopy=False, states=DONE))
+    parent = tracker.invocation(params.digest())
+    invocation = tracker.client.get_run(parent).data.tags.get("zip.invocation", "")
+    tags = {"stage": stage, "params_hash": stamp, "study": study_name, "invocation": invocation}
+    run_id = tracker.start(stage, "stage", parent=parent, tags=tags)
+    raw = config.as_dict(params)
+    blocks = {b: raw[b] for b in config.STAGE_BLOCKS[stage]}
+    blocks["resolved"] = config.as_dict(cfg)
+    tracker.log(run_id, params={**flatten(blocks), "storage": where, "study": study_name})
+    skipped = summary.filter(~pl.col("identifiable"))
+    if skipped.height:
+        names = ", ".join(f"{s}/{r}" for s, r in skipped.select("scenario", "replicate").rows())
+        print(f"skipping {skipped.height} dataset(s) with every count zero (not identifiable): "
+              f"{names}")  # fmt: skip
+    if skipped.height == summary.height:
+        raise UserError("no identifiable dataset to fit: every dataset is all zeros")
+    notes = [f"{done}/{planned} trials done"]
+    if stale:
+        notes.append(f"{stale} trial(s) of dead processes marked FAIL")
+    if closed:
+        notes.append(f"{closed} orphaned MLflow run(s) closed")
+    print(f"study {study_name} ({cfg.sampler}) on {where}: {', '.join(notes)}")
+    return study, run_id, planned - done
+
+
+def assemble(study, workdir: Path, stage: str, params, tracker) -> Path:
+    """Concatenate the COMPLETE trials' rows into the stage's fits table (atomic write).
+
+    A trial's rows are read from `data/trials/<study>/`, or fetched from its MLflow trial run
+    when another machine ran it.
+
+    Returns:
+        The table's path.
+    """
+    import mlflow
+    from optuna.trial import TrialState
+
+    from pipeline.sweep import FITS_KIND, TRIAL_KIND, fits_path, stage_settings, trials_dir
+
+    _, stamp, name = stage_settings(params, stage)
+    folder = trials_dir(workdir, name)
+    frames = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        path = folder / f"{t.number:05d}.parquet"
+        if not path.exists() and t.user_attrs.get("mlflow_run_id"):
+            folder.mkdir(parents=True, exist_ok=True)
+            mlflow.artifacts.download_artifacts(
+                run_id=t.user_attrs["mlflow_run_id"], artifact_path=f"data/{path.name}",
+                dst_path=str(folder / ".fetched"), tracking_uri=tracker.uri,
+            )  # fmt: skip
+            (folder / ".fetched" / "data" / path.name).replace(path)
+        frames.append(datasets.read(path, TRIAL_KIND, stamp))
+    table = pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+    if frames:
+        table = table.sort("trial", "scenario", "replicate", "init")
+    out = fits_path(workdir, stage)
+    datasets.write(table, out, FITS_KIND, stamp, **{"zip.study": name})
+    return out
+
+
+def summary_table(study) -> pl.DataFrame:
+    """One row per trial: number, optimizer, lr, objective, share converged, steps, state."""
+    rows = [
+        {
+            "trial": t.number,
+            "optimizer": t.params.get("optimizer"),
+            "lr": t.params.get("lr"),
+            "objective": t.value if t.values else t.user_attrs.get("objective"),
+            "converged": t.user_attrs.get("share_converged"),
+            "diverged": t.user_attrs.get("share_diverged"),
+            "median_steps": t.user_attrs.get("median_steps"),
+            "state": t.state.name,
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+    schema = {"trial": pl.Int64, "optimizer": pl.String, "lr": pl.Float64,
+              "objective": pl.Float64, "converged": pl.Float64, "diverged": pl.Float64,
+              "median_steps": pl.Float64, "state": pl.String}  # fmt: skip
+    return pl.DataFrame(rows, schema=schema)
+
+
+def finish_stage(tracker, run_id: str, study, params, stage: str, workdir: Path,
+                 seconds: float) -> None:  # fmt: skip
+    """Assemble the fits table, log the study to the stage run and print the summary."""
+    from optuna.trial import TrialState
+
+    from pipeline.fit_logging import log_study
+
+    table = assemble(study, workdir, stage, params, tracker)
+    log_study(tracker, run_id, study, table)
+    trials = study.get_trials(deepcopy=False)
+    fit_s = sum(t.user_attrs.get("fit_seconds", 0.0) for t in trials)
+    track_s = sum(t.user_attrs.get("tracking_seconds", 0.0) for t in trials)
+    tracker.log(run_id, metrics={"seconds": seconds, "fit_seconds": fit_s,
+                                 "tracking_seconds": track_s})  # fmt: skip
+    table_text = summary_table(study).with_columns(
+        pl.col(c).map_elements(lambda x: f"{x:.3g}", return_dtype=pl.String)
+        for c in ("lr", "objective", "converged", "diverged", "median_steps")
+    )
+    with pl.Config(tbl_rows=500, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+                   tbl_formatting="ASCII_MARKDOWN"):  # fmt: skip
+        print(table_text)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if complete:
+        best = study.best_trial
+        print(f"best: trial {best.number}, {best.params['optimizer']} lr={best.params['lr']:g}, "
+              f"objective {best.value:.4g}")  # fmt: skip
+    print(f"fits table: {table} ({len(complete)} complete trials)")
+    print(
+        f"this run: {seconds:.1f} s; all trials of the study: fitting {fit_s:.1f} s, "
+        f"tracking {track_s:.1f} s"
+    )

@@ -1,0 +1,227 @@
+"""The sweep's Optuna side: storage, study, resume, the trial queue and the objective.
+
+Grid sweeps are run from a queue rather than by `GridSampler` choosing points: the parent
+enqueues every grid point that has no COMPLETE or PRUNED trial (and none RUNNING in a live
+process) before any worker starts, and each worker claims WAITING trials one at a time with
+the storage's atomic WAITING → RUNNING transition until none is left. Plain `study.optimize`
+with `GridSampler` repeats the last point when two workers share a study (its fallback
+re-evaluates a running point; checked on Optuna 5.0: 8 trials for a 7-point grid) and never
+re-runs a point whose trial FAILED. TPE workers `ask` until COMPLETE + PRUNED + RUNNING trials
+reach `n_trials`, so a resumed study counts what it already has.
+
+A trial killed outright (SIGKILL, power loss) stays RUNNING in the storage. Each trial
+records its host and pid; the next start marks RUNNING trials of dead processes on this
+host FAIL (`fail_stale_trials`), and the grid re-enqueues their points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from pipeline.cli import UserError
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def open_storage(url: str | None, workdir: Path, tracking_uri: str):
+    """The Optuna storage: `url` (any Optuna storage URL, or a journal file path), else the
+    journal file `workdir/mlruns/optuna.log` (safe for several processes on one machine).
+
+    Args:
+        url: `OPTUNA_STORAGE` or `sweep.storage`, or None.
+        workdir: the workdir.
+        tracking_uri: MLflow's URI; Optuna must not share MLflow's SQLite file.
+
+    Returns:
+        (storage, its URL or path for messages and `make dashboard`).
+
+    Raises:
+        UserError: the storage cannot be opened (one line).
+    """
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if not url:
+        url = str(workdir / "mlruns" / "optuna.log")
+    if (
+        url.startswith("sqlite:///")
+        and Path(url[10:]).resolve() == Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    ):
+        raise UserError(f"Optuna storage {url!r} is MLflow's store: use a separate file")
+    try:
+        if "://" not in url:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(url)), url
+        return RDBStorage(url), url
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"Optuna storage {url!r} cannot be opened: {first[:200]}") from None
+
+
+def make_sampler(cfg, seed: int):
+    """TPESampler seeded with `seed`; for a grid, a sampler that is never consulted.
+
+    Grid trials are all enqueued with their params (`enqueue_grid`), so no sampler picks a
+    value. `GridSampler` must not be used with them: its `after_trial` looks up the grid id it
+    assigns itself and raises KeyError on a 1-point grid of enqueued trials (Optuna 5.0).
+    """
+    if cfg.sampler == "grid":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(cfg):
+    """MedianPruner(pruner_startup_trials, pruner_warmup_steps), or none."""
+    if cfg.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=cfg.pruner_startup_trials, n_warmup_steps=cfg.pruner_warmup_steps
+        )
+    return optuna.pruners.NopPruner()
+
+
+def load_study(storage, name: str, cfg, sampler_seed: int, create: bool = False):
+    """Create (`create=True`, parent only) or load the study, minimising the objective."""
+    kwargs = dict(study_name=name, storage=storage, sampler=make_sampler(cfg, sampler_seed),
+                  pruner=make_pruner(cfg))  # fmt: skip
+    try:
+        if create:
+            return optuna.create_study(direction="minimize", load_if_exists=True, **kwargs)
+        return optuna.load_study(**kwargs)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"Optuna study {name!r} cannot be opened: {first[:200]}") from None
+
+
+def fail_stale_trials(study, storage, orphan_after_s: float = 60.0) -> int:
+    """Mark RUNNING trials of dead processes FAIL; returns how many.
+
+    A trial is stale when its worker (user attrs `host`, `pid`) is this host's and is dead,
+    or when it never recorded a worker (killed right after being claimed) and started more
+    than `orphan_after_s` ago. Trials of other hosts are left alone (their pids mean nothing
+    here).
+    """
+    import datetime
+
+    host, study_id = socket.gethostname(), storage.get_study_id_from_name(study.study_name)
+    failed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = int(t.user_attrs.get("pid", 0))
+        if pid:
+            stale = t.user_attrs.get("host") == host and pid != os.getpid()
+            stale = stale and not process_alive(pid)
+        else:
+            start = t.datetime_start  # aware (UTC) from a journal, naive from some storages
+            age = (datetime.datetime.now(start.tzinfo) - start).total_seconds() if start else 0
+            stale = age > orphan_after_s
+        if stale:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            failed += 1
+    return failed
+
+
+def grid_points(cfg) -> list[dict]:
+    """The grid in run order (each optimizer, each lr), cut to `n_trials` when set."""
+    points = [{"lr": lr, "optimizer": opt} for opt in cfg.optimizers for lr in cfg.lr_grid]
+    return points[: cfg.n_trials] if cfg.n_trials else points
+
+
+def enqueue_grid(study, cfg) -> int:
+    """Queue every grid point without a COMPLETE/PRUNED, RUNNING or WAITING trial.
+
+    Queued trials carry their point as user attrs (`grid_lr`, `grid_optimizer`): a WAITING
+    trial has no params until it runs.
+    """
+
+    def point(t):
+        return (t.params.get("lr", t.user_attrs.get("grid_lr")),
+                t.params.get("optimizer", t.user_attrs.get("grid_optimizer")))  # fmt: skip
+
+    live = (*DONE, TrialState.RUNNING, TrialState.WAITING)
+    taken = {point(t) for t in study.get_trials(deepcopy=False, states=live)}
+    queued = 0
+    for p in grid_points(cfg):
+        if (p["lr"], p["optimizer"]) not in taken:
+            attrs = {"grid_lr": p["lr"], "grid_optimizer": p["optimizer"]}
+            study.enqueue_trial(p, user_attrs=attrs)
+            queued += 1
+    return queued
+
+
+def planned_trials(study, cfg) -> int:
+    """How many trials the study should have run when this stage ends (COMPLETE + PRUNED)."""
+    return len(grid_points(cfg)) if cfg.sampler == "grid" else int(cfg.n_trials)
+
+
+def _claim_waiting(study, storage):
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        try:
+            if storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                return optuna.trial.Trial(study, trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def next_trial(study, storage, cfg):
+    """Claim the next trial of this worker, or None when the study has all it needs."""
+    if cfg.sampler == "grid":
+        return _claim_waiting(study, storage)
+    states = (*DONE, TrialState.RUNNING, TrialState.WAITING)
+    if len(study.get_trials(deepcopy=False, states=states)) >= cfg.n_trials:
+        return None
+    return study.ask()
+
+
+def run_trials(study, storage, cfg, objective: Callable, on_done: Callable | None = None) -> int:
+    """Run trials until `next_trial` has none; each ends COMPLETE, PRUNED or FAIL.
+
+    Args:
+        study, storage: the loaded study and its storage.
+        cfg: the sweep settings.
+        objective: `objective(trial) -> float`; raises `optuna.TrialPruned` when pruned.
+        on_done: called with each finished `FrozenTrial`.
+
+    Returns:
+        The number of trials this worker ran.
+
+    Raises:
+        Whatever the objective raised other than pruning (the trial is told FAIL first),
+        KeyboardInterrupt included.
+    """
+    ran = 0
+    while (trial := next_trial(study, storage, cfg)) is not None:
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            frozen = study.tell(trial, state=TrialState.PRUNED)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                study.tell(trial, state=TrialState.FAIL)
+            raise
+        else:
+            frozen = study.tell(trial, value)
+        ran += 1
+        if on_done is not None:
+            on_done(frozen)
+    return ran
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

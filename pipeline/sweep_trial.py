@@ -1,0 +1,146 @@
+"""One Optuna trial of the sweep: fit every dataset × init at one learning rate, log, write.
+
+`make_objective` builds the objective from a `TrialSetup` (the config and the data, loaded
+once per process). A trial reports the objective so far after each chunk of engine steps
+(Optuna prunes on it), logs its fit runs (`fit_logging.FitLogger`, in the background) while it
+draws its own figures, writes its rows to `data/trials/<study>/<number:05d>.parquet`
+(atomically; also attached to the trial run, so that a parent on another machine can fetch
+them), and returns the objective (`sweep_objective`) or raises `optuna.TrialPruned`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from pipeline.sweep_objective import Problem, fit_rows, objective_parts, run_fits
+
+
+@dataclass
+class TrialSetup:
+    """What every trial of one worker shares (built once per process).
+
+    Attributes:
+        params: the validated params; `cfg` its sweep settings (`tuned()` for `--tune`).
+        problem: the fits.
+        tracker: this process's `Tracker`; `fit_logger` its `FitLogger`.
+        stage_run: the MLflow stage run the trial runs nest in.
+        study: the study name; `stage` "sweep" or "tune".
+        trials_dir: where each trial's fit rows are written; `stamp` their params hash.
+        on_fits: called with the number of fits logged (progress bar), or None.
+    """
+
+    params: object
+    cfg: object
+    problem: Problem
+    tracker: object
+    fit_logger: object
+    stage_run: str
+    study: str
+    stage: str
+    trials_dir: object
+    stamp: str
+    on_fits: Callable[[int], None] | None = None
+
+
+def make_objective(setup: TrialSetup) -> Callable:
+    """The Optuna objective: one trial = one (lr, optimizer) on every fit of the problem.
+
+    The trial reports the objective so far after each chunk of engine steps and stops the
+    engine when the pruner says so. Its fits are logged (fit runs, trial run with figures),
+    its rows written to `trials_dir/<number:05d>.parquet`, then it returns the objective or
+    raises `optuna.TrialPruned`.
+
+    Args:
+        setup: the `TrialSetup`.
+
+    Returns:
+        `objective(trial) -> float`.
+    """
+    import socket
+    import time
+
+    import optuna
+
+    from pipeline import datasets
+    from pipeline.fit_logging import fit_payloads
+    from pipeline.fit_plots import trial_figures
+
+    cfg, fit_cfg, tracking = setup.cfg, setup.params.fit, setup.params.tracking
+    lr_range = (min(cfg.lr_grid), max(cfg.lr_grid)) if cfg.sampler == "grid" else (
+        cfg.lr_min, cfg.lr_max)  # fmt: skip
+
+    def objective(trial) -> float:
+        lr = trial.suggest_float("lr", *lr_range, log=True)
+        optimizer = trial.suggest_categorical("optimizer", list(cfg.optimizers))
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        tracker = setup.tracker
+        tags = {"trial": trial.number, "study": setup.study, "stage": setup.stage}
+        run_id = tracker.start(f"trial-{trial.number}", "trial", parent=setup.stage_run, tags=tags)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        intermediate: list[tuple[int, float]] = []
+
+        def on_chunk(step: int, value: float) -> bool:
+            intermediate.append((step, value))
+            trial.report(value, step)
+            return trial.should_prune()
+
+        start = time.perf_counter()
+        result = run_fits(setup.problem, fit_cfg, lr, optimizer, on_chunk, cfg.diverged_penalty)
+        fit_seconds = time.perf_counter() - start
+        rows = fit_rows(setup.problem, result)
+        rows = pl.DataFrame({"study": [setup.study] * rows.height}).with_columns(
+            trial=pl.lit(trial.number, pl.Int64), optimizer=pl.lit(optimizer),
+            lr=pl.lit(lr, pl.Float64),
+        ).hstack(rows)  # fmt: skip
+        pruned = bool((rows["status"] == "stopped").any())
+        parts = objective_parts(rows, cfg.diverged_penalty)
+        pending = None
+        if tracking.log_fits:
+            payloads = fit_payloads(rows, result, fit_cfg=fit_cfg, max_points=tracking.max_points,
+                                    plots=tracking.fit_plots, trial=trial.number,
+                                    study=setup.study)  # fmt: skip
+            pending = setup.fit_logger.submit(payloads, run_id)
+        title = f"{setup.study} trial {trial.number}: {optimizer} lr={lr:g}"
+        for name, fig in trial_figures(setup.problem, rows, result, title).items():
+            tracker.log_figure(run_id, fig, name)
+        run_ids = pending.get() if pending is not None else [None] * rows.height
+        rows = rows.with_columns(run_id=pl.Series(run_ids, dtype=pl.String))
+        path = setup.trials_dir / f"{trial.number:05d}.parquet"
+        datasets.write(rows, path, "trial_fits", setup.stamp, **{"zip.study": setup.study})
+        tracker.log_artifact(run_id, path, "data")
+        tracking_seconds = time.perf_counter() - start - fit_seconds
+        for key, value in parts.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("fit_seconds", fit_seconds)
+        trial.set_user_attr("tracking_seconds", tracking_seconds)
+        # The history ends on the objective itself, at the last step any fit took.
+        last = int(rows["steps"].max())
+        if not intermediate or last > intermediate[-1][0]:
+            intermediate.append((last, parts["objective"]))
+        tracker.log(
+            run_id,
+            params={"lr": lr, "optimizer": optimizer, "fits": rows.height, "inits": cfg.inits,
+                    "model": fit_cfg.model, "max_steps": fit_cfg.max_steps, "tol": fit_cfg.tol,
+                    "chunk_steps": fit_cfg.chunk_steps,
+                    "diverged_penalty": cfg.diverged_penalty},
+            metrics={**parts, "fit_seconds": fit_seconds, "tracking_seconds": tracking_seconds,
+                     "fit_runs_per_second": rows.height / tracking_seconds
+                     if tracking.log_fits else float("nan")},
+            histories={"intermediate": (np.array([s for s, _ in intermediate]),
+                                        np.array([v for _, v in intermediate]))},
+            tags={"state": "pruned" if pruned else "complete"},
+        )  # fmt: skip
+        tracker.end(run_id)
+        if setup.on_fits is not None:
+            setup.on_fits(rows.height)
+        if pruned:
+            raise optuna.TrialPruned(f"pruned at step {int(result.steps.max())}")
+        return parts["objective"]
+
+    return objective

@@ -1,0 +1,221 @@
+"""The sweep stage in-process on tiny params: runs in the store, fits table, determinism,
+pruning, divergence, bad storage.
+
+The datasets are generated once per module (`pipeline.generate`) and copied into each test's
+workdir together with a freshly migrated, empty MLflow store (migrating one costs ~3 s).
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+
+import numpy as np
+import optuna
+import polars as pl
+import pytest
+import yaml
+from conftest import TINY, merge
+from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from pipeline import cli, config, datasets, generate, sweep
+from pipeline.cli import UserError
+
+FIT_COLUMNS = (
+    "study trial optimizer lr scenario replicate init data_seed init_seed pi_true lambda_true "
+    "pi0 lambda0 pi_hat lambda_hat nll_final nll_gap steps status grad_norm mle_pi mle_lambda "
+    "mle_nll se_pi se_lambda boundary err_pi_se err_lambda_se run_id"
+).split()
+QUIET = {"tracking": {"log_fits": False, "fit_plots": False}}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Tiny datasets and an empty migrated MLflow store, made once."""
+    base = tmp_path_factory.mktemp("sweep-data")
+    params = base / "params.yaml"
+    params.write_text(yaml.safe_dump(merge(TINY, {"tracking": {"experiment": "template"}})))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("CI", "true")
+        generate.main(["--params", str(params), "--workdir", str(base)])
+    return base
+
+
+@pytest.fixture
+def stage(prepared, tmp_path, isolated_mlflow):
+    """`stage(overrides, *args, workdir=None)`: run the sweep in-process on tiny params."""
+
+    def run_stage(overrides=None, *args, workdir=None):
+        workdir = workdir or tmp_path / "work"
+        if not (workdir / "data").exists():
+            shutil.copytree(prepared / "data", workdir / "data")
+            (workdir / "mlruns").mkdir()
+            shutil.copy(prepared / "mlruns" / "mlflow.db", workdir / "mlruns" / "mlflow.db")
+        path = workdir / "params.yaml"
+        path.write_text(yaml.safe_dump(merge(TINY, overrides or {})))
+        assert sweep.main(["--params", str(path), "--workdir", str(workdir), *args]) == 0
+        params = config.load(path)
+        cfg, stamp, name = sweep.stage_settings(params, "tune" if "--tune" in args else "sweep")
+        storage = JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "optuna.log")))
+        return workdir, params, optuna.load_study(study_name=name, storage=storage)
+
+    return run_stage
+
+
+def _runs(workdir, experiment="zip-test"):
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=10000)
+
+
+def test_grid_logs_every_run_and_a_diverging_lr_does_not_stop_it(stage):
+    workdir, params, study = stage({"sweep": {"lr_grid": [0.1, 1.0, 1000.0]}})
+    client, runs = _runs(workdir)
+    levels = collections.Counter((r.data.tags["zip.level"], r.info.status) for r in runs)
+    fits = 3 * 2 * 2 * 2  # trials × scenarios × replicates × inits
+    assert levels == {("invocation", "FINISHED"): 1, ("stage", "FINISHED"): 1,
+                      ("trial", "FINISHED"): 3, ("fit", "FINISHED"): fits}  # fmt: skip
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert [t.params["lr"] for t in trials] == [0.1, 1.0, 1000.0]
+    # lr = 1000 (Adam moves log λ by ~1000 per step): every fit diverges, charged the penalty.
+    diverged = trials[2]
+    assert diverged.user_attrs["share_diverged"] == 1.0 and diverged.value == 1.0
+    assert trials[0].value < 0.1 and trials[1].value < 0.1
+
+    table = datasets.read(workdir / "data" / "fits.parquet", "fits",
+                          params.digest(*config.STAGE_BLOCKS["sweep"]))  # fmt: skip
+    assert table.height == fits and set(FIT_COLUMNS) <= set(table.columns)
+    assert table.filter(pl.col("lr") == 1000.0)["status"].unique().to_list() == ["diverged"]
+    fit_runs = {r.info.run_id: r for r in runs if r.data.tags["zip.level"] == "fit"}
+    assert set(table["run_id"]) == set(fit_runs)
+
+    row = table.filter(pl.col("lr") == 0.1).row(0, named=True)
+    run = fit_runs[row["run_id"]]
+    assert run.data.tags["zip.status"] == row["status"]
+    assert float(run.data.params["pi0"]) == row["pi0"] and run.data.params["optimizer"] == "adam"
+    assert run.data.metrics["nll_gap"] == pytest.approx(row["nll_gap"])
+    for key in ("nll", "pi", "lambda"):
+        history = client.get_metric_history(run.info.run_id, key)
+        steps = sorted(m.step for m in history)
+        assert 2 <= len(steps) <= params.tracking.max_points and steps[-1] == row["steps"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["convergence.png"]
+
+    trial_run = next(r for r in runs if r.data.tags.get("zip.trial") == "0"
+                     and r.data.tags["zip.level"] == "trial")  # fmt: skip
+    history = client.get_metric_history(trial_run.info.run_id, "intermediate")
+    assert [m.step for m in history] == [20, 40, 60]  # chunks of 20 steps, then the objective
+    assert history[-1].value == pytest.approx(trials[0].value)
+    names = {a.path for a in client.list_artifacts(trial_run.info.run_id, "figures")}
+    assert names == {"figures/trajectories.png", "figures/pmf_vs_data.png"}
+    stage_run = next(r for r in runs if r.data.tags["zip.level"] == "stage")
+    assert stage_run.data.params["best_lr"] in ("0.1", "1.0")
+    assert stage_run.data.tags["zip.study"] == study.study_name
+    figures = {a.path for a in client.list_artifacts(stage_run.info.run_id, "figures")}
+    assert figures == {"figures/optimization_history.png", "figures/lr_vs_objective.png"}
+
+
+def test_same_params_same_trials_in_a_fresh_workdir(stage, tmp_path):
+    a = stage(QUIET, workdir=tmp_path / "a")
+    b = stage(QUIET, workdir=tmp_path / "b")
+    assert [(t.params, t.value) for t in a[2].trials] == [(t.params, t.value) for t in b[2].trials]
+    tables = [pl.read_parquet(w / "data" / "fits.parquet").drop("run_id") for w, *_ in (a, b)]
+    assert tables[0].equals(tables[1])
+    assert a[2].study_name == b[2].study_name  # same params: same study name
+
+
+def test_rerun_resumes_and_changed_params_start_a_new_study(stage, tmp_path):
+    workdir, _, first = stage(QUIET)
+    _, _, again = stage(QUIET, workdir=workdir)
+    assert len(again.trials) == len(first.trials) == 2  # nothing repeated
+    _, _, other = stage(merge(QUIET, {"sweep": {"inits": 1}}), workdir=workdir)
+    assert other.study_name != first.study_name and len(other.trials) == 2
+
+
+def test_tpe_suggestions_are_seeded(stage, tmp_path):
+    tune = merge(QUIET, {"tune": {"n_trials": 3, "pruner": "none"}})
+    a = stage(tune, "--tune", workdir=tmp_path / "a")[2]
+    b = stage(tune, "--tune", workdir=tmp_path / "b")[2]
+    lrs = [t.params["lr"] for t in a.trials]
+    assert len(set(lrs)) == 3 and lrs == [t.params["lr"] for t in b.trials]
+    assert all(0.01 <= lr <= 1.0 for lr in lrs)
+    assert (tmp_path / "a" / "data" / "tune_fits.parquet").exists()
+    assert not (tmp_path / "a" / "data" / "fits.parquet").exists()
+
+
+def test_a_hopeless_lr_is_pruned_and_left_out_of_the_table(stage):
+    overrides = merge(
+        QUIET,
+        {
+            "sweep": {
+                "lr_grid": [0.3, 0.1, 1e-6],
+                "pruner": "median",
+                "pruner_startup_trials": 2,
+                "pruner_warmup_steps": 20,
+            }
+        },
+    )
+    workdir, params, study = stage(overrides)
+    states = [(t.params["lr"], t.state.name) for t in study.trials]
+    assert states == [(0.3, "COMPLETE"), (0.1, "COMPLETE"), (1e-6, "PRUNED")]
+    pruned = study.trials[2]
+    assert max(pruned.intermediate_values) < params.fit.max_steps  # stopped early
+    rows = pl.read_parquet(workdir / "data" / "trials" / study.study_name / "00002.parquet")
+    assert set(rows["status"]) == {"stopped"}
+    table = pl.read_parquet(workdir / "data" / "fits.parquet")
+    assert sorted(table["trial"].unique()) == [0, 1]
+    _, runs = _runs(workdir)
+    tags = {r.data.tags["zip.trial"]: r.data.tags["zip.state"] for r in runs
+            if r.data.tags["zip.level"] == "trial"}  # fmt: skip
+    assert tags == {"0": "complete", "1": "complete", "2": "pruned"}
+
+
+def test_bad_storage_url_is_one_line_exit_2(stage, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OPTUNA_STORAGE", "nosuchdb://nowhere/x")
+    with pytest.raises(UserError, match="Optuna storage 'nosuchdb://nowhere/x' cannot be opened"):
+        stage(QUIET)
+    workdir = tmp_path / "work"
+    argv = ["--params", str(workdir / "params.yaml"), "--workdir", str(workdir)]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(sweep.main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    monkeypatch.setenv("OPTUNA_STORAGE", f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    with pytest.raises(UserError, match="is MLflow's store"):
+        sweep.main(argv)
+    _, runs = _runs(workdir, "template")  # nothing was started
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_fit_histories_keep_the_final_step(stage):
+    workdir, params, study = stage(
+        {
+            "sweep": {"lr_grid": [0.3]},
+            "fit": {"max_steps": 45},
+            "tracking": {"fit_plots": False, "max_points": 3},
+        }
+    )
+    client, runs = _runs(workdir)
+    for run in (r for r in runs if r.data.tags["zip.level"] == "fit"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "pi")]
+        assert len(steps) == 3 and max(steps) == run.data.metrics["steps"] and min(steps) == 0
+    assert np.isfinite(study.best_value)
+
+
+def test_dashboard_serves_the_sweeps_storage(tmp_path, tiny_params, monkeypatch):
+    from pipeline import dashboard
+
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    params = config.load(tiny_params)
+    assert dashboard.storage_location(params, tmp_path) == str(tmp_path / "mlruns" / "optuna.log")
+    monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://db/optuna")
+    assert dashboard.storage_location(params, tmp_path, tune=True) == "postgresql://db/optuna"
+    cmd = dashboard.dashboard_command("x.log", 8123)
+    assert cmd[1:] == ["x.log", "--host", "127.0.0.1", "--port", "8123", "--server", "wsgiref"]
+    monkeypatch.delenv("OPTUNA_STORAGE")
+    argv = ["--params", str(tiny_params), "--workdir", str(tmp_path)]
+    with pytest.raises(UserError, match="no Optuna storage yet"):
+        dashboard.main(argv)

@@ -1,0 +1,136 @@
+"""The sweep as separate processes: two workers on one study, SIGTERM, SIGKILL and resume."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import polars as pl
+import pytest
+import yaml
+from conftest import TINY, merge
+from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from pipeline import config, generate, sweep
+
+GRID = [0.03, 0.1, 0.3, 1.0]
+
+
+@pytest.fixture
+def workdir(tmp_path, isolated_mlflow):
+    """Tiny datasets in `tmp_path`, params with a 4-point grid (fit runs logged, no PNGs)."""
+    params = merge(TINY, {"sweep": {"lr_grid": GRID, "inits": 3},
+                          "tracking": {"fit_plots": False}})  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    generate.generate(config.load(tmp_path / "params.yaml"), tmp_path)
+    return tmp_path
+
+
+def _start(workdir, env, *args):
+    cmd = [sys.executable, "-m", "pipeline.sweep", "--params", str(workdir / "params.yaml"),
+           "--workdir", str(workdir), *args]  # fmt: skip
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
+def _study(workdir):
+    params = config.load(workdir / "params.yaml")
+    name = sweep.stage_settings(params, "sweep")[2]
+    log = workdir / "mlruns" / "optuna.log"
+    if not log.exists():
+        return None
+    try:
+        return optuna.load_study(
+            study_name=name, storage=JournalStorage(JournalFileBackend(str(log)))
+        )
+    except KeyError:  # not created yet
+        return None
+
+
+def _wait_for(proc, workdir, complete: int, timeout: float = 120.0):
+    """Poll the storage until `complete` trials are COMPLETE and another one is RUNNING."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        study = _study(workdir)
+        if study is not None:
+            states = collections.Counter(t.state for t in study.get_trials(deepcopy=False))
+            if states[TrialState.COMPLETE] >= complete and states[TrialState.RUNNING]:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the sweep made no progress")
+
+
+def _runs(workdir):
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("zip-test")
+    return client.search_runs([exp.experiment_id], max_results=10000)
+
+
+def _complete_lrs(study):
+    return sorted(t.params["lr"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
+
+
+def test_two_workers_share_one_grid(workdir, stage_env):
+    proc = _start(workdir, stage_env, "--workers", "2")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    study = _study(workdir)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * len(GRID)
+    assert _complete_lrs(study) == GRID  # none lost, none twice
+    pids = {t.user_attrs["pid"] for t in study.trials}
+    assert proc.pid not in pids  # the trials ran in the worker processes
+    runs = _runs(workdir)
+    levels = collections.Counter((r.data.tags["zip.level"], r.info.status) for r in runs)
+    assert levels[("trial", "FINISHED")] == len(GRID)
+    assert levels[("fit", "FINISHED")] == len(GRID) * 2 * 2 * 3
+    stage_run = next(r.info.run_id for r in runs if r.data.tags["zip.level"] == "stage")
+    parents = {
+        r.data.tags["mlflow.parentRunId"] for r in runs if r.data.tags["zip.level"] == "trial"
+    }
+    assert parents == {stage_run}
+
+
+def test_sigterm_kills_runs_sigkill_is_resumed(workdir, stage_env):
+    # 1. SIGTERM while a trial runs: exit 130, every run KILLED, the trial FAIL.
+    proc = _start(workdir, stage_env)
+    _wait_for(proc, workdir, complete=1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted"
+    runs = _runs(workdir)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    stage_status = {r.info.status for r in runs if r.data.tags["zip.level"] == "stage"}
+    assert stage_status == {"KILLED"}
+    states = collections.Counter(t.state for t in _study(workdir).trials)
+    assert states[TrialState.RUNNING] == 0 and states[TrialState.COMPLETE] >= 1
+
+    # 2. SIGKILL while a trial runs: its trial stays RUNNING, its MLflow runs RUNNING.
+    proc = _start(workdir, stage_env)
+    done = states[TrialState.COMPLETE]
+    _wait_for(proc, workdir, complete=done + 1)
+    proc.kill()
+    proc.communicate(timeout=60)
+    orphaned = {r.info.run_id for r in _runs(workdir) if r.info.status == "RUNNING"}
+    assert orphaned  # at least the stage run and the trial run
+
+    # 3. Rerun: stale trials FAIL, orphaned runs FAILED, the grid completes without repeats.
+    proc = _start(workdir, stage_env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    study = _study(workdir)
+    assert _complete_lrs(study) == GRID
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    runs = _runs(workdir)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert {r.info.status for r in runs if r.info.run_id in orphaned} == {"FAILED"}
+    assert not list((workdir / "data").glob("**/.*.tmp"))  # no half-written file left
+    fits = pl.read_parquet(workdir / "data" / "fits.parquet")
+    assert fits.height == len(GRID) * 2 * 2 * 3 and sorted(fits["lr"].unique()) == GRID
