@@ -14,8 +14,11 @@ DASHBOARD_PORT ?= 8080
 # One id per `make` call: every stage it runs nests its MLflow runs under one invocation run.
 export ZIP_INVOCATION := $(shell date -u +%Y%m%dT%H%M%S)-$(shell od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 
-CORE := pipeline/__init__.py pipeline/distributions.py pipeline/mle.py pipeline/fitting.py
-STAGE := $(CORE) pipeline/cli.py pipeline/config.py pipeline/tracking.py pipeline/plots.py
+# The modules each stage imports (checked against the import graph by tests/test_makefile.py).
+GENERATE_MODULES := __init__ cli config datasets generate mle plots simulate tracking
+SWEEP_MODULES := __init__ cli config datasets distributions fit_logging fit_plots fitting likelihood mle optim plots sweep sweep_objective sweep_report sweep_study sweep_trial tracking
+AGGREGATE_MODULES := __init__ aggregate blog_table cli config datasets distributions fit_store fitting likelihood mle optim recovery report_md report_plots tracking
+src = $(addprefix pipeline/,$(addsuffix .py,$(1)))
 WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS),)
 
 .PHONY: help install all data sweep report tune fit-counts ui dashboard test lint format bench clean FORCE
@@ -36,13 +39,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PY) -m pipeline.config --params $(PARAMS) --stamp $* > $@.tmp || { rm -f $@.tmp; exit 2; }
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 
-data/summary.parquet: .stamps/generate.params pipeline/generate.py pipeline/simulate.py $(STAGE)
+data/summary.parquet: .stamps/generate.params $(call src,$(GENERATE_MODULES))
 	$(PY) -m pipeline.generate --params $(PARAMS)
 
-data/fits.parquet: .stamps/sweep.params data/summary.parquet pipeline/sweep.py pipeline/objective.py $(STAGE)
+data/fits.parquet: .stamps/sweep.params data/summary.parquet $(call src,$(SWEEP_MODULES))
 	$(PY) -m pipeline.sweep --params $(PARAMS) $(WORKERS_ARG)
 
-reports/recovery.parquet: .stamps/aggregate.params data/fits.parquet pipeline/aggregate.py $(STAGE)
+reports/recovery.parquet: .stamps/aggregate.params data/fits.parquet $(call src,$(AGGREGATE_MODULES))
 	$(PY) -m pipeline.aggregate --params $(PARAMS)
 
 data: data/summary.parquet ## simulate the datasets (+ exact MLE per dataset)
