@@ -69,8 +69,8 @@ def fit_payloads(rows: pl.DataFrame, result, *, fit_cfg, max_points: int, plots:
                 "max_step": max(fit_cfg.max_steps, int(steps.max(initial=1))),
                 "lam_hi": lam_hi[r["scenario"]],
                 "scenario": r["scenario"],
-                "title": f"replicate {r['replicate']}, init {r['init']} · {r['optimizer']} "
-                         f"lr={r['lr']:g} · {r['status']} @ {r['steps']}",
+                "title": f"rep {r['replicate']} init {r['init']} · lr {r['lr']:g} · "
+                         f"{r['status']} @ {r['steps']}",
             }  # fmt: skip
         out.append({
             "name": f"fit-{r['scenario']}-{r['replicate']}-{r['init']}",
@@ -114,7 +114,9 @@ def _exit_on_term(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _init_worker(experiment: str, root: str) -> None:
+def _init_worker(experiment: str, root: str, folder: str) -> None:
+    import os
+
     from pipeline.cli import quiet_libraries
 
     quiet_libraries()
@@ -122,7 +124,8 @@ def _init_worker(experiment: str, root: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_term)
     _WORKER["tracker"] = Tracker(experiment, root=Path(root))
-    _WORKER["folder"] = Path(tempfile.mkdtemp(prefix="zip-fitlog-"))
+    _WORKER["folder"] = Path(folder) / str(os.getpid())  # removed with the parent's folder
+    _WORKER["folder"].mkdir()
     _WORKER["plot"] = None
 
 
@@ -135,8 +138,11 @@ def _log_chunk(task: tuple[list[dict], str]) -> list[str]:
         _WORKER["plot"] = ConvergencePlot()
     try:
         return _log_fits(tracker, _WORKER["plot"], _WORKER["folder"], payloads, parent)
-    except BaseException:
+    except (KeyboardInterrupt, SystemExit):
         tracker.end_all("KILLED")
+        raise
+    except BaseException:
+        tracker.end_all("FAILED")
         raise
 
 
@@ -157,13 +163,19 @@ class FitLogger:
         self._plot = None
         self._folder: tempfile.TemporaryDirectory | None = None
 
+    def _temp(self) -> Path:
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="zip-fitlog-")
+        return Path(self._folder.name)
+
     def start(self) -> None:
         """Start the logger processes now (they import MLflow while the fits run)."""
         if self.processes > 1 and self._pool is None:
             import multiprocessing as mp
 
             ctx = mp.get_context("spawn")  # never fork a process holding torch and SQLite
-            self._pool = ctx.Pool(self.processes, _init_worker, self._args)
+            args = (*self._args, str(self._temp()))
+            self._pool = ctx.Pool(self.processes, _init_worker, args)
 
     def submit(self, payloads: list[dict], parent: str):
         """Start logging `payloads` as children of run `parent`; `.get()` gives the run ids."""
@@ -175,13 +187,11 @@ class FitLogger:
         return _Pending(self._pool.map_async(_log_chunk, tasks, chunksize=1))
 
     def _log_here(self, payloads, parent) -> list[str]:
-        if self._folder is None:
-            self._folder = tempfile.TemporaryDirectory(prefix="zip-fitlog-")
         if self._plot is None and any(p["plot"] is not None for p in payloads):
             from pipeline.fit_plots import ConvergencePlot
 
             self._plot = ConvergencePlot()
-        return _log_fits(self.tracker, self._plot, Path(self._folder.name), payloads, parent)
+        return _log_fits(self.tracker, self._plot, self._temp(), payloads, parent)
 
     def close(self, interrupted: bool = False) -> None:
         """Stop the logger processes: wait for them, or terminate them (runs end KILLED)."""

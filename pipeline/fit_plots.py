@@ -52,8 +52,8 @@ class ConvergencePlot:
                       loc="upper right")  # fmt: skip
         # Text is costly to draw (~0.1 ms a glyph): the scenario goes into the background,
         # only the short per-fit part is drawn each time.
-        self.scenario = self.fig.text(0.01, 0.95, "", fontsize="small", weight="bold", va="top")
-        self.title = self.fig.text(0.55, 0.95, "", fontsize="small", ha="center", va="top",
+        self.scenario = self.fig.text(0.01, 0.96, "", fontsize="small", weight="bold", va="top")
+        self.title = self.fig.text(0.55, 0.96, "", fontsize="small", ha="center", va="top",
                                    animated=True)  # fmt: skip
         self._backgrounds: dict[tuple, object] = {}
 

@@ -237,9 +237,16 @@ def _run(plans, params, tracker, storage, study, cfg) -> None:
         fits["logged"] += n
         bar.set_postfix(fits=fits["logged"], refresh=True)
 
+    import torch
+
+    # The batched fits are small tensors: extra threads only wait for the cores that the
+    # logger processes use (benchmarks/README.md, "Threads").
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         work(plans[0], params, tracker, storage, on_fits, lambda _: bar.update(1))
     finally:
+        torch.set_num_threads(threads)
         bar.close()
 
 

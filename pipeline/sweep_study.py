@@ -1,4 +1,4 @@
-"""The sweep's Optuna side: storage, study, resume, the trial queue and the objective.
+"""The sweep's Optuna side: storage, study, resume, the trial queue and the worker loop.
 
 Grid sweeps are run from a queue rather than by `GridSampler` choosing points: the parent
 enqueues every grid point that has no COMPLETE or PRUNED trial (and none RUNNING in a live
@@ -99,13 +99,13 @@ def load_study(storage, name: str, cfg, sampler_seed: int, create: bool = False)
         raise UserError(f"Optuna study {name!r} cannot be opened: {first[:200]}") from None
 
 
-def fail_stale_trials(study, storage, orphan_after_s: float = 60.0) -> int:
+def fail_stale_trials(study, storage, orphan_after_s: float = 30.0) -> int:
     """Mark RUNNING trials of dead processes FAIL; returns how many.
 
     A trial is stale when its worker (user attrs `host`, `pid`) is this host's and is dead,
-    or when it never recorded a worker (killed right after being claimed) and started more
-    than `orphan_after_s` ago. Trials of other hosts are left alone (their pids mean nothing
-    here).
+    or when it never recorded a worker (killed in the milliseconds between its claim and its
+    first user attr) and started more than `orphan_after_s` ago. Trials of other hosts are
+    left alone (their pids mean nothing here).
     """
     import datetime
 
@@ -200,6 +200,9 @@ def run_trials(study, storage, cfg, objective: Callable, on_done: Callable | Non
     """
     ran = 0
     while (trial := next_trial(study, storage, cfg)) is not None:
+        # First thing after the claim: who runs it, so that a later start can tell if it died.
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
         try:
             value = objective(trial)
         except optuna.TrialPruned:

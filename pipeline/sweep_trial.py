@@ -10,7 +10,6 @@ them), and returns the objective (`sweep_objective`) or raises `optuna.TrialPrun
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,7 +60,6 @@ def make_objective(setup: TrialSetup) -> Callable:
     Returns:
         `objective(trial) -> float`.
     """
-    import socket
     import time
 
     import optuna
@@ -77,8 +75,6 @@ def make_objective(setup: TrialSetup) -> Callable:
     def objective(trial) -> float:
         lr = trial.suggest_float("lr", *lr_range, log=True)
         optimizer = trial.suggest_categorical("optimizer", list(cfg.optimizers))
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
         tracker = setup.tracker
         tags = {"trial": trial.number, "study": setup.study, "stage": setup.stage}
         run_id = tracker.start(f"trial-{trial.number}", "trial", parent=setup.stage_run, tags=tags)

@@ -29,6 +29,11 @@ FIT_COLUMNS = (
     "mle_nll se_pi se_lambda boundary err_pi_se err_lambda_se run_id"
 ).split()
 QUIET = {"tracking": {"log_fits": False, "fit_plots": False}}
+# The settings these tests count on, whatever the shared tiny params say.
+BASE = {
+    "fit": {"max_steps": 60, "chunk_steps": 20, "record_every": 10},
+    "sweep": {"inits": 2, "optimizers": ["adam"]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,7 @@ def stage(prepared, tmp_path, isolated_mlflow):
             (workdir / "mlruns").mkdir()
             shutil.copy(prepared / "mlruns" / "mlflow.db", workdir / "mlruns" / "mlflow.db")
         path = workdir / "params.yaml"
-        path.write_text(yaml.safe_dump(merge(TINY, overrides or {})))
+        path.write_text(yaml.safe_dump(merge(merge(TINY, BASE), overrides or {})))
         assert sweep.main(["--params", str(path), "--workdir", str(workdir), *args]) == 0
         params = config.load(path)
         cfg, stamp, name = sweep.stage_settings(params, "tune" if "--tune" in args else "sweep")
@@ -75,7 +80,8 @@ def test_grid_logs_every_run_and_a_diverging_lr_does_not_stop_it(stage):
     workdir, params, study = stage({"sweep": {"lr_grid": [0.1, 1.0, 1000.0]}})
     client, runs = _runs(workdir)
     levels = collections.Counter((r.data.tags["zip.level"], r.info.status) for r in runs)
-    fits = 3 * 2 * 2 * 2  # trials × scenarios × replicates × inits
+    data = params.data
+    fits = 3 * len(data.scenarios) * data.replicates * 2  # trials × datasets × inits
     assert levels == {("invocation", "FINISHED"): 1, ("stage", "FINISHED"): 1,
                       ("trial", "FINISHED"): 3, ("fit", "FINISHED"): fits}  # fmt: skip
     trials = study.get_trials()
