@@ -53,7 +53,6 @@ class Tracker:
     """
 
     def __init__(self, experiment: str, root: Path = ROOT):
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         uri = tracking_uri(root)
@@ -62,7 +61,8 @@ class Tracker:
         store = Path(uri.removeprefix("sqlite:///")).parent
         if local:
             store.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(uri)
+        # No `mlflow.set_tracking_uri`: it exports MLFLOW_TRACKING_URI into os.environ, so every
+        # later Tracker in the process (another workdir, a test) would log into this store.
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         self.open_runs: set[str] = set()

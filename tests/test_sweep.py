@@ -43,15 +43,21 @@ def prepared(tmp_path_factory):
     params = base / "params.yaml"
     params.write_text(yaml.safe_dump(merge(TINY, {"tracking": {"experiment": "template"}})))
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        # `mlflow.set_tracking_uri` (inside `Tracker`) writes MLFLOW_TRACKING_URI into the
+        # environment; setting it (empty: the workdir's store) makes the undo remove it again.
+        mp.setenv("MLFLOW_TRACKING_URI", "")
         mp.setenv("CI", "true")
         generate.main(["--params", str(params), "--workdir", str(base)])
     return base
 
 
 @pytest.fixture
-def stage(prepared, tmp_path, isolated_mlflow):
+def stage(prepared, tmp_path, isolated_mlflow, monkeypatch):
     """`stage(overrides, *args, workdir=None)`: run the sweep in-process on tiny params."""
+    # The stage's `Tracker` exports MLFLOW_TRACKING_URI (`mlflow.set_tracking_uri`); set it
+    # (empty: the workdir's store) so that the test's undo removes it instead of leaving this
+    # test's store to later tests in the process.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
 
     def run_stage(overrides=None, *args, workdir=None):
         workdir = workdir or tmp_path / "work"
