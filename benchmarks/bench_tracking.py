@@ -85,10 +85,7 @@ def make_trial(replicates: int, inits: int):
 def fresh_tracker(folder: Path):
     from pipeline.tracking import Tracker
 
-    # `mlflow.set_tracking_uri` (in `Tracker`) exports MLFLOW_TRACKING_URI, which would send
-    # every later Tracker to the first store; a new folder each time: MLflow caches by URI.
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    return Tracker("bench", root=folder)
+    return Tracker("bench", root=folder)  # a new folder each time: MLflow caches stores by URI
 
 
 def time_serial_calls(tracker, payloads, parent) -> dict[str, float]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline import interrupts
 from pipeline.tracking import Tracker, thin
 
 _WORKER: dict = {}  # state of a logger process (its own Tracker, figure and temp folder)
@@ -99,6 +100,7 @@ def _log_fits(tracker: Tracker, plot, folder: Path, payloads: Sequence[Mapping],
     run_ids = []
     png = folder / "convergence.png"
     for p in payloads:
+        interrupts.check()  # between runs: never inside an MLflow write
         if p["plot"] is not None:
             plot.render(png, p["plot"])
         run_id = tracker.start(p["name"], "fit", parent=parent, tags=p["tags"])
@@ -110,19 +112,16 @@ def _log_fits(tracker: Tracker, plot, folder: Path, payloads: Sequence[Mapping],
     return run_ids
 
 
-def _exit_on_term(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 def _init_worker(experiment: str, root: str, folder: str) -> None:
     import os
 
     from pipeline.cli import quiet_libraries
 
     quiet_libraries()
-    # Ctrl-C reaches the whole process group: the parent decides, and terminates us (SIGTERM).
+    # Ctrl-C reaches the whole process group: the parent decides, and terminates us (SIGTERM),
+    # which ends the current fit run first, or exits at once when we are waiting for work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_term)
+    interrupts.install((signal.SIGTERM,), idle=lambda: not _WORKER.get("busy"))
     _WORKER["tracker"] = Tracker(experiment, root=Path(root))
     _WORKER["folder"] = Path(folder) / str(os.getpid())  # removed with the parent's folder
     _WORKER["folder"].mkdir()
@@ -136,14 +135,17 @@ def _log_chunk(task: tuple[list[dict], str]) -> list[str]:
         from pipeline.fit_plots import ConvergencePlot
 
         _WORKER["plot"] = ConvergencePlot()
+    _WORKER["busy"] = True
     try:
         return _log_fits(tracker, _WORKER["plot"], _WORKER["folder"], payloads, parent)
     except (KeyboardInterrupt, SystemExit):
         tracker.end_all("KILLED")
-        raise
+        raise SystemExit(143) from None  # a quiet exit: the parent is stopping the pool
     except BaseException:
         tracker.end_all("FAILED")
         raise
+    finally:
+        _WORKER["busy"] = False
 
 
 class FitLogger:
@@ -221,6 +223,7 @@ class _Pending:
 
     def get(self) -> list[str]:
         while not self.result.ready():  # a short wait keeps Ctrl-C responsive
+            interrupts.check()
             self.result.wait(0.2)
         return [run_id for part in self.result.get() for run_id in part]
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import config, datasets
+from pipeline import config, datasets, interrupts
 from pipeline.cli import UserError, parser, progress, quiet_libraries, run
 
 TRIAL_KIND, FITS_KIND = "trial_fits", "fits"
@@ -101,10 +100,6 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
     return ran
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def worker_main(plan: Plan) -> None:
     """Entry of a spawned worker process: join the study and run trials."""
     import sys
@@ -118,7 +113,7 @@ def worker_main(plan: Plan) -> None:
     from pipeline.tracking import Tracker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupts.install()  # Ctrl-C (the whole group gets it) or the parent's SIGTERM
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))
     params = config.load(plan.params_path)
     tracker = Tracker(params.tracking.experiment, root=Path(plan.workdir))
@@ -148,6 +143,7 @@ def run_workers(plans: list[Plan], count_done, total: int) -> None:
         for proc in procs:
             proc.start()
         while any(proc.is_alive() for proc in procs):
+            interrupts.check()
             bar.n = count_done()
             bar.refresh()
             for proc in procs:
@@ -190,8 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     datasets.load_study(workdir, params.digest(*config.STAGE_BLOCKS["generate"]))  # fail early
-    on_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if on_main else None
+    restore = interrupts.install()
     tracker = Tracker(params.tracking.experiment, root=workdir)
     try:
         url = os.environ.get("OPTUNA_STORAGE") or cfg.storage
@@ -204,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       stage_run, i, workers) for i in range(workers)]  # fmt: skip
         if todo > 0:
             _run(plans, params, tracker, storage, study, cfg)
+        interrupts.check()
         finish_stage(tracker, stage_run, study, params, stage, workdir, time.perf_counter() - start)
         tracker.end(stage_run)
     except KeyboardInterrupt:
@@ -213,8 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tracker.end_all("FAILED")
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        restore()
     return 0
 
 

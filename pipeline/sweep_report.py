@@ -37,11 +37,20 @@ def start_stage(tracker, storage, params, stage: str, study_name: str, where: st
         fail_stale_trials,
         load_study,
         planned_trials,
+        redact,
     )
     from pipeline.tracking import flatten
 
     cfg, stamp, _ = stage_settings(params, stage)
-    summary, _ = datasets.load_study(workdir, params.digest("seed", "data"))
+    summary, _ = datasets.load_study(workdir, params.digest(*config.STAGE_BLOCKS["generate"]))
+    skipped = summary.filter(~pl.col("identifiable"))
+    if skipped.height == summary.height:
+        raise UserError("no identifiable dataset to fit: every dataset is all zeros")
+    if skipped.height:
+        names = ", ".join(f"{s}/{r}" for s, r in skipped.select("scenario", "replicate").rows())
+        print(f"skipping {skipped.height} dataset(s) with every count zero (not identifiable): "
+              f"{names}")  # fmt: skip
+    where = redact(where)
     closed = tracker.close_orphans()
     study = load_study(storage, study_name, cfg, params.seed, create=True)
     stale = fail_stale_trials(study, storage)
@@ -57,13 +66,6 @@ def start_stage(tracker, storage, params, stage: str, study_name: str, where: st
     blocks = {b: raw[b] for b in config.STAGE_BLOCKS[stage]}
     blocks["resolved"] = config.as_dict(cfg)
     tracker.log(run_id, params={**flatten(blocks), "storage": where, "study": study_name})
-    skipped = summary.filter(~pl.col("identifiable"))
-    if skipped.height:
-        names = ", ".join(f"{s}/{r}" for s, r in skipped.select("scenario", "replicate").rows())
-        print(f"skipping {skipped.height} dataset(s) with every count zero (not identifiable): "
-              f"{names}")  # fmt: skip
-    if skipped.height == summary.height:
-        raise UserError("no identifiable dataset to fit: every dataset is all zeros")
     notes = [f"{done}/{planned} trials done"]
     if stale:
         notes.append(f"{stale} trial(s) of dead processes marked FAIL")

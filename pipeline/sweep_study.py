@@ -54,7 +54,7 @@ def open_storage(url: str | None, workdir: Path, tracking_uri: str):
         url.startswith("sqlite:///")
         and Path(url[10:]).resolve() == Path(tracking_uri.removeprefix("sqlite:///")).resolve()
     ):
-        raise UserError(f"Optuna storage {url!r} is MLflow's store: use a separate file")
+        raise UserError(f"Optuna storage {redact(url)!r} is MLflow's store: use a separate file")
     try:
         if "://" not in url:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,15 @@ def open_storage(url: str | None, workdir: Path, tracking_uri: str):
         return RDBStorage(url), url
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"Optuna storage {url!r} cannot be opened: {first[:200]}") from None
+        where = redact(url)
+        raise UserError(f"Optuna storage {where!r} cannot be opened: {first[:200]}") from None
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by `***` (for printing and logging)."""
+    import re
+
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
 def make_sampler(cfg, seed: int):
@@ -198,8 +206,14 @@ def run_trials(study, storage, cfg, objective: Callable, on_done: Callable | Non
         Whatever the objective raised other than pruning (the trial is told FAIL first),
         KeyboardInterrupt included.
     """
+    from pipeline import interrupts
+
     ran = 0
-    while (trial := next_trial(study, storage, cfg)) is not None:
+    while True:
+        interrupts.check()  # between trials
+        trial = next_trial(study, storage, cfg)
+        if trial is None:
+            return ran
         # First thing after the claim: who runs it, so that a later start can tell if it died.
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -216,7 +230,6 @@ def run_trials(study, storage, cfg, objective: Callable, on_done: Callable | Non
         ran += 1
         if on_done is not None:
             on_done(frozen)
-    return ran
 
 
 def process_alive(pid: int) -> bool:

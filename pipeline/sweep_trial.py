@@ -64,7 +64,7 @@ def make_objective(setup: TrialSetup) -> Callable:
 
     import optuna
 
-    from pipeline import datasets
+    from pipeline import datasets, interrupts
     from pipeline.fit_logging import fit_payloads
     from pipeline.fit_plots import trial_figures
 
@@ -82,6 +82,7 @@ def make_objective(setup: TrialSetup) -> Callable:
         intermediate: list[tuple[int, float]] = []
 
         def on_chunk(step: int, value: float) -> bool:
+            interrupts.check()  # between engine chunks: nothing is half-written
             intermediate.append((step, value))
             trial.report(value, step)
             return trial.should_prune()

@@ -43,21 +43,15 @@ def prepared(tmp_path_factory):
     params = base / "params.yaml"
     params.write_text(yaml.safe_dump(merge(TINY, {"tracking": {"experiment": "template"}})))
     with pytest.MonkeyPatch.context() as mp:
-        # `mlflow.set_tracking_uri` (inside `Tracker`) writes MLFLOW_TRACKING_URI into the
-        # environment; setting it (empty: the workdir's store) makes the undo remove it again.
-        mp.setenv("MLFLOW_TRACKING_URI", "")
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.setenv("CI", "true")
         generate.main(["--params", str(params), "--workdir", str(base)])
     return base
 
 
 @pytest.fixture
-def stage(prepared, tmp_path, isolated_mlflow, monkeypatch):
+def stage(prepared, tmp_path, isolated_mlflow):
     """`stage(overrides, *args, workdir=None)`: run the sweep in-process on tiny params."""
-    # The stage's `Tracker` exports MLFLOW_TRACKING_URI (`mlflow.set_tracking_uri`); set it
-    # (empty: the workdir's store) so that the test's undo removes it instead of leaving this
-    # test's store to later tests in the process.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
 
     def run_stage(overrides=None, *args, workdir=None):
         workdir = workdir or tmp_path / "work"
@@ -195,6 +189,10 @@ def test_bad_storage_url_is_one_line_exit_2(stage, tmp_path, monkeypatch, capsys
         cli.run(sweep.main, argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://zip:s3cret@127.0.0.1:9/optuna")
+    with pytest.raises(UserError, match="cannot be opened") as info:
+        sweep.main(argv)
+    assert "s3cret" not in str(info.value) and "zip:***@" in str(info.value)
     monkeypatch.setenv("OPTUNA_STORAGE", f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     with pytest.raises(UserError, match="is MLflow's store"):
         sweep.main(argv)

@@ -91,3 +91,26 @@ def test_a_callback_returning_true_stops_every_fit():
     fit = config.FitConfig(max_steps=300, chunk_steps=20, tol=1e-300, grad_tol=1e-300)
     result = run_fits(problem, fit, 1e-6, "sgd", lambda s, v: s >= 40, 1.0)
     assert set(result.status) == {"stopped"} and (result.steps == 40).all()
+
+
+def test_signals_stop_at_safe_points_and_a_repeat_stops_at_once():
+    import os
+    import signal
+
+    from pipeline import interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    restore = interrupts.install()
+    try:
+        interrupts.check()  # nothing requested yet
+        os.kill(os.getpid(), signal.SIGTERM)  # handled before os.kill returns (main thread)
+        assert interrupts.requested()
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after the SIGTERM: still one request
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)  # the same signal again: at once
+    finally:
+        restore()
+    assert not interrupts.requested()
+    assert signal.getsignal(signal.SIGTERM) == before
