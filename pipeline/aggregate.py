@@ -15,8 +15,6 @@ or timestamps, so the same params give byte-identical files.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import config, datasets
-from pipeline.cli import UserError, parser, quiet_libraries, run
+from pipeline.cli import UserError, parser, quiet_libraries, run, sigterm_interrupts
 
 FIGURES = ("convergence_vs_lr.png", "error_vs_lr.png", "sampling_distribution.png")
 REACH_FIGURE = "reach_mle.png"
@@ -222,10 +220,6 @@ def log_stage(
         tracker.log_artifact(run_id, path, "reports" if folder == "." else f"reports/{folder}")
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Aggregate the sweep into reports/; see the module docstring. Returns 0."""
     args = parser(
@@ -237,33 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs = load_inputs(params, workdir)  # fail early, before opening the store
     from pipeline.tracking import Tracker
 
-    on_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if on_main else None
     tracker = Tracker(params.tracking.experiment, root=workdir)
-    try:
-        tracker.close_orphans()
-        parent = tracker.invocation(params.digest())
-        invocation = tracker.client.get_run(parent).data.tags.get("zip.invocation", "")
-        run_id = tracker.start(
-            "aggregate",
-            "stage",
-            parent=parent,
-            tags={"stage": "aggregate", "params_hash": stamp, "invocation": invocation},
-        )
+    with (
+        sigterm_interrupts(),
+        tracker.stage_run("aggregate", stamp, params.digest()) as run_id,
+    ):
         start = time.perf_counter()
         result = aggregate(params, workdir, inputs, tracker if params.tracking.log_fits else None)
         seconds = time.perf_counter() - start
         log_stage(tracker, run_id, params, result, workdir, seconds)
-        tracker.end(run_id)
-    except KeyboardInterrupt:
-        tracker.end_all("KILLED")
-        raise
-    except BaseException:
-        tracker.end_all("FAILED")
-        raise
-    finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, previous)
     print(headline(result["recovery"]))
     best = ", ".join(f"{r['scenario']} {r['lr']:g}" for r in result["best"].iter_rows(named=True))
     print(f"best lr by objective: {best}")

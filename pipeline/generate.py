@@ -12,9 +12,7 @@ them: the exact MLE per dataset, the summary tables, MLflow logging and the entr
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import config, datasets, simulate
-from pipeline.cli import UserError, parser, progress, quiet_libraries, run
+from pipeline.cli import UserError, parser, progress, quiet_libraries, run, sigterm_interrupts
 from pipeline.mle import Histogram, NotIdentifiableError, exact_mle
 
 _MLE_COLUMNS = (
@@ -224,10 +222,6 @@ def log_stage(
         tracker.log_figure(run_id, fig, f"figures/{s.name}.png")
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Generate the datasets; see the module docstring. Returns the exit status (0)."""
     args = parser("Simulate the ZIP datasets and their exact MLEs into data/.").parse_args(argv)
@@ -237,32 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.tracking import Tracker
 
     tracker = Tracker(params.tracking.experiment, root=workdir)
-    on_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if on_main else None
-    try:
-        tracker.close_orphans()
-        parent = tracker.invocation(params.digest())
-        invocation = tracker.client.get_run(parent).data.tags.get("zip.invocation", "")
-        run_id = tracker.start(
-            "generate",
-            "stage",
-            parent=parent,
-            tags={"stage": "generate", "params_hash": stamp, "invocation": invocation},
-        )
+    with (
+        sigterm_interrupts(),
+        tracker.stage_run("generate", stamp, params.digest()) as run_id,
+    ):
         start = time.perf_counter()
         summary, hists = generate(params, workdir)
         seconds = time.perf_counter() - start
         log_stage(tracker, run_id, params, summary, hists, workdir, seconds)
-        tracker.end(run_id)
-    except KeyboardInterrupt:
-        tracker.end_all("KILLED")
-        raise
-    except BaseException:
-        tracker.end_all("FAILED")
-        raise
-    finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, previous)
     table = scenario_table(summary)
     for row in table.filter(pl.col("not_identifiable") > 0).iter_rows(named=True):
         print(

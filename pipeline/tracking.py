@@ -9,6 +9,7 @@ Import this module only after `pipeline.cli.quiet_libraries()` has run (stages d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -141,6 +142,38 @@ class Tracker:
         # An invocation spans several processes; it is left FINISHED and its stages nest in it.
         self.end(run_id)
         return run_id
+
+    @contextlib.contextmanager
+    def stage_run(self, stage: str, params_hash: str, invocation_hash: str):
+        """A stage's run under this invocation: FINISHED at the end, KILLED on Ctrl-C/SIGTERM,
+        FAILED on any other error (every run this process left open is closed the same way).
+
+        Args:
+            stage: the stage's name (run name and `zip.stage` tag).
+            params_hash: hash of the blocks the stage reads (`zip.params_hash`).
+            invocation_hash: hash of all params, recorded on a new invocation run.
+
+        Yields:
+            The stage run's id.
+        """
+        try:
+            self.close_orphans()
+            parent = self.invocation(invocation_hash)
+            invocation = self.client.get_run(parent).data.tags.get(f"{TAG}invocation", "")
+            run_id = self.start(
+                stage,
+                "stage",
+                parent=parent,
+                tags={"stage": stage, "params_hash": params_hash, "invocation": invocation},
+            )
+            yield run_id
+        except KeyboardInterrupt:
+            self.end_all("KILLED")
+            raise
+        except BaseException:
+            self.end_all("FAILED")
+            raise
+        self.end(run_id)
 
     def close_orphans(self) -> int:
         """Mark RUNNING runs of dead processes on this host as FAILED (after a SIGKILL)."""
