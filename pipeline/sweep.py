@@ -11,6 +11,10 @@ The parent creates the MLflow store, experiment and stage run and the Optuna stu
 the trials itself (`--workers 1`) or in N spawned worker processes on the same study. At the
 end it assembles `data/fits.parquet` (`data/tune_fits.parquet` for `--tune`) from the
 COMPLETE trials' rows, logs the study's figures and prints a summary table.
+
+Ctrl-C or SIGTERM stops every process at its next safe point (`interrupts`): the running
+trials end FAIL, the open MLflow runs KILLED, exit status 130. After a SIGKILL the next start
+closes the orphaned runs as FAILED and re-runs the trials of dead processes.
 """
 
 from __future__ import annotations
