@@ -184,34 +184,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--workers: must be >= 1, got {workers}")
     import optuna
 
-    from pipeline.sweep_report import finish_stage, start_stage
+    from pipeline.sweep_report import check_datasets, finish_stage, start_stage
     from pipeline.sweep_study import open_storage
     from pipeline.tracking import Tracker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    datasets.load_study(workdir, params.digest(*config.STAGE_BLOCKS["generate"]))  # fail early
+    check_datasets(workdir, params)  # before any run or study exists
     restore = interrupts.install()
     tracker = Tracker(params.tracking.experiment, root=workdir)
     try:
         url = os.environ.get("OPTUNA_STORAGE") or cfg.storage
         storage, where = open_storage(url, workdir, tracker.uri)
-        start = time.perf_counter()
-        study, stage_run, todo = start_stage(
-            tracker, storage, params, stage, study_name, where, workdir
-        )
-        plans = [Plan(str(args.params.resolve()), str(workdir), stage, where, study_name,
-                      stage_run, i, workers) for i in range(workers)]  # fmt: skip
-        if todo > 0:
-            _run(plans, params, tracker, storage, study, cfg)
-        interrupts.check()
-        finish_stage(tracker, stage_run, study, params, stage, workdir, time.perf_counter() - start)
-        tracker.end(stage_run)
-    except KeyboardInterrupt:
-        tracker.end_all("KILLED")
-        raise
-    except BaseException:
-        tracker.end_all("FAILED")
-        raise
+        with tracker.stage_run(stage, stamp, params.digest()) as stage_run:
+            start = time.perf_counter()
+            study, todo = start_stage(tracker, stage_run, storage, params, stage, where)
+            plans = [Plan(str(args.params.resolve()), str(workdir), stage, where, study_name,
+                          stage_run, i, workers) for i in range(workers)]  # fmt: skip
+            if todo > 0:
+                _run(plans, params, tracker, storage, study, cfg)
+            interrupts.check()
+            seconds = time.perf_counter() - start
+            finish_stage(tracker, stage_run, study, params, stage, workdir, seconds)
     finally:
         restore()
     return 0

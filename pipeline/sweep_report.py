@@ -1,7 +1,8 @@
 """The sweep's parent-side bookkeeping: opening the stage, and closing it with its results.
 
-`start_stage` prepares a study for (re)running: closes orphaned MLflow runs, creates or loads
-the study, fails trials of dead processes, queues the grid and opens the stage run.
+`check_datasets` checks the data before anything starts; `start_stage` prepares a study for
+(re)running: creates or loads it, fails trials of dead processes, queues the grid and records
+the settings on the stage run (opened by `Tracker.stage_run`, which also closes orphaned runs).
 `finish_stage` assembles the fits table from the COMPLETE trials' rows (atomically, never a
 half-written table), logs the study's figures and best trial, and prints a summary.
 """
@@ -16,19 +17,32 @@ from pipeline import config, datasets
 from pipeline.cli import UserError
 
 
-def start_stage(tracker, storage, params, stage: str, study_name: str, where: str,
-                workdir: Path):  # fmt: skip
-    """Create or resume the study and open the stage run.
+def check_datasets(workdir: Path, params) -> None:
+    """Check the data stage's files; say which datasets are skipped (every count zero).
+
+    Raises:
+        UserError: the files are missing, stale or foreign, or no dataset is identifiable.
+    """
+    summary, _ = datasets.load_study(workdir, params.digest(*config.STAGE_BLOCKS["generate"]))
+    skipped = summary.filter(~pl.col("identifiable"))
+    if skipped.height == summary.height:
+        raise UserError("no identifiable dataset to fit: every dataset is all zeros")
+    if skipped.height:
+        names = ", ".join(f"{s}/{r}" for s, r in skipped.select("scenario", "replicate").rows())
+        print(f"skipping {skipped.height} dataset(s) with every count zero (not identifiable): "
+              f"{names}")  # fmt: skip
+
+
+def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
+    """Create or resume the study and record the stage's settings on its run.
 
     Args:
-        tracker: the parent's `Tracker`.
-        storage: the Optuna storage; `where` its URL or path (printed).
+        tracker: the parent's `Tracker`; `run_id` the stage run (`Tracker.stage_run`).
+        storage: the Optuna storage; `where` its URL or path (printed, password hidden).
         params: the validated params; `stage` "sweep" or "tune".
-        study_name: the study's name.
-        workdir: the workdir holding `data/`.
 
     Returns:
-        (study, stage run id, number of trials still to run).
+        (study, number of trials still to run).
     """
     from pipeline.sweep import stage_settings
     from pipeline.sweep_study import (
@@ -41,38 +55,24 @@ def start_stage(tracker, storage, params, stage: str, study_name: str, where: st
     )
     from pipeline.tracking import flatten
 
-    cfg, stamp, _ = stage_settings(params, stage)
-    summary, _ = datasets.load_study(workdir, params.digest(*config.STAGE_BLOCKS["generate"]))
-    skipped = summary.filter(~pl.col("identifiable"))
-    if skipped.height == summary.height:
-        raise UserError("no identifiable dataset to fit: every dataset is all zeros")
-    if skipped.height:
-        names = ", ".join(f"{s}/{r}" for s, r in skipped.select("scenario", "replicate").rows())
-        print(f"skipping {skipped.height} dataset(s) with every count zero (not identifiable): "
-              f"{names}")  # fmt: skip
+    cfg, _, study_name = stage_settings(params, stage)
     where = redact(where)
-    closed = tracker.close_orphans()
     study = load_study(storage, study_name, cfg, params.seed, create=True)
     stale = fail_stale_trials(study, storage)
     if cfg.sampler == "grid":
         enqueue_grid(study, cfg)
     planned = planned_trials(study, cfg)
     done = len(study.get_trials(deepcopy=False, states=DONE))
-    parent = tracker.invocation(params.digest())
-    invocation = tracker.client.get_run(parent).data.tags.get("zip.invocation", "")
-    tags = {"stage": stage, "params_hash": stamp, "study": study_name, "invocation": invocation}
-    run_id = tracker.start(stage, "stage", parent=parent, tags=tags)
     raw = config.as_dict(params)
     blocks = {b: raw[b] for b in config.STAGE_BLOCKS[stage]}
     blocks["resolved"] = config.as_dict(cfg)
-    tracker.log(run_id, params={**flatten(blocks), "storage": where, "study": study_name})
+    tracker.log(run_id, params={**flatten(blocks), "storage": where, "study": study_name},
+                tags={"study": study_name})  # fmt: skip
     notes = [f"{done}/{planned} trials done"]
     if stale:
         notes.append(f"{stale} trial(s) of dead processes marked FAIL")
-    if closed:
-        notes.append(f"{closed} orphaned MLflow run(s) closed")
     print(f"study {study_name} ({cfg.sampler}) on {where}: {', '.join(notes)}")
-    return study, run_id, planned - done
+    return study, planned - done
 
 
 def assemble(study, workdir: Path, stage: str, params, tracker) -> Path:
