@@ -349,22 +349,14 @@ def _coerce(tp: Any, value: Any, path: str):
             _fail(path, "must be true or false", value)
         return value
     if tp is int:
-        if isinstance(value, str):  # `1e8` in YAML is a string; `1.0e8` a float
-            try:
-                value = float(value)
-            except ValueError:
-                _fail(path, "must be an integer", value)
+        value = _parse_number(value, path, "must be an integer")
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(path, "must be an integer", value)
         return value
     if tp is float:
-        if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                _fail(path, "must be a number", value)
+        value = _parse_number(value, path, "must be a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(path, "must be a number", value)
         if math.isnan(value):
@@ -375,6 +367,16 @@ def _coerce(tp: Any, value: Any, path: str):
             _fail(path, "must be a string", value)
         return value
     raise TypeError(f"unsupported config type {tp!r} at {path}")
+
+
+def _parse_number(value: Any, path: str, problem: str) -> Any:
+    """PyYAML reads `1e-3` or `1e8` (no dot) as strings: accept them as numbers."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        _fail(path, problem, value)
 
 
 def _as_raw(obj: Any) -> Any:
