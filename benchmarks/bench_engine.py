@@ -34,7 +34,8 @@ from torch.distributions import Categorical, MixtureSameFamily, Poisson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.fitting import fit_zip, stack_histograms  # noqa: E402
-from pipeline.mle import exact_mle, histogram, merge_histograms  # noqa: E402
+from pipeline.histogram import histogram
+from pipeline.mle import exact_mle, merge_histograms  # noqa: E402
 
 PI, LAM = 0.5, 5.0
 CHUNK = 10_000_000  # draws per chunk when generating large n

@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.cli import quiet_libraries  # noqa: E402
+from pipeline.histogram import histogram  # noqa: E402
 
 
 def make_trial(replicates: int, inits: int):
@@ -49,7 +50,7 @@ def make_trial(replicates: int, inits: int):
     for s in params.data.scenarios:
         for r in range(replicates):
             y = np.where(rng.random(params.data.n) < s.pi, 0, rng.poisson(s.lam, params.data.n))
-            h = hists[(s.name, r)] = mle.histogram(y)
+            h = hists[(s.name, r)] = histogram(y)
             m = mle.exact_mle(h)
             rows.append(
                 {

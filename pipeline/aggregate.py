@@ -21,8 +21,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import config, datasets
-from pipeline.cli import UserError, parser, quiet_libraries, run, sigterm_interrupts
+from pipeline import config, datasets, interrupts
+from pipeline.cli import parser, quiet_libraries, run
+from pipeline.errors import UserError
 
 FIGURES = ("convergence_vs_lr.png", "error_vs_lr.png", "sampling_distribution.png")
 REACH_FIGURE = "reach_mle.png"
@@ -233,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tracker = Tracker(params.tracking.experiment, root=workdir)
     with (
-        sigterm_interrupts(),
+        interrupts.sigterm_raises(),
         tracker.stage_run("aggregate", stamp, params.digest()) as run_id,
     ):
         start = time.perf_counter()

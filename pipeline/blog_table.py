@@ -14,7 +14,8 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import BlogConfig, FitConfig
-from pipeline.mle import Histogram, exact_mle
+from pipeline.histogram import Histogram
+from pipeline.mle import exact_mle
 
 BLOG_COLUMNS = ("err", "mixture", "lambda", "mixture_init", "lambda_init")
 # Stream tag for the blog's starts: independent of the sweep's init streams.

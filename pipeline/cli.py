@@ -7,27 +7,19 @@ Nothing here runs at import: stages call `quiet_libraries()` and `run(main)` fro
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from pipeline.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = ROOT / "params.yaml"
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad params, bad data, bad storage URL).
-
-    Reported as one line on stderr with exit status 2, never as a traceback.
-    """
 
 
 def quiet_libraries() -> None:
@@ -77,23 +69,6 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="folder holding data/, reports/ and mlruns/ (default: the project root)",
     )
     return p
-
-
-@contextlib.contextmanager
-def sigterm_interrupts():
-    """Within the block, SIGTERM raises `KeyboardInterrupt` like Ctrl-C (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None):

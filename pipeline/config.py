@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 

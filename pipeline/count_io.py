@@ -17,12 +17,12 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from pipeline.cli import UserError
-from pipeline.mle import Histogram
+from pipeline.errors import UserError
+from pipeline.histogram import Histogram
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 NULL_VALUES = ["NA", "N/A", "NULL", "null", "None"]
-_MAX_COUNT = 2**62  # `mle.Histogram` stores int64
+_MAX_COUNT = 2**62  # `Histogram` stores int64
 _ROW = "__fit_counts_row"
 
 

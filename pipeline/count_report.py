@@ -13,7 +13,8 @@ import textwrap
 import numpy as np
 
 from pipeline import config, inference
-from pipeline.mle import Histogram, exact_mle
+from pipeline.histogram import Histogram
+from pipeline.mle import exact_mle
 
 
 def summarise(hist: Histogram, level: float) -> dict:

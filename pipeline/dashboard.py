@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import config
-from pipeline.cli import UserError, parser, quiet_libraries, run
+from pipeline import config, interrupts
+from pipeline.cli import parser, quiet_libraries, run
+from pipeline.errors import UserError
 
 
 def storage_location(params: config.Params, workdir: Path, tune: bool = False) -> str:
@@ -45,23 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = dashboard_command(storage, args.port)
     print(f"optuna-dashboard on {storage}: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)",
           flush=True)  # fmt: skip
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        proc = subprocess.Popen(cmd)
-    except FileNotFoundError:
-        raise UserError("optuna-dashboard is not installed (run `make install`)") from None
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()  # never leave the server behind
-        proc.wait(10)
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    with interrupts.sigterm_raises():
+        try:
+            proc = subprocess.Popen(cmd)
+        except FileNotFoundError:
+            raise UserError("optuna-dashboard is not installed (run `make install`)") from None
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()  # never leave the server behind
+            proc.wait(10)
+            return 0
 
 
 if __name__ == "__main__":

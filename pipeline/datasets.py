@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.cli import UserError
-from pipeline.mle import Histogram
+from pipeline.errors import UserError
+from pipeline.histogram import Histogram
 
 KIND_KEY = "zip.kind"
 HASH_KEY = "zip.params_hash"

@@ -13,18 +13,17 @@ Bad input gets one line on stderr and exit status 2, never a number.
 from __future__ import annotations
 
 import json
-import signal
 import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from pipeline import config
-from pipeline.cli import UserError, parser, progress, quiet_libraries, run
+from pipeline import config, interrupts
+from pipeline.cli import parser, progress, quiet_libraries, run
 from pipeline.count_io import read_counts
-from pipeline.mle import Histogram, NotIdentifiableError
+from pipeline.errors import NotIdentifiableError, UserError
+from pipeline.histogram import Histogram
 
 _SEED_STREAM = 4  # this stage's stream of params.seed: its inits are independent of the sweep's
 
@@ -147,10 +146,6 @@ def analyse(args) -> dict:
     return {**report, "text": text}
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Fit ZIP and Poisson to a column of counts; see the module docstring.
 
@@ -164,13 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
     p.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
     args = p.parse_args(argv)
-    on_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if on_main else None
-    try:
+    with interrupts.sigterm_raises():
         report = analyse(args)
-    finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, previous)
     text = report.pop("text")
     if args.json:
         from pipeline.count_report import jsonable

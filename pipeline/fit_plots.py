@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.mle import Histogram
+from pipeline.histogram import Histogram
 
 GAP_RANGE = (1e-16, 1e3)  # NLL gap axis (nats per observation); gaps below are drawn at 1e-16
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.tracking import TAG
 
 HISTORY_KEYS = ("nll", "pi", "lambda")

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import config, datasets, simulate
-from pipeline.cli import UserError, parser, progress, quiet_libraries, run, sigterm_interrupts
-from pipeline.mle import Histogram, NotIdentifiableError, exact_mle
+from pipeline import config, datasets, interrupts, simulate
+from pipeline.cli import parser, progress, quiet_libraries, run
+from pipeline.errors import NotIdentifiableError, UserError
+from pipeline.histogram import Histogram
+from pipeline.mle import exact_mle
 
 _MLE_COLUMNS = (
     "mle_pi",
@@ -232,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tracker = Tracker(params.tracking.experiment, root=workdir)
     with (
-        sigterm_interrupts(),
+        interrupts.sigterm_raises(),
         tracker.stage_run("generate", stamp, params.digest()) as run_id,
     ):
         start = time.perf_counter()

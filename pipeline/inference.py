@@ -26,7 +26,8 @@ import numpy as np
 from scipy import optimize, stats
 from scipy.special import gammaln
 
-from pipeline.mle import Histogram, ZipMLE
+from pipeline.histogram import Histogram
+from pipeline.mle import ZipMLE
 
 VUONG_CAVEAT = (
     "Poisson is ZIP with pi = 0, a point on the boundary of the ZIP parameter space, so the "

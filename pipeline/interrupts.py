@@ -9,10 +9,13 @@ between trials), which raises `KeyboardInterrupt` there. The same signal a secon
 at once, for a process that is stuck.
 
 The flag is per process and exists only after `install()` (stages call it from `main`).
+Stages that have no safe points to poll (generate, aggregate, fit_counts, the launchers) use
+`sigterm_raises()` instead: SIGTERM then raises `KeyboardInterrupt` at once, like Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections.abc import Callable
@@ -66,3 +69,20 @@ def check() -> None:
     """Raise `KeyboardInterrupt` if a stop has been requested (call at safe points)."""
     if _STATE["seen"]:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """Within the block, SIGTERM raises `KeyboardInterrupt` like Ctrl-C (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.special import gammaln, xlogy
 
-from pipeline.mle import Histogram
+from pipeline.histogram import Histogram
 
 _MAX_GRID = 2000  # pmf points drawn per curve; wider supports are sampled, not enumerated
 

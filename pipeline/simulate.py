@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import datasets
-from pipeline.mle import Histogram, histogram, merge_histograms
+from pipeline.histogram import Histogram, histogram, merge_histograms
 
 CHUNK = 2**22  # counts per chunk: ~32 MB of int64, a few such arrays alive at once
 POISSON_LAM_MAX = 9.2e18  # numpy's Poisson sampler refuses larger rates

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import config, datasets, interrupts
-from pipeline.cli import UserError, parser, progress, quiet_libraries, run
+from pipeline.cli import parser, progress, quiet_libraries, run
+from pipeline.errors import UserError
 
 TRIAL_KIND, FITS_KIND = "trial_fits", "fits"
 _BIG_TRIAL = 64  # fits per trial from which logging is shared with spawned logger processes

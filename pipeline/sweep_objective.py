@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.mle import Histogram
+from pipeline.histogram import Histogram
 
 PARTS = (
     "share_converged",

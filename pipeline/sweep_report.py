@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import config, datasets
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 
 
 def check_datasets(workdir: Path, params) -> None:

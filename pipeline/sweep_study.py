@@ -25,7 +25,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cli import ROOT, UserError
+from pipeline.cli import ROOT
+from pipeline.errors import UserError
 
 TAG = "zip."
 _STORE_DIR = "mlruns"

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import config
-from pipeline.cli import UserError, parser, quiet_libraries, run
+from pipeline.cli import parser, quiet_libraries, run
+from pipeline.errors import UserError
 
 
 def server_command(workdir: Path, port: int, host: str = "127.0.0.1") -> list[str]:

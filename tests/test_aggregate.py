@@ -18,7 +18,7 @@ import yaml
 from conftest import TINY, merge
 
 from pipeline import aggregate, datasets, generate, sweep
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 
 # 2 scenarios × 3 replicates × 3 inits at three learning rates: at 300 steps lr 0.1 and 3 give
 # a mix of converged and max_steps fits, lr 30 diverges in most fits (checked on these seeds).

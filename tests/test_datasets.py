@@ -8,8 +8,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from pipeline import datasets
-from pipeline.cli import UserError
-from pipeline.mle import Histogram
+from pipeline.errors import UserError
+from pipeline.histogram import Histogram
 
 HASH = "0123456789abcdef"
 

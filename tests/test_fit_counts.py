@@ -17,7 +17,9 @@ import polars as pl
 import pytest
 
 from pipeline import count_io, mle
-from pipeline.cli import ROOT, UserError
+from pipeline.cli import ROOT
+from pipeline.errors import UserError
+from pipeline.histogram import histogram
 
 EXAMPLE = ROOT / "examples" / "fish_caught.csv"
 
@@ -60,11 +62,11 @@ def test_read_counts_matches_numpy_histogram_for_csv_tsv_and_parquet(tmp_path):
     for name in ("c.csv", "c.tsv", "c.parquet", "f.parquet"):
         counts = count_io.read_counts(tmp_path / name, "count")
         assert counts.rows == counts.selected == len(y)
-        ref = mle.histogram(y)
+        ref = histogram(y)
         assert np.array_equal(counts.hist.values, ref.values)
         assert np.array_equal(counts.hist.freqs, ref.freqs)
         picked = count_io.read_counts(tmp_path / name, "count", where="site = 1 AND count > 0")
-        ref = mle.histogram(y[(group == 1) & (y > 0)])
+        ref = histogram(y[(group == 1) & (y > 0)])
         assert np.array_equal(picked.hist.values, ref.values)
         assert np.array_equal(picked.hist.freqs, ref.freqs)
         assert picked.rows == len(y) and picked.selected == ref.n
@@ -86,7 +88,7 @@ def test_descent_matches_exact_mle(write_params, tmp_path):
     from pipeline.fit_counts import descend
 
     params = config.load(write_params({"fit_counts": {"inits": 4, "max_steps": 3000}}))
-    hist = mle.histogram(zip_sample(0.5, 5.0, 10_000, 0))
+    hist = histogram(zip_sample(0.5, 5.0, 10_000, 0))
     exact = mle.exact_mle(hist)
     result, best = descend(hist, params, np.random.default_rng(0))
     assert result.status[best] == "converged"
@@ -109,7 +111,7 @@ def test_json_is_one_object_of_numbers_matching_the_exact_mle(write_params, tmp_
         else:
             assert value is None or isinstance(value, (int, float, bool)), (path, value)
     y = np.loadtxt(EXAMPLE, delimiter=",", skiprows=1, usecols=1).astype(int)
-    exact = mle.exact_mle(mle.histogram(y))
+    exact = mle.exact_mle(histogram(y))
     assert report["n"] == len(y) == 250 and report["mlflow_run_id"] is None
     assert report["zip"]["pi"] == pytest.approx(exact.pi, rel=1e-12)
     assert report["zip"]["se_lambda"] == pytest.approx(exact.se_lam, rel=1e-12)
@@ -131,7 +133,7 @@ def test_terminal_table(tiny_params, tmp_path, capsys):
     text = run_main([EXAMPLE, "--column", "count", "--params", tiny_params, "--no-mlflow"],
                     capsys)  # fmt: skip
     y = np.loadtxt(EXAMPLE, delimiter=",", skiprows=1, usecols=1).astype(int)
-    exact = mle.exact_mle(mle.histogram(y))
+    exact = mle.exact_mle(histogram(y))
     for part in ("Zero-inflated Poisson (exact MLE)", f"{exact.pi:.6g}", "95% profile",
                  "Likelihood-ratio test for zero inflation", "Wilson 2015",
                  "Observed against expected frequencies"):  # fmt: skip

@@ -17,7 +17,8 @@ from pipeline.fitting import (
     nll_per_sample,
     stack_histograms,
 )
-from pipeline.mle import exact_mle, histogram
+from pipeline.histogram import histogram
+from pipeline.mle import exact_mle
 
 N = 10_000
 # (name, pi, lambda, data seed). Seed 4 of the Poisson case puts the MLE on the boundary pi = 0.

@@ -18,8 +18,9 @@ import pytest
 from scipy import stats
 
 from pipeline import config, datasets, generate
-from pipeline.cli import UserError
-from pipeline.mle import exact_mle, histogram
+from pipeline.errors import UserError
+from pipeline.histogram import histogram
+from pipeline.mle import exact_mle
 from pipeline.plots import zip_pmf
 
 

@@ -17,6 +17,7 @@ from scipy.special import expit, gammaln
 
 from pipeline import inference as inf
 from pipeline import mle
+from pipeline.histogram import histogram, histogram_from_bincount
 
 
 def simulate(pi: float, lam: float, n: int, seed: int) -> np.ndarray:
@@ -50,7 +51,7 @@ def test_point_estimates_match_statsmodels(pi, lam, seed):
 
     n = 2000
     y = simulate(pi, lam, n, seed)
-    hist = mle.histogram(y)
+    hist = histogram(y)
     fit = mle.exact_mle(hist)
     ones = np.ones((n, 1))
     with warnings.catch_warnings():
@@ -69,7 +70,7 @@ def test_point_estimates_match_statsmodels(pi, lam, seed):
 def test_standard_errors_match_brute_force_information(pi, lam, seed):
     """SE = sqrt(diag(I^-1) / n) with I = sum_k p(k) score(k) score(k)^T, the score by central
     differences (step 1e-6: error ~1e-10 relative) and the sum truncated where p(k) < 1e-300."""
-    hist = mle.histogram(simulate(pi, lam, 3000, seed))
+    hist = histogram(simulate(pi, lam, 3000, seed))
     fit = mle.exact_mle(hist)
     k = np.arange(int(fit.lam + 40 * np.sqrt(fit.lam) + 50))
     h = 1e-6
@@ -88,7 +89,7 @@ def test_standard_errors_match_brute_force_information(pi, lam, seed):
 @pytest.mark.parametrize("pi, lam, seed", SCENARIOS[:2] + [(0.0, 2.0, 4)])
 def test_profiles_match_grid_search(pi, lam, seed):
     """Each profile value is the maximum of l over the other parameter (bounded search)."""
-    hist = mle.histogram(simulate(pi, lam, 1000, seed))
+    hist = histogram(simulate(pi, lam, 1000, seed))
     fit = mle.exact_mle(hist)
     for p in (0.0, 0.5 * fit.pi, fit.pi, 0.2, 0.7, 0.95):
         value, at = inf.profile_loglik_pi(hist, p)
@@ -111,7 +112,7 @@ def test_profiles_match_grid_search(pi, lam, seed):
 
 @pytest.mark.parametrize("pi, lam, seed", [(0.3, 2.0, 5), (0.0, 2.0, 6), (0.6, 0.4, 7)])
 def test_profile_limits_solve_the_likelihood_ratio_equation(pi, lam, seed):
-    hist = mle.histogram(simulate(pi, lam, 800, seed))
+    hist = histogram(simulate(pi, lam, 800, seed))
     fit = mle.exact_mle(hist)
     q = stats.chi2.ppf(0.95, 1)
     best = inf.loglik(hist, fit.pi, fit.lam)
@@ -131,7 +132,7 @@ def test_profile_limits_solve_the_likelihood_ratio_equation(pi, lam, seed):
 
 def test_profile_and_wald_agree_for_large_n():
     """At n = 200,000 the log-likelihood is nearly quadratic: both intervals agree to ~1 %."""
-    hist = mle.histogram(simulate(0.4, 3.0, 200_000, 8))
+    hist = histogram(simulate(0.4, 3.0, 200_000, 8))
     fit = mle.exact_mle(hist)
     ivs = inf.profile_intervals(hist, fit, 0.95)
     for key, est, se in (("pi", fit.pi, fit.se_pi), ("lambda", fit.lam, fit.se_lam)):
@@ -140,14 +141,14 @@ def test_profile_and_wald_agree_for_large_n():
 
 
 def test_lr_test_statistic_and_boundary_reference():
-    hist = mle.histogram(simulate(0.2, 3.0, 1000, 9))
+    hist = histogram(simulate(0.2, 3.0, 1000, 9))
     fit = mle.exact_mle(hist)
     test = inf.lr_test(hist, fit)
     by_nll = 2 * hist.n * (mle.poisson_mle(hist)[1] - fit.nll)
     assert test.statistic == pytest.approx(by_nll, rel=1e-9)
     assert test.p_value == pytest.approx(0.5 * stats.chi2.sf(by_nll, 1), rel=1e-9)
     # Fewer zeros than a Poisson gives: boundary, T = 0 and P(T >= 0) = 1 under the mixture.
-    poor = mle.histogram(np.r_[np.ones(50, int), np.full(50, 2), np.full(20, 3)])
+    poor = histogram(np.r_[np.ones(50, int), np.full(50, 2), np.full(20, 3)])
     edge = mle.exact_mle(poor)
     assert edge.boundary and inf.lr_test(poor, edge) == inf.Test(0.0, 1.0)
 
@@ -165,7 +166,7 @@ def test_lr_false_alarm_rate_on_poisson_data():
     alpha, trials = 0.05, 1000
     rejected = boundary = 0
     for y in rng.poisson(2.0, (trials, 2000)):
-        hist = mle.histogram_from_bincount(np.bincount(y))
+        hist = histogram_from_bincount(np.bincount(y))
         fit = mle.exact_mle(hist)
         rejected += inf.lr_test(hist, fit).p_value < alpha
         boundary += fit.boundary
@@ -186,7 +187,7 @@ def test_profile_intervals_cover_at_nominal_rate():
     hits = np.zeros(2)
     for _ in range(trials):
         y = rng.binomial(1, 1 - pi, 500) * rng.poisson(lam, 500)
-        hist = mle.histogram_from_bincount(np.bincount(y))
+        hist = histogram_from_bincount(np.bincount(y))
         ivs = inf.profile_intervals(hist, mle.exact_mle(hist), 0.95)
         hits += [ivs["pi"][0] <= pi <= ivs["pi"][1], ivs["lambda"][0] <= lam <= ivs["lambda"][1]]
     lo, hi = binomial_band(trials, 0.95, 1e-3)
@@ -195,7 +196,7 @@ def test_profile_intervals_cover_at_nominal_rate():
 
 def test_vuong_matches_loop_over_observations():
     y = simulate(0.4, 2.5, 700, 10)
-    hist = mle.histogram(y)
+    hist = histogram(y)
     fit = mle.exact_mle(hist)
     m = log_pmf(y, fit.pi, fit.lam) - stats.poisson.logpmf(y, y.mean())
     n = len(y)
@@ -205,14 +206,14 @@ def test_vuong_matches_loop_over_observations():
         assert tests[key].statistic == pytest.approx(z, rel=1e-9)
         assert tests[key].p_value == pytest.approx(stats.norm.sf(z), rel=1e-9)
     assert "Wilson 2015" in inf.VUONG_CAVEAT
-    boundary = mle.histogram(np.r_[np.ones(30, int), np.full(30, 2)])
+    boundary = histogram(np.r_[np.ones(30, int), np.full(30, 2)])
     assert all(
         np.isnan(t.statistic) for t in inf.vuong_tests(boundary, mle.exact_mle(boundary)).values()
     )
 
 
 def test_frequency_table_pools_the_tail_and_sums_to_n():
-    hist = mle.histogram(simulate(0.3, 4.0, 5000, 11))
+    hist = histogram(simulate(0.3, 4.0, 5000, 11))
     fit = mle.exact_mle(hist)
     table = inf.frequency_table(hist, fit.pi, fit.lam, hist.mean)
     k = table.counts[-1]

@@ -15,18 +15,9 @@ import scipy.stats
 import torch
 from scipy.special import expit, lambertw, logit
 
-from pipeline.mle import (
-    Histogram,
-    NotIdentifiableError,
-    exact_mle,
-    fisher_information,
-    histogram,
-    histogram_from_bincount,
-    merge_histograms,
-    poisson_mle,
-    zip_nll,
-    zip_nll_grid,
-)
+from pipeline.errors import NotIdentifiableError
+from pipeline.histogram import Histogram, histogram, histogram_from_bincount, merge_histograms
+from pipeline.mle import exact_mle, fisher_information, poisson_mle, zip_nll, zip_nll_grid
 
 SCENARIOS = [(0.5, 5.0), (0.3, 0.5), (0.9, 3.0), (0.02, 8.0), (0.2, 1.0)]
 

@@ -10,7 +10,8 @@ import pytest
 from pipeline import recovery
 from pipeline.blog_table import BLOG_COLUMNS, blog_inits, blog_table, with_mle_row
 from pipeline.config import BlogConfig, FitConfig
-from pipeline.mle import exact_mle, histogram
+from pipeline.histogram import histogram
+from pipeline.mle import exact_mle
 
 SE_PI, SE_LAM = 0.01, 0.05
 

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from pipeline import datasets, simulate
-from pipeline.mle import histogram
+from pipeline.histogram import histogram
 
 ALPHA = 1e-3  # false-alarm rate of each goodness-of-fit test (fixed seeds: deterministic)
 

@@ -21,7 +21,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from pipeline import cli, config, datasets, generate, sweep
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 
 FIT_COLUMNS = (
     "study trial optimizer lr scenario replicate init data_seed init_seed pi_true lambda_true "

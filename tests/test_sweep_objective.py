@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from pipeline import config
-from pipeline.mle import exact_mle, histogram
+from pipeline.histogram import histogram
+from pipeline.mle import exact_mle
 from pipeline.sweep_objective import (
     build_problem,
     draw_inits,
