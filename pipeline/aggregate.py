@@ -1,9 +1,11 @@
 """Aggregate stage: the sweep's fits → recovery tables, figures and a report (polars).
 
-`python -m pipeline.aggregate --params P --workdir W` (`make report`) reads the per-fit table
-`data/fits.parquet` and, when fits were tracked (`tracking.log_fits`), the same fits from the
-MLflow store — runs through the tracking API, metric histories straight from the SQLite store's
-`metrics` table (DESIGN §6) — and checks that both agree. It writes under `W/reports/`:
+`python -m pipeline.aggregate --params P --workdir W` (`make report`) reads parquet only: the
+sweep's per-fit table `data/fits.parquet`, its fits' paths `data/histories.parquet`, the blog's
+refits `data/blog.parquet` and the data stage's `data/summary.parquet` (truth, exact MLEs).
+MLflow is a sink: the stage logs its outputs there but never reads runs back, so the report is
+the same with `tracking.log_fits: false` or a remote tracking server. It writes under
+`W/reports/`:
 - `recovery.parquet`: optimisation per scenario × optimizer × lr (`recovery.optimisation_table`);
 - `statistics.parquet`: GD vs exact MLE as estimators (`recovery.statistics_table`);
 - `blog_table.parquet`: the blog's ten fits reproduced beside our tuned lr (`blog_table`);
@@ -14,96 +16,80 @@ or timestamps, so the same params give byte-identical files.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from pipeline import config, datasets, interrupts
+from pipeline import config, files, interrupts, report_md
+from pipeline import recovery as rc
+from pipeline import report_plots as rp
 from pipeline.cli import parser, quiet_libraries, run
 from pipeline.errors import UserError
+from pipeline.reach import reach_steps, reach_table
+from pipeline.tracking import Tracker, flatten
 
 FIGURES = ("convergence_vs_lr.png", "error_vs_lr.png", "sampling_distribution.png")
 REACH_FIGURE = "reach_mle.png"
 REACH_SE = 0.1  # "reached the MLE": within this many standard errors in both parameters
 
 
-def load_inputs(params: config.Params, workdir: Path) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
-    """(summary, histograms, per-fit table), each checked against the current params.
+def load_inputs(params: config.Params, workdir: Path) -> dict[str, pl.DataFrame]:
+    """The sweep's tables and the data summary, each checked against the current params.
+
+    Returns:
+        {"summary", "fits", "histories", "blog"} frames (`blog` may have no rows: the blog
+        scenario's replicate 0 was not identifiable).
 
     Raises:
         UserError: a missing, foreign or stale input, or a sweep without fits.
     """
-    summary, hists = datasets.load_study(workdir, params.digest(*config.STAGE_BLOCKS["generate"]))
-    path = datasets.data_dir(workdir) / "fits.parquet"
-    fits = datasets.read(path, "fits", params.digest(*config.STAGE_BLOCKS["sweep"]))
+    layout = files.Layout(workdir)
+    summary = files.read(layout.summary, params.digest(*config.STAGE_BLOCKS["generate"]))
+    stamp = params.digest(*config.STAGE_BLOCKS["sweep"])
+    fits = files.read(layout.fits(), stamp)
     if fits.height == 0:
-        raise UserError(f"{path}: holds no fits; rerun `make sweep`")
-    return summary, hists, fits
+        raise UserError(f"{layout.fits().path}: holds no fits; rerun `make sweep`")
+    histories = files.read(layout.histories(), stamp)
+    return {"summary": summary, "fits": fits, "histories": histories,
+            "blog": files.read(layout.blog, stamp)}  # fmt: skip
 
 
 def sampling_best(fits: pl.DataFrame, best: pl.DataFrame) -> pl.DataFrame:
     """The best-NLL init per dataset at each scenario's best (optimizer, lr)."""
-    from pipeline.recovery import best_fits
-
-    return best_fits(fits).join(
+    return rc.best_fits(fits).join(
         best.select("scenario", "optimizer", "lr"), on=["scenario", "optimizer", "lr"], how="semi"
     )
 
 
-def blog_section(params: config.Params, hists: dict, best: pl.DataFrame):
-    """The blog table (or None when its scenario has no replicate 0) and its caption."""
-    from pipeline.blog_table import blog_table
-
-    blog = params.report.blog
-    hist = hists.get((blog.scenario, 0))
-    if hist is None:
-        return None, ""
-    choice = best.filter(pl.col("scenario") == blog.scenario)
-    lr = choice["lr"][0] if choice.height else None
-    opt = choice["optimizer"][0] if choice.height else "adam"
-    table = blog_table(
-        hist, blog, seed=params.seed, tuned_lr=lr, tuned_optimizer=opt, fit=params.fit
-    )
-    caption = (
-        f"Scenario `{blog.scenario}`, replicate 0 (n = {hist.n:,}); {blog.inits} starts "
-        f"π₀ ~ U(0, 1), λ₀ ~ U(0, 10). Blog settings: Adam, lr = {blog.lr:g}, exactly "
-        f"{blog.steps} steps of the mixture model; `*_tuned`: {opt} at the best lr "
+def blog_caption(blog: pl.DataFrame, settings, summary: pl.DataFrame) -> str:
+    """The caption of the blog table (`settings`: `config.BlogConfig`)."""
+    n = summary.filter((pl.col("scenario") == settings.scenario) & (pl.col("replicate") == 0))["n"][
+        0
+    ]
+    lr = blog["lr_tuned"][0] if "lr_tuned" in blog.columns else None
+    opt = blog["optimizer_tuned"][0] if "optimizer_tuned" in blog.columns else "adam"
+    return (
+        f"Scenario `{settings.scenario}`, replicate 0 (n = {n:,}); {settings.inits} starts "
+        f"π₀ ~ U(0, 1), λ₀ ~ U(0, 10). Blog settings: Adam, lr = {settings.lr:g}, exactly "
+        f"{settings.steps} steps of the mixture model; `*_tuned`: {opt} at the best lr "
         f"{lr if lr is None else f'{lr:g}'} with the sweep's stopping rule. `*_dev_se`: "
         "distance to the exact MLE in its standard errors. Last row: the exact MLE."
     )
-    return table, caption
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def figures(out: Path, params, recovery, statistics, sampled, summary, reach) -> list[str]:
-    """Draw and save the report's figures; returns their file names."""
-    from pipeline import report_plots as rp
-
+    """Draw and save the report's figures under `out`; returns their file names."""
     names = [s.name for s in params.data.scenarios]
     drawn = {
         FIGURES[0]: rp.convergence_vs_lr(recovery, names, params.fit.max_steps),
         FIGURES[1]: rp.error_vs_lr(recovery, statistics, names),
         FIGURES[2]: rp.sampling_distribution(sampled, summary, names),
     }
-    if reach is not None:
-        drawn[REACH_FIGURE] = rp.reach_curves(reach, names, params.fit.max_steps, REACH_SE)
+    drawn[REACH_FIGURE] = rp.reach_curves(reach, names, params.fit.max_steps, REACH_SE)
     for name, fig in drawn.items():
-        rp.save(fig, out / "figures" / name)
-    if reach is None:  # not left over from a run that had histories
-        (out / "figures" / REACH_FIGURE).unlink(missing_ok=True)
+        rp.save(fig, out / name)
     return list(drawn)
 
 
@@ -115,8 +101,6 @@ HEADLINE = (
 
 def headline(recovery: pl.DataFrame) -> str:
     """The terminal's table: one line per scenario × optimizer × lr, 3 significant digits."""
-    from pipeline.report_md import as_text
-
     with pl.Config(
         tbl_rows=-1,
         tbl_cols=-1,
@@ -125,79 +109,73 @@ def headline(recovery: pl.DataFrame) -> str:
         tbl_hide_dataframe_shape=True,
         tbl_cell_alignment="RIGHT",
     ):
-        return str(as_text(recovery.select(HEADLINE)))
+        return str(report_md.as_text(recovery.select(HEADLINE)))
 
 
-def aggregate(params: config.Params, workdir: Path, inputs=None, tracker=None) -> dict:
-    """Compute and write every output of the stage.
+def aggregate(params: config.Params, workdir: Path, inputs=None) -> dict:
+    """Compute and write every output of the stage from the sweep's parquet tables.
 
     Args:
         params: validated params.
         workdir: folder holding `data/` and `reports/`.
         inputs: `load_inputs(params, workdir)` when already loaded.
-        tracker: a `Tracker` on the study's store, or None to use `data/fits.parquet` alone.
 
     Returns:
         A dict with the tables (`recovery`, `statistics`, `blog`, `best`), the file paths
-        written (`files`), `source` (one line: where the fits came from) and `fits` (their
-        number).
+        written (`files`) and `fits` (their number).
     """
-    from pipeline import recovery as rc
-    from pipeline import report_md
-    from pipeline.blog_table import with_mle_row
-    from pipeline.fit_store import reach_steps, reach_table, store_view
-
-    summary, hists, fits = inputs or load_inputs(params, workdir)
+    inputs = inputs or load_inputs(params, workdir)
+    summary, fits, blog = inputs["summary"], inputs["fits"], inputs["blog"]
     order = [s.name for s in params.data.scenarios]
-    source, histories = "data/fits.parquet (tracking.log_fits is false: no MLflow fit runs)", None
-    if tracker is not None:
-        source, histories = store_view(tracker, fits)
     recovery = rc.optimisation_table(
         fits, diverged_penalty=params.sweep.diverged_penalty, order=order
     )
     statistics = rc.statistics_table(fits, summary, level=params.report.level, order=order)
-    best = report_md.best_lr(recovery)
-    blog, caption = blog_section(params, hists, best)
-    reach = None if histories is None else reach_steps(histories, fits, REACH_SE)
+    best = rc.best_lr(recovery)
+    reach = reach_steps(inputs["histories"], fits, REACH_SE)
 
-    out = datasets.reports_dir(workdir)
+    layout = files.Layout(workdir)
     stamp = params.digest(*config.STAGE_BLOCKS["aggregate"])
-    files = [out / "statistics.parquet"]
-    datasets.write(statistics, files[0], "statistics", stamp)
-    if blog is not None:
-        files.append(out / "blog_table.parquet")
-        datasets.write(blog, files[-1], "blog_table", stamp)
-    drawn = figures(out, params, recovery, statistics, sampling_best(fits, best), summary, reach)
-    files += [out / "figures" / name for name in drawn]
+    written = [layout.report("statistics").path]
+    files.write(statistics, layout.report("statistics"), stamp)
+    blog_mle = summary.filter(
+        (pl.col("scenario") == params.blog.scenario) & (pl.col("replicate") == 0)
+    )
+    if blog.height:
+        written.append(layout.report("blog_table").path)
+        files.write(blog, layout.report("blog_table"), stamp)
+    drawn = figures(layout.figures, params, recovery, statistics, sampling_best(fits, best),
+                    summary, reach)  # fmt: skip
+    written += [layout.figures / name for name in drawn]
     text = report_md.report(
         title="Does gradient descent recover the zero-inflated Poisson?",
         preamble=[
             f"{fits.height:,} fits of {summary.height} datasets "
             f"(n = {params.data.n:,} each), {recovery.height} scenario × optimizer × lr "
             f"groups; params hash `{stamp}`.",
-            f"Source: {source}.",
+            f"Source: data/fits.parquet and data/histories.parquet "
+            f"({inputs['histories'].height:,} recorded steps).",
         ],
         recovery=recovery,
         statistics=statistics,
-        blog=None if blog is None else with_mle_row(blog, hists[(params.report.blog.scenario, 0)]),
-        blog_caption=caption,
+        blog=report_md.with_mle_row(blog, blog_mle.row(0, named=True)) if blog.height else None,
+        blog_caption=blog_caption(blog, params.blog, summary) if blog.height else "",
         figures=drawn,
         max_steps=params.fit.max_steps,
         level=params.report.level,
-        reach=None if reach is None else reach_table(reach),
+        reach=reach_table(reach),
     )
-    files.append(out / "recovery.md")
-    write_text(files[-1], text)
+    written.append(layout.report_text)
+    files.write_text(layout.report_text, text)
     # The make target: written last, so it is never newer than the other outputs.
-    files.append(out / "recovery.parquet")
-    datasets.write(recovery, files[-1], "recovery", stamp)
+    written.append(layout.report("recovery").path)
+    files.write(recovery, layout.report("recovery"), stamp)
     return {
         "recovery": recovery,
         "statistics": statistics,
         "blog": blog,
         "best": best,
-        "files": files,
-        "source": source,
+        "files": written,
         "fits": fits.height,
     }
 
@@ -206,8 +184,6 @@ def log_stage(
     tracker, run_id: str, params: config.Params, result: dict, workdir: Path, seconds: float
 ) -> None:
     """Log the report block, per-scenario best lr and every output file to the stage run."""
-    from pipeline.tracking import flatten
-
     flat = flatten({"report": config.as_dict(params.report)})
     metrics = {"fits": result["fits"], "groups": result["recovery"].height, "seconds": seconds}
     for row in result["best"].iter_rows(named=True):
@@ -215,7 +191,7 @@ def log_stage(
         metrics[f"{row['scenario']}.best_objective"] = row["objective"]
         metrics[f"{row['scenario']}.best_recovered"] = row["recovered"]
     tracker.log(run_id, params=flat, metrics=metrics)
-    out = datasets.reports_dir(workdir)
+    out = files.Layout(workdir).reports
     for path in result["files"]:
         folder = path.parent.relative_to(out).as_posix()
         tracker.log_artifact(run_id, path, "reports" if folder == "." else f"reports/{folder}")
@@ -230,23 +206,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir.resolve()
     stamp = params.digest(*config.STAGE_BLOCKS["aggregate"])
     inputs = load_inputs(params, workdir)  # fail early, before opening the store
-    from pipeline.tracking import Tracker
-
     tracker = Tracker(params.tracking.experiment, root=workdir)
     with (
         interrupts.sigterm_raises(),
         tracker.stage_run("aggregate", stamp, params.digest()) as run_id,
     ):
         start = time.perf_counter()
-        result = aggregate(params, workdir, inputs, tracker if params.tracking.log_fits else None)
+        result = aggregate(params, workdir, inputs)
         seconds = time.perf_counter() - start
         log_stage(tracker, run_id, params, result, workdir, seconds)
     print(headline(result["recovery"]))
     best = ", ".join(f"{r['scenario']} {r['lr']:g}" for r in result["best"].iter_rows(named=True))
     print(f"best lr by objective: {best}")
     print(
-        f"aggregate: {result['fits']:,} fits in {seconds:.1f} s from {result['source']} -> "
-        f"{datasets.reports_dir(workdir) / 'recovery.md'}; MLflow run {run_id}"
+        f"aggregate: {result['fits']:,} fits in {seconds:.1f} s -> "
+        f"{files.Layout(workdir).report_text}; MLflow run {run_id}"
     )
     return 0
 

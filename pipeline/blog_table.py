@@ -1,5 +1,8 @@
 """The blog's table, reproduced with the batched engine, beside our tuned learning rate.
 
+The sweep stage runs these fits (it owns the engine) and stores the table in
+`data/blog.parquet`; the report only reads it.
+
 The blog fitted one dataset (pi = 0.5, lambda = 5) ten times from random starts
 pi0 ~ U(0, 1), lambda0 ~ U(0, 10), with Adam at lr = 1 for exactly 100 full-batch steps of its
 `MixtureSameFamily` model, and printed per start: `err` (final mean NLL), `mixture` (pi_hat),
@@ -13,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipeline.config import BlogConfig, FitConfig
 from pipeline.histogram import Histogram
-from pipeline.mle import exact_mle
+from pipeline.recovery import best_lr, optimisation_table
 
 BLOG_COLUMNS = ("err", "mixture", "lambda", "mixture_init", "lambda_init")
 # Stream tag for the blog's starts: independent of the sweep's init streams.
@@ -47,22 +49,25 @@ def blog_inits(
 
 def blog_table(
     hist: Histogram,
-    blog: BlogConfig,
+    mle: dict,
+    blog,
     *,
     seed: int,
+    fit,
     tuned_lr: float | None = None,
     tuned_optimizer: str = "adam",
-    fit: FitConfig | None = None,
 ) -> pl.DataFrame:
     """Fit the blog's starts at the blog's settings and, optionally, at our tuned lr.
 
     Args:
         hist: the dataset (replicate 0 of the blog scenario).
-        blog: the blog's settings (lr, steps, inits).
+        mle: its exact MLE as in the data stage's summary (mle_pi, mle_lambda, se_pi, se_lambda).
+        blog: the blog's settings (`config.BlogConfig`: lr, steps, inits).
         seed: the master seed for the starts (`blog_inits`).
         tuned_lr: our best learning rate for this scenario; None leaves the tuned columns out.
         tuned_optimizer: the optimizer that went with `tuned_lr`.
-        fit: the sweep's engine settings for the tuned fits (stopping rule, model, budget).
+        fit: the engine settings (`config.FitConfig`) for the tuned fits: stopping rule,
+            model, budget.
 
     Returns:
         `blog.inits` rows: `init`, the blog's columns (`BLOG_COLUMNS`), the distance of the
@@ -72,8 +77,8 @@ def blog_table(
     """
     from pipeline.fitting import fit_zip, stack_histograms
 
-    fit = fit or FitConfig()
-    mle = exact_mle(hist)
+    mle_pi, mle_lam = mle["mle_pi"], mle["mle_lambda"]
+    se_pi, se_lam = mle["se_pi"], mle["se_lambda"]
     values, freqs = stack_histograms([hist])
     pi0, lam0 = blog_inits(seed, blog.inits)
     index = np.zeros(blog.inits, dtype=np.int64)
@@ -101,8 +106,8 @@ def blog_table(
             "lambda": ours.lam,
             "mixture_init": pi0,
             "lambda_init": lam0,
-            "mixture_dev_se": (ours.pi - mle.pi) / mle.se_pi,
-            "lambda_dev_se": (ours.lam - mle.lam) / mle.se_lam,
+            "mixture_dev_se": (ours.pi - mle_pi) / se_pi,
+            "lambda_dev_se": (ours.lam - mle_lam) / se_lam,
         }
     )
     if tuned_lr is None:
@@ -126,42 +131,39 @@ def blog_table(
     )
     return table.with_columns(
         pl.lit(float(tuned_lr)).alias("lr_tuned"),
+        pl.lit(tuned_optimizer).alias("optimizer_tuned"),
         pl.Series("err_tuned", tuned.nll),
         pl.Series("mixture_tuned", tuned.pi),
         pl.Series("lambda_tuned", tuned.lam),
-        pl.Series("mixture_dev_se_tuned", (tuned.pi - mle.pi) / mle.se_pi),
-        pl.Series("lambda_dev_se_tuned", (tuned.lam - mle.lam) / mle.se_lam),
+        pl.Series("mixture_dev_se_tuned", (tuned.pi - mle_pi) / se_pi),
+        pl.Series("lambda_dev_se_tuned", (tuned.lam - mle_lam) / se_lam),
         pl.Series("steps_tuned", tuned.steps.astype(np.int64)),
         pl.Series("status_tuned", tuned.status.astype(str)),
     )
 
 
-def with_mle_row(table: pl.DataFrame, hist: Histogram) -> pl.DataFrame:
-    """The table for reading: `init` as text and a last row "exact MLE" with its estimates.
+def blog_fits(params, summary: pl.DataFrame, hists: dict, fits: pl.DataFrame) -> pl.DataFrame:
+    """The blog's table for the sweep stage: its settings, and ours at the scenario's best lr.
+
+    The best (optimizer, lr) is the blog scenario's best by the sweep's objective
+    (`recovery.best_lr` over its optimisation table), as the report names it.
 
     Args:
-        table: from `blog_table`.
-        hist: the same dataset.
+        params: the validated params (`blog`, `seed`, `fit`, `sweep.diverged_penalty`).
+        summary, hists: the data stage's summary and histograms.
+        fits: the sweep's per-fit table.
 
     Returns:
-        The rows of `table` plus the exact MLE (its NLL in every `err*` column, its estimates
-        in every `mixture*` / `lambda*` estimate column, zero deviations, no init).
+        The `blog_table`, or an empty frame when replicate 0 of the blog scenario is not
+        identifiable (every count zero: there is no MLE to compare with).
     """
-    mle = exact_mle(hist)
-    row: dict[str, object] = {"init": "exact MLE"}
-    for col in table.columns:
-        if col == "init":
-            continue
-        if col.startswith("err"):
-            row[col] = mle.nll
-        elif col in ("mixture", "mixture_tuned"):
-            row[col] = mle.pi
-        elif col in ("lambda", "lambda_tuned"):
-            row[col] = mle.lam
-        elif "_dev_se" in col:
-            row[col] = 0.0
-        else:
-            row[col] = None
-    shown = table.with_columns(pl.col("init").cast(pl.String))
-    extra = pl.DataFrame([row], schema=shown.schema)
-    return pl.concat([shown, extra])
+    blog = params.blog
+    row = summary.filter((pl.col("scenario") == blog.scenario) & (pl.col("replicate") == 0))
+    if row.height == 0 or not row["identifiable"][0]:
+        return pl.DataFrame()
+    part = fits.filter(pl.col("scenario") == blog.scenario)
+    choice = best_lr(optimisation_table(part, diverged_penalty=params.sweep.diverged_penalty))
+    lr = choice["lr"][0] if choice.height else None
+    optimizer = choice["optimizer"][0] if choice.height else "adam"
+    return blog_table(hists[(blog.scenario, 0)], row.row(0, named=True), blog, seed=params.seed,
+                      tuned_lr=lr, tuned_optimizer=optimizer, fit=params.fit)  # fmt: skip

@@ -172,7 +172,7 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class BlogConfig:
-    """The blog's settings, reproduced beside ours in the report."""
+    """The blog's settings: its fits are rerun by the sweep and shown beside ours in the report."""
 
     scenario: str = "blog"
     lr: float = 1.0
@@ -190,7 +190,6 @@ class BlogConfig:
 @dataclass(frozen=True)
 class ReportConfig:
     level: float = 0.95
-    blog: BlogConfig = BlogConfig()
 
     def check(self, path: str) -> None:
         if not 0.5 <= self.level < 1.0:
@@ -226,22 +225,33 @@ class Params:
     tracking: TrackingConfig = TrackingConfig()
     report: ReportConfig = ReportConfig()
     fit_counts: FitCountsConfig = FitCountsConfig()
+    blog: BlogConfig = BlogConfig()
 
     def check(self, path: str) -> None:
         if self.seed < 0:
             _fail("seed", "must be >= 0", self.seed)
         names = {s.name for s in self.data.scenarios}
-        if self.report.blog.scenario not in names:
+        if self.blog.scenario not in names:
             _fail(
-                "report.blog.scenario",
+                "blog.scenario",
                 f"must name a scenario in data.scenarios {sorted(names)}",
-                self.report.blog.scenario,
+                self.blog.scenario,
             )
 
     def tuned(self) -> SweepConfig:
         """The sweep settings with the `tune` block laid over them (what `make tune` runs)."""
         merged = {**_as_raw(self.sweep), **self.tune}
         return _build(SweepConfig, merged, "tune")
+
+    def study(self, stage: str) -> tuple[SweepConfig, str, str]:
+        """(settings, study hash, study name) of stage "sweep" or "tune".
+
+        The study is named `<study>-<first 8 hex of the hash of STUDY_BLOCKS[stage]>`, so
+        changed params start a new study and unchanged params resume the old one.
+        """
+        cfg = self.tuned() if stage == "tune" else self.sweep
+        stamp = self.digest(*STUDY_BLOCKS[stage])
+        return cfg, stamp, f"{cfg.study}-{stamp[:8]}"
 
     def digest(self, *blocks: str) -> str:
         """A stable hash of the named blocks (all when none): ties runs and outputs to params."""
@@ -298,6 +308,8 @@ def _build(cls: type, raw: Any, path: str):
         _fail(where, "must be a mapping", raw)
     fields = {_key(f): f for f in dataclasses.fields(cls)}
     for key in raw:
+        if path == "report" and key == "blog":
+            _fail("report.blog", "has moved to a top-level `blog:` block (same keys)", raw[key])
         if key not in fields:
             _fail(
                 f"{path}.{key}" if path else str(key),
@@ -398,10 +410,16 @@ def as_dict(obj: Any) -> Any:
 # The blocks each stage reads: its stamp (and its runs' params hash) changes only with them.
 STAGE_BLOCKS = {
     "generate": ("seed", "data"),
+    "sweep": ("seed", "data", "fit", "sweep", "tracking", "blog"),
+    "tune": ("seed", "data", "fit", "sweep", "tune", "tracking"),
+    "aggregate": ("seed", "data", "fit", "sweep", "tracking", "blog", "report"),
+    "fit_counts": ("seed", "fit", "fit_counts", "tracking"),
+}
+# The blocks an Optuna study depends on (its name carries their hash): the blog's refits are
+# done by the sweep stage but do not change the study, so editing `blog` reuses its trials.
+STUDY_BLOCKS = {
     "sweep": ("seed", "data", "fit", "sweep", "tracking"),
     "tune": ("seed", "data", "fit", "sweep", "tune", "tracking"),
-    "aggregate": ("seed", "data", "fit", "sweep", "tracking", "report"),
-    "fit_counts": ("seed", "fit", "fit_counts", "tracking"),
 }
 
 

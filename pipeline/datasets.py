@@ -1,84 +1,22 @@
-"""The stages' parquet files: written atomically and stamped, read back only if they are ours.
+"""The data stage's files: raw counts streamed to parquet, histograms and the summary.
 
-Every file carries a `zip.kind` (what it is) and `zip.params_hash` (the params that made it) in
-its parquet key-value metadata. Reading checks both, so a corrupt, foreign or stale file where a
-stage expects its own output is reported (one line, exit 2), never silently reused.
+Histograms travel as one long table (scenario, replicate, value, freq); `load_data` reads it
+and the summary back, checked against the current params (`files.read`).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from pipeline import files
 from pipeline.errors import UserError
-from pipeline.histogram import Histogram
-
-KIND_KEY = "zip.kind"
-HASH_KEY = "zip.params_hash"
-
-
-def data_dir(workdir: Path) -> Path:
-    return workdir / "data"
-
-
-def reports_dir(workdir: Path) -> Path:
-    return workdir / "reports"
-
-
-def dataset_path(workdir: Path, scenario: str, replicate: int) -> Path:
-    return data_dir(workdir) / "datasets" / scenario / f"{replicate:03d}.parquet"
-
-
-def write(df: pl.DataFrame, path: Path, kind: str, params_hash: str, **meta: str) -> None:
-    """Write `df` to `path` atomically (temp file + rename) with its stamp in the metadata."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        df.write_parquet(tmp, metadata={KIND_KEY: kind, HASH_KEY: params_hash, **meta})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def read_meta(path: Path, kind: str, params_hash: str | None = None) -> dict[str, str]:
-    """The stamp of a stage's file; raises `UserError` if it is missing, corrupt or foreign.
-
-    Args:
-        path: the parquet file.
-        kind: the `zip.kind` it must carry.
-        params_hash: if given, the `zip.params_hash` it must carry (else it is stale).
-    """
-    if not path.exists():
-        raise UserError(f"{path}: missing (run the stage that writes it, e.g. `make data`)")
-    try:
-        meta = pl.read_parquet_metadata(path)
-    except Exception:
-        raise UserError(
-            f"{path}: not a readable parquet file (corrupt?); delete it and rerun"
-        ) from None
-    if meta.get(KIND_KEY) != kind:
-        raise UserError(f"{path}: not a {kind!r} file written by this pipeline (foreign file?)")
-    if params_hash is not None and meta.get(HASH_KEY) != params_hash:
-        raise UserError(
-            f"{path}: written for other params (hash {meta.get(HASH_KEY)}, expected "
-            f"{params_hash}); rerun the stage that writes it"
-        )
-    return meta
-
-
-def read(path: Path, kind: str, params_hash: str | None = None, columns=None) -> pl.DataFrame:
-    """Read a stage's parquet file after checking its stamp (see `read_meta`)."""
-    read_meta(path, kind, params_hash)
-    try:
-        return pl.read_parquet(path, columns=columns)
-    except Exception as err:
-        raise UserError(
-            f"{path}: cannot be read ({type(err).__name__}); delete it and rerun"
-        ) from None
+from pipeline.histogram import Histogram, histogram, merge_histograms
 
 
 def histograms_from_frame(df: pl.DataFrame) -> dict[tuple[str, int], Histogram]:
@@ -115,24 +53,71 @@ def histograms_to_frame(hists: Mapping[tuple[str, int], Histogram]) -> pl.DataFr
     return pl.concat(parts)
 
 
-def load_study(
-    workdir: Path, data_hash: str
+def load_data(
+    layout: files.Layout, data_hash: str
 ) -> tuple[pl.DataFrame, dict[tuple[str, int], Histogram]]:
     """The data stage's summary table and histograms, checked against the current params.
 
     Args:
-        workdir: folder holding `data/`.
+        layout: the work directory's `files.Layout`.
         data_hash: `params.digest("seed", "data")`, which the files must carry.
 
     Returns:
         (summary, histograms keyed by (scenario, replicate)), in summary row order.
     """
-    summary = read(data_dir(workdir) / "summary.parquet", "summary", data_hash)
-    frame = read(data_dir(workdir) / "histograms.parquet", "histograms", data_hash)
-    hists = histograms_from_frame(frame)
+    summary = files.read(layout.summary, data_hash)
+    hists = histograms_from_frame(files.read(layout.histograms, data_hash))
     keys = list(zip(summary["scenario"].to_list(), summary["replicate"].to_list()))
     missing = [k for k in keys if k not in hists]
     if missing:
-        path = data_dir(workdir) / "histograms.parquet"
-        raise UserError(f"{path}: no histogram for dataset {missing[0]}")
+        raise UserError(f"{layout.histograms.path}: no histogram for dataset {missing[0]}")
     return summary, {k: hists[k] for k in keys}
+
+
+def write_dataset(file: files.File, chunks: Iterator[np.ndarray], params_hash: str) -> Histogram:
+    """Stream count chunks to a stamped parquet file (temp file + rename); return the histogram.
+
+    Args:
+        file: destination, `Layout.dataset(scenario, replicate)`.
+        chunks: int64 arrays, written in order as row groups of column `y`.
+        params_hash: the data stamp (`zip.params_hash`); `zip.kind` is "dataset".
+
+    Returns:
+        The histogram of all the counts written.
+    """
+    meta = {files.KIND_KEY: file.kind, files.HASH_KEY: params_hash}
+    schema = pa.schema([pa.field("y", pa.int64())], metadata=meta)
+    parts = []
+    with files.atomic(file.path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as out:
+        for y in chunks:
+            out.write_table(pa.Table.from_arrays([pa.array(y)], schema=schema))
+            parts.append(histogram(y))
+    return merge_histograms(parts)
+
+
+def remove_stale(layout: files.Layout, keep: set[Path]) -> int:
+    """Delete dataset files we stamped that params no longer name; foreign files stay.
+
+    Args:
+        layout: the work directory's `files.Layout`.
+        keep: the dataset paths the current params name.
+
+    Returns:
+        How many files were removed (empty scenario folders go too).
+    """
+    removed = 0
+    root = layout.datasets
+    for path in sorted(root.glob("*/*.parquet")) if root.exists() else []:
+        if path in keep:
+            continue
+        try:
+            kind = (pq.read_metadata(path).metadata or {}).get(files.KIND_KEY.encode())
+        except Exception:  # unreadable: not provably ours, leave it
+            kind = None
+        if kind == b"dataset":
+            path.unlink()
+            removed += 1
+    for folder in sorted(root.glob("*")) if root.exists() else []:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return removed

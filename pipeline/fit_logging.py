@@ -30,13 +30,13 @@ from pipeline.tracking import Tracker, thin
 _WORKER: dict = {}  # state of a logger process (its own Tracker, figure and temp folder)
 
 
-def fit_payloads(rows: pl.DataFrame, result, *, fit_cfg, max_points: int, plots: bool,
-                 trial: int, study: str) -> list[dict]:  # fmt: skip
-    """What each fit run logs, built from a trial's rows and the engine's result.
+def fit_payloads(rows: pl.DataFrame, histories: pl.DataFrame, *, fit_cfg, max_points: int,
+                 plots: bool, trial: int, study: str) -> list[dict]:  # fmt: skip
+    """What each fit run logs, built from a trial's rows and its fits' histories.
 
     Args:
         rows: the trial's fit rows (`sweep_objective.fit_rows` plus lr and optimizer).
-        result: the engine's `FitResult`, in the order of `rows`.
+        histories: `sweep_objective.fit_histories` of the same fits (`fit` = row index).
         fit_cfg: `params.fit` (model, max_steps, tol).
         max_points: points kept per metric series (the last step always kept).
         plots: also draw `convergence.png`.
@@ -50,15 +50,12 @@ def fit_payloads(rows: pl.DataFrame, result, *, fit_cfg, max_points: int, plots:
         top = part.select(pl.max_horizontal("lambda0", "lambda_true", "mle_lambda").max()).item()
         lam_hi[scenario] = float(np.ceil(1.2 * top))
     out = []
+    paths = histories.partition_by("fit", as_dict=True, maintain_order=True)
     for b, r in enumerate(rows.iter_rows(named=True)):
-        series = {}
-        for key, history, final in (("nll", result.history_nll, r["nll_final"]),
-                                    ("pi", result.history_pi, r["pi_hat"]),
-                                    ("lambda", result.history_lam, r["lambda_hat"])):  # fmt: skip
-            steps, values = result.history_step, history[b]
-            if r["steps"] not in set(steps[np.isfinite(values)].tolist()):
-                steps, values = np.append(steps, r["steps"]), np.append(values, final)
-            series[key] = thin(steps, values, max_points)
+        path = paths[(b,)]
+        steps = path["step"].to_numpy()
+        series = {key: thin(steps, path[key].to_numpy(), max_points)
+                  for key in ("nll", "pi", "lambda")}  # fmt: skip
         plot = None
         if plots:
             steps = series["nll"][0]

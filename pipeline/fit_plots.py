@@ -170,13 +170,13 @@ def pmf_figure(panels: Sequence[tuple[str, Histogram, Mapping[str, tuple[float, 
     return fig
 
 
-def trial_figures(problem, rows, result, title: str) -> dict[str, object]:
+def trial_figures(problem, rows, histories, title: str) -> dict[str, object]:
     """The trial's figures: every fit's trajectory, and fitted pmfs against the data.
 
     Args:
         problem: the `sweep_objective.Problem` that was fitted.
         rows: the trial's fit rows (same order as the fits of `problem`).
-        result: the engine's `FitResult`.
+        histories: `sweep_objective.fit_histories` of those fits.
         title: a title naming the trial.
 
     Returns:
@@ -185,20 +185,15 @@ def trial_figures(problem, rows, result, title: str) -> dict[str, object]:
     import polars as pl
 
     dataset = problem.fits["dataset"].to_numpy()
-    steps = result.history_step
+    by_fit = histories.partition_by("fit", as_dict=True, maintain_order=True)
     panels, pmfs = [], []
     for (scenario,), part in rows.with_row_index("fit").group_by(["scenario"], maintain_order=True):
         paths = {"pi_paths": [], "lam_paths": []}
-        for b, last in zip(part["fit"], part["steps"]):
-            for key, hist, final in (
-                ("pi_paths", result.history_pi, result.pi),
-                ("lam_paths", result.history_lam, result.lam),
-            ):
-                keep = np.isfinite(hist[b])
-                xy = np.column_stack(
-                    [np.append(steps[keep], last), np.append(hist[b][keep], final[b])]
-                )
-                paths[key].append(xy)
+        for b in part["fit"]:
+            path = by_fit[(b,)]
+            for key, column in (("pi_paths", "pi"), ("lam_paths", "lambda")):
+                keep = path[column].is_finite()
+                paths[key].append(path.filter(keep).select("step", column).to_numpy())
         first = part.row(0, named=True)
         panels.append(
             {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import config, datasets, interrupts, simulate
+from pipeline import config, datasets, files, interrupts, simulate
 from pipeline.cli import parser, progress, quiet_libraries, run
 from pipeline.errors import NotIdentifiableError, UserError
 from pipeline.histogram import Histogram
@@ -96,29 +96,27 @@ def generate(params: config.Params, workdir: Path, chunk: int = simulate.CHUNK):
                 f"data.scenarios[{i}].lambda: numpy cannot sample a Poisson rate "
                 f"above {simulate.POISSON_LAM_MAX:.3g}, got {s.lam!r}"
             )
+    layout = files.Layout(workdir)
     rows, hists, keep = [], {}, set()
     bar = progress(len(data.scenarios) * data.replicates, "generate", unit="dataset")
     try:
         for scenario in data.scenarios:
             for rep in range(data.replicates):
                 seq = simulate.seed_sequence(params.seed, scenario.name, rep)
-                path = datasets.dataset_path(workdir, scenario.name, rep)
+                file = layout.dataset(scenario.name, rep)
                 chunks = simulate.sample_chunks(seq, scenario.pi, scenario.lam, data.n, chunk)
-                hists[(scenario.name, rep)] = hist = simulate.write_dataset(path, chunks, stamp)
+                hists[(scenario.name, rep)] = hist = datasets.write_dataset(file, chunks, stamp)
                 rows.append(summary_row(scenario, rep, seq, hist))
-                keep.add(path)
+                keep.add(file.path)
                 bar.update(1)
     finally:
         bar.close()
-    if removed := simulate.remove_stale(workdir, keep):
+    if removed := datasets.remove_stale(layout, keep):
         print(f"generate: removed {removed} dataset files params no longer name", file=sys.stderr)
     summary = pl.DataFrame(rows, schema_overrides={"boundary": pl.Boolean}, strict=False)
-    out = datasets.data_dir(workdir)
     # The summary is the make target: write it last, so it is never newer than its inputs.
-    datasets.write(
-        datasets.histograms_to_frame(hists), out / "histograms.parquet", "histograms", stamp
-    )
-    datasets.write(summary, out / "summary.parquet", "summary", stamp)
+    files.write(datasets.histograms_to_frame(hists), layout.histograms, stamp)
+    files.write(summary, layout.summary, stamp)
     return summary, hists
 
 
@@ -203,9 +201,9 @@ def log_stage(
             if row[key] is not None:
                 metrics[f"{row['scenario']}.{key}"] = row[key]
     tracker.log(run_id, params=flat, metrics=metrics)
-    out = datasets.data_dir(workdir)
-    for name in ("summary.parquet", "histograms.parquet"):
-        tracker.log_artifact(run_id, out / name, "data")
+    layout = files.Layout(workdir)
+    for file in (layout.summary, layout.histograms):
+        tracker.log_artifact(run_id, file.path, "data")
     with tempfile.TemporaryDirectory() as tmp:
         summary.write_csv(Path(tmp) / "summary.csv")
         (Path(tmp) / "scenarios.md").write_text(markdown(table) + "\n")
@@ -252,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown(table.drop("pi_true", "lambda_true", "not_identifiable")))
     print(
         f"generate: {summary.height} datasets of n = {params.data.n:,} in {seconds:.1f} s "
-        f"-> {datasets.data_dir(workdir)}; MLflow run {run_id}"
+        f"-> {files.Layout(workdir).data}; MLflow run {run_id}"
     )
     return 0
 

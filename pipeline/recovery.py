@@ -16,6 +16,7 @@ depends on the data rather than on the init.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
@@ -151,6 +152,41 @@ def optimisation_table(
     )
     table = table.join(spread, on=GROUP, how="left")
     return _ordered(table, order)
+
+
+def best_lr(recovery: pl.DataFrame) -> pl.DataFrame:
+    """Per scenario, the best (optimizer, lr) by the sweep's objective and by share recovered.
+
+    "Recovered" fits are flagged converged and end within `recovery.OFF_SE` standard errors of
+    the exact MLE (a fit can stop as converged on a flat region far from it). Ties go to fewer
+    median steps, then the smaller lr.
+
+    Args:
+        recovery: the optimisation table.
+
+    Returns:
+        One row per scenario (in the table's order): optimizer, lr, objective, recovered,
+        steps_median of the best by objective, then optimizer_recovered, lr_recovered,
+        recovered_best, steps_median_best of the best by share recovered.
+    """
+    cols = ["optimizer", "lr", "objective", "recovered", "steps_median"]
+    by_obj = recovery.sort("objective", "lr", nulls_last=True)
+    by_rec = recovery.with_columns(pl.col("steps_median").fill_null(math.inf).alias("_steps")).sort(
+        ["recovered", "_steps", "lr"], descending=[True, False, False]
+    )
+    first = [df.group_by("scenario", maintain_order=True).first() for df in (by_obj, by_rec)]
+    order = recovery.select("scenario").unique(maintain_order=True)
+    return order.join(first[0].select("scenario", *cols), on="scenario", how="left").join(
+        first[1].select(
+            "scenario",
+            pl.col("optimizer").alias("optimizer_recovered"),
+            pl.col("lr").alias("lr_recovered"),
+            pl.col("recovered").alias("recovered_best"),
+            pl.col("steps_median").alias("steps_median_best"),
+        ),
+        on="scenario",
+        how="left",
+    )
 
 
 def best_fits(fits: pl.DataFrame) -> pl.DataFrame:

@@ -11,42 +11,39 @@ import math
 
 import polars as pl
 
+from pipeline.recovery import best_lr
+
 _POOR = 0.5  # "converges at the MLE in only ..." below this share of fits
 
 
-def best_lr(recovery: pl.DataFrame) -> pl.DataFrame:
-    """Per scenario, the best (optimizer, lr) by the sweep's objective and by share recovered.
-
-    "Recovered" fits are flagged converged and end within `recovery.OFF_SE` standard errors of
-    the exact MLE (a fit can stop as converged on a flat region far from it). Ties go to fewer
-    median steps, then the smaller lr.
+def with_mle_row(table: pl.DataFrame, mle: dict) -> pl.DataFrame:
+    """The table for reading: `init` as text and a last row "exact MLE" with its estimates.
 
     Args:
-        recovery: the optimisation table.
+        table: from `blog_table`.
+        mle: the same dataset's summary row (mle_pi, mle_lambda, mle_nll).
 
     Returns:
-        One row per scenario (in the table's order): optimizer, lr, objective, recovered,
-        steps_median of the best by objective, then optimizer_recovered, lr_recovered,
-        recovered_best, steps_median_best of the best by share recovered.
+        The rows of `table` plus the exact MLE (its NLL in every `err*` column, its estimates
+        in every `mixture*` / `lambda*` estimate column, zero deviations, no init).
     """
-    cols = ["optimizer", "lr", "objective", "recovered", "steps_median"]
-    by_obj = recovery.sort("objective", "lr", nulls_last=True)
-    by_rec = recovery.with_columns(pl.col("steps_median").fill_null(math.inf).alias("_steps")).sort(
-        ["recovered", "_steps", "lr"], descending=[True, False, False]
-    )
-    first = [df.group_by("scenario", maintain_order=True).first() for df in (by_obj, by_rec)]
-    order = recovery.select("scenario").unique(maintain_order=True)
-    return order.join(first[0].select("scenario", *cols), on="scenario", how="left").join(
-        first[1].select(
-            "scenario",
-            pl.col("optimizer").alias("optimizer_recovered"),
-            pl.col("lr").alias("lr_recovered"),
-            pl.col("recovered").alias("recovered_best"),
-            pl.col("steps_median").alias("steps_median_best"),
-        ),
-        on="scenario",
-        how="left",
-    )
+    row: dict[str, object] = {"init": "exact MLE"}
+    for col in table.columns:
+        if col == "init":
+            continue
+        if col.startswith("err"):
+            row[col] = mle["mle_nll"]
+        elif col in ("mixture", "mixture_tuned"):
+            row[col] = mle["mle_pi"]
+        elif col in ("lambda", "lambda_tuned"):
+            row[col] = mle["mle_lambda"]
+        elif "_dev_se" in col:
+            row[col] = 0.0
+        else:
+            row[col] = None
+    shown = table.with_columns(pl.col("init").cast(pl.String))
+    extra = pl.DataFrame([row], schema=shown.schema)
+    return pl.concat([shown, extra])
 
 
 def _pct(p: float | None, se: float | None = None) -> str:
@@ -103,7 +100,7 @@ def findings(
         statistics: the statistics table.
         max_steps: the step budget of each fit.
         level: the Wald intervals' nominal coverage.
-        reach: `fit_store.reach_table` (steps to within 0.1 SE of the MLE), if histories exist.
+        reach: `reach.reach_table` (steps to within 0.1 SE of the MLE).
 
     Returns:
         Markdown list lines: one bullet per scenario, details as sub-bullets.
@@ -290,7 +287,7 @@ def report(
         figures: figure file names relative to the report.
         max_steps: the step budget.
         level: the Wald intervals' nominal coverage.
-        reach: `fit_store.reach_table`, when the fits' metric histories were read.
+        reach: `reach.reach_table` (steps to within 0.1 SE of the MLE).
 
     Returns:
         Markdown text.

@@ -7,12 +7,13 @@ a log axis, one line per optimizer.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from pipeline import files
 
 _MARKERS = "os^vD"
 _ERR_FLOOR = 1e-4  # |error| / SE drawn no lower than this on log axes
@@ -28,14 +29,9 @@ def _panels(rows: int, cols: int, width: float = 3.2, height: float = 2.6):
 
 
 def save(fig, path: Path) -> None:
-    """Write `fig` as PNG at `path` atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Write `fig` as PNG at `path` atomically (`files.atomic`)."""
+    with files.atomic(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _lines(ax, df: pl.DataFrame, y: str, *, err: str | None = None, style="-", label=""):

@@ -1,23 +1,19 @@
-"""How one dataset is drawn and stored: seed streams, chunked ZIP sampling, streamed parquet.
+"""How one dataset is drawn: seed streams and chunked ZIP sampling.
 
 Each dataset has its own stream, `SeedSequence(seed, spawn_key=(crc32(scenario), replicate))`,
 so adding a scenario or a replicate leaves every other dataset unchanged. That sequence has two
 children: one generator draws the gates, the other the Poisson counts of the non-gated
 positions, both consumed in order, so a dataset is the same whatever the chunk size, and n up
-to 1e8 streams through a few hundred MB of memory (measured: 370 MB peak RSS for n = 1e8).
+to 1e8 streams through a few hundred MB of memory (measured: 370 MB peak RSS for n = 1e8)
+when the chunks are written as they come (`datasets.write_dataset`).
 """
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-
-from pipeline import datasets
-from pipeline.histogram import Histogram, histogram, merge_histograms
 
 CHUNK = 2**22  # counts per chunk: ~32 MB of int64, a few such arrays alive at once
 POISSON_LAM_MAX = 9.2e18  # numpy's Poisson sampler refuses larger rates
@@ -88,63 +84,3 @@ def sample_chunks(
         y = np.zeros(size, dtype=np.int64)
         y[live] = count_rng.poisson(lam, int(live.sum()))
         yield y
-
-
-def write_dataset(path: Path, chunks: Iterator[np.ndarray], params_hash: str) -> Histogram:
-    """Stream count chunks to a stamped parquet file (temp file + rename); return the histogram.
-
-    Args:
-        path: destination, e.g. `data/datasets/blog/000.parquet`.
-        chunks: int64 arrays, written in order as row groups of column `y`.
-        params_hash: the data stamp (`zip.params_hash`); `zip.kind` is "dataset".
-
-    Returns:
-        The histogram of all the counts written.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    meta = {datasets.KIND_KEY: "dataset", datasets.HASH_KEY: params_hash}
-    schema = pa.schema([pa.field("y", pa.int64())], metadata=meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    parts = []
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for y in chunks:
-                writer.write_table(pa.Table.from_arrays([pa.array(y)], schema=schema))
-                parts.append(histogram(y))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return merge_histograms(parts)
-
-
-def remove_stale(workdir: Path, keep: set[Path]) -> int:
-    """Delete dataset files we stamped that params no longer name; foreign files stay.
-
-    Args:
-        workdir: folder holding `data/datasets/`.
-        keep: the dataset paths the current params name.
-
-    Returns:
-        How many files were removed (empty scenario folders go too).
-    """
-    import pyarrow.parquet as pq
-
-    removed = 0
-    root = datasets.data_dir(workdir) / "datasets"
-    for path in sorted(root.glob("*/*.parquet")) if root.exists() else []:
-        if path in keep:
-            continue
-        try:
-            kind = (pq.read_metadata(path).metadata or {}).get(datasets.KIND_KEY.encode())
-        except Exception:  # unreadable: not provably ours, leave it
-            kind = None
-        if kind == b"dataset":
-            path.unlink()
-            removed += 1
-    for folder in sorted(root.glob("*")) if root.exists() else []:
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    return removed

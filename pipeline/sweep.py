@@ -10,7 +10,9 @@ are kept, never repeated (`sweep_study`).
 The parent creates the MLflow store, experiment and stage run and the Optuna study, then runs
 the trials itself (`--workers 1`) or in N spawned worker processes on the same study. At the
 end it assembles `data/fits.parquet` (`data/tune_fits.parquet` for `--tune`) from the
-COMPLETE trials' rows, logs the study's figures and prints a summary table.
+COMPLETE trials' rows (and `data/histories.parquet` from their paths), refits the blog's
+table at the best learning rate into `data/blog.parquet` (`make sweep` only), logs the
+study's figures and prints a summary table.
 
 Ctrl-C or SIGTERM stops every process at its next safe point (`interrupts`): the running
 trials end FAIL, the open MLflow runs KILLED, exit status 130. After a SIGKILL the next start
@@ -26,11 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import config, datasets, interrupts
+from pipeline import config, datasets, files, interrupts
 from pipeline.cli import parser, progress, quiet_libraries, run
 from pipeline.errors import UserError
 
-TRIAL_KIND, FITS_KIND = "trial_fits", "fits"
 _BIG_TRIAL = 64  # fits per trial from which logging is shared with spawned logger processes
 
 
@@ -46,22 +47,6 @@ class Plan:
     stage_run: str
     worker: int
     workers: int
-
-
-def stage_settings(params: config.Params, stage: str):
-    """(sweep settings, params hash, study name) of stage "sweep" or "tune"."""
-    cfg = params.tuned() if stage == "tune" else params.sweep
-    stamp = params.digest(*config.STAGE_BLOCKS[stage])
-    return cfg, stamp, f"{cfg.study}-{stamp[:8]}"
-
-
-def trials_dir(workdir: Path, study: str) -> Path:
-    return datasets.data_dir(workdir) / "trials" / study
-
-
-def fits_path(workdir: Path, stage: str) -> Path:
-    name = "tune_fits.parquet" if stage == "tune" else "fits.parquet"
-    return datasets.data_dir(workdir) / name
 
 
 def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> int:
@@ -83,8 +68,9 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
     from pipeline.sweep_trial import TrialSetup, make_objective
 
     workdir = Path(plan.workdir)
-    cfg, stamp, _ = stage_settings(params, plan.stage)
-    summary, hists = datasets.load_study(workdir, params.digest(*config.STAGE_BLOCKS["generate"]))
+    cfg, stamp, _ = params.study(plan.stage)
+    layout = files.Layout(workdir)
+    summary, hists = datasets.load_data(layout, params.digest(*config.STAGE_BLOCKS["generate"]))
     problem = build_problem(summary, hists, params.seed, cfg, params.fit.device)
     big = problem.fits.height >= _BIG_TRIAL and params.tracking.log_fits
     processes = min(2, os.cpu_count() or 1) if plan.workers == 1 and big else 1
@@ -95,7 +81,7 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
     seed = params.seed + 1_000_003 * plan.worker + len(probe.get_trials(deepcopy=False))
     study = load_study(storage, plan.study, cfg, seed)
     setup = TrialSetup(params, cfg, problem, tracker, logger, plan.stage_run, plan.study,
-                       plan.stage, trials_dir(workdir, plan.study), stamp, on_fits)  # fmt: skip
+                       plan.stage, layout, stamp, on_fits)  # fmt: skip
     interrupted = True
     try:
         ran = run_trials(study, storage, cfg, make_objective(setup), on_done)
@@ -179,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = config.load(args.params)
     workdir = args.workdir.resolve()
     stage = "tune" if args.tune else "sweep"
-    cfg, stamp, study_name = stage_settings(params, stage)
+    cfg, _, study_name = params.study(stage)
+    stamp = params.digest(*config.STAGE_BLOCKS[stage])
     workers = cfg.workers if args.workers is None else args.workers
     if workers < 1:
         raise UserError(f"--workers: must be >= 1, got {workers}")

@@ -178,6 +178,37 @@ def fit_rows(problem: Problem, result) -> pl.DataFrame:
     )
 
 
+def fit_histories(result) -> pl.DataFrame:
+    """Every fit's recorded path in long format, its final state always the last point.
+
+    The engine records every `record_every` steps while a fit runs (NaN after it stops); the
+    final state is added where its step was not recorded. Non-finite recorded points (a fit
+    on its way to diverging) are dropped; a diverged fit's final state is its last finite one.
+
+    Args:
+        result: the engine's `FitResult`.
+
+    Returns:
+        Columns fit (index into the fits), step, nll, pi, lambda; sorted by fit and step.
+    """
+    fits, width = result.history_nll.shape
+    recorded = pl.DataFrame({
+        "fit": np.repeat(np.arange(fits, dtype=np.int64), width),
+        "step": np.tile(result.history_step.astype(np.int64), fits),
+        "nll": result.history_nll.ravel(), "pi": result.history_pi.ravel(),
+        "lambda": result.history_lam.ravel(),
+    }).filter(pl.col("nll").is_finite())  # fmt: skip
+    final = pl.DataFrame({
+        "fit": np.arange(fits, dtype=np.int64), "step": result.steps.astype(np.int64),
+        "nll": result.nll, "pi": result.pi, "lambda": result.lam,
+    })  # fmt: skip
+    return (
+        pl.concat([recorded, final])
+        .unique(["fit", "step"], keep="first", maintain_order=True)
+        .sort("fit", "step")
+    )
+
+
 def objective_parts(rows: pl.DataFrame, penalty: float) -> dict[str, float]:
     """The objective and its parts from a trial's fit rows.
 

@@ -3,8 +3,9 @@
 `check_datasets` checks the data before anything starts; `start_stage` prepares a study for
 (re)running: creates or loads it, fails trials of dead processes, queues the grid and records
 the settings on the stage run (opened by `Tracker.stage_run`, which also closes orphaned runs).
-`finish_stage` assembles the fits table from the COMPLETE trials' rows (atomically, never a
-half-written table), logs the study's figures and best trial, and prints a summary.
+`finish_stage` assembles the fits and histories tables from the COMPLETE trials' files and
+refits the blog's table (atomically, never a half-written table), logs the study's figures
+and best trial, and prints a summary.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+from optuna.trial import TrialState
 
-from pipeline import config, datasets
+from pipeline import config, datasets, files
+from pipeline.blog_table import blog_fits
 from pipeline.errors import UserError
 
 
@@ -23,7 +26,8 @@ def check_datasets(workdir: Path, params) -> None:
     Raises:
         UserError: the files are missing, stale or foreign, or no dataset is identifiable.
     """
-    summary, _ = datasets.load_study(workdir, params.digest(*config.STAGE_BLOCKS["generate"]))
+    layout = files.Layout(workdir)
+    summary, _ = datasets.load_data(layout, params.digest(*config.STAGE_BLOCKS["generate"]))
     skipped = summary.filter(~pl.col("identifiable"))
     if skipped.height == summary.height:
         raise UserError("no identifiable dataset to fit: every dataset is all zeros")
@@ -44,7 +48,6 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
     Returns:
         (study, number of trials still to run).
     """
-    from pipeline.sweep import stage_settings
     from pipeline.sweep_study import (
         DONE,
         enqueue_grid,
@@ -55,7 +58,7 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
     )
     from pipeline.tracking import flatten
 
-    cfg, _, study_name = stage_settings(params, stage)
+    cfg, _, study_name = params.study(stage)
     where = redact(where)
     study = load_study(storage, study_name, cfg, params.seed, create=True)
     stale = fail_stale_trials(study, storage)
@@ -75,39 +78,34 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
     return study, planned - done
 
 
-def assemble(study, workdir: Path, stage: str, params, tracker) -> Path:
-    """Concatenate the COMPLETE trials' rows into the stage's fits table (atomic write).
+def assemble(study, layout: files.Layout, stage: str, params) -> files.File:
+    """The stage's tables from its COMPLETE trials: fits, histories and (sweep) the blog's.
 
-    A trial's rows are read from `data/trials/<study>/`, or fetched from its MLflow trial run
-    when another machine ran it.
+    Each trial's rows and paths are read from `data/trials/<study>/`; the per-fit table is
+    written last (it is the make target). Every write is atomic.
 
     Returns:
-        The table's path.
+        The per-fit table's file.
     """
-    import mlflow
-    from optuna.trial import TrialState
-
-    from pipeline.sweep import FITS_KIND, TRIAL_KIND, fits_path, stage_settings, trials_dir
-
-    _, stamp, name = stage_settings(params, stage)
-    folder = trials_dir(workdir, name)
-    frames = []
+    _, study_hash, name = params.study(stage)
+    stamp = params.digest(*config.STAGE_BLOCKS[stage])
+    fits, paths = [], []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        path = folder / f"{t.number:05d}.parquet"
-        if not path.exists() and t.user_attrs.get("mlflow_run_id"):
-            folder.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(
-                run_id=t.user_attrs["mlflow_run_id"], artifact_path=f"data/{path.name}",
-                dst_path=str(folder / ".fetched"), tracking_uri=tracker.uri,
-            )  # fmt: skip
-            (folder / ".fetched" / "data" / path.name).replace(path)
-        frames.append(datasets.read(path, TRIAL_KIND, stamp))
-    table = pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
-    if frames:
+        fits.append(files.read(layout.trial_fits(name, t.number), study_hash))
+        paths.append(files.read(layout.trial_histories(name, t.number), study_hash))
+    table = pl.concat(fits, how="diagonal") if fits else pl.DataFrame()
+    histories = pl.concat(paths) if paths else pl.DataFrame()
+    if fits:
         table = table.sort("trial", "scenario", "replicate", "init")
-    out = fits_path(workdir, stage)
-    datasets.write(table, out, FITS_KIND, stamp, **{"zip.study": name})
-    return out
+        histories = histories.sort("trial", "scenario", "replicate", "init", "step")
+    meta = {files.STUDY_KEY: name}
+    if stage == "sweep":
+        summary, hists = datasets.load_data(layout, params.digest(*config.STAGE_BLOCKS["generate"]))
+        blog = blog_fits(params, summary, hists, table) if fits else pl.DataFrame()
+        files.write(blog, layout.blog, stamp, **meta)
+    files.write(histories, layout.histories(stage), stamp, **meta)
+    files.write(table, layout.fits(stage), stamp, **meta)
+    return layout.fits(stage)
 
 
 def summary_table(study) -> pl.DataFrame:
@@ -134,12 +132,10 @@ def summary_table(study) -> pl.DataFrame:
 def finish_stage(tracker, run_id: str, study, params, stage: str, workdir: Path,
                  seconds: float) -> None:  # fmt: skip
     """Assemble the fits table, log the study to the stage run and print the summary."""
-    from optuna.trial import TrialState
-
     from pipeline.fit_logging import log_study
 
-    table = assemble(study, workdir, stage, params, tracker)
-    log_study(tracker, run_id, study, table)
+    table = assemble(study, files.Layout(workdir), stage, params)
+    log_study(tracker, run_id, study, table.path)
     trials = study.get_trials(deepcopy=False)
     fit_s = sum(t.user_attrs.get("fit_seconds", 0.0) for t in trials)
     track_s = sum(t.user_attrs.get("tracking_seconds", 0.0) for t in trials)

@@ -3,9 +3,10 @@
 `make_objective` builds the objective from a `TrialSetup` (the config and the data, loaded
 once per process). A trial reports the objective so far after each chunk of engine steps
 (Optuna prunes on it), logs its fit runs (`fit_logging.FitLogger`, in the background) while it
-draws its own figures, writes its rows to `data/trials/<study>/<number:05d>.parquet`
-(atomically; also attached to the trial run, so that a parent on another machine can fetch
-them), and returns the objective (`sweep_objective`) or raises `optuna.TrialPruned`.
+draws its own figures, writes its fit rows and their histories to
+`data/trials/<study>/<number:05d>[.histories].parquet` (atomically, the rows last: their file
+marks the trial done), and returns the objective (`sweep_objective`) or raises
+`optuna.TrialPruned`. MLflow receives the same numbers; nothing reads them back from there.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.sweep_objective import Problem, fit_rows, objective_parts, run_fits
+from pipeline.sweep_objective import Problem, fit_histories, fit_rows, objective_parts, run_fits
 
 
 @dataclass
@@ -29,7 +30,8 @@ class TrialSetup:
         tracker: this process's `Tracker`; `fit_logger` its `FitLogger`.
         stage_run: the MLflow stage run the trial runs nest in.
         study: the study name; `stage` "sweep" or "tune".
-        trials_dir: where each trial's fit rows are written; `stamp` their params hash.
+        layout: the work directory's `files.Layout` (each trial's rows and histories go to
+            `layout.trial_fits` / `layout.trial_histories`); `stamp` their params hash.
         on_fits: called with the number of fits logged (progress bar), or None.
     """
 
@@ -41,7 +43,7 @@ class TrialSetup:
     stage_run: str
     study: str
     stage: str
-    trials_dir: object
+    layout: object
     stamp: str
     on_fits: Callable[[int], None] | None = None
 
@@ -64,7 +66,7 @@ def make_objective(setup: TrialSetup) -> Callable:
 
     import optuna
 
-    from pipeline import datasets, interrupts
+    from pipeline import files, interrupts
     from pipeline.fit_logging import fit_payloads
     from pipeline.fit_plots import trial_figures
 
@@ -91,6 +93,7 @@ def make_objective(setup: TrialSetup) -> Callable:
         result = run_fits(setup.problem, fit_cfg, lr, optimizer, on_chunk, cfg.diverged_penalty)
         fit_seconds = time.perf_counter() - start
         rows = fit_rows(setup.problem, result)
+        histories = fit_histories(result)
         rows = pl.DataFrame({"study": [setup.study] * rows.height}).with_columns(
             trial=pl.lit(trial.number, pl.Int64), optimizer=pl.lit(optimizer),
             lr=pl.lit(lr, pl.Float64),
@@ -99,18 +102,24 @@ def make_objective(setup: TrialSetup) -> Callable:
         parts = objective_parts(rows, cfg.diverged_penalty)
         pending = None
         if tracking.log_fits:
-            payloads = fit_payloads(rows, result, fit_cfg=fit_cfg, max_points=tracking.max_points,
-                                    plots=tracking.fit_plots, trial=trial.number,
-                                    study=setup.study)  # fmt: skip
+            payloads = fit_payloads(rows, histories, fit_cfg=fit_cfg,
+                                    max_points=tracking.max_points, plots=tracking.fit_plots,
+                                    trial=trial.number, study=setup.study)  # fmt: skip
             pending = setup.fit_logger.submit(payloads, run_id)
         title = f"{setup.study} trial {trial.number}: {optimizer} lr={lr:g}"
-        for name, fig in trial_figures(setup.problem, rows, result, title).items():
+        for name, fig in trial_figures(setup.problem, rows, histories, title).items():
             tracker.log_figure(run_id, fig, name)
         run_ids = pending.get() if pending is not None else [None] * rows.height
         rows = rows.with_columns(run_id=pl.Series(run_ids, dtype=pl.String))
-        path = setup.trials_dir / f"{trial.number:05d}.parquet"
-        datasets.write(rows, path, "trial_fits", setup.stamp, **{"zip.study": setup.study})
-        tracker.log_artifact(run_id, path, "data")
+        keys = rows.select("trial", "scenario", "replicate", "init").with_row_index("fit")
+        keys = keys.with_columns(pl.col("fit").cast(pl.Int64))
+        path_rows = keys.join(histories, on="fit").drop("fit")
+        meta = {files.STUDY_KEY: setup.study}
+        history_file = setup.layout.trial_histories(setup.study, trial.number)
+        files.write(path_rows, history_file, setup.stamp, **meta)
+        fits_file = setup.layout.trial_fits(setup.study, trial.number)
+        files.write(rows, fits_file, setup.stamp, **meta)  # after its histories: it marks done
+        tracker.log_artifact(run_id, fits_file.path, "data")
         tracking_seconds = time.perf_counter() - start - fit_seconds
         for key, value in parts.items():
             trial.set_user_attr(key, value)

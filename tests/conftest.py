@@ -39,7 +39,8 @@ TINY = {
         "pruner_warmup_steps": 20,
     },
     "tracking": {"experiment": "zip-test", "log_fits": True, "fit_plots": True, "max_points": 20},
-    "report": {"level": 0.95, "blog": {"scenario": "blog", "lr": 1.0, "steps": 20, "inits": 2}},
+    "report": {"level": 0.95},
+    "blog": {"scenario": "blog", "lr": 1.0, "steps": 20, "inits": 2},
     "fit_counts": {"inits": 2, "max_steps": 100},
 }
 

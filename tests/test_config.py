@@ -28,7 +28,8 @@ BAD = [
         "3",
     ),
     ("unknown-sweep", {"sweep": {"learning_rate": 0.1}}, "sweep.learning_rate", "0.1"),
-    ("unknown-report-blog", {"report": {"blog": {"epochs": 5}}}, "report.blog.epochs", "5"),
+    ("unknown-blog", {"blog": {"epochs": 5}}, "blog.epochs", "5"),
+    ("moved-report-blog", {"report": {"blog": {"lr": 1.0}}}, "report.blog", "top-level"),
     ("type-seed", {"seed": 1.5}, "seed", "1.5"),
     ("type-n-str", {"data": {"n": "many"}}, "data.n", "'many'"),
     ("type-n-fraction", {"data": {"n": 2.5}}, "data.n", "2.5"),
@@ -98,7 +99,7 @@ BAD = [
         "data.scenarios[0].name",
         "'a/b'",
     ),
-    ("blog-scenario", {"report": {"blog": {"scenario": "nope"}}}, "report.blog.scenario", "'nope'"),
+    ("blog-scenario", {"blog": {"scenario": "nope"}}, "blog.scenario", "'nope'"),
     ("tune-unknown", {"tune": {"bogus": 3}}, "tune.bogus", "3"),
     ("tune-bad-value", {"tune": {"lr_min": -1.0}}, "tune.lr_min", "-1.0"),
     (

@@ -1,14 +1,14 @@
-"""Stamped parquet I/O: our files round-trip; foreign, corrupt or stale files are refused."""
+"""The data stage's files: histogram frames round-trip, load_data checks what it reads."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 
-from pipeline import datasets
+from pipeline import datasets, files
 from pipeline.errors import UserError
+from pipeline.files import Layout
 from pipeline.histogram import Histogram
 
 HASH = "0123456789abcdef"
@@ -37,72 +37,9 @@ def _hists() -> dict[tuple[str, int], Histogram]:
 def _write_study(workdir, data_hash=HASH):
     hists = _hists()
     summary = pl.DataFrame({"scenario": [k[0] for k in hists], "replicate": [k[1] for k in hists]})
-    out = datasets.data_dir(workdir)
-    datasets.write(
-        datasets.histograms_to_frame(hists), out / "histograms.parquet", "histograms", data_hash
-    )
-    datasets.write(summary, out / "summary.parquet", "summary", data_hash)
-
-
-def test_write_read_roundtrip(tmp_path):
-    path = tmp_path / "sub" / "summary.parquet"
-    datasets.write(_summary(), path, "summary", HASH, **{"zip.note": "hello"})
-    assert_frame_equal(datasets.read(path, "summary", HASH), _summary())
-    meta = datasets.read_meta(path, "summary", HASH)
-    assert meta[datasets.KIND_KEY] == "summary" and meta["zip.note"] == "hello"
-    assert [p.name for p in path.parent.iterdir()] == ["summary.parquet"]  # no temp file left
-    assert datasets.read(path, "summary", HASH, columns=["replicate"]).columns == ["replicate"]
-
-
-def test_read_without_hash_accepts_any_stamp(tmp_path):
-    path = tmp_path / "summary.parquet"
-    datasets.write(_summary(), path, "summary", HASH)
-    assert datasets.read(path, "summary").height == 3
-
-
-def test_foreign_parquet_is_refused(tmp_path):
-    path = tmp_path / "summary.parquet"
-    _summary().write_parquet(path)  # plain polars: no stamp
-    with pytest.raises(UserError, match="foreign") as info:
-        datasets.read(path, "summary", HASH)
-    assert str(path) in str(info.value)
-
-
-def test_wrong_kind_is_refused(tmp_path):
-    path = tmp_path / "summary.parquet"
-    datasets.write(_summary(), path, "histograms", HASH)
-    with pytest.raises(UserError, match="'summary'"):
-        datasets.read(path, "summary", HASH)
-
-
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
-def test_corrupt_file_is_refused(tmp_path, damage):
-    path = tmp_path / "summary.parquet"
-    datasets.write(_summary(), path, "summary", HASH)
-    whole = path.read_bytes()
-    path.write_bytes(
-        {
-            "garbage": b"not a parquet file at all",
-            "truncated": whole[: len(whole) // 2],
-            "empty": b"",
-        }[damage]
-    )
-    with pytest.raises(UserError, match="corrupt") as info:
-        datasets.read(path, "summary", HASH)
-    assert str(path) in str(info.value)
-
-
-def test_stale_hash_is_refused(tmp_path):
-    path = tmp_path / "summary.parquet"
-    datasets.write(_summary(), path, "summary", HASH)
-    with pytest.raises(UserError, match="other params") as info:
-        datasets.read(path, "summary", "fedcba9876543210")
-    assert HASH in str(info.value) and "fedcba9876543210" in str(info.value)
-
-
-def test_missing_file_is_reported(tmp_path):
-    with pytest.raises(UserError, match="missing"):
-        datasets.read(tmp_path / "nope.parquet", "summary")
+    layout = Layout(workdir)
+    files.write(datasets.histograms_to_frame(hists), layout.histograms, data_hash)
+    files.write(summary, layout.summary, data_hash)
 
 
 def test_histogram_frame_roundtrip():
@@ -122,45 +59,35 @@ def test_histogram_frame_roundtrip():
         assert back[key].values.dtype == np.int64 and back[key].freqs.dtype == np.int64
 
 
-def test_load_study_roundtrip(tmp_path):
+def test_load_data_roundtrip(tmp_path):
     _write_study(tmp_path)
-    summary, hists = datasets.load_study(tmp_path, HASH)
+    summary, hists = datasets.load_data(Layout(tmp_path), HASH)
     assert list(hists) == [("a", 0), ("a", 1), ("b", 0)]
     assert summary.height == 3
     np.testing.assert_array_equal(hists[("b", 0)].freqs, [1, 7])
 
 
-def test_load_study_refuses_foreign_summary_in_one_line(tmp_path):
+def test_load_data_refuses_foreign_summary_in_one_line(tmp_path):
     _write_study(tmp_path)
-    path = datasets.data_dir(tmp_path) / "summary.parquet"
+    path = Layout(tmp_path).summary.path
     pl.DataFrame({"scenario": ["a"], "replicate": [0]}).write_parquet(path)
     with pytest.raises(UserError) as info:
-        datasets.load_study(tmp_path, HASH)
+        datasets.load_data(Layout(tmp_path), HASH)
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message
 
 
-def test_load_study_refuses_stale_histograms(tmp_path):
+def test_load_data_refuses_stale_histograms(tmp_path):
     _write_study(tmp_path)
-    datasets.write(
-        datasets.histograms_to_frame(_hists()),
-        datasets.data_dir(tmp_path) / "histograms.parquet",
-        "histograms",
-        "0" * 16,
-    )
+    files.write(datasets.histograms_to_frame(_hists()), Layout(tmp_path).histograms, "0" * 16)
     with pytest.raises(UserError, match="histograms.parquet: written for other params"):
-        datasets.load_study(tmp_path, HASH)
+        datasets.load_data(Layout(tmp_path), HASH)
 
 
-def test_load_study_reports_missing_histogram(tmp_path):
+def test_load_data_reports_missing_histogram(tmp_path):
     _write_study(tmp_path)
     hists = _hists()
     del hists[("b", 0)]
-    datasets.write(
-        datasets.histograms_to_frame(hists),
-        datasets.data_dir(tmp_path) / "histograms.parquet",
-        "histograms",
-        HASH,
-    )
+    files.write(datasets.histograms_to_frame(hists), Layout(tmp_path).histograms, HASH)
     with pytest.raises(UserError, match=r"no histogram for .*\('b', 0\)"):
-        datasets.load_study(tmp_path, HASH)
+        datasets.load_data(Layout(tmp_path), HASH)

@@ -17,15 +17,16 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from pipeline import config, datasets, generate
+from pipeline import config, datasets, files, generate
 from pipeline.errors import UserError
+from pipeline.files import Layout
 from pipeline.histogram import histogram
 from pipeline.mle import exact_mle
 from pipeline.plots import zip_pmf
 
 
 def _files(workdir) -> dict[str, bytes]:
-    data = datasets.data_dir(workdir)
+    data = Layout(workdir).data
     return {str(p.relative_to(data)): p.read_bytes() for p in sorted(data.rglob("*.parquet"))}
 
 
@@ -64,7 +65,7 @@ def test_same_params_same_bytes(tmp_path, tiny_params):
 def test_other_datasets_unchanged_and_stale_removed(tmp_path, write_params, tiny_config):
     base = generate.generate(config.load(write_params()), tmp_path)[0]
     before = _files(tmp_path)
-    foreign = datasets.data_dir(tmp_path) / "datasets" / "blog" / "mine.parquet"
+    foreign = Layout(tmp_path).data / "datasets" / "blog" / "mine.parquet"
     pl.DataFrame({"y": [1]}).write_parquet(foreign)
     scenarios = [{"name": "new", "pi": 0.1, "lambda": 2.0}, *tiny_config["data"]["scenarios"]]
     bigger = write_params({"data": {"replicates": 3, "scenarios": scenarios}}, name="more.yaml")
@@ -72,17 +73,17 @@ def test_other_datasets_unchanged_and_stale_removed(tmp_path, write_params, tiny
     after = _files(tmp_path)
     for name in before:
         if name.startswith("datasets/"):  # same counts (the stamp in the footer changed)
-            path = datasets.data_dir(tmp_path) / name
+            path = Layout(tmp_path).data / name
             assert pl.read_parquet(path).equals(pl.read_parquet(io.BytesIO(before[name]))), name
     assert "datasets/new/002.parquet" in after and "datasets/blog/002.parquet" in after
-    summary, _ = datasets.load_study(tmp_path, config.load(bigger).digest("seed", "data"))
+    summary, _ = datasets.load_data(Layout(tmp_path), config.load(bigger).digest("seed", "data"))
     assert summary.filter(pl.col("scenario") == "blog")["mle_pi"][:2].to_list() == (
         base.filter(pl.col("scenario") == "blog")["mle_pi"].to_list()
     )
     # Back to the tiny params: the extra datasets we wrote go, the foreign file stays.
     generate.generate(config.load(write_params()), tmp_path)
     assert sorted(_files(tmp_path)) == sorted([*before, "datasets/blog/mine.parquet"])
-    assert not (datasets.data_dir(tmp_path) / "datasets" / "new").exists()
+    assert not (Layout(tmp_path).data / "datasets" / "new").exists()
 
 
 def test_rate_beyond_numpy_is_a_user_error(tmp_path, write_params):
@@ -96,7 +97,7 @@ def test_summary_matches_exact_mle_and_raw_data(tmp_path, tiny_params):
     params = config.load(tiny_params)
     generate.generate(params, tmp_path)
     stamp = params.digest("seed", "data")
-    summary, hists = datasets.load_study(tmp_path, stamp)
+    summary, hists = datasets.load_data(Layout(tmp_path), stamp)
     assert summary.columns == [
         "scenario",
         "replicate",
@@ -119,8 +120,8 @@ def test_summary_matches_exact_mle_and_raw_data(tmp_path, tiny_params):
     ]
     assert summary.height == 4 and summary["seed"].n_unique() == 4
     for row in summary.iter_rows(named=True):
-        path = datasets.dataset_path(tmp_path, row["scenario"], row["replicate"])
-        y = datasets.read(path, "dataset", stamp)["y"].to_numpy()
+        file = Layout(tmp_path).dataset(row["scenario"], row["replicate"])
+        y = files.read(file, stamp)["y"].to_numpy()
         hist = hists[(row["scenario"], row["replicate"])]
         np.testing.assert_array_equal(hist.freqs, histogram(y).freqs)
         assert row["n"] == y.size == params.data.n
@@ -151,7 +152,7 @@ def test_stage_logs_to_mlflow_and_survives_all_zero_scenario(
     assert "all-zero" in out and "| blog" in out
     assert "warning: scenario 'all-zero': 2 of 2 datasets have only zeros" in err
     params = config.load(path)
-    summary, _ = datasets.load_study(tmp_path, params.digest("seed", "data"))
+    summary, _ = datasets.load_data(Layout(tmp_path), params.digest("seed", "data"))
     zeros = summary.filter(pl.col("scenario") == "all-zero")
     assert zeros["identifiable"].to_list() == [False, False]
     assert zeros["mle_pi"].is_nan().all() and zeros["boundary"].is_null().all()

@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from pipeline import datasets, simulate
+from pipeline import datasets, files, simulate
+from pipeline.files import File
 from pipeline.histogram import histogram
 
 ALPHA = 1e-3  # false-alarm rate of each goodness-of-fit test (fixed seeds: deterministic)
@@ -60,14 +61,12 @@ def test_chunked_equals_one_shot(pi, lam, chunk):
 
 def test_write_dataset_is_chunk_independent(tmp_path):
     seq = simulate.seed_sequence(0, "x", 0)
-    one = simulate.write_dataset(
-        tmp_path / "a.parquet", simulate.sample_chunks(seq, 0.3, 2.0, 3000), "h"
+    file_a, file_b = (File(tmp_path / name, "dataset") for name in ("a.parquet", "b.parquet"))
+    one = datasets.write_dataset(file_a, simulate.sample_chunks(seq, 0.3, 2.0, 3000), "h")
+    many = datasets.write_dataset(
+        file_b, simulate.sample_chunks(seq, 0.3, 2.0, 3000, chunk=256), "h"
     )
-    many = simulate.write_dataset(
-        tmp_path / "b.parquet", simulate.sample_chunks(seq, 0.3, 2.0, 3000, chunk=256), "h"
-    )
-    a = datasets.read(tmp_path / "a.parquet", "dataset", "h")
-    b = datasets.read(tmp_path / "b.parquet", "dataset", "h")
+    a, b = files.read(file_a, "h"), files.read(file_b, "h")
     assert a.schema == {"y": pl.Int64} and a.equals(b)
     for hist in (one, many):
         np.testing.assert_array_equal(hist.values, histogram(a["y"].to_numpy()).values)

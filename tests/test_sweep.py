@@ -20,8 +20,9 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from pipeline import cli, config, datasets, generate, sweep
+from pipeline import cli, config, files, generate, sweep
 from pipeline.errors import UserError
+from pipeline.files import Layout
 
 FIT_COLUMNS = (
     "study trial optimizer lr scenario replicate init data_seed init_seed pi_true lambda_true "
@@ -63,7 +64,7 @@ def stage(prepared, tmp_path, isolated_mlflow):
         path.write_text(yaml.safe_dump(merge(merge(TINY, BASE), overrides or {})))
         assert sweep.main(["--params", str(path), "--workdir", str(workdir), *args]) == 0
         params = config.load(path)
-        cfg, stamp, name = sweep.stage_settings(params, "tune" if "--tune" in args else "sweep")
+        cfg, stamp, name = params.study("tune" if "--tune" in args else "sweep")
         storage = JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "optuna.log")))
         return workdir, params, optuna.load_study(study_name=name, storage=storage)
 
@@ -92,8 +93,15 @@ def test_grid_logs_every_run_and_a_diverging_lr_does_not_stop_it(stage):
     assert diverged.user_attrs["share_diverged"] == 1.0 and diverged.value == 1.0
     assert trials[0].value < 0.1 and trials[1].value < 0.1
 
-    table = datasets.read(workdir / "data" / "fits.parquet", "fits",
-                          params.digest(*config.STAGE_BLOCKS["sweep"]))  # fmt: skip
+    stamp = params.digest(*config.STAGE_BLOCKS["sweep"])
+    table = files.read(Layout(workdir).fits(), stamp)
+    paths = files.read(Layout(workdir).histories(), stamp)
+    # every fit's path ends at its final state
+    key = ["trial", "scenario", "replicate", "init"]
+    last = paths.group_by(key).agg(pl.all().sort_by("step").last())
+    both = table.join(last, on=key).filter(pl.col("status") != "diverged")
+    assert both.height == table.filter(pl.col("status") != "diverged").height > 0
+    assert (both["step"] == both["steps"]).all() and (both["nll"] == both["nll_final"]).all()
     assert table.height == fits and set(FIT_COLUMNS) <= set(table.columns)
     assert table.filter(pl.col("lr") == 1000.0)["status"].unique().to_list() == ["diverged"]
     fit_runs = {r.info.run_id: r for r in runs if r.data.tags["zip.level"] == "fit"}

@@ -18,7 +18,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from pipeline import config, generate, sweep
+from pipeline import config, generate
 
 GRID = [0.03, 0.1, 0.3, 1.0]
 
@@ -43,7 +43,7 @@ def _start(workdir, env, *args):
 
 def _study(workdir):
     params = config.load(workdir / "params.yaml")
-    name = sweep.stage_settings(params, "sweep")[2]
+    name = params.study("sweep")[2]
     log = workdir / "mlruns" / "optuna.log"
     if not log.exists():
         return None
