@@ -84,7 +84,7 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
                        plan.stage, layout, stamp, on_fits)  # fmt: skip
     interrupted = True
     try:
-        ran = run_trials(study, storage, cfg, make_objective(setup), on_done)
+        ran = run_trials(study, cfg, make_objective(setup), on_done)
         interrupted = False
     finally:
         logger.close(interrupted=interrupted)

@@ -61,7 +61,7 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
     cfg, _, study_name = params.study(stage)
     where = redact(where)
     study = load_study(storage, study_name, cfg, params.seed, create=True)
-    stale = fail_stale_trials(study, storage)
+    stale = fail_stale_trials(study)
     if cfg.sampler == "grid":
         enqueue_grid(study, cfg)
     planned = planned_trials(study, cfg)

@@ -1,13 +1,16 @@
-"""The sweep's Optuna side: storage, study, resume, the trial queue and the worker loop.
+"""The sweep's Optuna side: storage, study, resume, the grid queue and the worker loop.
 
-Grid sweeps are run from a queue rather than by `GridSampler` choosing points: the parent
-enqueues every grid point that has no COMPLETE or PRUNED trial (and none RUNNING in a live
-process) before any worker starts, and each worker claims WAITING trials one at a time with
-the storage's atomic WAITING → RUNNING transition until none is left. Plain `study.optimize`
-with `GridSampler` repeats the last point when two workers share a study (its fallback
-re-evaluates a running point; checked on Optuna 5.0: 8 trials for a 7-point grid) and never
-re-runs a point whose trial FAILED. TPE workers `ask` until COMPLETE + PRUNED + RUNNING trials
-reach `n_trials`, so a resumed study counts what it already has.
+Grid sweeps run from Optuna's own trial queue: the parent enqueues (`study.enqueue_trial`)
+every grid point that has no COMPLETE, PRUNED, RUNNING or WAITING trial before any worker
+starts, and workers take queued trials with `study.ask()`, whose WAITING → RUNNING claim is
+atomic in every storage. Two guards keep a point from running twice when two sweeps share a
+study (each parent may enqueue the same point): a claimed trial yields (ends FAIL, user attr
+`duplicate_of`) when a trial of its point with a lower number is live or any is done; and
+the grid's sampler (`QueueOnly`) never makes up a point, so an `ask()` that found the queue
+empty ends FAIL (user attr `surplus`) instead of repeating a point. `GridSampler` is not used:
+with several workers it re-evaluates running points (8 trials for a 7-point grid, Optuna 5.0)
+and never retries a point whose trial FAILED. TPE workers `ask` until COMPLETE + PRUNED +
+RUNNING + WAITING trials reach `n_trials`, so a resumed study counts what it already has.
 
 A trial killed outright (SIGKILL, power loss) stays RUNNING in the storage. Each trial
 records its host and pid; the next start marks RUNNING trials of dead processes on this
@@ -73,15 +76,31 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
-def make_sampler(cfg, seed: int):
-    """TPESampler seeded with `seed`; for a grid, a sampler that is never consulted.
+class QueueOnly(optuna.samplers.BaseSampler):
+    """The grid's sampler: every grid trial is enqueued with its point, so nothing is sampled.
 
-    Grid trials are all enqueued with their params (`enqueue_grid`), so no sampler picks a
-    value. `GridSampler` must not be used with them: its `after_trial` looks up the grid id it
-    assigns itself and raises KeyError on a 1-point grid of enqueued trials (Optuna 5.0).
+    A trial that reaches this sampler was created by `ask()` on an empty queue (another
+    worker took the last point first); sampling for it raises `QueueEmpty`.
     """
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        raise QueueEmpty(param_name)
+
+
+class QueueEmpty(LookupError):
+    """`ask()` found no queued grid point."""
+
+
+def make_sampler(cfg, seed: int):
+    """`QueueOnly` for a grid (points come from the queue), else TPE seeded with `seed`."""
     if cfg.sampler == "grid":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return QueueOnly()
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -107,7 +126,7 @@ def load_study(storage, name: str, cfg, sampler_seed: int, create: bool = False)
         raise UserError(f"Optuna study {name!r} cannot be opened: {first[:200]}") from None
 
 
-def fail_stale_trials(study, storage, orphan_after_s: float = 30.0) -> int:
+def fail_stale_trials(study, orphan_after_s: float = 30.0) -> int:
     """Mark RUNNING trials of dead processes FAIL; returns how many.
 
     A trial is stale when its worker (user attrs `host`, `pid`) is this host's and is dead,
@@ -117,7 +136,7 @@ def fail_stale_trials(study, storage, orphan_after_s: float = 30.0) -> int:
     """
     import datetime
 
-    host, study_id = socket.gethostname(), storage.get_study_id_from_name(study.study_name)
+    host = socket.gethostname()
     failed = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = int(t.user_attrs.get("pid", 0))
@@ -129,8 +148,7 @@ def fail_stale_trials(study, storage, orphan_after_s: float = 30.0) -> int:
             age = (datetime.datetime.now(start.tzinfo) - start).total_seconds() if start else 0
             stale = age > orphan_after_s
         if stale:
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            study.tell(t.number, state=TrialState.FAIL)
             failed += 1
     return failed
 
@@ -141,19 +159,23 @@ def grid_points(cfg) -> list[dict]:
     return points[: cfg.n_trials] if cfg.n_trials else points
 
 
+def _point(t) -> tuple:
+    """A trial's grid point: its params once suggested, else the user attrs set at enqueue."""
+    return (t.params.get("lr", t.user_attrs.get("grid_lr")),
+            t.params.get("optimizer", t.user_attrs.get("grid_optimizer")))  # fmt: skip
+
+
 def enqueue_grid(study, cfg) -> int:
     """Queue every grid point without a COMPLETE/PRUNED, RUNNING or WAITING trial.
 
     Queued trials carry their point as user attrs (`grid_lr`, `grid_optimizer`): a WAITING
     trial has no params until it runs.
+
+    Returns:
+        How many points were queued.
     """
-
-    def point(t):
-        return (t.params.get("lr", t.user_attrs.get("grid_lr")),
-                t.params.get("optimizer", t.user_attrs.get("grid_optimizer")))  # fmt: skip
-
     live = (*DONE, TrialState.RUNNING, TrialState.WAITING)
-    taken = {point(t) for t in study.get_trials(deepcopy=False, states=live)}
+    taken = {_point(t) for t in study.get_trials(deepcopy=False, states=live)}
     queued = 0
     for p in grid_points(cfg):
         if (p["lr"], p["optimizer"]) not in taken:
@@ -163,38 +185,57 @@ def enqueue_grid(study, cfg) -> int:
     return queued
 
 
+def _duplicate_of(study, trial) -> int | None:
+    """The number of a trial that owns `trial`'s grid point, if any (see the module doc)."""
+    mine = (trial.user_attrs.get("grid_lr"), trial.user_attrs.get("grid_optimizer"))
+    live = (TrialState.RUNNING, TrialState.WAITING)
+    for t in study.get_trials(deepcopy=False, states=(*DONE, *live)):
+        if t.number != trial.number and _point(t) == mine:
+            if t.state in DONE or t.number < trial.number:
+                return t.number
+    return None
+
+
 def planned_trials(study, cfg) -> int:
     """How many trials the study should have run when this stage ends (COMPLETE + PRUNED)."""
     return len(grid_points(cfg)) if cfg.sampler == "grid" else int(cfg.n_trials)
 
 
-def _claim_waiting(study, storage):
-    study_id = storage.get_study_id_from_name(study.study_name)
-    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+def next_trial(study, cfg):
+    """Claim the next trial of this worker, or None when the study has all it needs."""
+    if cfg.sampler != "grid":
+        states = (*DONE, TrialState.RUNNING, TrialState.WAITING)
+        if len(study.get_trials(deepcopy=False, states=states)) >= cfg.n_trials:
+            return None
+        return study.ask()
+    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial = study.ask()  # takes a queued trial if one is left (atomic claim)
         try:
-            if storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                return optuna.trial.Trial(study, trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+            trial.suggest_float("lr", *lr_range(cfg), log=True)
+        except QueueEmpty:
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+            return None
+        owner = _duplicate_of(study, trial)
+        if owner is None:
+            return trial
+        trial.set_user_attr("duplicate_of", owner)
+        study.tell(trial, state=TrialState.FAIL)
     return None
 
 
-def next_trial(study, storage, cfg):
-    """Claim the next trial of this worker, or None when the study has all it needs."""
+def lr_range(cfg) -> tuple[float, float]:
+    """The learning rates a trial may suggest: the grid's span, or [lr_min, lr_max]."""
     if cfg.sampler == "grid":
-        return _claim_waiting(study, storage)
-    states = (*DONE, TrialState.RUNNING, TrialState.WAITING)
-    if len(study.get_trials(deepcopy=False, states=states)) >= cfg.n_trials:
-        return None
-    return study.ask()
+        return min(cfg.lr_grid), max(cfg.lr_grid)
+    return cfg.lr_min, cfg.lr_max
 
 
-def run_trials(study, storage, cfg, objective: Callable, on_done: Callable | None = None) -> int:
+def run_trials(study, cfg, objective: Callable, on_done: Callable | None = None) -> int:
     """Run trials until `next_trial` has none; each ends COMPLETE, PRUNED or FAIL.
 
     Args:
-        study, storage: the loaded study and its storage.
+        study: the loaded study.
         cfg: the sweep settings.
         objective: `objective(trial) -> float`; raises `optuna.TrialPruned` when pruned.
         on_done: called with each finished `FrozenTrial`.
@@ -211,7 +252,7 @@ def run_trials(study, storage, cfg, objective: Callable, on_done: Callable | Non
     ran = 0
     while True:
         interrupts.check()  # between trials
-        trial = next_trial(study, storage, cfg)
+        trial = next_trial(study, cfg)
         if trial is None:
             return ran
         # First thing after the claim: who runs it, so that a later start can tell if it died.

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.sweep_objective import Problem, fit_histories, fit_rows, objective_parts, run_fits
+from pipeline.sweep_study import lr_range
 
 
 @dataclass
@@ -71,11 +72,9 @@ def make_objective(setup: TrialSetup) -> Callable:
     from pipeline.fit_plots import trial_figures
 
     cfg, fit_cfg, tracking = setup.cfg, setup.params.fit, setup.params.tracking
-    lr_range = (min(cfg.lr_grid), max(cfg.lr_grid)) if cfg.sampler == "grid" else (
-        cfg.lr_min, cfg.lr_max)  # fmt: skip
 
     def objective(trial) -> float:
-        lr = trial.suggest_float("lr", *lr_range, log=True)
+        lr = trial.suggest_float("lr", *lr_range(cfg), log=True)
         optimizer = trial.suggest_categorical("optimizer", list(cfg.optimizers))
         tracker = setup.tracker
         tags = {"trial": trial.number, "study": setup.study, "stage": setup.stage}
