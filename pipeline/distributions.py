@@ -1,11 +1,14 @@
 """The zero-inflated Poisson (ZIP): a stable log-probability, a torch Distribution, a mixture form.
 
+`zip_log_prob` is the project's one ZIP log-pmf: the engine, the exact-MLE oracle, inference,
+figures and the sampler tests all evaluate it (numpy callers through `zip_log_pmf`).
 Pure functions of tensors: no I/O, no module state. Randomness comes from torch's global RNG
 (``torch.manual_seed``), as everywhere in ``torch.distributions``.
 """
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, Poisson, constraints
@@ -76,6 +79,29 @@ def zip_log_prob(value, gate_logits, log_rate):
     log_nonzero = log_keep + log_poisson
     log_zero = torch.logaddexp(-F.softplus(-gate_logits), log_keep - torch.exp(log_rate))
     return torch.where(is_zero, log_zero, log_nonzero)
+
+
+def zip_log_pmf(values, pi, lam) -> np.ndarray:
+    """`zip_log_prob` for numpy callers: log P(Y = value) at (pi, lambda), in float64.
+
+    pi = 0 (Poisson), pi = 1 (all zeros) and lambda = 0 are exact limits: their logits and
+    log-rates are +-inf, which `zip_log_prob` takes as such.
+
+    Args:
+        values: non-negative integer counts (array-like).
+        pi: probability of a structural zero in [0, 1], broadcast against `values`.
+        lam: Poisson rate >= 0, broadcast against `values`.
+
+    Returns:
+        float64 array of log-probabilities, shape broadcast(values, pi, lam).
+    """
+    pi, lam = np.asarray(pi, dtype=float), np.asarray(lam, dtype=float)
+    with np.errstate(divide="ignore"):
+        gate_logits = np.log(pi) - np.log1p(-pi)
+        log_rate = np.log(lam)
+    value = torch.as_tensor(np.asarray(values, dtype=float))
+    out = zip_log_prob(value, torch.as_tensor(gate_logits), torch.as_tensor(log_rate))
+    return out.numpy()
 
 
 class ZeroInflatedPoisson(Distribution):

@@ -23,10 +23,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from scipy import optimize, stats
 from scipy.special import gammaln
 
+from pipeline.distributions import zip_log_pmf
 from pipeline.histogram import Histogram
+from pipeline.likelihood import closed_form
 from pipeline.mle import ZipMLE
 
 VUONG_CAVEAT = (
@@ -86,11 +89,12 @@ def _stats(hist: Histogram) -> _Stats:
 
 
 def _loglik(st: _Stats, pi: float, lam: float) -> float:
+    """n times minus the engine's closed-form mean NLL (`likelihood.closed_form`)."""
     with np.errstate(divide="ignore"):
-        log_rest = np.log1p(-pi)
-        zero = st.n0 * np.logaddexp(np.log(pi), log_rest - lam) if st.n0 else 0.0
-        pos = st.n_pos * (log_rest - lam) if st.n_pos else 0.0
-        return float(zero + pos + st.total * np.log(lam) - st.log_fact)
+        gate_logits = torch.tensor(np.log(pi) - np.log1p(-pi), dtype=torch.float64)
+        log_rate = torch.tensor(np.log(lam), dtype=torch.float64)
+    per_obs = torch.tensor([st.n0, st.total, st.log_fact], dtype=torch.float64) / st.n
+    return float(-st.n * closed_form(gate_logits, log_rate, per_obs.unbind())[0])
 
 
 def loglik(hist: Histogram, pi: float, lam: float) -> float:
@@ -160,11 +164,8 @@ def vuong_tests(hist: Histogram, zip_fit: ZipMLE) -> dict[str, Test]:
     if zip_fit.boundary or n < 2:
         nan = Test(float("nan"), float("nan"))
         return {"raw": nan, "aic": nan, "bic": nan}
-    pi, lam, lam_p = zip_fit.pi, zip_fit.lam, hist.mean
-    y = hist.values.astype(float)
-    # log y! cancels; the zero row compares log p0 with -lam_p.
-    m = np.log1p(-pi) - lam + y * np.log(lam) - (y * np.log(lam_p) - lam_p)
-    m = np.where(y == 0, np.logaddexp(np.log(pi), np.log1p(-pi) - lam) + lam_p, m)
+    y = hist.values
+    m = zip_log_pmf(y, zip_fit.pi, zip_fit.lam) - zip_log_pmf(y, 0.0, hist.mean)
     f = hist.freqs.astype(float)
     mean = float(np.dot(m, f) / n)
     sd = float(np.sqrt(np.dot(f, (m - mean) ** 2) / (n - 1)))
@@ -337,8 +338,7 @@ def frequency_table(
     n = hist.n
 
     def expected(gate, rate):
-        pmf = stats.poisson.pmf(counts[:-1], rate) * (1 - gate)
-        pmf[0] += gate
+        pmf = np.exp(zip_log_pmf(counts[:-1], gate, rate))
         return n * np.append(pmf, (1 - gate) * stats.poisson.sf(tail - 1, rate))
 
     return FrequencyTable(counts, observed, expected(pi, lam), expected(0.0, lam_poisson))

@@ -5,14 +5,15 @@ zeros). As a Bernoulli(zero) times a zero-truncated Poisson the score equations 
 lam / (1 - e^{-lam}) = c (the mean of the positive counts) and
 1 - pi = (share of positives) / (1 - e^{-lam}).
 When c <= 1 or that pi is negative the maximum is on the boundary pi = 0, lam = mean.
-Core layer (DESIGN.md section 2): numpy/scipy only, no I/O, no module state.
+Core layer (DESIGN.md section 2): numpy/scipy (and the core's ZIP log-pmf), no I/O, no state.
 """
 
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import gammaln, lambertw, xlogy
+from scipy.special import lambertw
 
+from pipeline.distributions import zip_log_pmf
 from pipeline.errors import NotIdentifiableError
 from pipeline.histogram import Histogram
 
@@ -182,8 +183,8 @@ def fisher_information(pi, lam, *, scale: str = "natural") -> np.ndarray:
 def zip_nll_grid(hist: Histogram, pi, lam) -> np.ndarray:
     """Mean ZIP negative log-likelihood per observation over broadcast arrays of parameters.
 
-    Computed in log space: log p(0) = logaddexp(log pi, log(1 - pi) - lam), so pi = 0, pi = 1
-    and large lam stay finite where the likelihood is positive (+inf where it is zero).
+    Evaluates the one stable log-pmf (`distributions.zip_log_pmf`), so pi = 0, pi = 1 and
+    large lam stay finite where the likelihood is positive (+inf where it is zero).
 
     Args:
         hist: histogram of the counts (n > 0).
@@ -196,12 +197,7 @@ def zip_nll_grid(hist: Histogram, pi, lam) -> np.ndarray:
     if hist.n == 0:
         raise ValueError("the histogram is empty")
     pi, lam = np.broadcast_arrays(np.asarray(pi, dtype=float), np.asarray(lam, dtype=float))
-    pi, lam = pi[..., None], lam[..., None]
-    values = hist.values.astype(float)
-    with np.errstate(divide="ignore"):
-        log_pos = np.log1p(-pi) + xlogy(values, lam) - lam - gammaln(values + 1)
-        log_zero = np.logaddexp(np.log(pi), np.log1p(-pi) - lam)
-    log_p = np.where(values == 0, log_zero, log_pos)
+    log_p = zip_log_pmf(hist.values, pi[..., None], lam[..., None])
     return -(log_p @ hist.freqs.astype(float)) / hist.n
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy.special import gammaln, xlogy
 
+from pipeline.distributions import zip_log_pmf
 from pipeline.histogram import Histogram
 
 _MAX_GRID = 2000  # pmf points drawn per curve; wider supports are sampled, not enumerated
@@ -37,7 +37,7 @@ def figure(width: float = 6.0, height: float = 4.0, dpi: int = 100):
 
 
 def zip_pmf(values, pi: float, lam: float) -> np.ndarray:
-    """Zero-inflated Poisson probabilities of integer `values`, computed in log space.
+    """Zero-inflated Poisson probabilities of integer `values` (`distributions.zip_log_pmf`).
 
     Args:
         values: array-like of non-negative integers.
@@ -47,12 +47,7 @@ def zip_pmf(values, pi: float, lam: float) -> np.ndarray:
     Returns:
         Array of P(Y = value), same shape as `values`.
     """
-    y = np.asarray(values, dtype=float)
-    with np.errstate(divide="ignore"):
-        log_rest = np.log1p(-pi)  # -inf at pi = 1: every positive count has probability 0
-        log_zero = np.logaddexp(np.log(pi), log_rest - lam)
-        log_pos = log_rest + xlogy(y, lam) - lam - gammaln(y + 1)
-    return np.exp(np.where(y == 0, log_zero, log_pos))
+    return np.exp(zip_log_pmf(values, pi, lam))
 
 
 def pmf_grid(hist: Histogram, curves: Mapping[str, tuple[float, float]]) -> np.ndarray:
