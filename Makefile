@@ -15,8 +15,8 @@ DASHBOARD_PORT ?= 8080
 export ZIP_INVOCATION := $(shell date -u +%Y%m%dT%H%M%S)-$(shell od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 
 # The modules each stage imports (checked against the import graph by tests/test_makefile.py).
-GENERATE_MODULES := __init__ cli config datasets distributions errors files generate histogram interrupts mle plots simulate tracking
-SWEEP_MODULES := __init__ blog_table cli config datasets distributions errors files fit_logging fit_plots fitting histogram interrupts likelihood mle optim plots recovery sweep sweep_objective sweep_report sweep_study sweep_trial tracking
+GENERATE_MODULES := __init__ cli config datasets distributions errors files generate histogram interrupts mle plots seeds simulate tracking
+SWEEP_MODULES := __init__ blog_table cli config datasets distributions errors files fit_logging fit_plots fitting histogram interrupts likelihood mle optim plots recovery seeds sweep sweep_objective sweep_report sweep_study sweep_trial tracking
 AGGREGATE_MODULES := __init__ aggregate cli config distributions errors files histogram interrupts mle reach recovery report_md report_plots tracking
 src = $(addprefix pipeline/,$(addsuffix .py,$(1)))
 WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS),)

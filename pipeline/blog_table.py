@@ -16,12 +16,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from pipeline import seeds
 from pipeline.histogram import Histogram
 from pipeline.recovery import best_lr, optimisation_table
 
 BLOG_COLUMNS = ("err", "mixture", "lambda", "mixture_init", "lambda_init")
-# Stream tag for the blog's starts: independent of the sweep's init streams.
-_BLOG_STREAM = 0xB106
 _TINY = 1e-12  # U(0, 1) can return 0.0; the engine needs pi0, lambda0 strictly inside
 
 
@@ -31,7 +30,7 @@ def blog_inits(
     init_pi: tuple[float, float] = (0.0, 1.0),
     init_lambda: tuple[float, float] = (0.0, 10.0),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The blog's random starts, drawn from a stream seeded by `seed`.
+    """The blog's random starts, drawn from stream `blog` of the seed tree (`seeds`).
 
     Args:
         seed: the study's master seed (`params.seed`).
@@ -41,7 +40,7 @@ def blog_inits(
     Returns:
         (pi0, lambda0), float64 arrays of length `inits`, pi0 in (0, 1), lambda0 > 0.
     """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_BLOG_STREAM,)))
+    rng = seeds.generator(seed, "blog")
     pi0 = np.clip(rng.uniform(*init_pi, size=inits), _TINY, 1 - _TINY)
     lam0 = np.maximum(rng.uniform(*init_lambda, size=inits), _TINY)
     return pi0, lam0

@@ -19,13 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, interrupts
+from pipeline import config, interrupts, seeds
 from pipeline.cli import parser, progress, quiet_libraries, run
 from pipeline.count_io import read_counts
 from pipeline.errors import NotIdentifiableError, UserError
 from pipeline.histogram import Histogram
-
-_SEED_STREAM = 4  # this stage's stream of params.seed: its inits are independent of the sweep's
 
 
 def descend(hist: Histogram, params: config.Params, rng: np.random.Generator):
@@ -124,7 +122,7 @@ def analyse(args) -> dict:
                         "zero, so pi and lambda are not identifiable") from None  # fmt: skip
     report = {"file": str(args.file), "column": args.column, "where": args.where,
               "rows": counts.rows, **report}  # fmt: skip
-    rng = np.random.default_rng([params.seed, _SEED_STREAM])
+    rng = seeds.generator(params.seed, "fit_counts")
     result, best = descend(counts.hist, params, rng)
     report["gradient_descent"] = descent_summary(result, best, report, params.fit_counts)
     text = render(report)

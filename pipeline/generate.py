@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import config, datasets, files, interrupts, simulate
+from pipeline import config, datasets, files, interrupts, seeds, simulate
 from pipeline.cli import parser, progress, quiet_libraries, run
 from pipeline.errors import NotIdentifiableError, UserError
 from pipeline.histogram import Histogram
@@ -52,7 +52,7 @@ def summary_row(scenario: config.Scenario, replicate: int, seq, hist: Histogram)
     row = {
         "scenario": scenario.name,
         "replicate": replicate,
-        "seed": simulate.seed_label(seq),
+        "seed": seeds.label(seq),
         "n": hist.n,
         "pi_true": scenario.pi,
         "lambda_true": scenario.lam,
@@ -102,7 +102,7 @@ def generate(params: config.Params, workdir: Path, chunk: int = simulate.CHUNK):
     try:
         for scenario in data.scenarios:
             for rep in range(data.replicates):
-                seq = simulate.seed_sequence(params.seed, scenario.name, rep)
+                seq = seeds.stream(params.seed, "data", seeds.name_key(scenario.name), rep)
                 file = layout.dataset(scenario.name, rep)
                 chunks = simulate.sample_chunks(seq, scenario.pi, scenario.lam, data.n, chunk)
                 hists[(scenario.name, rep)] = hist = datasets.write_dataset(file, chunks, stamp)

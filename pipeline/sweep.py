@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import config, datasets, files, interrupts
+from pipeline import config, datasets, files, interrupts, seeds
 from pipeline.cli import parser, progress, quiet_libraries, run
 from pipeline.errors import UserError
 
@@ -77,8 +77,9 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
     logger = FitLogger(tracker, params.tracking.experiment, workdir, processes)
     logger.start()
     # Resumed or parallel TPE workers must not replay the same seeded suggestions.
-    probe = load_study(storage, plan.study, cfg, params.seed)
-    seed = params.seed + 1_000_003 * plan.worker + len(probe.get_trials(deepcopy=False))
+    probe = load_study(storage, plan.study, cfg, seeds.sampler_seed(params.seed))
+    trials = len(probe.get_trials(deepcopy=False))
+    seed = seeds.sampler_seed(params.seed, plan.worker, trials)
     study = load_study(storage, plan.study, cfg, seed)
     setup = TrialSetup(params, cfg, problem, tracker, logger, plan.stage_run, plan.study,
                        plan.stage, layout, stamp, on_fits)  # fmt: skip

@@ -15,7 +15,6 @@ errors) are recorded beside it.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from pipeline import seeds
 from pipeline.histogram import Histogram
 
 PARTS = (
@@ -37,18 +37,17 @@ PARTS = (
 
 
 def init_seed(seed: int, scenario: str, replicate: int) -> int:
-    """The seed of one dataset's random starts, derived from the master seed by name.
+    """The seed of one dataset's random starts: stream `inits` of the seed tree as an integer.
 
     Args:
         seed: `params.seed`.
         scenario, replicate: the dataset.
 
     Returns:
-        A 63-bit integer; `numpy.random.default_rng(it)` redraws the inits (`draw_inits`).
+        A 63-bit integer (recorded per fit); `numpy.random.default_rng(it)` redraws the inits
+        (`draw_inits`).
     """
-    key = (zlib.crc32(b"inits"), zlib.crc32(scenario.encode()), replicate)
-    seq = np.random.SeedSequence(seed, spawn_key=key)
-    return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return seeds.integer(seeds.stream(seed, "inits", seeds.name_key(scenario), replicate))
 
 
 def draw_inits(

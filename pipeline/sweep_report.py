@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 from optuna.trial import TrialState
 
-from pipeline import config, datasets, files
+from pipeline import config, datasets, files, seeds
 from pipeline.blog_table import blog_fits
 from pipeline.errors import UserError
 
@@ -60,7 +60,7 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
 
     cfg, _, study_name = params.study(stage)
     where = redact(where)
-    study = load_study(storage, study_name, cfg, params.seed, create=True)
+    study = load_study(storage, study_name, cfg, seeds.sampler_seed(params.seed), create=True)
     stale = fail_stale_trials(study)
     if cfg.sampler == "grid":
         enqueue_grid(study, cfg)

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from pipeline import datasets, files, simulate
+from pipeline import datasets, files, seeds, simulate
 from pipeline.files import File
 from pipeline.histogram import histogram
 
@@ -39,19 +39,10 @@ def _chi_square_p(y: np.ndarray, pi: float, lam: float) -> float:
     return float(stats.chisquare(observed, expected).pvalue)
 
 
-def test_streams_equal_spawned_children():
-    seq = simulate.seed_sequence(7, "blog", 3)
-    gate, count = simulate.streams(seq)
-    fresh = simulate.seed_sequence(7, "blog", 3).spawn(2)
-    assert gate.random() == np.random.default_rng(fresh[0]).random()
-    assert count.random() == np.random.default_rng(fresh[1]).random()
-    assert simulate.seed_label(seq).startswith("SeedSequence(entropy=7, spawn_key=(")
-
-
 @pytest.mark.parametrize("pi, lam", [(0.5, 5.0), (0.0, 0.3), (0.9, 40.0), (1.0, 2.0)])
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
 def test_chunked_equals_one_shot(pi, lam, chunk):
-    seq = simulate.seed_sequence(0, "x", 0)
+    seq = seeds.stream(0, "data", seeds.name_key("x"), 0)
     whole = np.concatenate(list(simulate.sample_chunks(seq, pi, lam, 5003, chunk=10**6)))
     parts = list(simulate.sample_chunks(seq, pi, lam, 5003, chunk=chunk))
     assert whole.dtype == np.int64 and whole.size == 5003
@@ -60,7 +51,7 @@ def test_chunked_equals_one_shot(pi, lam, chunk):
 
 
 def test_write_dataset_is_chunk_independent(tmp_path):
-    seq = simulate.seed_sequence(0, "x", 0)
+    seq = seeds.stream(0, "data", seeds.name_key("x"), 0)
     file_a, file_b = (File(tmp_path / name, "dataset") for name in ("a.parquet", "b.parquet"))
     one = datasets.write_dataset(file_a, simulate.sample_chunks(seq, 0.3, 2.0, 3000), "h")
     many = datasets.write_dataset(
@@ -75,7 +66,7 @@ def test_write_dataset_is_chunk_independent(tmp_path):
 
 @pytest.mark.parametrize("pi, lam", [(0.2, 3.0), (0.8, 3.0), (0.5, 0.5), (0.05, 30.0)])
 def test_sampled_law_is_zip(pi, lam):
-    seq = simulate.seed_sequence(0, f"gof-{pi}-{lam}", 0)
+    seq = seeds.stream(0, "data", seeds.name_key(f"gof-{pi}-{lam}"), 0)
     y = np.concatenate(list(simulate.sample_chunks(seq, pi, lam, 50_000)))
     assert _chi_square_p(y, pi, lam) > ALPHA
     # Power check: the same test rejects the gate-swapped law the blog's sampler produced.
@@ -86,7 +77,7 @@ def test_sampled_law_is_zip(pi, lam):
 def test_streams_differ_by_scenario_and_replicate():
     draws = {
         (name, rep): next(
-            simulate.sample_chunks(simulate.seed_sequence(0, name, rep), 0.5, 5.0, 50)
+            simulate.sample_chunks(seeds.stream(0, "data", seeds.name_key(name), rep), 0.5, 5.0, 50)
         )
         for name in ("a", "b")
         for rep in (0, 1)
@@ -95,8 +86,8 @@ def test_streams_differ_by_scenario_and_replicate():
 
 
 def test_gate_identities():
-    seq = simulate.seed_sequence(0, "x", 0)
+    seq = seeds.stream(0, "data", seeds.name_key("x"), 0)
     assert not next(simulate.sample_chunks(seq, 1.0, 5.0, 1000)).any()  # gate 1: all zeros
     # gate 0: the count stream alone, i.e. plain Poisson draws from the second child
-    plain = simulate.streams(seq)[1].poisson(5.0, 1000)
+    plain = seeds.children(seq, 2)[1].poisson(5.0, 1000)
     np.testing.assert_array_equal(next(simulate.sample_chunks(seq, 0.0, 5.0, 1000)), plain)
