@@ -15,9 +15,9 @@ DASHBOARD_PORT ?= 8080
 export ZIP_INVOCATION := $(shell date -u +%Y%m%dT%H%M%S)-$(shell od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 
 # The modules each stage imports (checked against the import graph by tests/test_makefile.py).
-GENERATE_MODULES := __init__ cli config datasets distributions errors files generate histogram interrupts mle plots seeds simulate tracking
-SWEEP_MODULES := __init__ blog_table cli config datasets distributions errors files fit_logging fit_plots fitting histogram interrupts likelihood mle optim plots recovery seeds sweep sweep_objective sweep_report sweep_study sweep_trial tracking
-AGGREGATE_MODULES := __init__ aggregate cli config distributions errors files histogram interrupts mle reach recovery report_md report_plots tracking
+GENERATE_MODULES := __init__ core/__init__ core/distributions core/errors core/histogram core/mle core/seeds core/simulate generate report/__init__ report/plots stages/__init__ stages/cli stages/config stages/generate store/__init__ store/datasets store/files tracking/__init__ tracking/interrupts tracking/runs
+SWEEP_MODULES := __init__ analysis/__init__ analysis/blog analysis/objective analysis/recovery core/__init__ core/distributions core/engine core/errors core/histogram core/likelihood core/mle core/optim core/seeds report/__init__ report/convergence report/plots stages/__init__ stages/cli stages/config stages/sweep stages/sweep_steps store/__init__ store/datasets store/files sweep tracking/__init__ tracking/fit_runs tracking/interrupts tracking/runs tracking/study tracking/trial
+AGGREGATE_MODULES := __init__ aggregate analysis/__init__ analysis/reach analysis/recovery core/__init__ core/distributions core/errors core/histogram core/mle report/__init__ report/figures report/markdown stages/__init__ stages/aggregate stages/cli stages/config store/__init__ store/files tracking/__init__ tracking/interrupts tracking/runs
 src = $(addprefix pipeline/,$(addsuffix .py,$(1)))
 WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS),)
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.cli import quiet_libraries  # noqa: E402
-from pipeline.histogram import histogram  # noqa: E402
+from pipeline.core.histogram import histogram  # noqa: E402
+from pipeline.stages.cli import quiet_libraries  # noqa: E402
 
 
 def make_trial(replicates: int, inits: int):
@@ -40,9 +40,10 @@ def make_trial(replicates: int, inits: int):
     import numpy as np
     import polars as pl
 
-    from pipeline import config, mle
-    from pipeline.fitting import fit_zip  # noqa: F401 (imported here to time torch apart)
-    from pipeline.sweep_objective import build_problem, fit_rows, run_fits
+    from pipeline.analysis.objective import build_problem, fit_rows, run_fits
+    from pipeline.core import mle
+    from pipeline.core.engine import fit_zip  # noqa: F401 (imported here to time torch apart)
+    from pipeline.stages import config
 
     params = config.load(Path(__file__).resolve().parent.parent / "params.yaml")
     rows, hists = [], {}
@@ -84,14 +85,14 @@ def make_trial(replicates: int, inits: int):
 
 
 def fresh_tracker(folder: Path):
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.runs import Tracker
 
     return Tracker("bench", root=folder)  # a new folder each time: MLflow caches stores by URI
 
 
 def time_serial_calls(tracker, payloads, parent) -> dict[str, float]:
     """Milliseconds per fit run spent in each step of the serial path."""
-    from pipeline.fit_plots import ConvergencePlot
+    from pipeline.report.convergence import ConvergencePlot
 
     plot, png = ConvergencePlot(), Path(tempfile.mkdtemp()) / "convergence.png"
     spent = dict.fromkeys(("render", "create_run", "log_batch", "log_artifact", "terminate"), 0.0)
@@ -113,7 +114,7 @@ def time_serial_calls(tracker, payloads, parent) -> dict[str, float]:
 
 
 def runs_per_second(folder: Path, payloads, processes: int) -> float:
-    from pipeline.fit_logging import FitLogger
+    from pipeline.tracking.fit_runs import FitLogger
 
     tracker = fresh_tracker(folder)
     parent = tracker.start("trial", "trial")
@@ -135,7 +136,7 @@ def main() -> None:
     p.add_argument("--inits", type=int, default=5)
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args()
-    from pipeline.fit_logging import fit_payloads
+    from pipeline.tracking.fit_runs import fit_payloads
 
     params, table, result, fit_seconds = make_trial(args.replicates, args.inits)
     start = time.perf_counter()

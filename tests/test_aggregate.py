@@ -1,7 +1,7 @@
 """The aggregate stage on tiny params: generate → sweep → aggregate run in-process in tmp dirs.
 
 The stage's numbers are checked against a direct numpy computation from the sweep's per-fit
-table (`data/fits.parquet`), not against `pipeline.recovery` itself; the whole chain is run
+table (`data/fits.parquet`), not against `pipeline.analysis.recovery` itself; the whole chain is run
 twice from scratch to check that `reports/recovery.parquet` is byte-identical.
 """
 
@@ -17,9 +17,10 @@ import pytest
 import yaml
 from conftest import TINY, merge
 
-from pipeline import aggregate, files, generate, sweep
-from pipeline.errors import UserError
-from pipeline.files import Layout
+from pipeline.core.errors import UserError
+from pipeline.stages import aggregate, generate, sweep
+from pipeline.store import files
+from pipeline.store.files import Layout
 
 # 2 scenarios × 3 replicates × 3 inits at three learning rates: at 300 steps lr 0.1 and 3 give
 # a mix of converged and max_steps fits, lr 30 diverges in most fits (checked on these seeds).
@@ -161,7 +162,7 @@ def test_statistics_match_a_direct_numpy_computation(chain):
 
 
 def test_objective_per_trial_is_the_fit_weighted_mean_over_scenarios(chain):
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.runs import Tracker
 
     _, recovery, _ = fits_and_reports(chain)
     tracker = Tracker(TINY["tracking"]["experiment"], root=chain)
@@ -188,7 +189,7 @@ def test_outputs_stage_run_and_blog_table(chain):
     assert "data/histories.parquet" in text
     figures = sorted(p.name for p in layout.figures.glob("*.png"))
     assert set(aggregate.FIGURES) <= set(figures) and aggregate.REACH_FIGURE in figures
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.runs import Tracker
 
     tracker = Tracker(TINY["tracking"]["experiment"], root=chain)
     (run,) = tracker.search("tags.`zip.stage` = 'aggregate'")
@@ -200,7 +201,7 @@ def test_outputs_stage_run_and_blog_table(chain):
 def test_mlflow_is_a_sink_holding_the_parquet_numbers(chain):
     """Every fit of data/fits.parquet is one FINISHED fit run with the same outcome, and its
     logged `nll` history is the parquet history thinned (MLflow is written, never read)."""
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.runs import Tracker
 
     fits = pl.read_parquet(chain / "data" / "fits.parquet")
     histories = pl.read_parquet(chain / "data" / "histories.parquet")
@@ -239,7 +240,7 @@ def test_report_is_the_same_without_fit_tracking(chain, tmp_path):
 
 
 def test_missing_or_stale_inputs_are_one_line_errors(chain, tmp_path):
-    from pipeline import config
+    from pipeline.stages import config
 
     params = config.load(chain / "params.yaml")
     with pytest.raises(UserError, match="summary.parquet: missing"):

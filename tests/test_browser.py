@@ -1,6 +1,7 @@
 """The MLflow UI serves the study: runs in the table and a fit's convergence.png.
 
-Starts `make ui`'s server (pipeline.ui) on a free loopback port over a tiny study and loads the
+Starts `make ui`'s server (pipeline.stages.ui) on a free loopback port over a tiny study and
+loads the
 experiment page in headless Chromium (Debian's package; never a browser download). Skipped
 when Chromium is absent; `.ci/run` installs it. Run by hand (not in CI), it also saves a
 screenshot to reports/mlflow-ui.png for the README.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ui import experiment_url, server_command, server_env
+from pipeline.stages.ui import experiment_url, server_command, server_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import config
-from pipeline.config import ConfigError
+from pipeline.stages import config
+from pipeline.stages.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -29,7 +29,7 @@ BAD = [
     ),
     ("unknown-sweep", {"sweep": {"learning_rate": 0.1}}, "sweep.learning_rate", "0.1"),
     ("unknown-blog", {"blog": {"epochs": 5}}, "blog.epochs", "5"),
-    ("moved-report-blog", {"report": {"blog": {"lr": 1.0}}}, "report.blog", "top-level"),
+    ("moved-report-blog", {"report": {"blog": {"lr": 1.0}}}, "report.blog", "{'lr': 1.0}"),
     ("type-seed", {"seed": 1.5}, "seed", "1.5"),
     ("type-n-str", {"data": {"n": "many"}}, "data.n", "'many'"),
     ("type-n-fraction", {"data": {"n": 2.5}}, "data.n", "2.5"),

@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline import datasets, files
-from pipeline.errors import UserError
-from pipeline.files import Layout
-from pipeline.histogram import Histogram
+from pipeline.core.errors import UserError
+from pipeline.core.histogram import Histogram
+from pipeline.store import datasets, files
+from pipeline.store.files import Layout
 
 HASH = "0123456789abcdef"
 

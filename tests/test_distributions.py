@@ -1,4 +1,4 @@
-"""Tests for pipeline.distributions against mpmath, scipy, torch's Poisson and sampling."""
+"""Tests for pipeline.core.distributions against mpmath, scipy, torch's Poisson and sampling."""
 
 import mpmath
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from pipeline.distributions import ZeroInflatedPoisson, zip_log_prob, zip_mixture
+from pipeline.core.distributions import ZeroInflatedPoisson, zip_log_prob, zip_mixture
 
 GATES = [0.0, 1e-12, 0.2, 0.5, 0.8, 1 - 1e-12, 1.0]
 RATES = [1e-10, 1e-3, 0.5, 5.0, 100.0, 1e4]

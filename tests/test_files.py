@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipeline import files
-from pipeline.errors import UserError
-from pipeline.files import File, Layout
+from pipeline.core.errors import UserError
+from pipeline.store import files
+from pipeline.store.files import File, Layout
 
 HASH = "0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,10 +16,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline import count_io, mle
-from pipeline.cli import ROOT
-from pipeline.errors import UserError
-from pipeline.histogram import histogram
+from pipeline.core import mle
+from pipeline.core.errors import UserError
+from pipeline.core.histogram import histogram
+from pipeline.stages.cli import ROOT
+from pipeline.store import count_file as count_io
 
 EXAMPLE = ROOT / "examples" / "fish_caught.csv"
 
@@ -84,8 +85,8 @@ def test_read_counts_names_the_first_bad_row(tmp_path):
 def test_descent_matches_exact_mle(write_params, tmp_path):
     """Converged descent stops at |gradient| < grad_tol = 1e-6 in (logit pi, log lambda), so
     its error is about I^-1 g <= (n SE^2) 1e-6, i.e. ~1e-4 SE at n = 10,000: 0.01 SE is ample."""
-    from pipeline import config
-    from pipeline.fit_counts import descend
+    from pipeline.stages import config
+    from pipeline.stages.fit_counts import descend
 
     params = config.load(write_params({"fit_counts": {"inits": 4, "max_steps": 3000}}))
     hist = histogram(zip_sample(0.5, 5.0, 10_000, 0))
@@ -123,7 +124,7 @@ def test_json_is_one_object_of_numbers_matching_the_exact_mle(write_params, tmp_
 
 def run_main(args, capsys) -> str:
     """`fit_counts.main` in this process (no second torch/MLflow import); returns stdout."""
-    from pipeline import fit_counts as stage
+    from pipeline.stages import fit_counts as stage
 
     assert stage.main([str(a) for a in args]) == 0
     return capsys.readouterr().out
@@ -193,7 +194,7 @@ def test_example_run_logs_one_mlflow_run(tiny_params, tmp_path, isolated_mlflow,
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.rootogram.convergence_figure", interrupt)
+    monkeypatch.setattr("pipeline.report.rootogram.convergence_figure", interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_main(args, capsys)
     runs = client.search_runs([exp.experiment_id], "tags.`zip.stage` = 'fit_counts'")

@@ -1,4 +1,4 @@
-"""Tests of the batched gradient-descent engine (`pipeline.fitting`, `likelihood`, `optim`).
+"""Tests of the batched gradient-descent engine (`pipeline.core.engine`, `likelihood`, `optim`).
 
 References are independent of the engine: the closed-form exact MLE (`mle.exact_mle`), autograd
 through `zip_log_prob` / `zip_mixture` over raw samples, and `torch.optim` run by hand.
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import likelihood, optim
-from pipeline.fitting import (
+from pipeline.core import likelihood, optim
+from pipeline.core.engine import (
     MODELS,
     ChunkReport,
     fit_zip,
@@ -17,8 +17,8 @@ from pipeline.fitting import (
     nll_per_sample,
     stack_histograms,
 )
-from pipeline.histogram import histogram
-from pipeline.mle import exact_mle
+from pipeline.core.histogram import histogram
+from pipeline.core.mle import exact_mle
 
 N = 10_000
 # (name, pi, lambda, data seed). Seed 4 of the Poisson case puts the MLE on the boundary pi = 0.

@@ -17,12 +17,13 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from pipeline import config, datasets, files, generate
-from pipeline.errors import UserError
-from pipeline.files import Layout
-from pipeline.histogram import histogram
-from pipeline.mle import exact_mle
-from pipeline.plots import zip_pmf
+from pipeline.core.errors import UserError
+from pipeline.core.histogram import histogram
+from pipeline.core.mle import exact_mle
+from pipeline.report.plots import zip_pmf
+from pipeline.stages import config, generate
+from pipeline.store import datasets, files
+from pipeline.store.files import Layout
 
 
 def _files(workdir) -> dict[str, bytes]:
@@ -41,7 +42,7 @@ def test_zip_pmf_matches_scipy_mixture(pi, lam):
 def test_pmf_vs_histogram_draws_bars_and_finite_curves():
     import matplotlib.pyplot as plt
 
-    from pipeline.plots import figure, pmf_vs_histogram
+    from pipeline.report.plots import figure, pmf_vs_histogram
 
     before = plt.get_fignums()
     fig, ax = figure()

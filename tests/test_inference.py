@@ -1,4 +1,4 @@
-"""Tests of `pipeline.inference`: fits, tests and intervals against independent references.
+"""Tests of `pipeline.core.inference`: fits, tests and intervals against independent references.
 
 References: statsmodels' ZeroInflatedPoisson (point estimates, log-likelihood, AIC/BIC), brute
 force (expected information by summing over counts, profiles by grid search, Vuong by looping
@@ -15,9 +15,9 @@ import pytest
 from scipy import optimize, stats
 from scipy.special import expit, gammaln
 
-from pipeline import inference as inf
-from pipeline import mle
-from pipeline.histogram import histogram, histogram_from_bincount
+from pipeline.core import inference as inf
+from pipeline.core import mle
+from pipeline.core.histogram import histogram, histogram_from_bincount
 
 
 def simulate(pi: float, lam: float, n: int, seed: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests for pipeline.mle: exact ZIP MLE, Fisher information and histograms.
+"""Tests for pipeline.core.mle: exact ZIP MLE, Fisher information and histograms.
 
 Independent references: DESIGN.md reference numbers, statsmodels point estimates, a numerical
 optimiser, mpmath at 50 digits near the branch point, and torch autograd Hessians (torch is
@@ -15,9 +15,9 @@ import scipy.stats
 import torch
 from scipy.special import expit, lambertw, logit
 
-from pipeline.errors import NotIdentifiableError
-from pipeline.histogram import Histogram, histogram, histogram_from_bincount, merge_histograms
-from pipeline.mle import exact_mle, fisher_information, poisson_mle, zip_nll, zip_nll_grid
+from pipeline.core.errors import NotIdentifiableError
+from pipeline.core.histogram import Histogram, histogram, histogram_from_bincount, merge_histograms
+from pipeline.core.mle import exact_mle, fisher_information, poisson_mle, zip_nll, zip_nll_grid
 
 SCENARIOS = [(0.5, 5.0), (0.3, 0.5), (0.9, 3.0), (0.02, 8.0), (0.2, 1.0)]
 

@@ -1,5 +1,5 @@
-"""Unit tests of `pipeline.recovery` on small hand-made tables with answers worked out by hand,
-and of `pipeline.blog_table` at the blog's default settings."""
+"""Unit tests of `pipeline.analysis.recovery` on small hand-made tables with answers worked out
+by hand, and of `pipeline.analysis.blog` at the blog's default settings."""
 
 import math
 
@@ -7,12 +7,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline import recovery
-from pipeline.blog_table import BLOG_COLUMNS, blog_inits, blog_table
-from pipeline.config import BlogConfig, FitConfig
-from pipeline.histogram import histogram
-from pipeline.mle import exact_mle
-from pipeline.report_md import with_mle_row
+from pipeline.analysis import recovery
+from pipeline.analysis.blog import BLOG_COLUMNS, blog_inits, blog_table
+from pipeline.core.histogram import histogram
+from pipeline.core.mle import exact_mle
+from pipeline.report.markdown import with_mle_row
+from pipeline.stages.config import BlogConfig, FitConfig
 
 SE_PI, SE_LAM = 0.01, 0.05
 
@@ -205,7 +205,7 @@ def test_blog_table_has_the_blogs_columns_and_ten_rows():
 
 
 def test_findings_and_best_lr_follow_the_numbers():
-    from pipeline import report_md
+    from pipeline.report import markdown as report_md
 
     fits, summary = fits_frame(), summary_frame()
     table = recovery.optimisation_table(fits, diverged_penalty=1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import seeds
+from pipeline.core import seeds
 
 
 def test_stream_is_the_documented_seed_sequence():

@@ -7,9 +7,10 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from pipeline import datasets, files, seeds, simulate
-from pipeline.files import File
-from pipeline.histogram import histogram
+from pipeline.core import seeds, simulate
+from pipeline.core.histogram import histogram
+from pipeline.store import datasets, files
+from pipeline.store.files import File
 
 ALPHA = 1e-3  # false-alarm rate of each goodness-of-fit test (fixed seeds: deterministic)
 

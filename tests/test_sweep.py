@@ -1,7 +1,7 @@
 """The sweep stage in-process on tiny params: runs in the store, fits table, determinism,
 pruning, divergence, bad storage.
 
-The datasets are generated once per module (`pipeline.generate`) and copied into each test's
+The datasets are generated once per module (`pipeline.stages.generate`) and copied into each test's
 workdir together with a freshly migrated, empty MLflow store (migrating one costs ~3 s).
 """
 
@@ -20,9 +20,10 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from pipeline import cli, config, files, generate, sweep
-from pipeline.errors import UserError
-from pipeline.files import Layout
+from pipeline.core.errors import UserError
+from pipeline.stages import cli, config, generate, sweep
+from pipeline.store import files
+from pipeline.store.files import Layout
 
 FIT_COLUMNS = (
     "study trial optimizer lr scenario replicate init data_seed init_seed pi_true lambda_true "
@@ -224,7 +225,7 @@ def test_fit_histories_keep_the_final_step(stage):
 
 
 def test_dashboard_serves_the_sweeps_storage(tmp_path, tiny_params, monkeypatch):
-    from pipeline import dashboard
+    from pipeline.stages import dashboard
 
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
     params = config.load(tiny_params)

@@ -6,10 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline import config
-from pipeline.histogram import histogram
-from pipeline.mle import exact_mle
-from pipeline.sweep_objective import (
+from pipeline.analysis.objective import (
     build_problem,
     draw_inits,
     fit_rows,
@@ -18,6 +15,9 @@ from pipeline.sweep_objective import (
     objective_value,
     run_fits,
 )
+from pipeline.core.histogram import histogram
+from pipeline.core.mle import exact_mle
+from pipeline.stages import config
 
 
 def test_init_seeds_differ_per_dataset_and_redraw_the_same_inits():
@@ -98,7 +98,7 @@ def test_signals_stop_at_safe_points_and_a_repeat_stops_at_once():
     import os
     import signal
 
-    from pipeline import interrupts
+    from pipeline.tracking import interrupts
 
     before = signal.getsignal(signal.SIGTERM)
     restore = interrupts.install()

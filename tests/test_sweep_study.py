@@ -7,8 +7,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from pipeline import config
-from pipeline.sweep_study import (
+from pipeline.stages import config
+from pipeline.tracking.study import (
     DONE,
     enqueue_grid,
     fail_stale_trials,

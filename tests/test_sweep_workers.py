@@ -18,7 +18,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from pipeline import config, generate
+from pipeline.stages import config, generate
 
 GRID = [0.03, 0.1, 0.3, 1.0]
 

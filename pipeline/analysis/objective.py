@@ -22,8 +22,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline import seeds
-from pipeline.histogram import Histogram
+from pipeline.core import seeds
+from pipeline.core.histogram import Histogram
 
 PARTS = (
     "share_converged",
@@ -107,7 +107,7 @@ def build_problem(summary: pl.DataFrame, hists: dict, seed: int, cfg, device: st
     Returns:
         The `Problem`.
     """
-    from pipeline.fitting import stack_histograms
+    from pipeline.core.engine import stack_histograms
 
     keep = summary.filter(pl.col("identifiable"))
     skipped = summary.filter(~pl.col("identifiable"))
@@ -254,7 +254,7 @@ def run_fits(problem: Problem, fit_cfg, lr: float, optimizer: str,
     Returns:
         The engine's `FitResult`.
     """
-    from pipeline.fitting import fit_zip
+    from pipeline.core.engine import fit_zip
 
     mle_nll = problem.fits["mle_nll"].to_numpy()
 

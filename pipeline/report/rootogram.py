@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.inference import FrequencyTable
-from pipeline.plots import figure
+from pipeline.core.inference import FrequencyTable
+from pipeline.report.plots import figure
 
 if TYPE_CHECKING:  # torch is imported only where the engine runs
-    from pipeline.fitting import FitResult
+    from pipeline.core.engine import FitResult
 
 
 def _labels(counts: np.ndarray) -> list[str]:

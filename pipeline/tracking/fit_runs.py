@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import interrupts
-from pipeline.tracking import Tracker, thin
+from pipeline.tracking import interrupts
+from pipeline.tracking.runs import Tracker, thin
 
 _WORKER: dict = {}  # state of a logger process (its own Tracker, figure and temp folder)
 
@@ -112,7 +112,7 @@ def _log_fits(tracker: Tracker, plot, folder: Path, payloads: Sequence[Mapping],
 def _init_worker(experiment: str, root: str, folder: str) -> None:
     import os
 
-    from pipeline.cli import quiet_libraries
+    from pipeline.stages.cli import quiet_libraries
 
     quiet_libraries()
     # Ctrl-C reaches the whole process group: the parent decides, and terminates us (SIGTERM),
@@ -129,7 +129,7 @@ def _log_chunk(task: tuple[list[dict], str]) -> list[str]:
     payloads, parent = task
     tracker = _WORKER["tracker"]
     if _WORKER["plot"] is None and any(p["plot"] is not None for p in payloads):
-        from pipeline.fit_plots import ConvergencePlot
+        from pipeline.report.convergence import ConvergencePlot
 
         _WORKER["plot"] = ConvergencePlot()
     _WORKER["busy"] = True
@@ -187,7 +187,7 @@ class FitLogger:
 
     def _log_here(self, payloads, parent) -> list[str]:
         if self._plot is None and any(p["plot"] is not None for p in payloads):
-            from pipeline.fit_plots import ConvergencePlot
+            from pipeline.report.convergence import ConvergencePlot
 
             self._plot = ConvergencePlot()
         return _log_fits(self.tracker, self._plot, self._temp(), payloads, parent)
@@ -236,7 +236,7 @@ def log_study(tracker: Tracker, run_id: str, study, table: Path | None) -> None:
     """
     from optuna.trial import TrialState
 
-    from pipeline.fit_plots import close_figures, study_figures
+    from pipeline.report.convergence import close_figures, study_figures
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))

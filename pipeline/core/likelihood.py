@@ -24,7 +24,7 @@ Pure torch: no I/O, no module state.
 import torch
 import torch.nn.functional as F
 
-from pipeline.distributions import zip_log_prob, zip_mixture
+from pipeline.core.distributions import zip_log_prob, zip_mixture
 
 MODELS = ("zip", "zip_autograd", "mixture")
 

@@ -1,7 +1,8 @@
 """What every stage's entry point shares: one-line user errors, quiet libraries, progress bars.
 
-Nothing here runs at import: stages call `quiet_libraries()` and `run(main)` from their
-`__main__` guard, so importing a stage in a test changes no global state.
+Nothing here runs at import: the entry modules (`python -m pipeline.<stage>`) call
+`run(main)`, which quiets the libraries first, so importing a stage in a test changes no
+global state.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.store.files import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = ROOT / "params.yaml"
 
 EXIT_USER_ERROR = 2
@@ -81,6 +82,7 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     Returns:
         Never: exits the process with 0, 2 (user error) or 130 (interrupted).
     """
+    quiet_libraries()
     try:
         code = main(argv)
     except UserError as err:

@@ -11,7 +11,7 @@ import math
 
 import polars as pl
 
-from pipeline.recovery import best_lr
+from pipeline.analysis.recovery import best_lr
 
 _POOR = 0.5  # "converges at the MLE in only ..." below this share of fits
 

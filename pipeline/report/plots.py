@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pipeline.distributions import zip_log_pmf
-from pipeline.histogram import Histogram
+from pipeline.core.distributions import zip_log_pmf
+from pipeline.core.histogram import Histogram
 
 _MAX_GRID = 2000  # pmf points drawn per curve; wider supports are sampled, not enumerated
 

@@ -27,10 +27,10 @@ import torch
 from scipy import optimize, stats
 from scipy.special import gammaln
 
-from pipeline.distributions import zip_log_pmf
-from pipeline.histogram import Histogram
-from pipeline.likelihood import closed_form
-from pipeline.mle import ZipMLE
+from pipeline.core.distributions import zip_log_pmf
+from pipeline.core.histogram import Histogram
+from pipeline.core.likelihood import closed_form
+from pipeline.core.mle import ZipMLE
 
 VUONG_CAVEAT = (
     "Poisson is ZIP with pi = 0, a point on the boundary of the ZIP parameter space, so the "

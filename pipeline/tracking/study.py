@@ -28,7 +28,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -247,7 +247,7 @@ def run_trials(study, cfg, objective: Callable, on_done: Callable | None = None)
         Whatever the objective raised other than pruning (the trial is told FAIL first),
         KeyboardInterrupt included.
     """
-    from pipeline import interrupts
+    from pipeline.tracking import interrupts
 
     ran = 0
     while True:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.histogram import Histogram
+from pipeline.core.histogram import Histogram
 
 GAP_RANGE = (1e-16, 1e3)  # NLL gap axis (nats per observation); gaps below are drawn at 1e-16
 
@@ -157,7 +157,7 @@ def pmf_figure(panels: Sequence[tuple[str, Histogram, Mapping[str, tuple[float, 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from pipeline.plots import pmf_vs_histogram
+    from pipeline.report.plots import pmf_vs_histogram
 
     cols = max(len(panels), 1)
     fig = Figure(figsize=(4.2 * cols, 3.6), dpi=80)

@@ -23,7 +23,7 @@ from statistics import NormalDist
 import numpy as np
 import polars as pl
 
-from pipeline.mle import fisher_information
+from pipeline.core.mle import fisher_information
 
 GROUP = ["scenario", "optimizer", "lr"]
 DATASET = ["scenario", "optimizer", "lr", "replicate"]

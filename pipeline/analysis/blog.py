@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipeline import seeds
-from pipeline.histogram import Histogram
-from pipeline.recovery import best_lr, optimisation_table
+from pipeline.analysis.recovery import best_lr, optimisation_table
+from pipeline.core import seeds
+from pipeline.core.histogram import Histogram
 
 BLOG_COLUMNS = ("err", "mixture", "lambda", "mixture_init", "lambda_init")
 _TINY = 1e-12  # U(0, 1) can return 0.0; the engine needs pi0, lambda0 strictly inside
@@ -74,7 +74,7 @@ def blog_table(
         `lambda_dev_se`), and with `tuned_lr` the same at our settings with suffix `_tuned`
         plus `steps_tuned`, `status_tuned` and `lr_tuned`.
     """
-    from pipeline.fitting import fit_zip, stack_histograms
+    from pipeline.core.engine import fit_zip, stack_histograms
 
     mle_pi, mle_lam = mle["mle_pi"], mle["mle_lambda"]
     se_pi, se_lam = mle["se_pi"], mle["se_lambda"]

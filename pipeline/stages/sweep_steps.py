@@ -15,9 +15,11 @@ from pathlib import Path
 import polars as pl
 from optuna.trial import TrialState
 
-from pipeline import config, datasets, files, seeds
-from pipeline.blog_table import blog_fits
-from pipeline.errors import UserError
+from pipeline.analysis.blog import blog_fits
+from pipeline.core import seeds
+from pipeline.core.errors import UserError
+from pipeline.stages import config
+from pipeline.store import datasets, files
 
 
 def check_datasets(workdir: Path, params) -> None:
@@ -48,7 +50,8 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
     Returns:
         (study, number of trials still to run).
     """
-    from pipeline.sweep_study import (
+    from pipeline.tracking.runs import flatten
+    from pipeline.tracking.study import (
         DONE,
         enqueue_grid,
         fail_stale_trials,
@@ -56,7 +59,6 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
         planned_trials,
         redact,
     )
-    from pipeline.tracking import flatten
 
     cfg, _, study_name = params.study(stage)
     where = redact(where)
@@ -132,7 +134,7 @@ def summary_table(study) -> pl.DataFrame:
 def finish_stage(tracker, run_id: str, study, params, stage: str, workdir: Path,
                  seconds: float) -> None:  # fmt: skip
     """Assemble the fits table, log the study to the stage run and print the summary."""
-    from pipeline.fit_logging import log_study
+    from pipeline.tracking.fit_runs import log_study
 
     table = assemble(study, files.Layout(workdir), stage, params)
     log_study(tracker, run_id, study, table.path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import files
+from pipeline.store import files
 
 _MARKERS = "os^vD"
 _ERR_FLOOR = 1e-4  # |error| / SE drawn no lower than this on log axes

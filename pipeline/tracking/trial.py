@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.sweep_objective import Problem, fit_histories, fit_rows, objective_parts, run_fits
-from pipeline.sweep_study import lr_range
+from pipeline.analysis.objective import Problem, fit_histories, fit_rows, objective_parts, run_fits
+from pipeline.tracking.study import lr_range
 
 
 @dataclass
@@ -67,9 +67,10 @@ def make_objective(setup: TrialSetup) -> Callable:
 
     import optuna
 
-    from pipeline import files, interrupts
-    from pipeline.fit_logging import fit_payloads
-    from pipeline.fit_plots import trial_figures
+    from pipeline.report.convergence import trial_figures
+    from pipeline.store import files
+    from pipeline.tracking import interrupts
+    from pipeline.tracking.fit_runs import fit_payloads
 
     cfg, fit_cfg, tracking = setup.cfg, setup.params.fit, setup.params.tracking
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline import optim
-from pipeline.histogram import Histogram
-from pipeline.likelihood import MODELS, loss_and_grad, sufficient_stats
-from pipeline.likelihood import histogram_nll as histogram_nll  # re-exported: part of this API
-from pipeline.likelihood import nll_per_sample as nll_per_sample
+from pipeline.core import optim
+from pipeline.core.histogram import Histogram
+from pipeline.core.likelihood import MODELS, loss_and_grad, sufficient_stats
+from pipeline.core.likelihood import histogram_nll as histogram_nll  # re-exported: part of this API
+from pipeline.core.likelihood import nll_per_sample as nll_per_sample
 
 STATUSES = ("running", "converged", "max_steps", "diverged", "stopped")
 RUNNING, CONVERGED, MAX_STEPS, DIVERGED, STOPPED = range(len(STATUSES))

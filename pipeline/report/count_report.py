@@ -12,9 +12,10 @@ import textwrap
 
 import numpy as np
 
-from pipeline import config, inference
-from pipeline.histogram import Histogram
-from pipeline.mle import exact_mle
+from pipeline.core import inference
+from pipeline.core.histogram import Histogram
+from pipeline.core.mle import exact_mle
+from pipeline.stages import config
 
 
 def summarise(hist: Histogram, level: float) -> dict:

@@ -4,7 +4,7 @@ Run tree: invocation → stage (generate / sweep / aggregate / fit_counts) → t
 Every run carries `zip.*` tags tying it to its invocation, its level and a hash of the
 params it depends on, so a later stage selects exactly its runs.
 
-Import this module only after `pipeline.cli.quiet_libraries()` has run (stages do).
+Import this module only after `pipeline.stages.cli.quiet_libraries()` has run (stages do).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cli import ROOT
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.store.files import ROOT
 
 TAG = "zip."
 _STORE_DIR = "mlruns"

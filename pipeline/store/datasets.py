@@ -14,9 +14,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import files
-from pipeline.errors import UserError
-from pipeline.histogram import Histogram, histogram, merge_histograms
+from pipeline.core.errors import UserError
+from pipeline.core.histogram import Histogram, histogram, merge_histograms
+from pipeline.store import files
 
 
 def histograms_from_frame(df: pl.DataFrame) -> dict[tuple[str, int], Histogram]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline import seeds
+from pipeline.core import seeds
 
 CHUNK = 2**22  # counts per chunk: ~32 MB of int64, a few such arrays alive at once
 POISSON_LAM_MAX = 9.2e18  # numpy's Poisson sampler refuses larger rates

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from pipeline.errors import UserError
-from pipeline.histogram import Histogram
+from pipeline.core.errors import UserError
+from pipeline.core.histogram import Histogram
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 NULL_VALUES = ["NA", "N/A", "NULL", "null", "None"]

@@ -1,0 +1,1 @@
+"""The maths: distributions, likelihoods, optimizers, the batched engine, oracles, inference."""

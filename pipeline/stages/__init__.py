@@ -1,0 +1,1 @@
+"""One module per stage with a thin `main()`, plus the config and CLI plumbing."""

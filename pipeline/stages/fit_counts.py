@@ -1,0 +1,174 @@
+"""`python -m pipeline.fit_counts FILE --column NAME`: zero-inflated Poisson against Poisson.
+
+Reads one column of counts (CSV/TSV/parquet, streamed; `--where` filters rows), fits the ZIP
+exactly (closed form) and by gradient descent (the batched engine, several seeded inits, best
+kept), fits a plain Poisson, tests for zero inflation (likelihood ratio against the boundary
+reference 0.5 chi2(0) + 0.5 chi2(1); Vuong, with its caveat), gives Wald and profile-likelihood
+intervals, AIC/BIC and observed against expected frequencies, prints a table (or `--json`)
+and logs one MLflow run with the table, a hanging rootogram and the descent paths.
+
+Bad input gets one line on stderr and exit status 2, never a number.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core import seeds
+from pipeline.core.errors import NotIdentifiableError, UserError
+from pipeline.core.histogram import Histogram
+from pipeline.stages import config
+from pipeline.stages.cli import parser, progress
+from pipeline.store.count_file import read_counts
+from pipeline.tracking import interrupts
+
+
+def descend(hist: Histogram, params: config.Params, rng: np.random.Generator):
+    """The ZIP fitted by gradient descent from `params.fit_counts.inits` random starts.
+
+    Starts: pi0 ~ U(0.05, 0.95), lam0 = (mean of the positive counts) x 4^U(-1, 1), so the
+    starts bracket the data's scale whatever its units.
+
+    Returns:
+        (`fitting.FitResult`, index of the init with the lowest final NLL).
+    """
+    from pipeline.core.engine import fit_zip, stack_histograms
+
+    fc, fit = params.fit_counts, params.fit
+    values, freqs = stack_histograms([hist], device=fit.device)
+    scale = hist.mean / (1.0 - hist.zero_share)
+    pi0 = rng.uniform(0.05, 0.95, fc.inits)
+    lam0 = scale * 4.0 ** rng.uniform(-1.0, 1.0, fc.inits)
+    bar = progress(fc.max_steps, "gradient descent", "step")
+
+    def advance(report) -> None:  # returns None: a truthy value would stop the fits
+        bar.update(report.step - bar.n)
+
+    result = fit_zip(
+        values, freqs, np.zeros(fc.inits, np.int64), pi0, lam0, fc.lr,
+        optimizer=fc.optimizer, momentum=fit.momentum if fc.optimizer == "sgd" else 0.0,
+        model=fit.model, max_steps=fc.max_steps, tol=fit.tol, window=fit.window,
+        grad_tol=fit.grad_tol, record_every=fit.record_every, chunk_steps=fit.chunk_steps,
+        callback=advance, device=fit.device,
+    )  # fmt: skip
+    bar.close()
+    return result, int(np.argmin(np.where(np.isfinite(result.nll), result.nll, np.inf)))
+
+
+def log_run(tracker, args, params: config.Params, report: dict, text: str, hist, result, best):
+    """One MLflow run (under the invocation) with params, metrics, tables and both figures."""
+    from pipeline.core import inference
+    from pipeline.report.count_report import jsonable, markdown_frequencies, metrics
+    from pipeline.report.rootogram import convergence_figure, rootogram_figure
+    from pipeline.tracking.runs import flatten, invocation_id, thin
+
+    stamp = params.digest(*config.STAGE_BLOCKS["fit_counts"])
+    parent = tracker.invocation(params.digest())
+    tags = {
+        "stage": "fit_counts",
+        "file": str(args.file),
+        "column": args.column,
+        "where": args.where or "",
+        "params_hash": stamp,
+        "invocation": invocation_id(),
+    }
+    run_id = tracker.start(f"fit_counts-{Path(args.file).name}", "stage", parent=parent,
+                           tags=tags)  # fmt: skip
+    report["mlflow_run_id"] = run_id  # also in the JSON artifact
+    flat = flatten({"fit": config.as_dict(params.fit),
+                    "fit_counts": config.as_dict(params.fit_counts)})  # fmt: skip
+    flat.update(seed=params.seed, file=str(args.file), column=args.column,
+                where=args.where or "", rows=report["rows"])  # fmt: skip
+    steps = result.history_step
+    histories = {key: thin(steps, getattr(result, attr)[best], params.tracking.max_points)
+                 for key, attr in (("gd.nll", "history_nll"), ("gd.pi", "history_pi"),
+                                   ("gd.lambda", "history_lam"))}  # fmt: skip
+    tracker.log(run_id, params=flat, metrics=metrics(report), histories=histories,
+                tags={"boundary": report["zip"]["boundary"],
+                      "gd_status": report["gradient_descent"]["status"]})  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"fit_counts.txt": text + "\n", "frequencies.md": markdown_frequencies(report),
+                 "fit_counts.json": json.dumps(jsonable(report), indent=2) + "\n"}  # fmt: skip
+        for name, body in files.items():
+            (Path(tmp) / name).write_text(body)
+            tracker.log_artifact(run_id, Path(tmp) / name)
+    table = inference.frequency_table(hist, report["zip"]["pi"], report["zip"]["lambda"],
+                                      report["poisson"]["lambda"],
+                                      tail=min(report["data"]["max"] + 1, 40))  # fmt: skip
+    z = report["zip"]
+    fig = rootogram_figure(table, f"ZIP: pi = {z['pi']:.3g}, lambda = {z['lambda']:.4g}",
+                           f"Poisson: lambda = {report['poisson']['lambda']:.4g}")  # fmt: skip
+    tracker.log_figure(run_id, fig, "rootogram.png")
+    fig = convergence_figure(result, best, z["pi"], z["lambda"], z["nll"])
+    tracker.log_figure(run_id, fig, "convergence.png")
+    tracker.end(run_id)
+    return run_id
+
+
+def analyse(args) -> dict:
+    """Read, fit, test and (unless --no-mlflow) log; returns the report (with its text)."""
+    params = config.load(args.params)
+    counts = read_counts(args.file, args.column, args.where)
+    # scipy.stats and torch load only now: bad input is rejected without them.
+    from pipeline.report.count_report import descent_summary, render, summarise
+
+    try:
+        report = summarise(counts.hist, params.fit_counts.level)
+    except NotIdentifiableError:
+        raise UserError(f"{args.file}: column {args.column!r}: all {counts.hist.n:,} counts are "
+                        "zero, so pi and lambda are not identifiable") from None  # fmt: skip
+    report = {"file": str(args.file), "column": args.column, "where": args.where,
+              "rows": counts.rows, **report}  # fmt: skip
+    rng = seeds.generator(params.seed, "fit_counts")
+    result, best = descend(counts.hist, params, rng)
+    report["gradient_descent"] = descent_summary(result, best, report, params.fit_counts)
+    text = render(report)
+    report["mlflow_run_id"], report["mlflow_experiment"] = None, params.tracking.experiment
+    if not args.no_mlflow:
+        from pipeline.tracking.runs import Tracker
+
+        tracker = Tracker(params.tracking.experiment, root=args.workdir.resolve())
+        try:
+            tracker.close_orphans()
+            report["mlflow_run_id"] = log_run(tracker, args, params, report, text, counts.hist,
+                                              result, best)  # fmt: skip
+        except KeyboardInterrupt:
+            tracker.end_all("KILLED")
+            raise
+        except BaseException:
+            tracker.end_all("FAILED")
+            raise
+    return {**report, "text": text}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Fit ZIP and Poisson to a column of counts; see the module docstring.
+
+    Returns:
+        The exit status (0); user errors raise `UserError`.
+    """
+    p = parser("Fit a zero-inflated Poisson against a Poisson to a column of counts.")
+    p.add_argument("file", type=Path, help="CSV, TSV or parquet file")
+    p.add_argument("--column", required=True, help="name of the column of counts")
+    p.add_argument("--where", help='polars SQL condition selecting rows, e.g. "camper = 1"')
+    p.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
+    args = p.parse_args(argv)
+    with interrupts.sigterm_raises():
+        report = analyse(args)
+    text = report.pop("text")
+    if args.json:
+        from pipeline.report.count_report import jsonable
+
+        print(json.dumps(jsonable(report), allow_nan=False))
+    else:
+        print(text)
+        if report["mlflow_run_id"]:
+            print(f"\nMLflow run {report['mlflow_run_id']} (experiment "
+                  f"{report['mlflow_experiment']!r}; browse with `make ui`)")  # fmt: skip
+    return 0

@@ -1,0 +1,234 @@
+"""`make sweep` / `make tune`: an Optuna study over learning rates, every fit tracked in MLflow.
+
+One trial = one learning rate (and optimizer) fitted by the batched engine on every
+identifiable dataset × `inits` seeded starts (`sweep_objective`). `make sweep` runs the grid
+of `sweep`; `--tune` runs `params.tuned()` (the `tune` block over `sweep`: seeded TPE with a
+median pruner). The study is named `<study>-<first 8 hex of the stage's params hash>`, so
+changed params start a new study and unchanged params resume the old one: completed trials
+are kept, never repeated (`sweep_study`).
+
+The parent creates the MLflow store, experiment and stage run and the Optuna study, then runs
+the trials itself (`--workers 1`) or in N spawned worker processes on the same study. At the
+end it assembles `data/fits.parquet` (`data/tune_fits.parquet` for `--tune`) from the
+COMPLETE trials' rows (and `data/histories.parquet` from their paths), refits the blog's
+table at the best learning rate into `data/blog.parquet` (`make sweep` only), logs the
+study's figures and prints a summary table.
+
+Ctrl-C or SIGTERM stops every process at its next safe point (`interrupts`): the running
+trials end FAIL, the open MLflow runs KILLED, exit status 130. After a SIGKILL the next start
+closes the orphaned runs as FAILED and re-runs the trials of dead processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core import seeds
+from pipeline.core.errors import UserError
+from pipeline.stages import config
+from pipeline.stages.cli import parser, progress, quiet_libraries
+from pipeline.store import datasets, files
+from pipeline.tracking import interrupts
+
+_BIG_TRIAL = 64  # fits per trial from which logging is shared with spawned logger processes
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a worker process needs to join the study (picklable)."""
+
+    params_path: str
+    workdir: str
+    stage: str
+    storage_url: str
+    study: str
+    stage_run: str
+    worker: int
+    workers: int
+
+
+def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> int:
+    """Run trials of the study in this process until it has all it needs.
+
+    Args:
+        plan: the study, stage run and this worker's index.
+        params: the validated params.
+        tracker: this process's `Tracker`.
+        storage: the Optuna storage.
+        on_fits, on_done: progress callbacks (fits logged, trial finished).
+
+    Returns:
+        The number of trials run here.
+    """
+    from pipeline.analysis.objective import build_problem
+    from pipeline.tracking.fit_runs import FitLogger
+    from pipeline.tracking.study import load_study, run_trials
+    from pipeline.tracking.trial import TrialSetup, make_objective
+
+    workdir = Path(plan.workdir)
+    cfg, stamp, _ = params.study(plan.stage)
+    layout = files.Layout(workdir)
+    summary, hists = datasets.load_data(layout, params.digest(*config.STAGE_BLOCKS["generate"]))
+    problem = build_problem(summary, hists, params.seed, cfg, params.fit.device)
+    big = problem.fits.height >= _BIG_TRIAL and params.tracking.log_fits
+    processes = min(2, os.cpu_count() or 1) if plan.workers == 1 and big else 1
+    logger = FitLogger(tracker, params.tracking.experiment, workdir, processes)
+    logger.start()
+    # Resumed or parallel TPE workers must not replay the same seeded suggestions.
+    probe = load_study(storage, plan.study, cfg, seeds.sampler_seed(params.seed))
+    trials = len(probe.get_trials(deepcopy=False))
+    seed = seeds.sampler_seed(params.seed, plan.worker, trials)
+    study = load_study(storage, plan.study, cfg, seed)
+    setup = TrialSetup(params, cfg, problem, tracker, logger, plan.stage_run, plan.study,
+                       plan.stage, layout, stamp, on_fits)  # fmt: skip
+    interrupted = True
+    try:
+        ran = run_trials(study, cfg, make_objective(setup), on_done)
+        interrupted = False
+    finally:
+        logger.close(interrupted=interrupted)
+    return ran
+
+
+def worker_main(plan: Plan) -> None:
+    """Entry of a spawned worker process: join the study and run trials."""
+    import sys
+    import traceback
+
+    quiet_libraries()
+    import optuna
+    import torch
+
+    from pipeline.tracking.runs import Tracker
+    from pipeline.tracking.study import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    interrupts.install()  # Ctrl-C (the whole group gets it) or the parent's SIGTERM
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))
+    params = config.load(plan.params_path)
+    tracker = Tracker(params.tracking.experiment, root=Path(plan.workdir))
+    code = 0
+    try:
+        storage, _ = open_storage(plan.storage_url, Path(plan.workdir), tracker.uri)
+        work(plan, params, tracker, storage)
+    except KeyboardInterrupt:
+        tracker.end_all("KILLED")
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        tracker.end_all("FAILED")
+        code = 1
+    sys.exit(code)
+
+
+def run_workers(plans: list[Plan], count_done, total: int) -> None:
+    """Start one spawned process per plan and wait; SIGTERM them all on an interrupt."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # torch and open SQLite handles must not be forked
+    procs = [ctx.Process(target=worker_main, args=(plan,), name=f"sweep-worker-{plan.worker}")
+             for plan in plans]  # fmt: skip
+    bar = progress(total, "trials", unit="trial")
+    try:
+        for proc in procs:
+            proc.start()
+        while any(proc.is_alive() for proc in procs):
+            interrupts.check()
+            bar.n = count_done()
+            bar.refresh()
+            for proc in procs:
+                proc.join(0.5 / len(procs))
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: the worker fails its trial and kills its runs
+        for proc in procs:
+            proc.join(30)
+        raise
+    finally:
+        bar.close()
+    codes = [proc.exitcode for proc in procs]
+    if any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
+        raise KeyboardInterrupt  # the workers were interrupted (Ctrl-C reaches them too)
+    failed = [proc.name for proc, code in zip(procs, codes) if code != 0]
+    if failed:
+        raise RuntimeError(f"{', '.join(failed)} failed; see the traceback above")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sweep (or `--tune`); see the module docstring. Returns the exit status."""
+    p = parser("Optuna study over learning rates; every fit tracked in MLflow.")
+    p.add_argument("--tune", action="store_true", help="run the `tune` settings (TPE)")
+    p.add_argument("--workers", type=int, help="processes on one study (default: sweep.workers)")
+    args = p.parse_args(argv)
+    params = config.load(args.params)
+    workdir = args.workdir.resolve()
+    stage = "tune" if args.tune else "sweep"
+    cfg, _, study_name = params.study(stage)
+    stamp = params.digest(*config.STAGE_BLOCKS[stage])
+    workers = cfg.workers if args.workers is None else args.workers
+    if workers < 1:
+        raise UserError(f"--workers: must be >= 1, got {workers}")
+    import optuna
+
+    from pipeline.stages.sweep_steps import check_datasets, finish_stage, start_stage
+    from pipeline.tracking.runs import Tracker
+    from pipeline.tracking.study import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_datasets(workdir, params)  # before any run or study exists
+    restore = interrupts.install()
+    tracker = Tracker(params.tracking.experiment, root=workdir)
+    try:
+        url = os.environ.get("OPTUNA_STORAGE") or cfg.storage
+        storage, where = open_storage(url, workdir, tracker.uri)
+        with tracker.stage_run(stage, stamp, params.digest()) as stage_run:
+            start = time.perf_counter()
+            study, todo = start_stage(tracker, stage_run, storage, params, stage, where)
+            plans = [Plan(str(args.params.resolve()), str(workdir), stage, where, study_name,
+                          stage_run, i, workers) for i in range(workers)]  # fmt: skip
+            if todo > 0:
+                _run(plans, params, tracker, storage, study, cfg)
+            interrupts.check()
+            seconds = time.perf_counter() - start
+            finish_stage(tracker, stage_run, study, params, stage, workdir, seconds)
+    finally:
+        restore()
+    return 0
+
+
+def _run(plans, params, tracker, storage, study, cfg) -> None:
+    from pipeline.tracking.study import DONE, planned_trials
+
+    total = planned_trials(study, cfg)
+
+    def count_done() -> int:
+        return len(study.get_trials(deepcopy=False, states=DONE))
+
+    if len(plans) > 1:
+        run_workers(plans, count_done, total)
+        return
+    bar = progress(total, "trials", unit="trial")
+    bar.update(count_done())
+    fits = {"logged": 0}
+
+    def on_fits(n: int) -> None:
+        fits["logged"] += n
+        bar.set_postfix(fits=fits["logged"], refresh=True)
+
+    import torch
+
+    # The batched fits are small tensors: extra threads only wait for the cores that the
+    # logger processes use (benchmarks/README.md, "Threads").
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        work(plans[0], params, tracker, storage, on_fits, lambda _: bar.update(1))
+    finally:
+        torch.set_num_threads(threads)
+        bar.close()

@@ -1,0 +1,1 @@
+"""MLflow runs, per-fit logging, the Optuna study and trial loop, safe interrupts."""
