@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.core.histogram import histogram  # noqa: E402
-from pipeline.stages.cli import quiet_libraries  # noqa: E402
+from pipeline.tracking.quiet import quiet_libraries  # noqa: E402
 
 
 def make_trial(replicates: int, inits: int):

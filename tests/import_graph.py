@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pipeline"
+TYPING = {"TYPE_CHECKING", "typing.TYPE_CHECKING"}
 
 
 def modules() -> list[str]:
@@ -37,6 +38,8 @@ def imports(module: str) -> list[tuple[str, int, bool]]:
 
     def visit(node, in_function: bool):
         for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and ast.unparse(child.test) in TYPING:
+                continue  # imports for annotations only: never run
             inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
             if isinstance(child, ast.Import):
                 found.extend((a.name, child.lineno, in_function) for a in child.names)

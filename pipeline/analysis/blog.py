@@ -18,6 +18,7 @@ import polars as pl
 
 from pipeline.analysis.recovery import best_lr, optimisation_table
 from pipeline.core import seeds
+from pipeline.core.engine import fit_zip, stack_histograms
 from pipeline.core.histogram import Histogram
 
 BLOG_COLUMNS = ("err", "mixture", "lambda", "mixture_init", "lambda_init")
@@ -74,7 +75,6 @@ def blog_table(
         `lambda_dev_se`), and with `tuned_lr` the same at our settings with suffix `_tuned`
         plus `steps_tuned`, `status_tuned` and `lr_tuned`.
     """
-    from pipeline.core.engine import fit_zip, stack_histograms
 
     mle_pi, mle_lam = mle["mle_pi"], mle["mle_lambda"]
     se_pi, se_lam = mle["se_pi"], mle["se_lambda"]

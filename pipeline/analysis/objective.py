@@ -17,13 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import torch
 
 from pipeline.core import seeds
+from pipeline.core.engine import fit_zip, stack_histograms
 from pipeline.core.histogram import Histogram
+
+if TYPE_CHECKING:
+    import torch
 
 PARTS = (
     "share_converged",
@@ -107,7 +111,6 @@ def build_problem(summary: pl.DataFrame, hists: dict, seed: int, cfg, device: st
     Returns:
         The `Problem`.
     """
-    from pipeline.core.engine import stack_histograms
 
     keep = summary.filter(pl.col("identifiable"))
     skipped = summary.filter(~pl.col("identifiable"))
@@ -254,7 +257,6 @@ def run_fits(problem: Problem, fit_cfg, lr: float, optimizer: str,
     Returns:
         The engine's `FitResult`.
     """
-    from pipeline.core.engine import fit_zip
 
     mle_nll = problem.fits["mle_nll"].to_numpy()
 

@@ -12,12 +12,21 @@ Trial and study figures are few and are drawn normally.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from optuna.visualization import matplotlib as ovm
+from PIL import Image
 
 from pipeline.core.histogram import Histogram
+from pipeline.report.plots import pmf_vs_histogram
 
 GAP_RANGE = (1e-16, 1e3)  # NLL gap axis (nats per observation); gaps below are drawn at 1e-16
 
@@ -31,8 +40,6 @@ class ConvergencePlot:
     """
 
     def __init__(self, width: float = 7.5, height: float = 2.4, dpi: int = 80):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
 
         self.fig = Figure(figsize=(width, height), dpi=dpi)
         self.canvas = FigureCanvasAgg(self.fig)
@@ -79,7 +86,6 @@ class ConvergencePlot:
                 per scenario so that its background is reused), `scenario` (drawn in the
                 background) and `title` (the fit's own line).
         """
-        from PIL import Image
 
         background = self._background(plot["scenario"], plot["max_step"], plot["lam_hi"])
         self.canvas.restore_region(background)
@@ -113,9 +119,6 @@ def trajectories_figure(panels: Sequence[Mapping], title: str):
     Returns:
         The `Figure` (Agg canvas, outside pyplot).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.collections import LineCollection
-    from matplotlib.figure import Figure
 
     cols = max(len(panels), 1)
     fig = Figure(figsize=(3.2 * cols, 5.0), dpi=80)
@@ -154,10 +157,6 @@ def pmf_figure(panels: Sequence[tuple[str, Histogram, Mapping[str, tuple[float, 
     Returns:
         The `Figure` (Agg canvas, outside pyplot).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from pipeline.report.plots import pmf_vs_histogram
 
     cols = max(len(panels), 1)
     fig = Figure(figsize=(4.2 * cols, 3.6), dpi=80)
@@ -182,7 +181,6 @@ def trial_figures(problem, rows, histories, title: str) -> dict[str, object]:
     Returns:
         `{artifact name: Figure}`.
     """
-    import polars as pl
 
     dataset = problem.fits["dataset"].to_numpy()
     by_fit = histories.partition_by("fit", as_dict=True, maintain_order=True)
@@ -227,10 +225,6 @@ def study_figures(study) -> dict[str, object]:
     Returns:
         `{artifact name: Figure}`; close them with `close_figures` after logging.
     """
-    import warnings
-
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
 
     plt.switch_backend("Agg")  # Optuna draws through pyplot; never open a window
     out = {}
@@ -250,7 +244,6 @@ def study_figures(study) -> dict[str, object]:
 
 def close_figures(figures) -> None:
     """Release pyplot figures made by `study_figures`."""
-    import matplotlib.pyplot as plt
 
     for fig in figures:
         plt.close(fig)

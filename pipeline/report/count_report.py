@@ -15,7 +15,6 @@ import numpy as np
 from pipeline.core import inference
 from pipeline.core.histogram import Histogram
 from pipeline.core.mle import exact_mle
-from pipeline.stages import config
 
 
 def summarise(hist: Histogram, level: float) -> dict:
@@ -105,14 +104,14 @@ def summarise(hist: Histogram, level: float) -> dict:
     }
 
 
-def descent_summary(result, best: int, report: dict, fc: config.FitCountsConfig) -> dict:
+def descent_summary(result, best: int, report: dict, fc) -> dict:
     """The gradient-descent part of the report: the kept init against the exact MLE.
 
     Args:
         result: the engine's `FitResult`, one row per init.
         best: the init kept.
         report: the report from `summarise` (its exact MLE).
-        fc: the `fit_counts` settings.
+        fc: the `fit_counts` settings (`config.FitCountsConfig`).
 
     Returns:
         A dict of numbers (and the status string).

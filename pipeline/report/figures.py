@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator
 
 from pipeline.store import files
 
@@ -20,8 +23,6 @@ _ERR_FLOOR = 1e-4  # |error| / SE drawn no lower than this on log axes
 
 
 def _panels(rows: int, cols: int, width: float = 3.2, height: float = 2.6):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width * cols + 0.6, height * rows + 0.4), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -55,7 +56,6 @@ def _lines(ax, df: pl.DataFrame, y: str, *, err: str | None = None, style="-", l
 
 def _log_axis(ax, which: str = "x") -> None:
     """Log scale with few ticks: default minor ticks over many decades dominate render time."""
-    from matplotlib.ticker import LogLocator, NullLocator
 
     getattr(ax, f"set_{which}scale")("log")
     axis = getattr(ax, f"{which}axis")
@@ -147,7 +147,6 @@ def sampling_distribution(best: pl.DataFrame, summary: pl.DataFrame, scenarios: 
     Returns:
         The figure.
     """
-    from matplotlib.ticker import MaxNLocator
 
     fig, axes = _panels(2, len(scenarios))
     for j, name in enumerate(scenarios):

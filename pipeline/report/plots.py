@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from pipeline.core.distributions import zip_log_pmf
 from pipeline.core.histogram import Histogram
@@ -28,8 +30,6 @@ def figure(width: float = 6.0, height: float = 4.0, dpi: int = 100):
         `(fig, ax)`: the `Figure` and its single `Axes`; `fig.savefig` and
         `MlflowClient.log_figure` work on it directly.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)

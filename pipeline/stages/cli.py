@@ -10,34 +10,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pipeline.core.errors import UserError
-from pipeline.store.files import ROOT
+from tqdm import tqdm
 
+from pipeline.core.errors import UserError
+from pipeline.tracking.quiet import quiet_libraries
+
+ROOT = Path(__file__).resolve().parents[2]  # the project: params.yaml, data/, mlruns/
 DEFAULT_PARAMS = ROOT / "params.yaml"
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-def quiet_libraries() -> None:
-    """Silence MLflow, Optuna, git and warnings chatter (DESIGN §6); call before importing them."""
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
-    import logging
-
-    for name in ("mlflow", "alembic", "optuna", "urllib3", "git"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def show_progress() -> bool:
@@ -49,7 +34,6 @@ def show_progress() -> bool:
 
 def progress(total: int, desc: str, unit: str = "it"):
     """A tqdm bar on a terminal; a disabled (silent) one otherwise."""
-    from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not show_progress(), leave=False)
 

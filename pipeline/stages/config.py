@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.core.errors import UserError
+from pipeline.stages.cli import parser
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -425,7 +426,6 @@ STUDY_BLOCKS = {
 
 def main(argv=None) -> int:
     """`python -m pipeline.config --stamp STAGE`: validate params, print the stage's hash."""
-    from pipeline.stages.cli import parser
 
     p = parser("Validate params.yaml; with --stamp, print a stage's params hash.")
     p.add_argument("--stamp", choices=sorted(STAGE_BLOCKS))

@@ -13,6 +13,7 @@ them: the exact MLE per dataset, the summary tables, MLflow logging and the entr
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,10 +24,12 @@ from pipeline.core import seeds, simulate
 from pipeline.core.errors import NotIdentifiableError, UserError
 from pipeline.core.histogram import Histogram
 from pipeline.core.mle import exact_mle
+from pipeline.report.plots import figure, pmf_vs_histogram
 from pipeline.stages import config
 from pipeline.stages.cli import parser, progress
 from pipeline.store import datasets, files
 from pipeline.tracking import interrupts
+from pipeline.tracking.runs import Tracker
 
 _MLE_COLUMNS = (
     "mle_pi",
@@ -185,9 +188,6 @@ def log_stage(
         workdir: folder holding `data/` (its parquet files are logged as artifacts).
         seconds: wall time of the simulation, logged as a metric.
     """
-    import tempfile
-
-    from pipeline.report.plots import figure, pmf_vs_histogram
 
     flat = {"seed": params.seed, "data.n": params.data.n, "data.replicates": params.data.replicates}
     for s in params.data.scenarios:
@@ -231,7 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = config.load(args.params)
     workdir = args.workdir.resolve()
     stamp = params.digest(*config.STAGE_BLOCKS["generate"])
-    from pipeline.tracking.runs import Tracker
 
     tracker = Tracker(params.tracking.experiment, root=workdir)
     with (

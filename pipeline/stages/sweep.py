@@ -21,19 +21,32 @@ closes the orphaned runs as FAILED and re-runs the trials of dead processes.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
+import sys
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
+import torch
+
+from pipeline.analysis.objective import build_problem
 from pipeline.core import seeds
 from pipeline.core.errors import UserError
 from pipeline.stages import config
-from pipeline.stages.cli import parser, progress, quiet_libraries
+from pipeline.stages.cli import parser, progress
+from pipeline.stages.sweep_steps import check_datasets, finish_stage, start_stage
 from pipeline.store import datasets, files
 from pipeline.tracking import interrupts
+from pipeline.tracking.fit_runs import FitLogger
+from pipeline.tracking.quiet import quiet_libraries
+from pipeline.tracking.runs import Tracker
+from pipeline.tracking.study import DONE, load_study, open_storage, planned_trials, run_trials
+from pipeline.tracking.trial import TrialSetup, make_objective
 
 _BIG_TRIAL = 64  # fits per trial from which logging is shared with spawned logger processes
 
@@ -65,10 +78,6 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
     Returns:
         The number of trials run here.
     """
-    from pipeline.analysis.objective import build_problem
-    from pipeline.tracking.fit_runs import FitLogger
-    from pipeline.tracking.study import load_study, run_trials
-    from pipeline.tracking.trial import TrialSetup, make_objective
 
     workdir = Path(plan.workdir)
     cfg, stamp, _ = params.study(plan.stage)
@@ -97,15 +106,8 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
 
 def worker_main(plan: Plan) -> None:
     """Entry of a spawned worker process: join the study and run trials."""
-    import sys
-    import traceback
 
     quiet_libraries()
-    import optuna
-    import torch
-
-    from pipeline.tracking.runs import Tracker
-    from pipeline.tracking.study import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     interrupts.install()  # Ctrl-C (the whole group gets it) or the parent's SIGTERM
@@ -128,7 +130,6 @@ def worker_main(plan: Plan) -> None:
 
 def run_workers(plans: list[Plan], count_done, total: int) -> None:
     """Start one spawned process per plan and wait; SIGTERM them all on an interrupt."""
-    import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # torch and open SQLite handles must not be forked
     procs = [ctx.Process(target=worker_main, args=(plan,), name=f"sweep-worker-{plan.worker}")
@@ -174,11 +175,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = cfg.workers if args.workers is None else args.workers
     if workers < 1:
         raise UserError(f"--workers: must be >= 1, got {workers}")
-    import optuna
-
-    from pipeline.stages.sweep_steps import check_datasets, finish_stage, start_stage
-    from pipeline.tracking.runs import Tracker
-    from pipeline.tracking.study import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_datasets(workdir, params)  # before any run or study exists
@@ -203,7 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(plans, params, tracker, storage, study, cfg) -> None:
-    from pipeline.tracking.study import DONE, planned_trials
 
     total = planned_trials(study, cfg)
 
@@ -220,8 +215,6 @@ def _run(plans, params, tracker, storage, study, cfg) -> None:
     def on_fits(n: int) -> None:
         fits["logged"] += n
         bar.set_postfix(fits=fits["logged"], refresh=True)
-
-    import torch
 
     # The batched fits are small tensors: extra threads only wait for the cores that the
     # logger processes use (benchmarks/README.md, "Threads").

@@ -20,6 +20,16 @@ from pipeline.core import seeds
 from pipeline.core.errors import UserError
 from pipeline.stages import config
 from pipeline.store import datasets, files
+from pipeline.tracking.fit_runs import log_study
+from pipeline.tracking.runs import flatten
+from pipeline.tracking.study import (
+    DONE,
+    enqueue_grid,
+    fail_stale_trials,
+    load_study,
+    planned_trials,
+    redact,
+)
 
 
 def check_datasets(workdir: Path, params) -> None:
@@ -50,15 +60,6 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
     Returns:
         (study, number of trials still to run).
     """
-    from pipeline.tracking.runs import flatten
-    from pipeline.tracking.study import (
-        DONE,
-        enqueue_grid,
-        fail_stale_trials,
-        load_study,
-        planned_trials,
-        redact,
-    )
 
     cfg, _, study_name = params.study(stage)
     where = redact(where)
@@ -134,7 +135,6 @@ def summary_table(study) -> pl.DataFrame:
 def finish_stage(tracker, run_id: str, study, params, stage: str, workdir: Path,
                  seconds: float) -> None:  # fmt: skip
     """Assemble the fits table, log the study to the stage run and print the summary."""
-    from pipeline.tracking.fit_runs import log_study
 
     table = assemble(study, files.Layout(workdir), stage, params)
     log_study(tracker, run_id, study, table.path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from pipeline.core.errors import UserError
 from pipeline.stages import config
 from pipeline.stages.cli import parser
+from pipeline.tracking.runs import Tracker
 
 
 def server_command(workdir: Path, port: int, host: str = "127.0.0.1") -> list[str]:
@@ -58,7 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     db = args.workdir / "mlruns" / "mlflow.db"
     if not db.exists():
         raise UserError(f"{db}: no tracking store yet (run `make data` or `make all` first)")
-    from pipeline.tracking.runs import Tracker
 
     experiment_id = Tracker(params.tracking.experiment, root=args.workdir).experiment_id
     print(f"MLflow UI: {experiment_url(args.port, experiment_id)}  (Ctrl-C to stop)", flush=True)

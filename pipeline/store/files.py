@@ -23,7 +23,6 @@ import polars as pl
 
 from pipeline.core.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]  # the project: params.yaml, data/, mlruns/ by default
 KIND_KEY = "zip.kind"
 HASH_KEY = "zip.params_hash"
 STUDY_KEY = "zip.study"

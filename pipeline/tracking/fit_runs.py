@@ -16,6 +16,8 @@ the parent ends its own runs; runs of processes killed outright are closed as FA
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+import os
 import signal
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -23,8 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from optuna.trial import TrialState
 
+from pipeline.report.convergence import ConvergencePlot, close_figures, study_figures
 from pipeline.tracking import interrupts
+from pipeline.tracking.quiet import quiet_libraries
 from pipeline.tracking.runs import Tracker, thin
 
 _WORKER: dict = {}  # state of a logger process (its own Tracker, figure and temp folder)
@@ -110,9 +115,6 @@ def _log_fits(tracker: Tracker, plot, folder: Path, payloads: Sequence[Mapping],
 
 
 def _init_worker(experiment: str, root: str, folder: str) -> None:
-    import os
-
-    from pipeline.stages.cli import quiet_libraries
 
     quiet_libraries()
     # Ctrl-C reaches the whole process group: the parent decides, and terminates us (SIGTERM),
@@ -129,8 +131,6 @@ def _log_chunk(task: tuple[list[dict], str]) -> list[str]:
     payloads, parent = task
     tracker = _WORKER["tracker"]
     if _WORKER["plot"] is None and any(p["plot"] is not None for p in payloads):
-        from pipeline.report.convergence import ConvergencePlot
-
         _WORKER["plot"] = ConvergencePlot()
     _WORKER["busy"] = True
     try:
@@ -170,8 +170,6 @@ class FitLogger:
     def start(self) -> None:
         """Start the logger processes now (they import MLflow while the fits run)."""
         if self.processes > 1 and self._pool is None:
-            import multiprocessing as mp
-
             ctx = mp.get_context("spawn")  # never fork a process holding torch and SQLite
             args = (*self._args, str(self._temp()))
             self._pool = ctx.Pool(self.processes, _init_worker, args)
@@ -187,8 +185,6 @@ class FitLogger:
 
     def _log_here(self, payloads, parent) -> list[str]:
         if self._plot is None and any(p["plot"] is not None for p in payloads):
-            from pipeline.report.convergence import ConvergencePlot
-
             self._plot = ConvergencePlot()
         return _log_fits(self.tracker, self._plot, self._temp(), payloads, parent)
 
@@ -234,9 +230,6 @@ def log_study(tracker: Tracker, run_id: str, study, table: Path | None) -> None:
         study: the Optuna study (at least one complete trial for figures and best trial).
         table: the assembled fits table to attach, if any.
     """
-    from optuna.trial import TrialState
-
-    from pipeline.report.convergence import close_figures, study_figures
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))

@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import UserError
-from pipeline.store.files import ROOT
 
 TAG = "zip."
 _STORE_DIR = "mlruns"
 
 
-def tracking_uri(root: Path = ROOT) -> str:
+def tracking_uri(root: Path) -> str:
     """`MLFLOW_TRACKING_URI` if set, else the project's SQLite store under `mlruns/`."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / _STORE_DIR / 'mlflow.db'}"
 
@@ -54,7 +53,7 @@ class Tracker:
         root: project root; the SQLite store and artifacts live under `root/mlruns/`.
     """
 
-    def __init__(self, experiment: str, root: Path = ROOT):
+    def __init__(self, experiment: str, root: Path):
         from mlflow.tracking import MlflowClient
 
         uri = tracking_uri(root)

@@ -20,15 +20,20 @@ host FAIL (`fail_stale_trials`), and the grid re-enqueues their points.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from pipeline.core.errors import UserError
+from pipeline.tracking import interrupts
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -48,8 +53,6 @@ def open_storage(url: str | None, workdir: Path, tracking_uri: str):
     Raises:
         UserError: the storage cannot be opened (one line).
     """
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
 
     if not url:
         url = str(workdir / "mlruns" / "optuna.log")
@@ -71,7 +74,6 @@ def open_storage(url: str | None, workdir: Path, tracking_uri: str):
 
 def redact(url: str) -> str:
     """`url` with any password replaced by `***` (for printing and logging)."""
-    import re
 
     return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
@@ -134,7 +136,6 @@ def fail_stale_trials(study, orphan_after_s: float = 30.0) -> int:
     first user attr) and started more than `orphan_after_s` ago. Trials of other hosts are
     left alone (their pids mean nothing here).
     """
-    import datetime
 
     host = socket.gethostname()
     failed = 0
@@ -247,7 +248,6 @@ def run_trials(study, cfg, objective: Callable, on_done: Callable | None = None)
         Whatever the objective raised other than pruning (the trial is told FAIL first),
         KeyboardInterrupt included.
     """
-    from pipeline.tracking import interrupts
 
     ran = 0
     while True:

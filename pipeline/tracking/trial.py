@@ -11,13 +11,19 @@ marks the trial done), and returns the objective (`sweep_objective`) or raises
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import optuna
 import polars as pl
 
 from pipeline.analysis.objective import Problem, fit_histories, fit_rows, objective_parts, run_fits
+from pipeline.report.convergence import trial_figures
+from pipeline.store import files
+from pipeline.tracking import interrupts
+from pipeline.tracking.fit_runs import fit_payloads
 from pipeline.tracking.study import lr_range
 
 
@@ -63,14 +69,6 @@ def make_objective(setup: TrialSetup) -> Callable:
     Returns:
         `objective(trial) -> float`.
     """
-    import time
-
-    import optuna
-
-    from pipeline.report.convergence import trial_figures
-    from pipeline.store import files
-    from pipeline.tracking import interrupts
-    from pipeline.tracking.fit_runs import fit_payloads
 
     cfg, fit_cfg, tracking = setup.cfg, setup.params.fit, setup.params.tracking
 

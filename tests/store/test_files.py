@@ -15,7 +15,7 @@ from pipeline.store import files
 from pipeline.store.files import File, Layout
 
 HASH = "0123456789abcdef"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _summary() -> pl.DataFrame:

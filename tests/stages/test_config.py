@@ -13,7 +13,7 @@ import yaml
 from pipeline.stages import config
 from pipeline.stages.config import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
 SCENARIO = {"name": "extra", "pi": 0.5, "lambda": 1.0}
 
