@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.stages import config
-from pipeline.stages.config import ConfigError
+from pipeline.stages.params_file import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -100,6 +100,30 @@ BAD = [
         "'a/b'",
     ),
     ("blog-scenario", {"blog": {"scenario": "nope"}}, "blog.scenario", "'nope'"),
+    # the audit's items 3, 8 and 10: names that become paths or filter strings, pi = 1,
+    # a repeated grid point
+    ("study-absolute", {"sweep": {"study": "/tmp/x"}}, "sweep.study", "'/tmp/x'"),
+    (
+        "study-escape",
+        {"sweep": {"study": "../../../../tmp/x"}},
+        "sweep.study",
+        "'../../../../tmp/x'",
+    ),
+    ("study-quote", {"sweep": {"study": "o'brien"}}, "sweep.study", '"o\'brien"'),
+    ("tune-study-quote", {"tune": {"study": "a'b"}}, "tune.study", '"a\'b"'),
+    ("study-dots", {"sweep": {"study": ".."}}, "sweep.study", "'..'"),
+    (
+        "experiment-quote",
+        {"tracking": {"experiment": "x' or '1"}},
+        "tracking.experiment",
+        "\"x' or '1\"",
+    ),
+    ("pi-one", {"data": {"scenarios": [{**SCENARIO, "pi": 1.0}]}}, "data.scenarios[0].pi", "1.0"),
+    ("lr-grid-repeat", {"sweep": {"lr_grid": [0.1, 0.1]}}, "sweep.lr_grid[1]", "0.1"),
+    ("n-huge", {"data": {"n": 10**20}}, "data.n", "100000000000000000000"),
+    ("n-float-huge", {"data": {"n": 1e20}}, "data.n", "1e+20"),
+    ("quoted-number", {"data": {"n": "1000"}}, "data.n", "'1000'"),
+    ("quoted-float", {"sweep": {"lr_grid": ["0.1"]}}, "sweep.lr_grid[0]", "'0.1'"),
     ("tune-unknown", {"tune": {"bogus": 3}}, "tune.bogus", "3"),
     ("tune-bad-value", {"tune": {"lr_min": -1.0}}, "tune.lr_min", "-1.0"),
     (
@@ -147,7 +171,7 @@ def test_config_error_names_key_and_value(tmp_path, overrides, key, value):
     "name, content, expected",
     [
         ("missing", None, "not found"),
-        ("directory", "DIR", "cannot read"),
+        ("directory", "DIR", "is a folder"),
         ("binary", b"\xff\xfe\x00bad", "cannot read"),
         ("bad-yaml", "data: [1, 2\nseed: 0\n", "not valid YAML at line"),
         ("tabs", "seed: 0\n\tdata: 1\n", "not valid YAML"),
@@ -224,7 +248,7 @@ def test_make_passes_params_through(tmp_path):
         cwd=ROOT,
     )
     assert proc.returncode == 2, proc.stderr
-    assert "error: data.replicates: must be >= 1, got 0" in proc.stderr
+    assert "error: data.replicates: must be in [1, 10000], got 0" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -232,3 +256,39 @@ def test_make_passes_params_through(tmp_path):
 def test_whole_number_counts_accepted_in_any_yaml_spelling(write_params, written):
     params = config.load(write_params({"data": {"n": written}}))
     assert params.data.n == 100_000_000 and isinstance(params.data.n, int)
+
+
+def test_an_integer_beyond_float_range_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_merge(DEFAULT, {"sweep": {"diverged_penalty": 10**400}})))
+    with pytest.raises(ConfigError, match=r"^sweep.diverged_penalty: must be a number within"):
+        config.load(path)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        # an alias bomb under an unknown key (the audit's item 13): refused before expansion
+        ("seed: 0\nbomb: &a [x, x]\nb2: &b [*a, *a]\nb3: [*b, *b]\n", "aliases"),
+        ("seed: 0\nseed: 1\n", "duplicate key 'seed'"),
+        ("seed: 0\ndata:\n  n: 5\n  n: 6\n", "duplicate key 'n'"),
+    ],
+)
+def test_strict_yaml_refuses_aliases_and_duplicate_keys(tmp_path, text, problem):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not valid YAML at line ") and problem in message
+    assert "\n" not in message and len(message) < 300
+
+
+def test_exponent_numbers_are_numbers_and_quoted_numbers_are_not(tmp_path):
+    path = tmp_path / "p.yaml"
+    text = (ROOT / "params.yaml").read_text().replace("tol: 1.0e-10", "tol: 1e-10")
+    path.write_text(text)
+    assert config.load(path).fit.tol == 1e-10  # YAML 1.2 float, read as a number
+    path.write_text(text.replace("tol: 1e-10", 'tol: "1e-10"'))
+    with pytest.raises(ConfigError, match="fit.tol: must be a number .*remove the quotes"):
+        config.load(path)
