@@ -40,7 +40,6 @@ class ConvergencePlot:
     """
 
     def __init__(self, width: float = 7.5, height: float = 2.4, dpi: int = 80):
-
         self.fig = Figure(figsize=(width, height), dpi=dpi)
         self.canvas = FigureCanvasAgg(self.fig)
         self.axes = self.fig.subplots(1, 3)
@@ -65,13 +64,14 @@ class ConvergencePlot:
         self._backgrounds: dict[tuple, object] = {}
 
     def _background(self, scenario: str, max_step: float, lam_hi: float):
+        # The limits are set on every call: a cached background carries the pixels of its
+        # axes, but the fit's lines are drawn with the axes' current limits.
+        for ax, ylim in zip(self.axes, (GAP_RANGE, (0.0, 1.0), (0.0, lam_hi))):
+            ax.set_xlim(0, max_step)
+            ax.set_ylim(*ylim)
         key = (scenario, max_step, lam_hi)
         if key not in self._backgrounds:
             self.scenario.set_text(scenario)
-            limits = (GAP_RANGE, (0.0, 1.0), (0.0, lam_hi))
-            for ax, ylim in zip(self.axes, limits):
-                ax.set_xlim(0, max_step)
-                ax.set_ylim(*ylim)
             self.canvas.draw()
             self._backgrounds[key] = self.canvas.copy_from_bbox(self.fig.bbox)
         return self._backgrounds[key]
