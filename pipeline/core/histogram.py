@@ -35,17 +35,26 @@ class Histogram(NamedTuple):
         return float(self.freqs[self.values == 0].sum() / self.n) if self.n else float("nan")
 
     @property
+    def total(self) -> int:
+        """Sum of the counts, exact (Python integers: an int64 dot product wraps past 2**63).
+
+        Counts are below 2**62 and there are at most ~2**63 of them, so the total can need
+        ~125 bits; numpy's int64 arithmetic would silently wrap it negative.
+        """
+        return sum(v * f for v, f in zip(self.values.tolist(), self.freqs.tolist()))
+
+    @property
     def mean(self) -> float:
-        """Sample mean of the counts (NaN when empty)."""
-        return float(np.dot(self.values, self.freqs) / self.n) if self.n else float("nan")
+        """Sample mean of the counts (NaN when empty), from the exact total."""
+        return self.total / self.n if self.n else float("nan")
 
     @property
     def variance(self) -> float:
         """Sample variance of the counts with ddof=1, i.e. divided by n - 1 (NaN when n < 2)."""
         if self.n < 2:
             return float("nan")
-        dev = self.values - self.mean
-        return float(np.dot(self.freqs, dev * dev) / (self.n - 1))
+        dev = self.values.astype(np.float64) - self.mean
+        return float(np.dot(self.freqs.astype(np.float64), dev * dev) / (self.n - 1))
 
 
 def histogram(counts) -> Histogram:

@@ -40,6 +40,7 @@ VUONG_CAVEAT = (
 LR_REFERENCE = "0.5*chi2(0) + 0.5*chi2(1)"
 _GRID = 33  # grid points for the inner maximisation in lam at fixed pi
 _PI_CAP = 1.0 - 1e-15  # largest pi tried when bracketing the upper profile limit
+_EDGE_STEPS = 260  # 4**260 > 1e156: with the 1e-300 / 1e300 stops, covers the float range
 
 
 class Test(NamedTuple):
@@ -83,7 +84,7 @@ class _Stats(NamedTuple):
 def _stats(hist: Histogram) -> _Stats:
     n = hist.n
     n0 = int(hist.freqs[hist.values == 0].sum())
-    total = float(np.dot(hist.values.astype(float), hist.freqs))
+    total = float(hist.total)  # exact sum, then one rounding
     log_fact = float(np.dot(gammaln(hist.values + 1.0), hist.freqs))
     return _Stats(n, n0, n - n0, total, log_fact)
 
@@ -302,15 +303,22 @@ def profile_intervals(hist: Histogram, zip_fit: ZipMLE, level: float) -> dict[st
         if edge > pi_hat and excess_pi(edge) > 0:
             pi_hi = _crossing(excess_pi, pi_hat, edge)
             break
-    lam_lo, edge = 0.0, lam_hat
-    while edge > 1e-300:
-        edge /= 4
+    if not (np.isfinite(lam_hat) and lam_hat > 0):
+        raise ValueError(f"the MLE of lambda must be finite and > 0, got {lam_hat!r}")
+    # Outward searches by factors of 4, bounded: 4**_EDGE_STEPS spans the float range.
+    lam_lo = 0.0
+    for k in range(1, _EDGE_STEPS + 1):
+        edge = lam_hat / 4.0**k
+        if edge < 1e-300:
+            break
         if excess_lam(edge) > 0:
             lam_lo = _crossing(excess_lam, lam_hat, edge)
             break
-    lam_hi, edge = np.inf, lam_hat
-    while edge < 1e300:
-        edge *= 4
+    lam_hi = np.inf
+    for k in range(1, _EDGE_STEPS + 1):
+        edge = lam_hat * 4.0**k
+        if edge > 1e300:
+            break
         if excess_lam(edge) > 0:
             lam_hi = _crossing(excess_lam, lam_hat, edge)
             break

@@ -130,7 +130,7 @@ def exact_mle(hist: Histogram) -> ZipMLE:
     n_pos = n - n_zero
     if n_pos == 0:
         raise NotIdentifiableError("all counts are zero: pi and lambda are not identifiable")
-    total = int(np.dot(hist.values, hist.freqs))
+    total = hist.total  # exact: an int64 dot product wraps for huge counts
     excess = (total - n_pos) / n_pos  # c - 1 from exact integers: no rounding of c near 1
     pi = 0.0
     if excess > 0:

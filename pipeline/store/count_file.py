@@ -40,6 +40,13 @@ class Counts(NamedTuple):
     selected: int
 
 
+def _names(names: list[str], shown: int = 8, width: int = 30) -> str:
+    """Column names for an error line: the first `shown`, each cut to `width` characters."""
+    cut = [repr(n if len(n) <= width else n[: width - 1] + "…") for n in names[:shown]]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(cut) + more
+
+
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:300]
@@ -72,6 +79,11 @@ def scan(path: Path, column: str, *, as_text: bool = False) -> pl.LazyFrame:
         raise UserError(f"{path}: permission denied")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty")
+    if kind != "parquet":
+        with path.open("rb") as head:
+            if b"\0" in head.read(65536):
+                raise UserError(f"{path}: binary content, not {kind.upper()} text "
+                                "(a parquet file needs the .parquet extension)")  # fmt: skip
     try:
         if kind == "parquet":
             return pl.scan_parquet(path, glob=False)
@@ -124,8 +136,7 @@ def read_counts(path: str | Path, column: str, where: str | None = None) -> Coun
     except (pl.exceptions.PolarsError, OSError) as err:
         raise UserError(f"{path}: cannot read ({_first_line(err)})") from None
     if column not in schema:
-        names = ", ".join(repr(c) for c in schema.names())
-        raise UserError(f"{path}: no column {column!r}; available: {names}")
+        raise UserError(f"{path}: no column {column!r}; available: {_names(schema.names())}")
     dtype = schema[column]
     if not dtype.is_numeric():
         raise UserError(f"{path}: column {column!r} holds {dtype}, not numbers")
@@ -164,6 +175,8 @@ def read_counts(path: str | Path, column: str, where: str | None = None) -> Coun
 def _problems(col: pl.Expr, integer: bool) -> dict[str, pl.Expr]:
     """Named conditions that make a value not a count (checked in this order)."""
     out = {"missing": col.is_null()}
+    if integer:  # Int64 up to 2**63 - 1 and UInt64 up to 2**64 - 1 exist: bound them too
+        out["too large (>= 2**62)"] = (col >= _MAX_COUNT).fill_null(False)
     if not integer:
         out["NaN"] = col.is_nan().fill_null(False)
         out["infinite"] = col.is_infinite().fill_null(False)
