@@ -5,6 +5,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PARAMS ?= params.yaml
+# Recipes read the params path from the environment ("$$ZIP_PARAMS"), never spliced in.
+export ZIP_PARAMS := $(value PARAMS)
+unexport PARAMS
 WORKERS ?=
 PYTHON ?= python3.11
 VENV := .venv
@@ -36,17 +39,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 .stamps/%.params: FORCE | $(VENV)/.installed
 	@mkdir -p .stamps
-	@$(PY) -m pipeline.config --params $(PARAMS) --stamp $* > $@.tmp || { rm -f $@.tmp; exit 2; }
+	@$(PY) -m pipeline.config --params "$$ZIP_PARAMS" --stamp $* > $@.tmp || { rm -f $@.tmp; exit 2; }
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 
 data/summary.parquet: .stamps/generate.params $(call src,$(GENERATE_MODULES))
-	$(PY) -m pipeline.generate --params $(PARAMS)
+	$(PY) -m pipeline.generate --params "$$ZIP_PARAMS"
 
 data/fits.parquet: .stamps/sweep.params data/summary.parquet $(call src,$(SWEEP_MODULES))
-	$(PY) -m pipeline.sweep --params $(PARAMS) $(WORKERS_ARG)
+	$(PY) -m pipeline.sweep --params "$$ZIP_PARAMS" $(WORKERS_ARG)
 
 reports/recovery.parquet: .stamps/aggregate.params data/fits.parquet $(call src,$(AGGREGATE_MODULES))
-	$(PY) -m pipeline.aggregate --params $(PARAMS)
+	$(PY) -m pipeline.aggregate --params "$$ZIP_PARAMS"
 
 data: data/summary.parquet ## simulate the datasets (+ exact MLE per dataset)
 sweep: data/fits.parquet ## fit every dataset x init x learning rate (Optuna grid), log to MLflow
@@ -57,19 +60,29 @@ all: report ## the whole study: install, data, sweep, report
 	@echo "browse:  make ui   (MLflow)   make dashboard   (Optuna)"
 
 tune: data/summary.parquet ## Optuna TPE search over learning rate and optimizer (resumes)
-	$(PY) -m pipeline.sweep --params $(PARAMS) --tune $(WORKERS_ARG)
+	$(PY) -m pipeline.sweep --params "$$ZIP_PARAMS" --tune $(WORKERS_ARG)
 
+# fit-counts takes user text (a path, a column name, a SQL condition with its own quotes), so
+# make never splices it into the command line: each value goes verbatim ($(value ...): no make
+# expansion either) into an exported variable that the recipe uses only as "$$ZIP_..." (and
+# as `--opt=value`, `-- FILE`, so a value starting with '-' is not read as an option).
+# `unexport` keeps make from expanding command-line values when it exports them itself.
+unexport FILE COLUMN WHERE JSON
+fit-counts: export ZIP_FILE := $(value FILE)
+fit-counts: export ZIP_COLUMN := $(value COLUMN)
+fit-counts: export ZIP_WHERE := $(value WHERE)
+fit-counts: export ZIP_JSON := $(value JSON)
 fit-counts: $(VENV)/.installed ## fit ZIP vs Poisson to your counts: FILE=path COLUMN=name
-	@test -n "$(FILE)" -a -n "$(COLUMN)" || { echo "usage: make fit-counts FILE=path COLUMN=name"; exit 2; }
-	$(PY) -m pipeline.fit_counts "$(FILE)" --column "$(COLUMN)" --params $(PARAMS) \
-		$(if $(WHERE),--where '$(WHERE)') $(if $(JSON),--json)
+	@test -n "$$ZIP_FILE" && test -n "$$ZIP_COLUMN" || { echo "usage: make fit-counts FILE=path COLUMN=name"; exit 2; }
+	$(PY) -m pipeline.fit_counts --column="$$ZIP_COLUMN" --params="$$ZIP_PARAMS" \
+		$${ZIP_WHERE:+--where="$$ZIP_WHERE"} $${ZIP_JSON:+--json} -- "$$ZIP_FILE"
 
 ui: $(VENV)/.installed ## browse the MLflow runs at http://127.0.0.1:$(PORT)
 	@mkdir -p mlruns
 	@$(PY) -m pipeline.ui --port $(PORT)
 
 dashboard: $(VENV)/.installed ## browse the Optuna studies at http://127.0.0.1:$(DASHBOARD_PORT)
-	@$(PY) -m pipeline.dashboard --params $(PARAMS) --port $(DASHBOARD_PORT)
+	@$(PY) -m pipeline.dashboard --params "$$ZIP_PARAMS" --port $(DASHBOARD_PORT)
 
 test: $(VENV)/.installed ## run the test suite
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile

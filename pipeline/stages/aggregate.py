@@ -209,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir.resolve()
     stamp = params.digest(*config.STAGE_BLOCKS["aggregate"])
     inputs = load_inputs(params, workdir)  # fail early, before opening the store
+    files.check_writable(files.Layout(workdir).reports, workdir / "mlruns")
     tracker = Tracker(params.tracking.experiment, root=workdir)
     with (
         interrupts.sigterm_raises(),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, environment_problem
 from pipeline.tracking.quiet import quiet_libraries
 
 ROOT = Path(__file__).resolve().parents[2]  # the project: params.yaml, data/, mlruns/
@@ -64,7 +64,8 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         argv: command-line arguments (default: `sys.argv[1:]`).
 
     Returns:
-        Never: exits the process with 0, 2 (user error) or 130 (interrupted).
+        Never: exits the process with 0, 2 (user error, or the machine's: a full disk, a
+        read-only or missing folder — see `errors.environment_problem`) or 130 (interrupted).
     """
     quiet_libraries()
     try:
@@ -75,4 +76,10 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except Exception as err:
+        problem = environment_problem(err)
+        if problem is None:
+            raise  # a bug: keep the traceback
+        print(f"error: {problem}", file=sys.stderr)
+        code = EXIT_USER_ERROR
     sys.exit(code or 0)

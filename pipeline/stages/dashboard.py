@@ -2,14 +2,14 @@
 
 The storage is the one the sweep uses: `OPTUNA_STORAGE`, else `sweep.storage` (or
 `tune.storage` with `--tune`), else the journal file `mlruns/optuna.log`. The dashboard runs
-with the `wsgiref` server (gunicorn's control socket is not wanted here) until Ctrl-C.
+with the `wsgiref` server (gunicorn's control socket is not wanted here) until Ctrl-C,
+SIGTERM or SIGHUP, which stop it with its whole process group (`pipeline.stages.ui.serve`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline.core.errors import UserError
 from pipeline.stages import config
 from pipeline.stages.cli import parser
-from pipeline.tracking import interrupts
+from pipeline.stages.ui import serve
 
 
 def storage_location(params: config.Params, workdir: Path, tune: bool = False) -> str:
@@ -46,14 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = dashboard_command(storage, args.port)
     print(f"optuna-dashboard on {storage}: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)",
           flush=True)  # fmt: skip
-    with interrupts.sigterm_raises():
-        try:
-            proc = subprocess.Popen(cmd)
-        except FileNotFoundError:
-            raise UserError("optuna-dashboard is not installed (run `make install`)") from None
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()  # never leave the server behind
-            proc.wait(10)
-            return 0
+    try:
+        return serve(cmd)  # owns the server: SIGTERM/SIGHUP/Ctrl-C stop its process group
+    except FileNotFoundError:
+        raise UserError("optuna-dashboard is not installed (run `make install`)") from None

@@ -7,7 +7,10 @@ reference 0.5 chi2(0) + 0.5 chi2(1); Vuong, with its caveat), gives Wald and pro
 intervals, AIC/BIC and observed against expected frequencies, prints a table (or `--json`)
 and logs one MLflow run with the table, a hanging rootogram and the descent paths.
 
-Bad input gets one line on stderr and exit status 2, never a number.
+Bad input gets one line on stderr and exit status 2, never a number. The heavy libraries
+(torch, scipy.stats, matplotlib, MLflow) are imported inside the functions that need them,
+after the counts are read: a bad file is refused in ~0.9 s instead of ~7 s (measured on the
+2 cores; tests/test_layers.py allows this module's function-local imports for that reason).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pipeline.core.errors import NotIdentifiableError, UserError
 from pipeline.core.histogram import Histogram
 from pipeline.stages import config
 from pipeline.stages.cli import parser, progress
+from pipeline.store import files
 from pipeline.store.count_file import read_counts
 from pipeline.tracking import interrupts
 
@@ -128,6 +132,8 @@ def log_run(tracker, args, params: config.Params, report: dict, text: str, hist,
 def analyse(args) -> dict:
     """Read, fit, test and (unless --no-mlflow) log; returns the report (with its text)."""
     params = config.load(args.params)
+    if not args.no_mlflow:  # before any work: an unusable mlruns/ is one line, not a lost fit
+        files.check_writable(args.workdir.resolve() / "mlruns")
     counts = read_counts(args.file, args.column, args.where)
     # scipy.stats and torch load only now: bad input is rejected without them.
     from pipeline.report.count_report import descent_summary, render, summarise
@@ -139,16 +145,18 @@ def analyse(args) -> dict:
                         "zero, so pi and lambda are not identifiable") from None  # fmt: skip
     report = {"file": str(args.file), "column": args.column, "where": args.where,
               "rows": counts.rows, **report}  # fmt: skip
+    from pipeline.tracking.runs import Tracker  # MLflow loads only when it is used
+
+    # The store opens before the fit: a broken one is one line, not a fit thrown away.
+    tracker = None if args.no_mlflow else Tracker(params.tracking.experiment,
+                                                  root=args.workdir.resolve())  # fmt: skip
     rng = seeds.generator(params.seed, "fit_counts")
     result, best, reference = descend(counts.hist, params, rng, report["zip"])
     report["gradient_descent"] = descent_summary(result, best, report, params.fit_counts,
                                                  reference)  # fmt: skip
     text = render(report)
     report["mlflow_run_id"], report["mlflow_experiment"] = None, params.tracking.experiment
-    if not args.no_mlflow:
-        from pipeline.tracking.runs import Tracker
-
-        tracker = Tracker(params.tracking.experiment, root=args.workdir.resolve())
+    if tracker is not None:
         try:
             tracker.close_orphans()
             report["mlflow_run_id"] = log_run(tracker, args, params, report, text, counts.hist,

@@ -36,7 +36,7 @@ import torch
 
 from pipeline.analysis.objective import build_problem
 from pipeline.core import seeds
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, environment_problem
 from pipeline.stages import config
 from pipeline.stages.cli import parser, progress
 from pipeline.stages.sweep_steps import check_datasets, finish_stage, start_stage
@@ -104,9 +104,12 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
     return ran
 
 
-def worker_main(plan: Plan) -> None:
-    """Entry of a spawned worker process: join the study and run trials."""
+def worker_main(plan: Plan, errors=None) -> None:
+    """Entry of a spawned worker process: join the study and run trials.
 
+    A user's or the machine's error (a `UserError`, a full disk) goes to the parent through
+    `errors` (a queue) and ends the worker with status 2; the parent reports it as one line.
+    """
     quiet_libraries()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -121,10 +124,15 @@ def worker_main(plan: Plan) -> None:
     except KeyboardInterrupt:
         tracker.end_all("KILLED")
         code = 130
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as err:
+        problem = str(err) if isinstance(err, UserError) else environment_problem(err)
+        if problem is not None and errors is not None:
+            errors.put(problem)
+            code = 2
+        else:
+            traceback.print_exc()
+            code = 1
         tracker.end_all("FAILED")
-        code = 1
     sys.exit(code)
 
 
@@ -132,8 +140,9 @@ def run_workers(plans: list[Plan], count_done, total: int) -> None:
     """Start one spawned process per plan and wait; SIGTERM them all on an interrupt."""
 
     ctx = mp.get_context("spawn")  # torch and open SQLite handles must not be forked
-    procs = [ctx.Process(target=worker_main, args=(plan,), name=f"sweep-worker-{plan.worker}")
-             for plan in plans]  # fmt: skip
+    errors = ctx.SimpleQueue()
+    procs = [ctx.Process(target=worker_main, args=(plan, errors),
+                         name=f"sweep-worker-{plan.worker}") for plan in plans]  # fmt: skip
     bar = progress(total, "trials", unit="trial")
     try:
         for proc in procs:
@@ -156,6 +165,8 @@ def run_workers(plans: list[Plan], count_done, total: int) -> None:
     codes = [proc.exitcode for proc in procs]
     if any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
         raise KeyboardInterrupt  # the workers were interrupted (Ctrl-C reaches them too)
+    if not errors.empty():
+        raise UserError(errors.get())  # the first worker's problem; the others share it
     failed = [proc.name for proc, code in zip(procs, codes) if code != 0]
     if failed:
         raise RuntimeError(f"{', '.join(failed)} failed; see the traceback above")
@@ -177,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--workers: must be >= 1, got {workers}")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    files.check_writable(files.Layout(workdir).data, workdir / "mlruns")
     check_datasets(workdir, params)  # before any run or study exists
     restore = interrupts.install()
     tracker = Tracker(params.tracking.experiment, root=workdir)

@@ -21,14 +21,13 @@ from pipeline.core.errors import UserError
 from pipeline.stages import config
 from pipeline.store import datasets, files
 from pipeline.tracking.fit_runs import log_study
-from pipeline.tracking.runs import flatten
+from pipeline.tracking.runs import flatten, redact
 from pipeline.tracking.study import (
     DONE,
     enqueue_grid,
     fail_stale_trials,
     load_study,
     planned_trials,
-    redact,
 )
 
 

@@ -3,14 +3,22 @@
 Starts `mlflow server` bound to 127.0.0.1 with one worker and GenAI job execution off (else
 seven job processes start: ~2.5 GB instead of ~0.5 GB), and prints the link that opens the
 experiment's 'Model training' runs table with its nested runs.
+
+The launcher owns its server's lifetime (`serve`, also used by `make dashboard`): the server
+runs in its own process group, SIGTERM, SIGHUP and SIGINT (Ctrl-C) to the launcher stop the
+whole group, and no exit path leaves it behind (only SIGKILL to the launcher can).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +26,98 @@ from pipeline.core.errors import UserError
 from pipeline.stages import config
 from pipeline.stages.cli import parser
 from pipeline.tracking.runs import Tracker
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (a zombie, on Linux, counts as gone)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or not ours
+        os.killpg(pgid, sig)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop `proc` and every process of its group: SIGTERM, then SIGKILL after `grace` s.
+
+    Returns once the group is gone (or 5 s after the SIGKILL, for a process stuck in the
+    kernel), so the launcher never exits before its server.
+
+    `proc` must lead its own process group (`start_new_session=True`); the group is signalled
+    even when `proc` has exited already, for the children it may have left behind.
+    """
+    pgid = proc.pid
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        _signal_group(pgid, sig)
+        deadline = time.monotonic() + wait
+        while proc.poll() is None or _group_alive(pgid):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        else:
+            return
+
+
+def serve(cmd: Sequence[str], env: dict[str, str] | None = None, grace: float = 10.0) -> int:
+    """Run the server `cmd` until it exits or the launcher is asked to stop; never leave it.
+
+    The server runs in its own process group (so the terminal's Ctrl-C reaches only the
+    launcher). SIGTERM, SIGHUP and SIGINT to the launcher (unless ignored, e.g. by `nohup`)
+    only record the request: no exception can land between starting the server and owning
+    it. Whatever ends the wait (the server's exit, a stop request, an exception), the whole
+    group is then stopped (`stop_group`).
+
+    Returns:
+        The server's exit status, or 0 after a stop request.
+
+    Raises:
+        FileNotFoundError: `cmd[0]` does not exist.
+    """
+    requests: list[int] = []
+
+    def request_stop(signum, frame):
+        requests.append(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, request_stop)
+    proc = None
+    try:
+        proc = subprocess.Popen(list(cmd), env=env, start_new_session=True)
+        while not requests:
+            try:
+                return proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                continue
+        return 0
+    finally:
+        try:
+            if proc is not None:
+                stop_group(proc, grace)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def server_command(workdir: Path, port: int, host: str = "127.0.0.1") -> list[str]:
@@ -62,10 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     experiment_id = Tracker(params.tracking.experiment, root=args.workdir).experiment_id
     print(f"MLflow UI: {experiment_url(args.port, experiment_id)}  (Ctrl-C to stop)", flush=True)
-    proc = subprocess.Popen(server_command(args.workdir, args.port), env=server_env())
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=20)
-        return 0
+        return serve(server_command(args.workdir, args.port), env=server_env(), grace=20)
+    except FileNotFoundError:
+        raise UserError("mlflow is not installed (run `make install`)") from None

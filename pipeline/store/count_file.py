@@ -105,6 +105,11 @@ def _filter(lf: pl.LazyFrame, where: str | None) -> pl.Expr:
     except (pl.exceptions.PolarsError, ValueError, TypeError) as err:
         raise UserError(f"--where {where!r}: {_first_line(err)} (a SQL condition; quote column "
                         'names that are SQL words, e.g. "group" = 1)') from None  # fmt: skip
+    if not expr.meta.eq(expr.meta.undo_aliases()):
+        # SQL reads trailing text as a column alias (`a = 1 'x'`, `a = 1 AS x`): refuse it,
+        # it is never part of a row condition and usually a quoting mistake.
+        raise UserError(f"--where {where!r}: must be a condition only; found the alias "
+                        f"{expr.meta.output_name()!r} after it (unbalanced quotes?)")  # fmt: skip
     try:
         dtype = lf.select(expr.alias("where")).collect_schema()["where"]
     except (pl.exceptions.PolarsError, ValueError, TypeError) as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,50 @@ class Layout:
     @property
     def report_text(self) -> Path:
         return self.reports / "recovery.md"
+
+
+MIN_FREE_BYTES = 64 * 2**20  # refuse to start a stage with less free space than this
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists (where it would be created).
+
+    Raises:
+        UserError: a broken link on the way.
+    """
+    while not path.exists() and path != path.parent:
+        if path.is_symlink():
+            raise UserError(f"{path}: a broken link, not a folder")
+        path = path.parent
+    return path
+
+
+def check_writable(*folders: Path, need: int = MIN_FREE_BYTES) -> None:
+    """Make sure each folder can be written (creating nothing): it, or the nearest folder
+    above it that exists, is a writable folder on a file system with space left.
+
+    Run before a stage does any work, so that a work directory that is a file, lies on a
+    read-only or full disk, or cannot be created is one line naming the path, not a traceback
+    halfway through, and a refused run leaves no folder behind.
+
+    Args:
+        folders: the folders the stage writes into (e.g. `layout.data`, `workdir / "mlruns"`).
+        need: free bytes each folder's file system must have.
+
+    Raises:
+        UserError: naming the folder and what is wrong with it.
+    """
+    for folder in folders:
+        existing = nearest_existing(folder)
+        if not existing.is_dir():
+            raise UserError(f"{existing}: exists but is not a folder (needed for {folder})")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"{existing}: not writable (read-only file system or permissions)")
+        free = shutil.disk_usage(existing).free
+        if free < need:
+            raise UserError(
+                f"{existing}: only {free / 2**20:.0f} MB free, need at least {need / 2**20:.0f} MB"
+            )
 
 
 # The Makefile's file targets, relative to the work directory.

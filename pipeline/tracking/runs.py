@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import time
 import uuid
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, environment_problem
 
 TAG = "zip."
 _STORE_DIR = "mlruns"
@@ -60,32 +61,52 @@ class Tracker:
         # A SQLite store keeps its artifacts beside it (else MLflow falls back to ./mlruns).
         local = uri.startswith("sqlite:///")
         store = Path(uri.removeprefix("sqlite:///")).parent
-        if local:
-            store.mkdir(parents=True, exist_ok=True)
-        # No `mlflow.set_tracking_uri`: it exports MLFLOW_TRACKING_URI into os.environ, so every
-        # later Tracker in the process (another workdir, a test) would log into this store.
-        self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         self.open_runs: set[str] = set()
         try:
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                location = (store / "artifacts").as_uri() if local else None
-                try:
-                    self.experiment_id = self.client.create_experiment(
-                        experiment, artifact_location=location
-                    )
-                except Exception:  # another process created it first
-                    self.experiment_id = self.client.get_experiment_by_name(
-                        experiment
-                    ).experiment_id
-            else:
-                self.experiment_id = exp.experiment_id
+            if local:
+                store.mkdir(parents=True, exist_ok=True)
+            # No `mlflow.set_tracking_uri`: it exports MLFLOW_TRACKING_URI into os.environ, so
+            # every later Tracker in the process (another workdir, a test) would log here.
+            self.client = MlflowClient(tracking_uri=uri)  # opens (and migrates) the store
+            self.experiment_id = self._experiment(experiment, store if local else None)
         except UserError:
             raise
         except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"MLflow tracking store {uri!r} is not usable: {first[:200]}") from None
+            problem = environment_problem(err)
+            if problem is None:
+                text = str(err).strip()
+                problem = (text.splitlines()[0] if text else type(err).__name__)[:200]
+            raise UserError(
+                f"MLflow tracking store {redact(uri)!r} is not usable: {problem}"
+            ) from None
+
+    def _experiment(self, name: str, store: Path | None) -> str:
+        """The experiment's id: created (artifacts beside a local store) or checked.
+
+        A local store's experiment must keep its artifacts under this store: a work
+        directory copied or moved elsewhere would otherwise write its figures into the
+        original's folder (MLflow stores the artifact location as an absolute path).
+        """
+        location = (store / "artifacts").as_uri() if store is not None else None
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                return self.client.create_experiment(name, artifact_location=location)
+            except Exception:  # another process created it first
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+        if exp.lifecycle_stage == "deleted":
+            raise UserError(f"MLflow experiment {name!r} was deleted in {redact(self.uri)}; "
+                            "restore it in the UI, or use another tracking.experiment")  # fmt: skip
+        if location is not None and exp.artifact_location.rstrip("/") != location.rstrip("/"):
+            raise UserError(
+                f"{store / 'mlflow.db'} was made in another folder: its experiment {name!r} "
+                f"keeps artifacts at {exp.artifact_location}; this work directory is a copy or "
+                "was moved, so delete its mlruns/ to start a fresh store here"
+            )
+        return exp.experiment_id
 
     # -- runs -------------------------------------------------------------------------------
     def start(
@@ -242,7 +263,12 @@ class Tracker:
             runs.extend(page)
             token = page.token
             if not token or len(runs) >= max_results:
-                return runs
+                return runs[:max_results]
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by `***` (for printing and logging)."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
 def flatten(config: Mapping[str, object], prefix: str = "") -> dict[str, object]:

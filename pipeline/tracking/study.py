@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from optuna.trial import TrialState
 
 from pipeline.core.errors import UserError
 from pipeline.tracking import interrupts
+from pipeline.tracking.runs import redact
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -56,11 +56,20 @@ def open_storage(url: str | None, workdir: Path, tracking_uri: str):
 
     if not url:
         url = str(workdir / "mlruns" / "optuna.log")
-    if (
-        url.startswith("sqlite:///")
-        and Path(url[10:]).resolve() == Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-    ):
-        raise UserError(f"Optuna storage {redact(url)!r} is MLflow's store: use a separate file")
+    # Relative file paths belong to the work directory, not to wherever the stage was started
+    # (a copied or moved work directory then keeps its own study).
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_absolute():
+        url = f"sqlite:///{workdir / url[len('sqlite:///') :]}"
+    elif "://" not in url and not Path(url).is_absolute():
+        url = str(workdir / url)
+    mlflow_db = (
+        tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
+    )
+    if url.startswith("sqlite:///") and mlflow_db is not None:
+        if Path(url[len("sqlite:///") :]).resolve() == Path(mlflow_db).resolve():
+            raise UserError(
+                f"Optuna storage {redact(url)!r} is MLflow's store: use a separate file"
+            )
     try:
         if "://" not in url:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
@@ -70,12 +79,6 @@ def open_storage(url: str | None, workdir: Path, tracking_uri: str):
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         where = redact(url)
         raise UserError(f"Optuna storage {where!r} cannot be opened: {first[:200]}") from None
-
-
-def redact(url: str) -> str:
-    """`url` with any password replaced by `***` (for printing and logging)."""
-
-    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
 class QueueOnly(optuna.samplers.BaseSampler):

@@ -1,4 +1,6 @@
-"""Tests of the `fit_counts` stage: reading counts, the report, the CLI and its MLflow run.
+"""Tests of the `fit_counts` stage: the descent, the CLI (text, JSON, bad input) and its MLflow
+run. Reading the file: tests/store/test_count_file.py; the report's numbers and layout:
+tests/report/test_count_report.py.
 
 Stage runs use `--workdir tmp_path` with an MLflow store isolated there (`isolated_mlflow`), and
 the tiny params of `conftest.py` where the descent's length does not matter.
@@ -17,10 +19,8 @@ import polars as pl
 import pytest
 
 from pipeline.core import mle
-from pipeline.core.errors import UserError
 from pipeline.core.histogram import histogram
 from pipeline.stages.cli import ROOT
-from pipeline.store import count_file as count_io
 
 EXAMPLE = ROOT / "examples" / "fish_caught.csv"
 
@@ -51,37 +51,7 @@ def leaves(obj, path=""):
         yield path, obj
 
 
-# -- reading ---------------------------------------------------------------------------------
-def test_read_counts_matches_numpy_histogram_for_csv_tsv_and_parquet(tmp_path):
-    y = zip_sample(0.4, 3.0, 3000, 1)
-    group = np.arange(len(y)) % 3
-    frame = pl.DataFrame({"count": y, "site": group})
-    frame.write_csv(tmp_path / "c.csv")
-    frame.write_csv(tmp_path / "c.tsv", separator="\t")
-    frame.write_parquet(tmp_path / "c.parquet")
-    frame.with_columns(pl.col("count").cast(pl.Float64)).write_parquet(tmp_path / "f.parquet")
-    for name in ("c.csv", "c.tsv", "c.parquet", "f.parquet"):
-        counts = count_io.read_counts(tmp_path / name, "count")
-        assert counts.rows == counts.selected == len(y)
-        ref = histogram(y)
-        assert np.array_equal(counts.hist.values, ref.values)
-        assert np.array_equal(counts.hist.freqs, ref.freqs)
-        picked = count_io.read_counts(tmp_path / name, "count", where="site = 1 AND count > 0")
-        ref = histogram(y[(group == 1) & (y > 0)])
-        assert np.array_equal(picked.hist.values, ref.values)
-        assert np.array_equal(picked.hist.freqs, ref.freqs)
-        assert picked.rows == len(y) and picked.selected == ref.n
-
-
-def test_read_counts_names_the_first_bad_row(tmp_path):
-    path = write_csv(tmp_path / "bad.csv", [1, 2, 0, 3, -4, 5, -1])
-    with pytest.raises(UserError, match=r"2 negative value\(s\), first at row 5 \(-4\)"):
-        count_io.read_counts(path, "count")
-    # The filter decides which rows must be counts.
-    assert count_io.read_counts(path, "count", where="count >= 0").hist.n == 5
-
-
-# -- the report ------------------------------------------------------------------------------
+# -- the stage -------------------------------------------------------------------------------
 def test_descent_matches_exact_mle(write_params, tmp_path):
     """Converged descent stops at |gradient| < grad_tol = 1e-6 in (logit pi, log lambda), so
     its error is about I^-1 g <= (n SE^2) 1e-6, i.e. ~1e-4 SE at n = 10,000: 0.01 SE is ample."""
@@ -91,11 +61,13 @@ def test_descent_matches_exact_mle(write_params, tmp_path):
     params = config.load(write_params({"fit_counts": {"inits": 4, "max_steps": 3000}}))
     hist = histogram(zip_sample(0.5, 5.0, 10_000, 0))
     exact = mle.exact_mle(hist)
-    result, best = descend(hist, params, np.random.default_rng(0))
+    at_mle = {"pi": exact.pi, "lambda": exact.lam}
+    result, best, reference = descend(hist, params, np.random.default_rng(0), at_mle)
     assert result.status[best] == "converged"
     assert abs(result.pi[best] - exact.pi) < 0.01 * exact.se_pi
     assert abs(result.lam[best] - exact.lam) < 0.01 * exact.se_lam
-    assert result.nll[best] - exact.nll < 1e-9
+    assert abs(reference - exact.nll) < 1e-12  # the engine's NLL at the MLE: same number
+    assert result.nll[best] - reference < 1e-9
 
 
 def test_json_is_one_object_of_numbers_matching_the_exact_mle(write_params, tmp_path):
@@ -130,16 +102,16 @@ def run_main(args, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_terminal_table(tiny_params, tmp_path, capsys):
-    text = run_main([EXAMPLE, "--column", "count", "--params", tiny_params, "--no-mlflow"],
-                    capsys)  # fmt: skip
-    y = np.loadtxt(EXAMPLE, delimiter=",", skiprows=1, usecols=1).astype(int)
-    exact = mle.exact_mle(histogram(y))
-    for part in ("Zero-inflated Poisson (exact MLE)", f"{exact.pi:.6g}", "95% profile",
-                 "Likelihood-ratio test for zero inflation", "Wilson 2015",
-                 "Observed against expected frequencies"):  # fmt: skip
-        assert part in text
-    assert all(line == line.rstrip() for line in text.splitlines())
+def test_terminal_table_is_the_json_report_rendered(tiny_params, tmp_path, capsys):
+    """The text and `--json` print the same report (its layout: tests/report/test_count_report)."""
+    from pipeline.report.count_report import render
+
+    args = [EXAMPLE, "--column", "count", "--params", tiny_params, "--no-mlflow"]
+    text = run_main(args, capsys)
+    report = json.loads(run_main([*args, "--json"], capsys))
+    assert report["n"] == report["rows"] == 250 and report["where"] is None
+    # JSON turned tuples into lists and NaN into null, which render shows alike
+    assert text == render(report) + "\n"
 
 
 def test_fewer_zeros_than_poisson_gives_the_boundary_answer(tiny_params, tmp_path, capsys):
@@ -153,10 +125,13 @@ def test_fewer_zeros_than_poisson_gives_the_boundary_answer(tiny_params, tmp_pat
     assert r["lr_test"]["statistic"] == 0.0 and r["lr_test"]["p_value"] == 1.0
     assert r["zip"]["profile"]["pi"][0] == 0.0 and r["zip"]["wald"]["pi"][0] == 0.0
     assert r["vuong"]["raw"]["statistic"] is None  # both fits coincide: z undefined
+    # the stage's own descent (seeded starts) heads for logit(pi) = -inf
     assert r["gradient_descent"]["towards_boundary"] is True
-    assert "boundary" in r["notes"][0]
-    text = run_main(args, capsys)
-    assert "boundary pi = 0" in text and "pi -> 0" in text
+    assert r["gradient_descent"]["status"] == "max_steps" and r["gradient_descent"]["pi"] < 0.05
+    assert r["notes"][0].startswith("0 zeros observed, ")
+    lines = run_main(args, capsys).splitlines()
+    assert "    pi -> 0: descent drives logit(pi) towards -inf, the boundary MLE" in lines
+    assert any("the MLE is on the boundary pi = 0" in line for line in lines)
 
 
 def test_example_run_logs_one_mlflow_run(tiny_params, tmp_path, isolated_mlflow, capsys,
@@ -179,16 +154,24 @@ def test_example_run_logs_one_mlflow_run(tiny_params, tmp_path, isolated_mlflow,
     parent = client.get_run(tags["mlflow.parentRunId"])
     assert parent.data.tags["zip.level"] == "invocation"
     assert run.data.params["fit_counts.inits"] == "2"
-    metrics = run.data.metrics
-    assert 0 < metrics["zip.pi"] < 1 and metrics["lr_test.p_value"] < 0.05
-    assert "zip.profile.pi.lower" in metrics and "gradient_descent.nll_gap" in metrics
-    assert len(client.get_metric_history(run.info.run_id, "gd.nll")) > 1
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"rootogram.png", "convergence.png", "fit_counts.json", "fit_counts.txt",
             "frequencies.md"} <= names  # fmt: skip
     stored = json.loads(Path(client.download_artifacts(run.info.run_id, "fit_counts.json",
                                                        str(tmp_path))).read_text())  # fmt: skip
-    assert stored["mlflow_run_id"] == run.info.run_id and stored["n"] < 250
+    table = np.loadtxt(EXAMPLE, delimiter=",", skiprows=1, usecols=(1, 2)).astype(int)
+    campers = table[table[:, 1] == 1, 0]
+    assert stored["mlflow_run_id"] == run.info.run_id and stored["n"] == len(campers) < 250
+    # the metrics are the report's numbers, the report's fit that of the selected rows
+    metrics = run.data.metrics
+    assert metrics["zip.pi"] == stored["zip"]["pi"] == mle.exact_mle(histogram(campers)).pi
+    assert metrics["lr_test.p_value"] == stored["lr_test"]["p_value"]
+    assert metrics["zip.profile.pi.lower"] == stored["zip"]["profile"]["pi"][0]
+    assert metrics["gradient_descent.nll_gap"] == stored["gradient_descent"]["nll_gap"]
+    # the kept init's path, recorded every fit.record_every = 10 steps (20 points at most)
+    history = client.get_metric_history(run.info.run_id, "gd.nll")
+    last = stored["gradient_descent"]["steps"] // 10 * 10
+    assert sorted(m.step for m in history) == list(range(0, last + 1, 10))
 
     # Ctrl-C (or SIGTERM, turned into KeyboardInterrupt) while logging: the run ends KILLED.
     def interrupt(*args, **kwargs):

@@ -119,3 +119,34 @@ def test_layout_names_every_stage_file_once(tmp_path):
     assert len({f.path for f in named}) == len(named)
     assert layout.fits("tune").path.name == "tune_fits.parquet"
     assert layout.dataset("blog", 3).path == tmp_path / "data/datasets/blog/003.parquet"
+
+
+def test_check_writable_creates_nothing_and_passes_a_good_folder(tmp_path):
+    files.check_writable(tmp_path / "a" / "b", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["file", "under-file", "dangling-link"])
+def test_check_writable_names_a_path_that_is_not_a_folder(tmp_path, case):
+    """The audit's item 9: a work directory that is a file gave 350 lines of tracebacks."""
+    target = tmp_path / "workdir"
+    if case == "dangling-link":
+        target.symlink_to(tmp_path / "nowhere")
+    else:
+        target.write_text("x")
+    folder = target / "data" if case != "file" else target / "data" / "deeper"
+    with pytest.raises(UserError) as info:
+        files.check_writable(folder)
+    message = str(info.value)
+    assert message.startswith(str(target)) and "\n" not in message
+
+
+def test_check_writable_refuses_a_read_only_or_full_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(files.os, "access", lambda path, mode: False)  # root ignores chmod
+    with pytest.raises(UserError, match=r"not writable \(read-only file system"):
+        files.check_writable(tmp_path / "data")
+    monkeypatch.undo()
+    usage = files.shutil.disk_usage(tmp_path)._replace(free=10 * 2**20)
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage)
+    with pytest.raises(UserError, match="only 10 MB free, need at least 64 MB"):
+        files.check_writable(tmp_path / "data")

@@ -107,3 +107,16 @@ def test_stale_trials_of_dead_processes_are_failed_and_requeued():
     assert enqueue_grid(study, cfg) == 1  # its point goes back into the queue
     run_trials(study, cfg, _objective(cfg))
     assert _done_points(study) == [(0.1, "adam"), (1.0, "adam")]
+
+
+def test_relative_storage_paths_belong_to_the_work_directory(tmp_path):
+    """The audit's item 12: `sqlite:///mlruns/mlflow.db` resolved against the current folder,
+    slipped past the guard and failed on MLflow's schema."""
+    from pipeline.core.errors import UserError
+    from pipeline.tracking.study import open_storage
+
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    with pytest.raises(UserError, match="is MLflow's store"):
+        open_storage("sqlite:///mlruns/mlflow.db", tmp_path, mlflow_uri)
+    _, where = open_storage("studies/optuna.log", tmp_path, mlflow_uri)
+    assert where == str(tmp_path / "studies" / "optuna.log")
