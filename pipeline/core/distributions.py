@@ -21,6 +21,16 @@ _STIRLING_MIN = 15.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def softplus(x):
+    """log(1 + e^x), exact to float64 rounding everywhere.
+
+    torch's default switches to x itself above x = 20, which drops e^-20 ~ 2e-9: visible in
+    float64 log-probabilities (and it makes the autograd slope exactly 1 instead of
+    sigmoid(x)). Above 40, e^-x < 5e-18 is below float64 resolution of x.
+    """
+    return F.softplus(x, threshold=40.0)
+
+
 def _log_factorial_remainder(count):
     """lgamma(y + 1) - y log y + y = stirlerr(y) + log(2 pi y) / 2, in float64, for y > 0."""
     y = count.double()
@@ -75,9 +85,9 @@ def zip_log_prob(value, gate_logits, log_rate):
     deviance = count * (log_ratio + torch.expm1(-log_ratio))
     log_poisson = -deviance - _log_factorial_remainder(count).to(dtype)
 
-    log_keep = -F.softplus(gate_logits)  # log(1 - pi)
+    log_keep = -softplus(gate_logits)  # log(1 - pi)
     log_nonzero = log_keep + log_poisson
-    log_zero = torch.logaddexp(-F.softplus(-gate_logits), log_keep - torch.exp(log_rate))
+    log_zero = torch.logaddexp(-softplus(-gate_logits), log_keep - torch.exp(log_rate))
     return torch.where(is_zero, log_zero, log_nonzero)
 
 
@@ -207,6 +217,6 @@ def zip_mixture(rate, *, gate=None, gate_logits=None):
         log_weights = [torch.log(gate), torch.log1p(-gate)]
     else:
         rate, gate_logits = broadcast_all(rate, gate_logits)
-        log_weights = [-F.softplus(-gate_logits), -F.softplus(gate_logits)]
+        log_weights = [-softplus(-gate_logits), -softplus(gate_logits)]
     components = Poisson(torch.stack([torch.zeros_like(rate), rate], dim=-1))
     return MixtureSameFamily(Categorical(logits=torch.stack(log_weights, dim=-1)), components)

@@ -107,6 +107,21 @@ def stack_histograms(
     )
 
 
+def check_device(device: str) -> None:
+    """Raise `ValueError` unless torch can compute on `device` on this machine.
+
+    Args:
+        device: "cpu", "cuda" or "cuda:N".
+    """
+    if device == "cpu":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(f"{device!r} but no CUDA device is available here (use 'cpu')")
+    index = torch.device(device).index
+    if index is not None and index >= torch.cuda.device_count():
+        raise ValueError(f"{device!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+
+
 def _require(ok, what: str, value) -> None:
     if not ok:
         raise ValueError(f"{what}, got {value!r}")

@@ -27,9 +27,8 @@ Pure torch: no I/O, no module state.
 """
 
 import torch
-import torch.nn.functional as F
 
-from pipeline.core.distributions import zip_log_prob, zip_mixture
+from pipeline.core.distributions import softplus, zip_log_prob, zip_mixture
 
 MODELS = ("zip", "zip_autograd", "mixture")
 
@@ -72,7 +71,7 @@ def closed_form(gate_logits, log_rate, stats) -> tuple[torch.Tensor, torch.Tenso
     count_part = torch.where(has_positive, positive * deviance, torch.zeros_like(deviance))
     constant = mean - mean * torch.log(mean_positive) + log_fact
     loss = (
-        F.softplus(gate_logits)
+        softplus(gate_logits)
         - zero_share * torch.logaddexp(-rate, gate_logits)
         + count_part
         + constant

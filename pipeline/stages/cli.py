@@ -64,8 +64,9 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         argv: command-line arguments (default: `sys.argv[1:]`).
 
     Returns:
-        Never: exits the process with 0, 2 (user error, or the machine's: a full disk, a
-        read-only or missing folder — see `errors.environment_problem`) or 130 (interrupted).
+        Never: exits the process with the status `main` returns (0 for None), 2 (user error,
+        or the machine's: a full disk, a read-only or missing folder — see
+        `errors.environment_problem`) or 130 (interrupted).
     """
     quiet_libraries()
     try:

@@ -145,7 +145,13 @@ def analyse(args) -> dict:
                         "zero, so pi and lambda are not identifiable") from None  # fmt: skip
     report = {"file": str(args.file), "column": args.column, "where": args.where,
               "rows": counts.rows, **report}  # fmt: skip
+    from pipeline.core.engine import check_device
     from pipeline.tracking.runs import Tracker  # MLflow loads only when it is used
+
+    try:
+        check_device(params.fit.device)
+    except ValueError as err:
+        raise UserError(f"fit.device: {err}") from None
 
     # The store opens before the fit: a broken one is one line, not a fit thrown away.
     tracker = None if args.no_mlflow else Tracker(params.tracking.experiment,

@@ -21,6 +21,7 @@ closes the orphaned runs as FAILED and re-runs the trials of dead processes.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -36,6 +37,7 @@ import torch
 
 from pipeline.analysis.objective import build_problem
 from pipeline.core import seeds
+from pipeline.core.engine import check_device
 from pipeline.core.errors import UserError, environment_problem
 from pipeline.stages import config
 from pipeline.stages.cli import parser, progress
@@ -45,7 +47,14 @@ from pipeline.tracking import interrupts
 from pipeline.tracking.fit_runs import FitLogger
 from pipeline.tracking.quiet import quiet_libraries
 from pipeline.tracking.runs import Tracker
-from pipeline.tracking.study import DONE, load_study, open_storage, planned_trials, run_trials
+from pipeline.tracking.study import (
+    DONE,
+    load_study,
+    open_storage,
+    planned_trials,
+    run_trials,
+    supersede_failed,
+)
 from pipeline.tracking.trial import TrialSetup, make_objective
 
 _BIG_TRIAL = 64  # fits per trial from which logging is shared with spawned logger processes
@@ -188,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--workers: must be >= 1, got {workers}")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        check_device(params.fit.device)
+    except ValueError as err:
+        raise UserError(f"fit.device: {err}") from None
     files.check_writable(files.Layout(workdir).data, workdir / "mlruns")
     check_datasets(workdir, params)  # before any run or study exists
     restore = interrupts.install()
@@ -201,7 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             plans = [Plan(str(args.params.resolve()), str(workdir), stage, where, study_name,
                           stage_run, i, workers) for i in range(workers)]  # fmt: skip
             if todo > 0:
-                _run(plans, params, tracker, storage, study, cfg)
+                try:
+                    _run(plans, params, tracker, storage, study, cfg)
+                except KeyboardInterrupt:
+                    with contextlib.suppress(Exception):  # best effort; the next start redoes it
+                        supersede_failed(study, tracker)
+                    raise
             interrupts.check()
             seconds = time.perf_counter() - start
             finish_stage(tracker, stage_run, study, params, stage, workdir, seconds)

@@ -28,6 +28,7 @@ from pipeline.tracking.study import (
     fail_stale_trials,
     load_study,
     planned_trials,
+    supersede_failed,
 )
 
 
@@ -64,6 +65,7 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
     where = redact(where)
     study = load_study(storage, study_name, cfg, seeds.sampler_seed(params.seed), create=True)
     stale = fail_stale_trials(study)
+    superseded = supersede_failed(study, tracker)
     if cfg.sampler == "grid":
         enqueue_grid(study, cfg)
     planned = planned_trials(study, cfg)
@@ -76,6 +78,8 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
     notes = [f"{done}/{planned} trials done"]
     if stale:
         notes.append(f"{stale} trial(s) of dead processes marked FAIL")
+    if superseded:
+        notes.append(f"{superseded} fit run(s) of unfinished trials marked KILLED")
     print(f"study {study_name} ({cfg.sampler}) on {where}: {', '.join(notes)}")
     return study, planned - done
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +32,7 @@ from optuna.trial import TrialState
 from pipeline.report.convergence import ConvergencePlot, close_figures, study_figures
 from pipeline.tracking import interrupts
 from pipeline.tracking.quiet import quiet_libraries
-from pipeline.tracking.runs import Tracker, thin
+from pipeline.tracking.runs import Tracker, alive, thin
 
 _WORKER: dict = {}  # state of a logger process (its own Tracker, figure and temp folder)
 
@@ -163,8 +165,21 @@ class FitLogger:
         self._folder: tempfile.TemporaryDirectory | None = None
 
     def _temp(self) -> Path:
+        """This process's scratch folder for PNGs: `mlruns/.fitlog/<host>-<pid>-*`.
+
+        It lives in the work directory, not /tmp, and folders left by processes of this host
+        that were killed outright (SIGKILL: no cleanup ran) are removed when a new one starts.
+        """
         if self._folder is None:
-            self._folder = tempfile.TemporaryDirectory(prefix="zip-fitlog-")
+            scratch = Path(self._args[1]) / "mlruns" / ".fitlog"
+            scratch.mkdir(parents=True, exist_ok=True)
+            host = socket.gethostname()
+            for old in scratch.glob(f"{host}-*"):
+                pid = old.name[len(host) + 1 :].split("-", 1)[0]
+                if pid.isdigit() and not alive(int(pid)):
+                    shutil.rmtree(old, ignore_errors=True)
+            self._folder = tempfile.TemporaryDirectory(prefix=f"{host}-{os.getpid()}-",
+                                                       dir=scratch)  # fmt: skip
         return Path(self._folder.name)
 
     def start(self) -> None:

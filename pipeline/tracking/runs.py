@@ -207,10 +207,22 @@ class Tracker:
         closed = 0
         for run in runs:
             pid = int(run.data.tags.get(f"{TAG}pid", "0") or 0)
-            if pid and pid != os.getpid() and not _alive(pid):
+            if pid and pid != os.getpid() and not alive(pid):
                 self.client.set_terminated(run.info.run_id, status="FAILED")
                 closed += 1
         return closed
+
+    def supersede(self, filter_string: str) -> int:
+        """End FINISHED runs matching `filter_string` as KILLED, tagged `zip.superseded`.
+
+        For the fit runs of a trial that did not complete (interrupted, killed): the report
+        leaves them out, so the UI must not show them as results. Returns how many.
+        """
+        runs = self.search(f"{filter_string} and attributes.status = 'FINISHED'")
+        for run in runs:
+            self.client.set_tag(run.info.run_id, f"{TAG}superseded", "true")
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(runs)
 
     # -- logging ----------------------------------------------------------------------------
     def log(
@@ -295,7 +307,8 @@ def _finite(value: object) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 
 from pipeline.core.errors import UserError
 from pipeline.tracking import interrupts
-from pipeline.tracking.runs import redact
+from pipeline.tracking.runs import alive, redact
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -146,7 +146,7 @@ def fail_stale_trials(study, orphan_after_s: float = 30.0) -> int:
         pid = int(t.user_attrs.get("pid", 0))
         if pid:
             stale = t.user_attrs.get("host") == host and pid != os.getpid()
-            stale = stale and not process_alive(pid)
+            stale = stale and not alive(pid)
         else:
             start = t.datetime_start  # aware (UTC) from a journal, naive from some storages
             age = (datetime.datetime.now(start.tzinfo) - start).total_seconds() if start else 0
@@ -155,6 +155,24 @@ def fail_stale_trials(study, orphan_after_s: float = 30.0) -> int:
             study.tell(t.number, state=TrialState.FAIL)
             failed += 1
     return failed
+
+
+def supersede_failed(study, tracker) -> int:
+    """Mark the fit runs of the study's FAIL trials KILLED (`Tracker.supersede`).
+
+    A trial interrupted or killed after some of its fit runs were logged left them FINISHED;
+    its grid point runs again as a new trial, and only COMPLETE trials reach the report.
+
+    Returns:
+        How many fit runs were marked.
+    """
+    marked = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        marked += tracker.supersede(
+            f"tags.`zip.level` = 'fit' and tags.`zip.study` = '{study.study_name}' and "
+            f"tags.`zip.trial` = '{t.number}'"
+        )
+    return marked
 
 
 def grid_points(cfg) -> list[dict]:
@@ -274,14 +292,3 @@ def run_trials(study, cfg, objective: Callable, on_done: Callable | None = None)
         ran += 1
         if on_done is not None:
             on_done(frozen)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True

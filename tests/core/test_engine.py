@@ -1,20 +1,19 @@
-"""Tests of the batched gradient-descent engine (`pipeline.core.engine`, `likelihood`, `optim`).
+"""Tests of the batched gradient-descent engine (`pipeline.core.engine`); its likelihood and
+optimizers have their own files (test_likelihood.py, test_optim.py).
 
-References are independent of the engine: the closed-form exact MLE (`mle.exact_mle`), autograd
-through `zip_log_prob` / `zip_mixture` over raw samples, and `torch.optim` run by hand.
+References are independent of the engine: the closed-form exact MLE (`mle.exact_mle`), and
+`torch.optim` run by hand on `histogram_nll`.
 """
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.core import likelihood, optim
 from pipeline.core.engine import (
     MODELS,
     ChunkReport,
     fit_zip,
     histogram_nll,
-    nll_per_sample,
     stack_histograms,
 )
 from pipeline.core.histogram import histogram
@@ -119,70 +118,12 @@ def test_every_model_gives_the_same_fits(datasets):
         np.testing.assert_allclose(fits[model].history_nll, fits["zip"].history_nll, rtol=1e-12)
 
 
-PARAMS = [(0.3, 1.5), (-4.0, -2.0), (6.0, 0.2), (-20.0, 2.1), (0.0, 4.0)]
-
-
-@pytest.mark.parametrize("model", MODELS)
-def test_histogram_and_per_sample_losses_and_gradients_agree(model):
-    y = counts(0.4, 3.0, seed=11, n=3000)
-    hist = histogram(y)
-    values, freqs = stack_histograms([hist])
-    for s0, eta0 in PARAMS:
-        s = torch.tensor(s0, dtype=torch.float64, requires_grad=True)
-        eta = torch.tensor(eta0, dtype=torch.float64, requires_grad=True)
-        reference = nll_per_sample(torch.as_tensor(y), s, eta)
-        ref_grad = torch.autograd.grad(reference, (s, eta))
-        loss = histogram_nll(values[0], freqs[0], s, eta, model=model)
-        grad = torch.autograd.grad(loss, (s, eta))
-        assert abs(loss.item() - reference.item()) < 1e-12
-        for g, r in zip(grad, ref_grad):
-            assert abs(g.item() - r.item()) < 1e-12
-
-
-def test_analytic_gradient_matches_autograd():
-    hists = [histogram(counts(pi, lam, seed)) for _, pi, lam, seed in SCENARIOS]
-    values, freqs = stack_histograms(hists)
-    rng = np.random.default_rng(5)
-    params = torch.tensor(rng.uniform(-6, 6, (2, len(hists))), dtype=torch.float64)
-    data = (likelihood.sufficient_stats(values, freqs).T.contiguous(),)
-    loss, grad = likelihood.loss_and_grad("zip", params, data)
-    ref_loss, ref_grad = likelihood.loss_and_grad("zip_autograd", params, (values.T, freqs.T))
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-13)
-
-
 TORCH_OPTIMIZERS = {
     "adam": (torch.optim.Adam, {}),
     "sgd": (torch.optim.SGD, {}),
     "sgd-momentum": (torch.optim.SGD, {"momentum": 0.9}),
     "rmsprop": (torch.optim.RMSprop, {}),
 }
-
-
-@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
-def test_vectorised_optimizers_are_bit_identical_to_torch_optim(name):
-    def loss_fn(params):  # a curved, coupled objective; params (2, ...)
-        return (
-            params[0].exp() - 2 * params[0] + (params[1] - 0.3) ** 2 * (1 + params[0] ** 2)
-        ).sum()
-
-    optimizer, kwargs = TORCH_OPTIMIZERS[name]
-    lrs = torch.tensor([0.01, 0.03, 0.05, 0.2], dtype=torch.float64)
-    init = torch.tensor([1.3, -0.7], dtype=torch.float64)
-    params = init[:, None].repeat(1, len(lrs))
-    state = optim.init_state(name.split("-")[0], params)
-    for t in range(1, 201):
-        leaf = params.clone().requires_grad_()
-        (grad,) = torch.autograd.grad(loss_fn(leaf), leaf)
-        params, state = optim.step(name.split("-")[0], params, grad, state, lrs, t, **kwargs)
-    for b, lr in enumerate(lrs.tolist()):
-        reference = init.clone().requires_grad_()
-        torch_opt = optimizer([reference], lr=lr, **kwargs)
-        for _ in range(200):
-            torch_opt.zero_grad()
-            loss_fn(reference).backward()
-            torch_opt.step()
-        assert torch.equal(params[:, b], reference.detach())
 
 
 @pytest.mark.parametrize("name", TORCH_OPTIMIZERS)

@@ -222,19 +222,3 @@ def test_fit_histories_keep_the_final_step(stage):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "pi")]
         assert len(steps) == 3 and max(steps) == run.data.metrics["steps"] and min(steps) == 0
     assert np.isfinite(study.best_value)
-
-
-def test_dashboard_serves_the_sweeps_storage(tmp_path, tiny_params, monkeypatch):
-    from pipeline.stages import dashboard
-
-    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    params = config.load(tiny_params)
-    assert dashboard.storage_location(params, tmp_path) == str(tmp_path / "mlruns" / "optuna.log")
-    monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://db/optuna")
-    assert dashboard.storage_location(params, tmp_path, tune=True) == "postgresql://db/optuna"
-    cmd = dashboard.dashboard_command("x.log", 8123)
-    assert cmd[1:] == ["x.log", "--host", "127.0.0.1", "--port", "8123", "--server", "wsgiref"]
-    monkeypatch.delenv("OPTUNA_STORAGE")
-    argv = ["--params", str(tiny_params), "--workdir", str(tmp_path)]
-    with pytest.raises(UserError, match="no Optuna storage yet"):
-        dashboard.main(argv)

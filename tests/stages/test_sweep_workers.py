@@ -141,3 +141,13 @@ def test_sigterm_kills_runs_sigkill_is_resumed(workdir, stage_env):
     fits = pl.read_parquet(workdir / "data" / "fits.parquet")
     datasets = pl.read_parquet(workdir / "data" / "summary.parquet").height
     assert fits.height == len(GRID) * datasets * 3 and sorted(fits["lr"].unique()) == GRID
+    # The audit's item 11: fit runs of the interrupted and the killed trial do not look like
+    # results in the UI: the FINISHED fit runs are exactly the report's fits; the others are
+    # KILLED (tagged superseded) or FAILED (orphans of the killed process).
+    fit_runs = [r for r in runs if r.data.tags["zip.level"] == "fit"]
+    finished = {r.info.run_id for r in fit_runs if r.info.status == "FINISHED"}
+    assert finished == set(fits["run_id"])
+    superseded = [r for r in fit_runs if r.data.tags.get("zip.superseded") == "true"]
+    assert {r.info.status for r in superseded} <= {"KILLED"}
+    # ... and no scratch folder of the killed process is left behind
+    assert not [p for p in (workdir / "mlruns" / ".fitlog").iterdir()]

@@ -120,3 +120,32 @@ def test_relative_storage_paths_belong_to_the_work_directory(tmp_path):
         open_storage("sqlite:///mlruns/mlflow.db", tmp_path, mlflow_uri)
     _, where = open_storage("studies/optuna.log", tmp_path, mlflow_uri)
     assert where == str(tmp_path / "studies" / "optuna.log")
+
+
+def test_fit_runs_of_failed_trials_are_superseded(isolated_mlflow, tmp_path, pytestconfig,
+                                                  tmp_path_factory):  # fmt: skip
+    """The audit's item 11: an interrupted trial's fit runs stayed FINISHED after a resume."""
+    from tracking_setup import EXPERIMENT, fresh_store
+
+    from pipeline.tracking.runs import Tracker
+    from pipeline.tracking.study import supersede_failed
+
+    tracker = Tracker(EXPERIMENT, root=fresh_store(tmp_path, pytestconfig, tmp_path_factory))
+    cfg = _cfg(lr_grid=(0.1, 1.0), optimizers=("adam",))
+    study = _study(cfg)
+    enqueue_grid(study, cfg)
+    done, failed = next_trial(study, cfg), next_trial(study, cfg)
+    tags = {"study": study.study_name}
+    runs = {n: [tracker.start(f"fit-{n}-{i}", "fit", tags={**tags, "trial": n}) for i in range(2)]
+            for n in (done.number, failed.number)}  # fmt: skip
+    for run_id in runs[done.number] + runs[failed.number]:
+        tracker.end(run_id)
+    study.tell(done, _objective(cfg)(done))
+    study.tell(failed, state=TrialState.FAIL)
+    assert supersede_failed(study, tracker) == 2
+    for number, status in ((done.number, "FINISHED"), (failed.number, "KILLED")):
+        for run_id in runs[number]:
+            run = tracker.client.get_run(run_id)
+            assert run.info.status == status
+            assert (run.data.tags.get("zip.superseded") == "true") == (status == "KILLED")
+    assert supersede_failed(study, tracker) == 0  # idempotent

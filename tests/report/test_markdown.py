@@ -1,0 +1,302 @@
+"""Tests of `pipeline.report.markdown`: the report's generated sentences and its tables.
+
+Sentences are checked whole on the hand-made sweep of `recovery_frames`, whose numbers are
+worked out by hand in tests/analysis/test_recovery.py; tables cell by cell.
+"""
+
+import math
+
+import polars as pl
+import pytest
+from recovery_frames import fits_frame, summary_frame
+
+from pipeline.analysis import recovery
+from pipeline.analysis.blog import BLOG_COLUMNS
+from pipeline.report import markdown as report_md
+from pipeline.report.markdown import as_text, blog_finding, markdown_table, with_mle_row
+
+MLE = {"mle_pi": 0.4996, "mle_lambda": 5.0195, "mle_nll": 1.7614, "se_pi": 0.01, "se_lambda": 0.05}
+
+
+def tables():
+    fits, summary = fits_frame(), summary_frame()
+    return (
+        recovery.optimisation_table(fits, diverged_penalty=1.0),
+        recovery.statistics_table(fits, summary, level=0.95),
+    )
+
+
+def test_findings_follow_the_numbers():
+    table, stats = tables()
+    lines = report_md.findings(table, stats, max_steps=500, level=0.95)
+    # objective at lr 0.1: (1e-9 + 2e-9 + 1e-3 + 0 + 1e-5 + 2e-5) / 6 = 1.7167e-4; 3 of 6 fits
+    # recovered at either lr, lr 1 in fewer median steps (20 against 200)
+    assert lines[0] == (
+        "- **s**: best lr 0.1 by the objective (mean NLL gap 0.000172; 50 % of fits converged at "
+        "the MLE, median 200 steps); by share converged at the MLE lr 1 (50 %, median 20 steps)."
+    )
+    assert lines[1:5] == [
+        # errors in SE at lr 0.1: pi 0, 0.2, 5, 0, 0.3, 0.4; lambda 0, 0.2, 2, 0, 0, 0
+        "  - At lr 0.1 every fit that did not diverge ends within 5 SE of the exact MLE in π and "
+        "2 SE in λ (medians 0.25 and 0).",
+        # 3 of 6 at max_steps, 2 of them on dataset 2 (boundary)
+        "  - The 50 % of its fits that hit 500 steps are mostly (67 %) on datasets whose MLE is on "
+        "the boundary π̂ = 0, where logit π drifts towards −∞.",
+        # one fit (replicate 1, init 0: 5 SE in pi) off the MLE: 1/6 ± sqrt(1/6 5/6 / 6)
+        "  - lr 0.1: 17 ± 15 % of fits end more than 1 SE from the exact MLE without diverging "
+        "(worst 5 SE).",
+        # 3 of 6 diverged: 0.5 ± sqrt(0.25 / 6) = 0.204
+        "  - lr 1: diverges in 50 ± 20 % of fits.",
+    ]
+    # best inits' pi: 0.49, 0.50, 0.003 -> bias -0.169, RMSE 0.287; the MLE's: 0.49, 0.5, 0;
+    # coverage 1 of 3 (see test_statistics_table_bias_rmse_and_coverage_by_hand):
+    # 1/3 ± 0.27, more than 2 MC SE below 95 %
+    assert lines[5] == (
+        "  - π̂ over 3 datasets (best-NLL init at lr 0.1): bias -0.169 ± 0.16, RMSE 0.287 (exact "
+        "MLE: bias -0.17, RMSE 0.289); 95 % Wald coverage 33 ± 27 %, more than 2 MC SE off the "
+        "nominal 95 % (exact MLE 33 %)."
+    )
+    # lambda: 5.0, 5.1, 4.9 for both -> bias 0 ± 0.1 / sqrt(3), RMSE sqrt(0.02 / 3); coverage:
+    # only 5.0 covers 5 (0.1 > 1.96 SE = 0.064)
+    assert lines[6] == (
+        "  - λ̂ over 3 datasets (best-NLL init at lr 0.1): bias 0 ± 0.058, RMSE 0.0816 (exact "
+        "MLE: bias 0, RMSE 0.0816); 95 % Wald coverage 33 ± 27 %, more than 2 MC SE off the "
+        "nominal 95 % (exact MLE 33 %)."
+    )
+    assert lines[7:] == ["  - 33 % of the datasets have their exact MLE on the boundary π̂ = 0."]
+
+
+def test_findings_name_the_optimizer_when_there_are_several_and_the_reach():
+    fits = fits_frame()
+    both = pl.concat([fits, fits.with_columns(pl.lit("sgd").alias("optimizer"))])
+    table = recovery.optimisation_table(both, diverged_penalty=1.0)
+    stats = recovery.statistics_table(both, summary_frame())
+    reach = pl.DataFrame(
+        {
+            "scenario": ["s"],
+            "optimizer": ["adam"],
+            "lr": [0.1],
+            "reached": [2 / 3],
+            "reach_median": [150.0],
+            "reach_p90": [290.0],
+        }
+    )
+    lines = report_md.findings(table, stats, max_steps=500, level=0.95, reach=reach)
+    # adam and sgd tie on every number; the first by sort order (adam) is named
+    assert lines[0].startswith("- **s**: best adam lr 0.1 by the objective")
+    assert "by share converged at the MLE adam lr 1 (50 %, median 20 steps)." in lines[0]
+    assert lines[2] == (
+        "  - 67 % of its fits come within 0.1 SE of the exact MLE in both π and λ after a median "
+        "of 150 steps (90th percentile 290); the convergence test fires after a median of 200."
+    )
+    assert "  - sgd lr 1: diverges in 50 ± 20 % of fits." in lines
+
+
+def test_blog_finding_reports_the_worst_deviations():
+    table = pl.DataFrame(
+        {
+            "init": [0, 1, 2],
+            "mixture_dev_se": [0.1, -0.4123, 0.2],
+            "lambda_dev_se": [-1.5, 0.25, 0.0],
+            "lr_tuned": [0.3] * 3,
+            "status_tuned": ["converged", "converged", "max_steps"],
+            "mixture_dev_se_tuned": [1e-7, -3e-7, 2e-3],
+            "lambda_dev_se_tuned": [0.0, 5e-8, -1e-3],
+            "steps_tuned": [300, 310, 500],
+        }
+    )
+    shown = with_mle_row(table, {**MLE, "mle_nll": 1.0})
+    expected = (
+        "- **The blog's table** (3 starts): at the blog's settings the fits end up to 0.41 SE "
+        "from the exact MLE in π and 1.5 SE in λ; at lr 0.3 with our stopping rule 67 % converge, "
+        "within 0.002 SE in π and 0.001 SE in λ, after a median of 310 steps."
+    )
+    assert blog_finding(table) == blog_finding(shown) == expected  # the MLE row is left out
+    assert blog_finding(table.select("init", "mixture_dev_se", "lambda_dev_se")) == (
+        "- **The blog's table** (3 starts): at the blog's settings the fits end up to 0.41 SE "
+        "from the exact MLE in π and 1.5 SE in λ."
+    )
+
+
+def blog_like_table() -> pl.DataFrame:
+    """Two rows with every column `blog_table` makes, tuned ones included."""
+    return pl.DataFrame(
+        {
+            "init": [0, 1],
+            "err": [1.77, 1.78],
+            "mixture": [0.45, 0.52],
+            "lambda": [4.9, 5.1],
+            "mixture_init": [0.2, 0.9],
+            "lambda_init": [1.0, 9.0],
+            "mixture_dev_se": [-4.96, 2.04],
+            "lambda_dev_se": [-2.39, 1.61],
+            "lr_tuned": [0.3, 0.3],
+            "optimizer_tuned": ["adam", "adam"],
+            "err_tuned": [1.7614, 1.7614],
+            "mixture_tuned": [0.4996, 0.4996],
+            "lambda_tuned": [5.0195, 5.0195],
+            "mixture_dev_se_tuned": [1e-7, -1e-7],
+            "lambda_dev_se_tuned": [2e-7, 0.0],
+            "steps_tuned": [300, 310],
+            "status_tuned": ["converged", "converged"],
+        }
+    )
+
+
+def test_with_mle_row_appends_the_exact_mle():
+    table = blog_like_table()
+    shown = with_mle_row(table, MLE)
+    assert shown.columns == table.columns and shown.height == 3
+    assert shown.schema["init"] == pl.String and shown["init"].to_list() == ["0", "1", "exact MLE"]
+    assert shown.drop("init").head(2).equals(table.drop("init"))
+    assert shown.row(2, named=True) == {
+        "init": "exact MLE",
+        "err": 1.7614,
+        "mixture": 0.4996,
+        "lambda": 5.0195,
+        "mixture_init": None,
+        "lambda_init": None,
+        "mixture_dev_se": 0.0,
+        "lambda_dev_se": 0.0,
+        "lr_tuned": None,
+        "optimizer_tuned": None,
+        "err_tuned": 1.7614,
+        "mixture_tuned": 0.4996,
+        "lambda_tuned": 5.0195,
+        "mixture_dev_se_tuned": 0.0,
+        "lambda_dev_se_tuned": 0.0,
+        "steps_tuned": None,
+        "status_tuned": None,
+    }
+
+
+def test_with_mle_row_on_the_blogs_columns_only():
+    table = blog_like_table().select("init", *BLOG_COLUMNS)
+    shown = with_mle_row(table, MLE)
+    assert shown.row(2) == ("exact MLE", 1.7614, 0.4996, 5.0195, None, None)
+    assert markdown_table(shown).splitlines()[-1] == "| exact MLE | 1.76 | 0.5 | 5.02 |  |  |"
+    assert markdown_table(shown, 7).splitlines()[2] == "| 0 | 1.77 | 0.45 | 4.9 | 0.2 | 1 |"
+
+
+def test_markdown_table_from_the_optimisation_table():
+    table, _ = tables()
+    md = markdown_table(table.select("lr", "converged", "steps_median", "objective", "gap_max"))
+    assert md.splitlines() == [
+        "| lr | converged | steps_median | objective | gap_max |",
+        "|---|---|---|---|---|",
+        "| 0.1 | 0.5 | 200 | 0.000172 | 0.001 |",  # objective 1.7167e-4 to 3 digits
+        "| 1 | 0.5 | 20 | 0.5 | 0 |",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "cell"),
+    [
+        (1234.5678, 3, "1.23e+03"),
+        (1234.5678, 7, "1234.568"),
+        (0.000123456, 3, "0.000123"),
+        (1.7166666e-4, 3, "0.000172"),
+        (2.5e-9, 3, "2.5e-09"),  # tiny NLL gaps stay visible
+        (-0.1694, 3, "-0.169"),
+        (5.0, 3, "5"),
+        (0.0, 3, "0"),
+        (math.nan, 3, "n/a"),
+        (None, 3, ""),
+        (200, 3, "200"),  # integers are not rounded
+        (123456, 3, "123456"),
+        (True, 3, "True"),
+        ("a|b", 3, "a\\|b"),  # a pipe would split the cell
+    ],
+)
+def test_markdown_table_cells(value, digits, cell):
+    df = pl.DataFrame({"c": [value]}, strict=False)
+    assert markdown_table(df, digits).splitlines() == ["| c |", "|---|", f"| {cell} |"]
+
+
+def test_markdown_table_keeps_every_row_and_column_in_order():
+    df = pl.DataFrame({"b": ["x", "y", "z"], "a": [1.0, None, 3.14159]})
+    assert markdown_table(df) == "| b | a |\n|---|---|\n| x | 1 |\n| y |  |\n| z | 3.14 |"
+    assert markdown_table(df.clear()) == "| b | a |\n|---|---|"
+
+
+def test_as_text_formats_float_columns_only():
+    df = pl.DataFrame(
+        {
+            "name": ["a|b", None, "c"],
+            "k": [3, None, 12345],
+            "x": [1234.5678, None, 0.1 + 0.2],
+            "y": [0.000123456, math.nan, -2.0],
+            "ok": [True, False, None],
+        }
+    )
+    out = as_text(df)
+    assert out.schema == pl.Schema(
+        {"name": pl.String, "k": pl.Int64, "x": pl.String, "y": pl.String, "ok": pl.Boolean}
+    )
+    assert out["x"].to_list() == ["1.23e+03", None, "0.3"]  # None stays null, not "n/a"
+    assert out["y"].to_list() == ["0.000123", "n/a", "-2"]
+    assert out.select("name", "k", "ok").equals(df.select("name", "k", "ok"))
+    assert as_text(df, 6)["x"].to_list() == ["1234.57", None, "0.3"]
+
+
+def test_report_lays_out_sections_tables_and_figures():
+    table, stats = tables()
+    blog = with_mle_row(blog_like_table(), MLE)
+    text = report_md.report(
+        title="T",
+        preamble=["from here"],
+        recovery=table,
+        statistics=stats,
+        blog=blog,
+        blog_caption="cap",
+        figures=["error_vs_lr.png", "other.png"],
+        max_steps=500,
+        level=0.95,
+    )
+    lines = text.splitlines()
+    assert lines[:3] == ["# T", "", "from here"]
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings == [
+        "## Summary (generated from the numbers below)",
+        "## Best learning rate per scenario",
+        "## Optimisation: did gradient descent reach the exact MLE?",
+        "## Statistics at the best learning rate: gradient descent vs the exact MLE",
+        "## The blog's table, reproduced",
+        "## Figures",
+    ]
+    findings = report_md.findings(table, stats, max_steps=500, level=0.95)
+    start = lines.index(headings[0]) + 2
+    assert lines[start : start + len(findings) + 1] == [*findings, blog_finding(blog)]
+    # the optimisation table: header, rule and one row per lr
+    at = lines.index(headings[2])
+    header = lines.index("| " + " | ".join(report_md.OPTIMISATION_COLUMNS) + " |")
+    assert at < header and lines[header + 2].startswith("| s | adam | 0.1 | 6 | 0.000172 |")
+    # statistics only at the best lr (0.1): one row per parameter
+    rows = [line for line in lines if line.startswith("| s | adam |") and "| pi |" in line]
+    assert len(rows) == 1 and rows[0].startswith("| s | adam | 0.1 | pi | 0.5 | 3 |")
+    assert markdown_table(blog, 7) in text
+    assert text.split("\n")[-10:] == [
+        "## Figures",
+        "",
+        "![error_vs_lr.png](figures/error_vs_lr.png)",
+        "",
+        report_md.FIGURE_CAPTIONS["error_vs_lr.png"],
+        "",
+        "![other.png](figures/other.png)",
+        "",
+        "",  # no caption for an unknown figure
+        "",
+    ]
+    no_blog = report_md.report(
+        title="T",
+        preamble=[],
+        recovery=table,
+        statistics=stats,
+        blog=None,
+        blog_caption="cap",
+        figures=[],
+        max_steps=500,
+        level=0.95,
+    )
+    assert "## The blog's table, reproduced" not in no_blog and "cap" not in no_blog
+    assert no_blog.endswith("## Figures\n")
