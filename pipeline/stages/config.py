@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pipeline.stages.cli import parser
 from pipeline.stages.params_file import as_raw, build, fail, read_yaml
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
+# The engine's optimizers (`core.optim.OPTIMIZERS`; tests/stages/test_config.py checks they agree).
+Optimizer = Literal["adam", "sgd", "rmsprop"]
 MAX_N = 10**10  # counts per dataset: 1e10 int64 counts are ~10 GB of parquet and hours to draw
 MAX_REPLICATES = 10_000
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -103,7 +104,7 @@ class SweepConfig:
     lr_grid: tuple[float, ...] = (0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
     lr_min: float = 1e-4
     lr_max: float = 10.0
-    optimizers: tuple[Literal["adam", "sgd", "rmsprop"], ...] = ("adam",)
+    optimizers: tuple[Optimizer, ...] = ("adam",)
     n_trials: int | None = None
     inits: int = 5
     init_pi: tuple[float, float] = (0.0, 1.0)
@@ -194,7 +195,7 @@ class ReportConfig:
 @dataclass(frozen=True)
 class FitCountsConfig:
     inits: int = 8
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    optimizer: Optimizer = "adam"
     lr: float = 0.1
     max_steps: int = 3000
     level: float = 0.95

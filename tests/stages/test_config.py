@@ -292,3 +292,11 @@ def test_exponent_numbers_are_numbers_and_quoted_numbers_are_not(tmp_path):
     path.write_text(text.replace("tol: 1e-10", 'tol: "1e-10"'))
     with pytest.raises(ConfigError, match="fit.tol: must be a number .*remove the quotes"):
         config.load(path)
+
+
+def test_the_params_optimizers_are_the_engines():
+    import typing
+
+    from pipeline.core import optim
+
+    assert typing.get_args(config.Optimizer) == optim.OPTIMIZERS
