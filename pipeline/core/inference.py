@@ -7,13 +7,7 @@ S (sum of the counts) and C (sum of log y!):
 
 so every profile below costs O(1) per evaluation, whatever n is.
 
-Profiles (for the likelihood-ratio intervals):
-- lam fixed: the share of zeros p0 = pi + (1 - pi) e^{-lam} enters as a binomial, so
-  pi(lam) = max(0, (n0/n - e^{-lam}) / (1 - e^{-lam})) in closed form.
-- pi fixed: the score in lam, S/lam - n+ - n0 w(lam) with w = (1 - pi) e^{-lam} / p0 in [0, 1],
-  is > 0 below the mean and < 0 above the mean of the positive counts, so every root lies in
-  [mean, positive mean]; it is not monotone in general, so all sign changes on a grid there
-  are refined by brentq and the best root kept.
+Profile-likelihood intervals are in `core.profile`.
 
 Pure numpy/scipy: no I/O, no module state.
 """
@@ -24,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy import optimize, stats
+from scipy import stats
 from scipy.special import gammaln
 
 from pipeline.core.distributions import zip_log_pmf
@@ -38,9 +32,6 @@ VUONG_CAVEAT = (
     "(Wilson 2015, Economics Letters 127:51-53); use the likelihood-ratio test above."
 )
 LR_REFERENCE = "0.5*chi2(0) + 0.5*chi2(1)"
-_GRID = 33  # grid points for the inner maximisation in lam at fixed pi
-_PI_CAP = 1.0 - 1e-15  # largest pi tried when bracketing the upper profile limit
-_EDGE_STEPS = 260  # 4**260 > 1e156: with the 1e-300 / 1e300 stops, covers the float range
 
 
 class Test(NamedTuple):
@@ -73,7 +64,9 @@ class FrequencyTable(NamedTuple):
     poisson: np.ndarray
 
 
-class _Stats(NamedTuple):
+class SuffStats(NamedTuple):
+    """The ZIP likelihood's sufficient statistics (see the module docstring)."""
+
     n: int
     n0: int
     n_pos: int
@@ -81,15 +74,16 @@ class _Stats(NamedTuple):
     log_fact: float  # C, the sum of log y!
 
 
-def _stats(hist: Histogram) -> _Stats:
+def suff_stats(hist: Histogram) -> SuffStats:
+    """(n, n0, n+, S, C): the sufficient statistics the likelihood needs."""
     n = hist.n
     n0 = int(hist.freqs[hist.values == 0].sum())
     total = float(hist.total)  # exact sum, then one rounding
     log_fact = float(np.dot(gammaln(hist.values + 1.0), hist.freqs))
-    return _Stats(n, n0, n - n0, total, log_fact)
+    return SuffStats(n, n0, n - n0, total, log_fact)
 
 
-def _loglik(st: _Stats, pi: float, lam: float) -> float:
+def suff_loglik(st: SuffStats, pi: float, lam: float) -> float:
     """n times minus the engine's closed-form mean NLL (`likelihood.closed_form`)."""
     with np.errstate(divide="ignore"):
         gate_logits = torch.tensor(np.log(pi) - np.log1p(-pi), dtype=torch.float64)
@@ -109,7 +103,7 @@ def loglik(hist: Histogram, pi: float, lam: float) -> float:
     Returns:
         The sum over observations of log p(y).
     """
-    return _loglik(_stats(hist), pi, lam)
+    return suff_loglik(suff_stats(hist), pi, lam)
 
 
 def fit_poisson(hist: Histogram) -> PoissonFit:
@@ -121,9 +115,9 @@ def fit_poisson(hist: Histogram) -> PoissonFit:
     Returns:
         The `PoissonFit`.
     """
-    st = _stats(hist)
+    st = suff_stats(hist)
     lam = st.total / st.n
-    return PoissonFit(lam, -_loglik(st, 0.0, lam) / st.n, float(np.sqrt(lam / st.n)))
+    return PoissonFit(lam, -suff_loglik(st, 0.0, lam) / st.n, float(np.sqrt(lam / st.n)))
 
 
 def lr_test(hist: Histogram, zip_fit: ZipMLE) -> Test:
@@ -141,8 +135,8 @@ def lr_test(hist: Histogram, zip_fit: ZipMLE) -> Test:
     """
     if zip_fit.boundary:
         return Test(0.0, 1.0)
-    st = _stats(hist)
-    gain = _loglik(st, zip_fit.pi, zip_fit.lam) - _loglik(st, 0.0, st.total / st.n)
+    st = suff_stats(hist)
+    gain = suff_loglik(st, zip_fit.pi, zip_fit.lam) - suff_loglik(st, 0.0, st.total / st.n)
     stat = max(0.0, 2.0 * gain)
     return Test(stat, float(0.5 * stats.chi2.sf(stat, 1)) if stat > 0 else 1.0)
 
@@ -205,124 +199,6 @@ def wald_interval(estimate: float, se: float, level: float, lo=0.0, hi=np.inf):
     """
     z = stats.norm.ppf(0.5 + level / 2)
     return float(max(lo, estimate - z * se)), float(min(hi, estimate + z * se))
-
-
-def profile_loglik_lam(hist: Histogram, lam: float) -> tuple[float, float]:
-    """max over pi of l(pi, lam), in closed form.
-
-    Args:
-        hist: histogram of the counts.
-        lam: Poisson rate > 0.
-
-    Returns:
-        (profile log-likelihood, maximising pi).
-    """
-    return _profile_lam(_stats(hist), lam)
-
-
-def _profile_lam(st: _Stats, lam: float) -> tuple[float, float]:
-    e, zero_share = np.exp(-lam), st.n0 / st.n
-    pi = max(0.0, (zero_share - e) / -np.expm1(-lam))
-    return _loglik(st, pi, lam), float(pi)
-
-
-def profile_loglik_pi(hist: Histogram, pi: float) -> tuple[float, float]:
-    """max over lam of l(pi, lam): all score roots in [mean, positive mean], best kept.
-
-    Args:
-        hist: histogram of the counts, with at least one positive count.
-        pi: structural-zero probability in [0, 1).
-
-    Returns:
-        (profile log-likelihood, maximising lam).
-    """
-    return _profile_pi(_stats(hist), pi)
-
-
-def _profile_pi(st: _Stats, pi: float) -> tuple[float, float]:
-    lo, hi = st.total / st.n, st.total / st.n_pos
-    if hi - lo <= 1e-12 * hi:
-        return _loglik(st, pi, hi), hi
-    r = pi / (1 - pi)
-
-    def score(lam):  # S/lam - n+ - n0 w(lam), w = 1 / (1 + r e^lam) without overflow
-        w = np.exp(-np.logaddexp(0.0, np.log(r) + lam)) if r > 0 else 1.0
-        return st.total / lam - st.n_pos - st.n0 * w
-
-    grid = np.linspace(lo, hi, _GRID)
-    with np.errstate(divide="ignore"):
-        g = np.array([score(x) for x in grid])
-    candidates = [lo, hi]
-    for a, b, ga, gb in zip(grid[:-1], grid[1:], g[:-1], g[1:]):
-        if ga == 0:
-            candidates.append(a)
-        elif ga > 0 > gb:  # a maximum of l in lam (the score falls through zero)
-            candidates.append(optimize.brentq(score, a, b, xtol=1e-14 * b, rtol=1e-15))
-    values = [_loglik(st, pi, x) for x in candidates]
-    best = int(np.argmax(values))
-    return values[best], float(candidates[best])
-
-
-def _crossing(fun, inside: float, outside: float) -> float:
-    """The root of `fun` between the MLE (`inside`, fun < 0) and `outside` (fun > 0)."""
-    lo, hi = sorted((inside, outside))
-    return float(optimize.brentq(fun, lo, hi, xtol=1e-13 * max(hi, 1e-300), rtol=1e-15))
-
-
-def profile_intervals(hist: Histogram, zip_fit: ZipMLE, level: float) -> dict[str, tuple]:
-    """Profile-likelihood intervals {theta : 2 (l_hat - l_profile(theta)) <= chi2_1(level)}.
-
-    On the boundary (pi_hat = 0) the lower limit for pi is 0. Limits that the likelihood does
-    not reach inside the parameter space are reported as the edge (0 or 1 for pi, 0 for lam).
-
-    Args:
-        hist: histogram of the counts.
-        zip_fit: the exact ZIP MLE of `hist`.
-        level: coverage, e.g. 0.95.
-
-    Returns:
-        {"pi": (lower, upper), "lambda": (lower, upper)}.
-    """
-    st = _stats(hist)
-    best = _loglik(st, zip_fit.pi, zip_fit.lam)
-    q = stats.chi2.ppf(level, 1)
-
-    def excess_pi(pi):
-        return 2 * (best - _profile_pi(st, pi)[0]) - q
-
-    def excess_lam(lam):
-        return 2 * (best - _profile_lam(st, lam)[0]) - q
-
-    pi_hat, lam_hat = zip_fit.pi, zip_fit.lam
-    pi_lo = 0.0
-    if pi_hat > 0 and excess_pi(0.0) > 0:
-        pi_lo = _crossing(excess_pi, pi_hat, 0.0)
-    pi_hi = 1.0
-    for k in range(1, 16):
-        edge = min(1.0 - 10.0**-k, _PI_CAP)
-        if edge > pi_hat and excess_pi(edge) > 0:
-            pi_hi = _crossing(excess_pi, pi_hat, edge)
-            break
-    if not (np.isfinite(lam_hat) and lam_hat > 0):
-        raise ValueError(f"the MLE of lambda must be finite and > 0, got {lam_hat!r}")
-    # Outward searches by factors of 4, bounded: 4**_EDGE_STEPS spans the float range.
-    lam_lo = 0.0
-    for k in range(1, _EDGE_STEPS + 1):
-        edge = lam_hat / 4.0**k
-        if edge < 1e-300:
-            break
-        if excess_lam(edge) > 0:
-            lam_lo = _crossing(excess_lam, lam_hat, edge)
-            break
-    lam_hi = np.inf
-    for k in range(1, _EDGE_STEPS + 1):
-        edge = lam_hat * 4.0**k
-        if edge > 1e300:
-            break
-        if excess_lam(edge) > 0:
-            lam_hi = _crossing(excess_lam, lam_hat, edge)
-            break
-    return {"pi": (pi_lo, pi_hi), "lambda": (lam_lo, float(lam_hi))}
 
 
 def frequency_table(

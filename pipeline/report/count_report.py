@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 
-from pipeline.core import inference
+from pipeline.core import inference, profile
 from pipeline.core.histogram import Histogram
 from pipeline.core.mle import exact_mle
 
@@ -70,7 +70,7 @@ def summarise(hist: Histogram, level: float) -> dict:
                 "pi": inference.wald_interval(mle.pi, mle.se_pi, level, 0.0, 1.0),
                 "lambda": inference.wald_interval(mle.lam, mle.se_lam, level),
             },
-            "profile": inference.profile_intervals(hist, mle, level),
+            "profile": profile.profile_intervals(hist, mle, level),
         },  # fmt: skip
         "poisson": {
             "lambda": pois.lam,

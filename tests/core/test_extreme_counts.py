@@ -14,9 +14,9 @@ import torch
 
 from pipeline.core.engine import histogram_nll
 from pipeline.core.histogram import Histogram
-from pipeline.core.inference import profile_intervals
 from pipeline.core.likelihood import closed_form, sufficient_stats
 from pipeline.core.mle import exact_mle
+from pipeline.core.profile import profile_intervals
 
 HUGE = 4 * 10**18  # below the 2**62 cap; three of them overflow int64 when summed
 
