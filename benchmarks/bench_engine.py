@@ -34,8 +34,8 @@ from torch.distributions import Categorical, MixtureSameFamily, Poisson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.core.engine import fit_zip, stack_histograms  # noqa: E402
-from pipeline.core.histogram import histogram
-from pipeline.core.mle import exact_mle, merge_histograms  # noqa: E402
+from pipeline.core.histogram import histogram, merge_histograms  # noqa: E402
+from pipeline.core.mle import exact_mle  # noqa: E402
 
 PI, LAM = 0.5, 5.0
 CHUNK = 10_000_000  # draws per chunk when generating large n

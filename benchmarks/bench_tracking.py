@@ -136,11 +136,12 @@ def main() -> None:
     p.add_argument("--inits", type=int, default=5)
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args()
+    from pipeline.analysis.objective import fit_histories
     from pipeline.tracking.fit_runs import fit_payloads
 
     params, table, result, fit_seconds = make_trial(args.replicates, args.inits)
     start = time.perf_counter()
-    payloads = fit_payloads(table, result, fit_cfg=params.fit, plots=True, trial=0,
+    payloads = fit_payloads(table, fit_histories(result), fit_cfg=params.fit, plots=True, trial=0,
                             max_points=params.tracking.max_points, study="bench")  # fmt: skip
     build_ms = 1e3 * (time.perf_counter() - start) / len(payloads)
     points = min(len(p["histories"]["nll"][0]) for p in payloads)
