@@ -41,7 +41,7 @@ data:
 fit: {max_steps: 60, record_every: 5, chunk_steps: 20}
 sweep: {lr_grid: [0.1], inits: 2}
 tracking: {experiment: browser-check, max_points: 20}
-report: {blog: {scenario: blog, inits: 2}}
+blog: {scenario: blog, inits: 2}
 """
 
 pytestmark = [
