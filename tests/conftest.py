@@ -127,3 +127,34 @@ def isolated_mlflow(tmp_path, monkeypatch) -> str:
 def stage_env(isolated_mlflow) -> dict[str, str]:
     """Environment for running a stage as a subprocess: isolated MLflow, CI mode (no bars)."""
     return {**os.environ, "CI": "true", "PYTHONUNBUFFERED": "1"}
+
+
+# -- Hypothesis profiles (the property-based tests: tests/stages/test_hostile_params.py and
+# tests/store/test_hostile_counts.py) ------------------------------------------------------------
+# `ci`: derandomized (the same examples on every run: a fixed seed), few examples, no example
+# database, no per-example deadline (the tests bound their own time); a failure prints the blob
+# that reproduces it. `dev` (the default): random examples, twice as many. `long`: a search by
+# hand, e.g.
+#     HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/stages/test_hostile_params.py
+#     HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/store/test_hostile_counts.py
+# (or `--hypothesis-profile=long`, or `--hypothesis-seed=N` to replay a random run). `ci` is
+# loaded when CI=true (as .ci/run sets it), else $HYPOTHESIS_PROFILE, else `dev`.
+# `max_examples` is the count of the cheap properties; the slow ones (a subprocess or a fit per
+# example) take a fixed fraction of it (`hostile_examples` in each module), so `long` scales
+# them all. Hypothesis keeps its files (example database, caches) in the ignored
+# .pytest_cache/hypothesis/, never in a new folder of the work tree.
+from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+set_hypothesis_home_dir(Path(__file__).resolve().parents[1] / ".pytest_cache" / "hypothesis")
+_QUIET_SLOW = [HealthCheck.too_slow]
+settings.register_profile("ci", derandomize=True, database=None, max_examples=100, deadline=None,
+                          print_blob=True, suppress_health_check=_QUIET_SLOW)  # fmt: skip
+settings.register_profile("dev", max_examples=200, deadline=None, print_blob=True,
+                          suppress_health_check=_QUIET_SLOW)  # fmt: skip
+settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True,
+                          suppress_health_check=_QUIET_SLOW)  # fmt: skip
+if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+    settings.load_profile("ci")
+else:
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -88,9 +88,19 @@ def read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML{where}{detail}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits (Python's int limit)
+        raise ConfigError(f"{path}: not valid YAML: {str(err)[:120]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a mapping of blocks (seed, data, ...)")
     return raw
+
+
+def key_text(key: Any) -> str:
+    """A mapping key as it appears in an error's key path: plain names as they are, anything
+    else (line breaks, odd characters, non-strings, very long names) as a bounded repr."""
+    if isinstance(key, str) and 0 < len(key) <= 40 and re.fullmatch(r"[\w.-]+", key):
+        return key
+    return _SHORT.repr(key)
 
 
 def short(value: Any) -> str:
@@ -118,7 +128,7 @@ def build(cls: type, raw: Any, path: str):
             fail("report.blog", "has moved to a top-level `blog:` block (same keys)", raw[key])
         if key not in fields:
             fail(
-                f"{path}.{key}" if path else str(key),
+                f"{path}.{key_text(key)}" if path else key_text(key),
                 f"unknown key (allowed: {sorted(fields)})",
                 raw[key],
             )

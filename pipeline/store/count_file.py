@@ -168,8 +168,11 @@ def read_counts(path: str | Path, column: str, where: str | None = None) -> Coun
             raise UserError(f"{path}: column {column!r} has {found[name]} {name} value(s), "
                             f"first at row {row}{shown}; counts must be non-negative "
                             "integers")  # fmt: skip
+    # Every value is now a count below 2**62: int64 holds it, whatever the column's dtype
+    # (numpy has no 128-bit integers to convert to).
+    value = col.cast(pl.Int64).alias("value")
     hist = _collect(
-        lf.filter(keep).group_by(col.alias("value")).agg(pl.len().alias("freq")).sort("value"),
+        lf.filter(keep).group_by(value).agg(pl.len().alias("freq")).sort("value"),
         path, where,
     )  # fmt: skip
     values = hist["value"].to_numpy().astype(np.int64)
