@@ -158,7 +158,7 @@ def finish_stage(tracker, run_id: str, study, params, stage: str, workdir: Path,
         best = study.best_trial
         print(f"best: trial {best.number}, {best.params['optimizer']} lr={best.params['lr']:g}, "
               f"objective {best.value:.4g}")  # fmt: skip
-    print(f"fits table: {table} ({len(complete)} complete trials)")
+    print(f"fits table: {table.path} ({len(complete)} complete trials)")
     print(
         f"this run: {seconds:.1f} s; all trials of the study: fitting {fit_s:.1f} s, "
         f"tracking {track_s:.1f} s"
