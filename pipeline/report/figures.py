@@ -103,7 +103,7 @@ def error_vs_lr(recovery: pl.DataFrame, statistics: pl.DataFrame, scenarios: Seq
 
     Args:
         recovery: the optimisation table.
-        statistics: the statistics table (`recovery.statistics_table`).
+        statistics: the statistics table (`statistics.statistics_table`).
         scenarios: scenario names, one column of panels each.
 
     Returns:

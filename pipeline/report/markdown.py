@@ -1,7 +1,7 @@
 """The report's words: best learning rates, generated findings and markdown tables.
 
 Pure functions of the aggregate tables (`recovery.optimisation_table`,
-`recovery.statistics_table`, the blog table): every sentence is derived from the numbers, so
+`statistics.statistics_table`, the blog table): every sentence is derived from the numbers, so
 the summary changes when the study does.
 """
 

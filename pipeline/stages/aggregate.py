@@ -7,7 +7,7 @@ MLflow is a sink: the stage logs its outputs there but never reads runs back, so
 the same with `tracking.log_fits: false` or a remote tracking server. It writes under
 `W/reports/`:
 - `recovery.parquet`: optimisation per scenario × optimizer × lr (`recovery.optimisation_table`);
-- `statistics.parquet`: GD vs exact MLE as estimators (`recovery.statistics_table`);
+- `statistics.parquet`: GD vs exact MLE as estimators (`statistics.statistics_table`);
 - `blog_table.parquet`: the blog's ten fits reproduced beside our tuned lr (`blog_table`);
 - `recovery.md` and `figures/*.png`;
 all stamped or written atomically, logged to the stage's MLflow run. The tables hold no run ids
@@ -24,6 +24,7 @@ import polars as pl
 
 from pipeline.analysis import recovery as rc
 from pipeline.analysis.reach import reach_steps, reach_table
+from pipeline.analysis.statistics import statistics_table
 from pipeline.core.errors import UserError
 from pipeline.report import figures as rp
 from pipeline.report import markdown as report_md
@@ -133,7 +134,7 @@ def aggregate(params: config.Params, workdir: Path, inputs=None) -> dict:
     recovery = rc.optimisation_table(
         fits, diverged_penalty=params.sweep.diverged_penalty, order=order
     )
-    statistics = rc.statistics_table(fits, summary, level=params.report.level, order=order)
+    statistics = statistics_table(fits, summary, level=params.report.level, order=order)
     best = rc.best_lr(recovery)
     reach = reach_steps(inputs["histories"], fits, REACH_SE)
 

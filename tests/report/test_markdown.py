@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from recovery_frames import fits_frame, summary_frame
 
-from pipeline.analysis import recovery
+from pipeline.analysis import recovery, statistics
 from pipeline.analysis.blog import BLOG_COLUMNS
 from pipeline.report import markdown as report_md
 from pipeline.report.markdown import as_text, blog_finding, markdown_table, with_mle_row
@@ -22,7 +22,7 @@ def tables():
     fits, summary = fits_frame(), summary_frame()
     return (
         recovery.optimisation_table(fits, diverged_penalty=1.0),
-        recovery.statistics_table(fits, summary, level=0.95),
+        statistics.statistics_table(fits, summary, level=0.95),
     )
 
 
@@ -70,7 +70,7 @@ def test_findings_name_the_optimizer_when_there_are_several_and_the_reach():
     fits = fits_frame()
     both = pl.concat([fits, fits.with_columns(pl.lit("sgd").alias("optimizer"))])
     table = recovery.optimisation_table(both, diverged_penalty=1.0)
-    stats = recovery.statistics_table(both, summary_frame())
+    stats = statistics.statistics_table(both, summary_frame())
     reach = pl.DataFrame(
         {
             "scenario": ["s"],
