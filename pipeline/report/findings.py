@@ -17,12 +17,14 @@ _POOR = 0.5  # "converges at the MLE in only ..." below this share of fits
 
 
 def pct(p: float | None, se: float | None = None) -> str:
+    """A share as a whole percentage, with its Monte-Carlo SE when given ("n/a" for none)."""
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "n/a"
     return f"{100 * p:.0f} ± {100 * se:.0f} %" if se else f"{100 * p:.0f} %"
 
 
 def sig(x: float | None, digits: int = 3) -> str:
+    """A number to `digits` significant digits ("n/a" for none)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     return f"{x:.{digits}g}"
