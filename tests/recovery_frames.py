@@ -77,3 +77,18 @@ def fits_frame() -> pl.DataFrame:
             }
         )
     return pl.DataFrame(rows)
+
+
+# The exact MLE of a blog-like dataset, for the blog table's last row.
+MLE = {"mle_pi": 0.4996, "mle_lambda": 5.0195, "mle_nll": 1.7614, "se_pi": 0.01, "se_lambda": 0.05}
+
+
+def report_tables():
+    """(optimisation table, statistics table) of the hand-made frames."""
+    from pipeline.analysis import recovery, statistics
+
+    fits, summary = fits_frame(), summary_frame()
+    return (
+        recovery.optimisation_table(fits, diverged_penalty=1.0),
+        statistics.statistics_table(fits, summary, level=0.95),
+    )

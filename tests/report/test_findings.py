@@ -4,26 +4,16 @@ on the hand-made tables of `recovery_frames`."""
 from __future__ import annotations
 
 import polars as pl
-from recovery_frames import fits_frame, summary_frame
+from recovery_frames import MLE, fits_frame, report_tables, summary_frame
 
 from pipeline.analysis import recovery, statistics
 from pipeline.report import findings as report_findings
 from pipeline.report.findings import blog_finding
 from pipeline.report.markdown import with_mle_row
 
-MLE = {"mle_pi": 0.4996, "mle_lambda": 5.0195, "mle_nll": 1.7614, "se_pi": 0.01, "se_lambda": 0.05}
-
-
-def tables():
-    fits, summary = fits_frame(), summary_frame()
-    return (
-        recovery.optimisation_table(fits, diverged_penalty=1.0),
-        statistics.statistics_table(fits, summary, level=0.95),
-    )
-
 
 def test_findings_follow_the_numbers():
-    table, stats = tables()
+    table, stats = report_tables()
     lines = report_findings.findings(table, stats, max_steps=500, level=0.95)
     # objective at lr 0.1: (1e-9 + 2e-9 + 1e-3 + 0 + 1e-5 + 2e-5) / 6 = 1.7167e-4; 3 of 6 fits
     # recovered at either lr, lr 1 in fewer median steps (20 against 200)

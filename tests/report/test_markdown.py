@@ -8,22 +8,11 @@ import math
 
 import polars as pl
 import pytest
-from recovery_frames import fits_frame, summary_frame
+from recovery_frames import MLE, report_tables
 
-from pipeline.analysis import recovery, statistics
 from pipeline.analysis.blog import BLOG_COLUMNS
 from pipeline.report import markdown as report_md
 from pipeline.report.markdown import as_text, blog_finding, markdown_table, with_mle_row
-
-MLE = {"mle_pi": 0.4996, "mle_lambda": 5.0195, "mle_nll": 1.7614, "se_pi": 0.01, "se_lambda": 0.05}
-
-
-def tables():
-    fits, summary = fits_frame(), summary_frame()
-    return (
-        recovery.optimisation_table(fits, diverged_penalty=1.0),
-        statistics.statistics_table(fits, summary, level=0.95),
-    )
 
 
 def blog_like_table() -> pl.DataFrame:
@@ -87,7 +76,7 @@ def test_with_mle_row_on_the_blogs_columns_only():
 
 
 def test_markdown_table_from_the_optimisation_table():
-    table, _ = tables()
+    table, _ = report_tables()
     md = markdown_table(table.select("lr", "converged", "steps_median", "objective", "gap_max"))
     assert md.splitlines() == [
         "| lr | converged | steps_median | objective | gap_max |",
@@ -148,7 +137,7 @@ def test_as_text_formats_float_columns_only():
 
 
 def test_report_lays_out_sections_tables_and_figures():
-    table, stats = tables()
+    table, stats = report_tables()
     blog = with_mle_row(blog_like_table(), MLE)
     text = report_md.report(
         title="T",
