@@ -41,6 +41,9 @@ class Histogram(NamedTuple):
         Counts are below 2**62 and there are at most ~2**63 of them, so the total can need
         ~125 bits; numpy's int64 arithmetic would silently wrap it negative.
         """
+        n = self.n
+        if n == 0 or int(self.values.max()) <= (2**63 - 1) // n:
+            return int(np.dot(self.values, self.freqs))  # cannot wrap: exact and fast
         return sum(v * f for v, f in zip(self.values.tolist(), self.freqs.tolist()))
 
     @property
