@@ -19,7 +19,7 @@ from pipeline.core.inference import FrequencyTable
 from pipeline.report.plots import figure
 
 if TYPE_CHECKING:  # torch is imported only where the engine runs
-    from pipeline.core.engine import FitResult
+    from pipeline.core.outcome import FitResult
 
 
 def _labels(counts: np.ndarray) -> list[str]:

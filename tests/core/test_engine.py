@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.engine import (
-    MODELS,
-    ChunkReport,
-    fit_zip,
-    histogram_nll,
-    stack_histograms,
-)
+from pipeline.core.engine import MODELS, fit_zip, histogram_nll, stack_histograms
 from pipeline.core.histogram import histogram
 from pipeline.core.mle import exact_mle
+from pipeline.core.outcome import ChunkReport
 
 N = 10_000
 # (name, pi, lambda, data seed). Seed 4 of the Poisson case puts the MLE on the boundary pi = 0.
