@@ -14,21 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.stages.cli import parser
-from pipeline.stages.params_file import as_raw, build, fail, read_yaml
+from pipeline.stages.params_file import as_raw, build, check_name, fail, read_yaml
 
 # The engine's optimizers (`core.optim.OPTIMIZERS`; tests/stages/test_config.py checks they agree).
 Optimizer = Literal["adam", "sgd", "rmsprop"]
 MAX_N = 10**10  # counts per dataset: 1e10 int64 counts are ~10 GB of parquet and hours to draw
 MAX_REPLICATES = 10_000
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-
-
-def check_name(path: str, name: str) -> None:
-    """Names that become folders, file names, MLflow tags and filter strings: 1-100 letters,
-    digits, '-', '_' or '.', not only dots (so never a path outside the work directory, and
-    never a quote that could close a filter string)."""
-    if not (0 < len(name) <= 100 and set(name) <= _NAME_CHARS and set(name) != {"."}):
-        fail(path, "must be 1-100 letters, digits, '-', '_' or '.', not only dots", name)
 
 
 @dataclass(frozen=True)

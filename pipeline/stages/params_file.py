@@ -217,3 +217,14 @@ def as_raw(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: as_raw(v) for k, v in obj.items()}
     return obj
+
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def check_name(path: str, name: str) -> None:
+    """Names that become folders, file names, MLflow tags and filter strings: 1-100 letters,
+    digits, '-', '_' or '.', not only dots (so never a path outside the work directory, and
+    never a quote that could close a filter string)."""
+    if not (0 < len(name) <= 100 and set(name) <= _NAME_CHARS and set(name) != {"."}):
+        fail(path, "must be 1-100 letters, digits, '-', '_' or '.', not only dots", name)
