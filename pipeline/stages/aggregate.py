@@ -32,7 +32,8 @@ from pipeline.stages import config
 from pipeline.stages.cli import parser
 from pipeline.store import files
 from pipeline.tracking import interrupts
-from pipeline.tracking.runs import Tracker, flatten
+from pipeline.tracking.runs import Tracker
+from pipeline.tracking.values import flatten
 
 FIGURES = ("convergence_vs_lr.png", "error_vs_lr.png", "sampling_distribution.png")
 REACH_FIGURE = "reach_mle.png"

@@ -84,7 +84,8 @@ def log_run(tracker, args, params: config.Params, report: dict, text: str, hist,
     from pipeline.core import inference
     from pipeline.report.count_report import jsonable, markdown_frequencies, metrics
     from pipeline.report.rootogram import convergence_figure, rootogram_figure
-    from pipeline.tracking.runs import flatten, invocation_id, thin
+    from pipeline.tracking.runs import invocation_id
+    from pipeline.tracking.values import flatten, thin
 
     stamp = params.digest(*config.STAGE_BLOCKS["fit_counts"])
     parent = tracker.invocation(params.digest())

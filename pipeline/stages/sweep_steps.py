@@ -21,7 +21,6 @@ from pipeline.core.errors import UserError
 from pipeline.stages import config
 from pipeline.store import datasets, files
 from pipeline.tracking.fit_runs import log_study
-from pipeline.tracking.runs import flatten, redact
 from pipeline.tracking.study import (
     DONE,
     enqueue_grid,
@@ -30,6 +29,7 @@ from pipeline.tracking.study import (
     planned_trials,
     supersede_failed,
 )
+from pipeline.tracking.values import flatten, redact
 
 
 def check_datasets(workdir: Path, params) -> None:

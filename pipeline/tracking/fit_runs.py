@@ -32,7 +32,8 @@ from optuna.trial import TrialState
 from pipeline.report.convergence import ConvergencePlot, close_figures, study_figures
 from pipeline.tracking import interrupts
 from pipeline.tracking.quiet import quiet_libraries
-from pipeline.tracking.runs import Tracker, alive, thin
+from pipeline.tracking.runs import Tracker, alive
+from pipeline.tracking.values import thin
 
 _WORKER: dict = {}  # state of a logger process (its own Tracker, figure and temp folder)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import time
 import uuid
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import UserError, environment_problem
+from pipeline.tracking.values import finite, param, redact
 
 TAG = "zip."
 _STORE_DIR = "mlruns"
@@ -34,16 +34,6 @@ def tracking_uri(root: Path) -> str:
 def invocation_id() -> str:
     """The id shared by every stage of one `make` call (`ZIP_INVOCATION`), else a fresh one."""
     return os.environ.get("ZIP_INVOCATION") or uuid.uuid4().hex[:12]
-
-
-def thin(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep at most `max_points` finite points, evenly spread, always the first and the last."""
-    keep = np.isfinite(values)
-    steps, values = steps[keep], values[keep]
-    if len(steps) > max_points:
-        idx = np.unique(np.linspace(0, len(steps) - 1, max_points).round().astype(int))
-        steps, values = steps[idx], values[idx]
-    return steps, values
 
 
 class Tracker:
@@ -238,17 +228,15 @@ class Tracker:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        metric_list = [
-            Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if _finite(v)
-        ]
+        metric_list = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if finite(v)]
         for key, (steps, values) in (histories or {}).items():
             metric_list.extend(
-                Metric(key, float(v), now, int(s)) for s, v in zip(steps, values) if _finite(v)
+                Metric(key, float(v), now, int(s)) for s, v in zip(steps, values) if finite(v)
             )
         self.client.log_batch(
             run_id,
             metrics=metric_list,
-            params=[Param(k, _param(v)) for k, v in (params or {}).items()],
+            params=[Param(k, param(v)) for k, v in (params or {}).items()],
             tags=[
                 RunTag(k if k.startswith(("mlflow.", TAG)) else TAG + k, str(v))
                 for k, v in (tags or {}).items()
@@ -276,35 +264,6 @@ class Tracker:
             token = page.token
             if not token or len(runs) >= max_results:
                 return runs[:max_results]
-
-
-def redact(url: str) -> str:
-    """`url` with any password replaced by `***` (for printing and logging)."""
-    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
-
-
-def flatten(config: Mapping[str, object], prefix: str = "") -> dict[str, object]:
-    """A nested config dict as flat `a.b.c` params (MLflow params are flat strings)."""
-    flat: dict[str, object] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _param(value: object) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text[:6000]
-
-
-def _finite(value: object) -> bool:
-    try:
-        return bool(np.isfinite(float(value)))
-    except (TypeError, ValueError):
-        return False
 
 
 def alive(pid: int) -> bool:

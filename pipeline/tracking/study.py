@@ -33,7 +33,8 @@ from optuna.trial import TrialState
 
 from pipeline.core.errors import UserError
 from pipeline.tracking import interrupts
-from pipeline.tracking.runs import alive, redact
+from pipeline.tracking.runs import alive
+from pipeline.tracking.values import redact
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 

@@ -14,9 +14,7 @@ from tracking_setup import EXPERIMENT, fresh_store
 from pipeline.core.errors import UserError
 from pipeline.tracking.runs import (
     Tracker,
-    flatten,
     invocation_id,
-    thin,
     tracking_uri,
 )
 
@@ -292,65 +290,6 @@ def test_search_stops_once_it_has_max_results(tracker):
         tracker.start(f"fit-{i}", "fit")
     assert len(tracker.search("", max_results=3)) == 3
     assert len(tracker.search("")) == 4
-
-
-# -- thin and flatten --------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "n, max_points, expected",
-    [
-        (10, 4, [0, 3, 6, 9]),
-        (51, 6, [0, 10, 20, 30, 40, 50]),
-        (5, 5, [0, 1, 2, 3, 4]),
-        (3, 10, [0, 1, 2]),
-        (101, 2, [0, 100]),
-    ],
-)
-def test_thin_examples(n, max_points, expected):
-    steps = np.arange(n) * 10
-    values = np.linspace(1.0, 0.0, n)
-    kept_steps, kept_values = thin(steps, values, max_points)
-    assert kept_steps.tolist() == [10 * i for i in expected]
-    np.testing.assert_array_equal(kept_values, values[expected])
-
-
-@pytest.mark.parametrize("n", [2, 3, 7, 50, 99, 100, 101, 1000])
-@pytest.mark.parametrize("max_points", [2, 3, 10, 100])
-def test_thin_keeps_ends_and_spreads_at_most_max_points(n, max_points):
-    steps = np.arange(n) * 7 + 3
-    kept, values = thin(steps, steps.astype(float) ** 0.5, max_points)
-    assert len(kept) == min(n, max_points)
-    assert kept[0] == steps[0] and kept[-1] == steps[-1]
-    np.testing.assert_array_equal(values, kept**0.5)  # values stay with their steps
-    gaps = np.diff(kept) // 7
-    assert (gaps >= 1).all() and gaps.max() - gaps.min() <= 1  # evenly spread
-
-
-def test_thin_drops_non_finite_points_before_choosing():
-    steps = np.arange(8)
-    values = np.array([np.nan, 1.0, 2.0, np.inf, 4.0, -np.inf, 6.0, np.nan])
-    kept, kept_values = thin(steps, values, 10)
-    assert kept.tolist() == [1, 2, 4, 6] and kept_values.tolist() == [1.0, 2.0, 4.0, 6.0]
-    kept, kept_values = thin(steps, values, 2)
-    assert kept.tolist() == [1, 6] and kept_values.tolist() == [1.0, 6.0]
-    kept, kept_values = thin(steps, np.full(8, np.nan), 5)
-    assert len(kept) == 0 and len(kept_values) == 0
-
-
-def test_flatten_joins_nested_keys_with_dots():
-    config = {
-        "seed": 0,
-        "data": {"n": 500, "scenarios": [{"name": "blog", "pi": 0.5}]},
-        "fit": {"max_steps": 60, "adam": {"betas": (0.9, 0.999)}},
-        "tune": {},
-    }
-    assert flatten(config) == {
-        "seed": 0,
-        "data.n": 500,
-        "data.scenarios": [{"name": "blog", "pi": 0.5}],  # lists are values
-        "fit.max_steps": 60,
-        "fit.adam.betas": (0.9, 0.999),
-    }
-    assert flatten({"a": {"b": 1}}, prefix="params.") == {"params.a.b": 1}
 
 
 def test_a_copied_work_directory_refuses_to_write_into_the_original(workdir, tmp_path):
