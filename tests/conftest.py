@@ -10,6 +10,8 @@ import copy
 import os
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 import yaml
 
@@ -158,3 +160,34 @@ if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
     settings.load_profile("ci")
 else:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def zip_sample(pi: float, lam: float, n: int, seed: int) -> np.ndarray:
+    """n ZIP counts with structural-zero probability `pi` (numpy, independent of the pipeline)."""
+    rng = np.random.default_rng(seed)
+    return rng.binomial(1, 1 - pi, n) * rng.poisson(lam, n)
+
+
+def write_csv(path: Path, counts, header="count") -> Path:
+    """A one-column CSV of `counts` under `header`."""
+    path.write_text(header + "\n" + "\n".join(str(c) for c in counts) + "\n")
+    return path
+
+
+def sweep_data(scenarios, replicates: int, n: int, seed: int):
+    """A data stage's (summary frame, histograms) for (name, pi, lambda) scenarios, drawn with
+    numpy and summarised by the data stage's own `summary_row` (exact MLE and SEs)."""
+    from pipeline.core import seeds
+    from pipeline.core.histogram import histogram
+    from pipeline.stages import config
+    from pipeline.stages.generate import summary_row
+
+    rng = np.random.default_rng(seed)
+    rows, hists = [], {}
+    for name, pi, lam in scenarios:
+        for r in range(replicates):
+            y = np.where(rng.random(n) < pi, 0, rng.poisson(lam, n))
+            hists[(name, r)] = hist = histogram(y)
+            seq = seeds.stream(seed, "data", seeds.name_key(name), r)
+            rows.append(summary_row(config.Scenario(name, pi, lam), r, seq, hist))
+    return pl.DataFrame(rows, schema_overrides={"boundary": pl.Boolean}), hists

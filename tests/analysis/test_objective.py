@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from conftest import sweep_data
 
 from pipeline.analysis.objective import (
     build_problem,
@@ -16,7 +17,6 @@ from pipeline.analysis.objective import (
     run_fits,
 )
 from pipeline.core.histogram import histogram
-from pipeline.core.mle import exact_mle
 from pipeline.stages import config
 
 
@@ -45,17 +45,8 @@ def test_objective_charges_diverged_fits_the_penalty_and_clips_rounding():
 
 
 def _problem(inits=3):
-    rng = np.random.default_rng(1)
-    rows, hists = [], {}
-    for name, pi, lam in (("blog", 0.5, 5.0), ("rare-events", 0.3, 0.5)):
-        for r in range(2):
-            y = np.where(rng.random(400) < pi, 0, rng.poisson(lam, 400))
-            h = hists[(name, r)] = histogram(y)
-            m = exact_mle(h)
-            rows.append({"scenario": name, "replicate": r, "seed": "s", "n": h.n, "pi_true": pi,
-                         "lambda_true": lam, "mle_pi": m.pi, "mle_lambda": m.lam, "mle_nll": m.nll,
-                         "se_pi": m.se_pi, "se_lambda": m.se_lam, "boundary": m.boundary,
-                         "identifiable": True})  # fmt: skip
+    summary, hists = sweep_data((("blog", 0.5, 5.0), ("rare-events", 0.3, 0.5)), 2, 400, 1)
+    rows = summary.to_dicts()
     rows.append({**rows[0], "scenario": "zeros", "identifiable": False})
     hists[("zeros", 0)] = histogram([0, 0, 0])
     cfg = config.SweepConfig(inits=inits)

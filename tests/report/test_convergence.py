@@ -9,13 +9,13 @@ import numpy as np
 import optuna
 import polars as pl
 import pytest
+from conftest import sweep_data
 from matplotlib.collections import LineCollection
 from PIL import Image
 from scipy import stats
 
 from pipeline.analysis.objective import build_problem, fit_histories, fit_rows, run_fits
 from pipeline.core.histogram import histogram
-from pipeline.core.mle import exact_mle
 from pipeline.report.convergence import (
     GAP_RANGE,
     ConvergencePlot,
@@ -110,18 +110,8 @@ def test_render_of_a_scenario_seen_before_matches_a_fresh_plot(tmp_path):
 @pytest.fixture(scope="module")
 def trial():
     """A tiny real sweep trial: 2 scenarios x 2 replicates x 2 inits, adam at lr 0.1."""
-    rng = np.random.default_rng(1)
-    rows, hists = [], {}
-    for name, pi, lam in SCENARIOS:
-        for r in range(2):
-            y = np.where(rng.random(300) < pi, 0, rng.poisson(lam, 300))
-            h = hists[(name, r)] = histogram(y)
-            m = exact_mle(h)
-            rows.append({"scenario": name, "replicate": r, "seed": "s", "n": h.n, "pi_true": pi,
-                         "lambda_true": lam, "mle_pi": m.pi, "mle_lambda": m.lam, "mle_nll": m.nll,
-                         "se_pi": m.se_pi, "se_lambda": m.se_lam, "boundary": m.boundary,
-                         "identifiable": True})  # fmt: skip
-    problem = build_problem(pl.DataFrame(rows), hists, 0, config.SweepConfig(inits=2))
+    summary, hists = sweep_data(SCENARIOS, 2, 300, 1)
+    problem = build_problem(summary, hists, 0, config.SweepConfig(inits=2))
     fit = config.FitConfig(max_steps=60, chunk_steps=20, record_every=10)
     result = run_fits(problem, fit, 0.1, "adam", None, 1.0)
     return problem, fit_rows(problem, result), fit_histories(result)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import write_csv, zip_sample
 
 from pipeline.core import mle
 from pipeline.core.histogram import histogram
@@ -28,16 +29,6 @@ EXAMPLE = ROOT / "examples" / "fish_caught.csv"
 def fit_counts(args, env, cwd) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pipeline.fit_counts", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
-
-
-def zip_sample(pi: float, lam: float, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.binomial(1, 1 - pi, n) * rng.poisson(lam, n)
-
-
-def write_csv(path: Path, counts, header="count") -> Path:
-    path.write_text(header + "\n" + "\n".join(str(c) for c in counts) + "\n")
-    return path
 
 
 def leaves(obj, path=""):

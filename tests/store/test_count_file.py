@@ -7,25 +7,14 @@ the terminal as `error: ...` with exit status 2).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
+from conftest import write_csv, zip_sample
 
 from pipeline.core.errors import UserError
 from pipeline.core.histogram import histogram
 from pipeline.store import count_file as count_io
-
-
-def zip_sample(pi: float, lam: float, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.binomial(1, 1 - pi, n) * rng.poisson(lam, n)
-
-
-def write_csv(path: Path, counts, header="count") -> Path:
-    path.write_text(header + "\n" + "\n".join(str(c) for c in counts) + "\n")
-    return path
 
 
 def test_read_counts_matches_numpy_histogram_for_csv_tsv_and_parquet(tmp_path):

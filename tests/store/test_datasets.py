@@ -14,18 +14,6 @@ from pipeline.store.files import Layout
 HASH = "0123456789abcdef"
 
 
-def _summary() -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "scenario": ["a", "a", "b"],
-            "replicate": [0, 1, 0],
-            "mle_pi": [0.5, float("nan"), 0.1],
-            "boundary": [False, None, True],
-        },
-        schema_overrides={"boundary": pl.Boolean},
-    )
-
-
 def _hists() -> dict[tuple[str, int], Histogram]:
     return {
         ("a", 0): Histogram(np.array([0, 1, 4], np.int64), np.array([5, 2, 1], np.int64)),

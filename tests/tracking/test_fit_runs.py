@@ -73,7 +73,7 @@ def test_payload_names_tags_params_and_metrics(fitted):
         assert p["tags"] == {"status": r["status"], "trial": TRIAL, "study": STUDY}
         assert p["params"] == {
             "scenario": r["scenario"], "pi": r["pi_true"], "lambda": r["lambda_true"], "n": 300,
-            "replicate": 0, "data_seed": f"{r['scenario']}-seed", "init_seed": r["init_seed"],
+            "replicate": 0, "data_seed": r["data_seed"], "init_seed": r["init_seed"],
             "pi0": r["pi0"], "lambda0": r["lambda0"], "lr": 1.0, "optimizer": "adam",
             "model": "zip", "max_steps": 400, "tol": 1e-10,
         }  # fmt: skip

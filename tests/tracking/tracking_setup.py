@@ -12,13 +12,10 @@ import os
 import sqlite3
 from pathlib import Path
 
-import numpy as np
-import polars as pl
 import pytest
+from conftest import sweep_data
 
 from pipeline.analysis.objective import build_problem
-from pipeline.core.histogram import histogram
-from pipeline.core.mle import exact_mle
 from pipeline.stages import config
 
 EXPERIMENT = "zip-test"
@@ -78,15 +75,6 @@ def make_problem(inits: int = 2, n: int = 300, seed: int = 1):
     Returns:
         (problem, sweep settings with `lr_grid` (0.1, 1.0) and Adam), via `build_problem`.
     """
-    rng = np.random.default_rng(seed)
-    rows, hists = [], {}
-    for name, pi, lam in (("blog", 0.5, 5.0), ("rare-events", 0.3, 0.5)):
-        y = np.where(rng.random(n) < pi, 0, rng.poisson(lam, n))
-        h = hists[(name, 0)] = histogram(y)
-        m = exact_mle(h)
-        rows.append({"scenario": name, "replicate": 0, "seed": f"{name}-seed", "n": h.n,
-                     "pi_true": pi, "lambda_true": lam, "mle_pi": m.pi, "mle_lambda": m.lam,
-                     "mle_nll": m.nll, "se_pi": m.se_pi, "se_lambda": m.se_lam,
-                     "boundary": m.boundary, "identifiable": True})  # fmt: skip
+    summary, hists = sweep_data((("blog", 0.5, 5.0), ("rare-events", 0.3, 0.5)), 1, n, seed)
     cfg = config.SweepConfig(lr_grid=(0.1, 1.0), inits=inits, optimizers=("adam",))
-    return build_problem(pl.DataFrame(rows), hists, 0, cfg), cfg
+    return build_problem(summary, hists, 0, cfg), cfg
