@@ -20,7 +20,7 @@ RANK = {"core": 0, "analysis": 1, "store": 1, "report": 2, "tracking": 3, "stage
 THIRD_PARTY = {
     "core": {"torch", "numpy", "scipy"},
     "analysis": {"numpy", "polars"},
-    "store": {"numpy", "polars", "pyarrow"},
+    "store": {"numpy", "polars", "pyarrow", "formulaic"},
     "report": {"numpy", "polars", "scipy", "matplotlib", "PIL", "optuna"},
     "tracking": {"numpy", "polars", "optuna", "mlflow"},
 }

@@ -190,6 +190,7 @@ class FitCountsConfig:
     lr: float = 0.1
     max_steps: int = 3000
     level: float = 0.95
+    standardize: bool = True  # --formula fits: descend on standardised covariates
 
     def check(self, path: str) -> None:
         if self.inits < 1:

@@ -40,32 +40,30 @@ class Counts(NamedTuple):
     selected: int
 
 
-def _names(names: list[str], shown: int = 8, width: int = 30) -> str:
+def name_list(names: list[str], shown: int = 8, width: int = 30) -> str:
     """Column names for an error line: the first `shown`, each cut to `width` characters."""
     cut = [repr(n if len(n) <= width else n[: width - 1] + "…") for n in names[:shown]]
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(cut) + more
 
 
-def _first_line(err: Exception) -> str:
+def first_line(err: Exception) -> str:
+    """The first line of an error's message (at most 300 characters), for a one-line report."""
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:300]
 
 
-def scan(path: Path, column: str, *, as_text: bool = False) -> pl.LazyFrame:
-    """A lazy scan of `path` (CSV/TSV: the count column parsed as Float64, or as text).
+def check_path(path: Path) -> str:
+    """The kind of a user's file ("csv", "tsv" or "parquet"), once it is known to be readable.
 
     Args:
-        path: CSV, TSV or parquet file.
-        column: the count column (CSV: read as Float64 so that 3.0 and 1e3 are counts too
-            and any other token is a parse error, diagnosed by `_bad_token`).
-        as_text: read the CSV column as strings (to find an unparsable value).
+        path: the file.
 
     Returns:
-        The `LazyFrame`.
+        The kind, from the extension (`FORMATS`).
 
     Raises:
-        UserError: missing, unreadable or empty file; unsupported extension.
+        UserError: missing, unreadable or empty file; unsupported extension; binary text.
     """
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
@@ -84,6 +82,49 @@ def scan(path: Path, column: str, *, as_text: bool = False) -> pl.LazyFrame:
             if b"\0" in head.read(65536):
                 raise UserError(f"{path}: binary content, not {kind.upper()} text "
                                 "(a parquet file needs the .parquet extension)")  # fmt: skip
+    return kind
+
+
+def scan_table(path: Path) -> pl.LazyFrame:
+    """A lazy scan of every column of `path`, CSV/TSV types inferred from all the rows.
+
+    Args:
+        path: CSV, TSV or parquet file.
+
+    Returns:
+        The `LazyFrame`.
+
+    Raises:
+        UserError: as `check_path`, or a file polars cannot open.
+    """
+    kind = check_path(path)
+    try:
+        if kind == "parquet":
+            return pl.scan_parquet(path, glob=False)
+        return pl.scan_csv(
+            path, separator="\t" if kind == "tsv" else ",", glob=False,
+            infer_schema_length=None, null_values=NULL_VALUES,
+        )  # fmt: skip
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise UserError(f"{path}: cannot read as {kind} ({first_line(err)})") from None
+
+
+def scan(path: Path, column: str, *, as_text: bool = False) -> pl.LazyFrame:
+    """A lazy scan of `path` (CSV/TSV: the count column parsed as Float64, or as text).
+
+    Args:
+        path: CSV, TSV or parquet file.
+        column: the count column (CSV: read as Float64 so that 3.0 and 1e3 are counts too
+            and any other token is a parse error, diagnosed by `_bad_token`).
+        as_text: read the CSV column as strings (to find an unparsable value).
+
+    Returns:
+        The `LazyFrame`.
+
+    Raises:
+        UserError: missing, unreadable or empty file; unsupported extension.
+    """
+    kind = check_path(path)
     try:
         if kind == "parquet":
             return pl.scan_parquet(path, glob=False)
@@ -93,17 +134,17 @@ def scan(path: Path, column: str, *, as_text: bool = False) -> pl.LazyFrame:
             null_values=NULL_VALUES,
         )  # fmt: skip
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise UserError(f"{path}: cannot read as {kind} ({_first_line(err)})") from None
+        raise UserError(f"{path}: cannot read as {kind} ({first_line(err)})") from None
 
 
-def _filter(lf: pl.LazyFrame, where: str | None) -> pl.Expr:
+def row_filter(lf: pl.LazyFrame, where: str | None) -> pl.Expr:
     """The row filter as a boolean expression (null counts as false)."""
     if not where:
         return pl.lit(True)
     try:
         expr = pl.sql_expr(where)
     except (pl.exceptions.PolarsError, ValueError, TypeError) as err:
-        raise UserError(f"--where {where!r}: {_first_line(err)} (a SQL condition; quote column "
+        raise UserError(f"--where {where!r}: {first_line(err)} (a SQL condition; quote column "
                         'names that are SQL words, e.g. "group" = 1)') from None  # fmt: skip
     if not expr.meta.eq(expr.meta.undo_aliases()):
         # SQL reads trailing text as a column alias (`a = 1 'x'`, `a = 1 AS x`): refuse it,
@@ -113,7 +154,7 @@ def _filter(lf: pl.LazyFrame, where: str | None) -> pl.Expr:
     try:
         dtype = lf.select(expr.alias("where")).collect_schema()["where"]
     except (pl.exceptions.PolarsError, ValueError, TypeError) as err:
-        raise UserError(f"--where {where!r}: {_first_line(err)}") from None
+        raise UserError(f"--where {where!r}: {first_line(err)}") from None
     if dtype != pl.Boolean:
         raise UserError(f"--where {where!r}: must be a condition (true/false), gives {dtype}")
     return expr.fill_null(False)
@@ -139,13 +180,13 @@ def read_counts(path: str | Path, column: str, where: str | None = None) -> Coun
     try:
         schema = lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise UserError(f"{path}: cannot read ({_first_line(err)})") from None
+        raise UserError(f"{path}: cannot read ({first_line(err)})") from None
     if column not in schema:
-        raise UserError(f"{path}: no column {column!r}; available: {_names(schema.names())}")
+        raise UserError(f"{path}: no column {column!r}; available: {name_list(schema.names())}")
     dtype = schema[column]
     if not dtype.is_numeric():
         raise UserError(f"{path}: column {column!r} holds {dtype}, not numbers")
-    keep = _filter(lf, where)
+    keep = row_filter(lf, where)
     col = pl.col(column) if dtype.is_integer() else pl.col(column).cast(pl.Float64)
     problems = _problems(col, dtype.is_integer())
     aggs = [pl.len().alias("rows"), (pl.len() - (~keep).sum()).alias("selected")]
@@ -199,10 +240,10 @@ def _collect(lf: pl.LazyFrame, path: Path, where: str | None) -> pl.DataFrame:
     try:
         return lf.collect(engine="streaming")
     except pl.exceptions.ComputeError as err:
-        raise UserError(f"{path}: {_first_line(err)}") from None
+        raise UserError(f"{path}: {first_line(err)}") from None
     except (pl.exceptions.PolarsError, OSError) as err:
         scope = f" (with --where {where!r})" if where else ""
-        raise UserError(f"{path}: cannot read{scope}: {_first_line(err)}") from None
+        raise UserError(f"{path}: cannot read{scope}: {first_line(err)}") from None
 
 
 def _bad_token(path: Path, column: str) -> None:
