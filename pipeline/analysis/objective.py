@@ -133,6 +133,13 @@ def build_problem(summary: pl.DataFrame, hists: dict, seed: int, cfg, device: st
     return Problem(values, freqs, chosen, fits, names)
 
 
+def intercept_charges(rows: pl.DataFrame, penalty: float) -> np.ndarray:
+    """Each fit's charge in the objective: its NLL gap (>= 0), `penalty` if it diverged."""
+    status = rows["status"].to_numpy()
+    charged = np.where(status == "diverged", penalty, np.maximum(rows["nll_gap"].to_numpy(), 0.0))
+    return np.where(np.isfinite(charged), charged, penalty)
+
+
 def objective_value(gap: np.ndarray, status: np.ndarray, penalty: float) -> float:
     """Mean over fits of the NLL gap (clipped at 0), `penalty` for diverged fits.
 

@@ -79,8 +79,11 @@ def stack_designs(Xs, Zs, ys, *, device="cpu", dtype=torch.float64) -> Designs:
     Raises:
         ValueError: on ragged shapes, non-finite designs or counts that are not counts.
     """
-    X, Z = (torch.as_tensor(np.stack([np.asarray(a, float) for a in m])) for m in (Xs, Zs))
-    y = np.stack([np.asarray(a) for a in ys])
+    try:
+        X, Z = (torch.as_tensor(np.stack([np.asarray(a, float) for a in m])) for m in (Xs, Zs))
+        y = np.stack([np.asarray(a) for a in ys])
+    except ValueError as err:  # numpy: ragged datasets
+        raise ValueError(f"need datasets of one shape: {err}") from None
     if X.ndim != 3 or Z.ndim != 3 or y.ndim != 2 or not X.shape[:2] == Z.shape[:2] == y.shape:
         raise ValueError(f"need (D, n, p), (D, n, q), (D, n); got {X.shape}, {Z.shape}, {y.shape}")
     if not (bool(X.isfinite().all()) and bool(Z.isfinite().all())):
@@ -267,9 +270,13 @@ def fit_regression(
              "batch_size must be a positive integer", batch_size)  # fmt: skip
 
     slot, F = _slots(index, D)
-    d_t, f_t = torch.as_tensor(index, device=dev), torch.as_tensor(slot, device=dev)
+    d_t = torch.as_tensor(index.copy(), device=dev)
+    f_t = torch.as_tensor(slot, device=dev)
     T = _scalings(data, standardize)
     T_inv = torch.linalg.inv(T)
+    if standardize:  # X̃ = X T_x, Z̃ = Z T_z: X̃ θ̃ = X T θ̃ = X θ on the original scale
+        data = Designs(torch.bmm(data.X, T[:, q:, q:]), torch.bmm(data.Z, T[:, :q, :q]),
+                       data.y, data.zero, data.log_fact)  # fmt: skip
     theta = torch.zeros(D, q + p, F, dtype=dtype, device=dev)
     theta[d_t, :, f_t] = torch.einsum("bij,bj->bi", T_inv[d_t], start)
     lr_slots = torch.zeros(D, 1, F, dtype=dtype, device=dev)

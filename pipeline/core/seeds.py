@@ -5,10 +5,12 @@
 | stream       | key                          | what it draws                                   |
 | ------------ | ---------------------------- | ----------------------------------------------- |
 | `data`       | (crc32(scenario), replicate) | a dataset: child 0 the gates, child 1 the counts |
+|              |                              | (regression: child 0 the covariates, 1 the counts) |
 | `inits`      | (crc32(scenario), replicate) | the sweep's random starts for that dataset       |
 | `blog`       | ()                           | the blog table's starts                          |
 | `fit_counts` | ()                           | gradient descent's starts on a user's counts     |
 | `sampler`    | (worker, trials in study)    | a TPE sampler's seed (32 bits)                   |
+| `shuffle`    | (crc32(scenario), batch size)| mini-batch epoch permutations of a regression    |
 
 Streams are keyed by name, never by position, so adding a scenario, a replicate, a worker or
 a stream leaves every other stream unchanged, and any seed >= 0 works with any number of
@@ -21,7 +23,7 @@ import zlib
 
 import numpy as np
 
-STREAMS = {"data": 1, "inits": 2, "blog": 3, "fit_counts": 4, "sampler": 5}
+STREAMS = {"data": 1, "inits": 2, "blog": 3, "fit_counts": 4, "sampler": 5, "shuffle": 6}
 
 
 def name_key(name: str) -> int:

@@ -10,6 +10,9 @@ the same with `tracking.log_fits: false` or a remote tracking server. It writes 
 - `statistics.parquet`: GD vs exact MLE as estimators (`statistics.statistics_table`);
 - `blog_table.parquet`: the blog's ten fits reproduced beside our tuned lr (`blog_table`);
 - `recovery.md` and `figures/*.png`;
+- with regression scenarios and `data/reg_fits.parquet`, `reg_optimisation.parquet`,
+  `reg_recovery.parquet`, `figures/regression_error_vs_lr.png` and a "Regression scenarios"
+  part of `recovery.md` (`aggregate_regression`);
 all stamped or written atomically, logged to the stage's MLflow run. The tables hold no run ids
 or timestamps, so the same params give byte-identical files.
 """
@@ -28,6 +31,7 @@ from pipeline.analysis.statistics import statistics_table
 from pipeline.core.errors import UserError
 from pipeline.report import figures as rp
 from pipeline.report import markdown as report_md
+from pipeline.stages import aggregate_regression as reg_stage
 from pipeline.stages import config
 from pipeline.stages.cli import parser
 from pipeline.store import files
@@ -45,7 +49,8 @@ def load_inputs(params: config.Params, workdir: Path) -> dict[str, pl.DataFrame]
 
     Returns:
         {"summary", "fits", "histories", "blog"} frames (`blog` may have no rows: the blog
-        scenario's replicate 0 was not identifiable).
+        scenario's replicate 0 was not identifiable) and "regression"
+        (`aggregate_regression.load_regression`, None without regression fits).
 
     Raises:
         UserError: a missing, foreign or stale input, or a sweep without fits.
@@ -58,7 +63,8 @@ def load_inputs(params: config.Params, workdir: Path) -> dict[str, pl.DataFrame]
         raise UserError(f"{layout.fits().path}: holds no fits; rerun `make sweep`")
     histories = files.read(layout.histories(), stamp)
     return {"summary": summary, "fits": fits, "histories": histories,
-            "blog": files.read(layout.blog, stamp)}  # fmt: skip
+            "blog": files.read(layout.blog, stamp),
+            "regression": reg_stage.load_regression(params, workdir)}  # fmt: skip
 
 
 def sampling_best(fits: pl.DataFrame, best: pl.DataFrame) -> pl.DataFrame:
@@ -127,7 +133,8 @@ def aggregate(params: config.Params, workdir: Path, inputs=None) -> dict:
 
     Returns:
         A dict with the tables (`recovery`, `statistics`, `blog`, `best`), the file paths
-        written (`files`) and `fits` (their number).
+        written (`files`), `fits` (their number) and `regression`
+        (`aggregate_regression.aggregate_regression`, None without regression fits).
     """
     inputs = inputs or load_inputs(params, workdir)
     summary, fits, blog = inputs["summary"], inputs["fits"], inputs["blog"]
@@ -170,6 +177,10 @@ def aggregate(params: config.Params, workdir: Path, inputs=None) -> dict:
         level=params.report.level,
         reach=reach_table(reach),
     )
+    reg = reg_stage.aggregate_regression(params, workdir, inputs.get("regression"), stamp)
+    if reg is not None:
+        text = text.rstrip("\n") + "\n\n" + reg["text"]
+        written += reg["files"]
     written.append(layout.report_text)
     files.write_text(layout.report_text, text)
     # The make target: written last, so it is never newer than the other outputs.
@@ -182,6 +193,7 @@ def aggregate(params: config.Params, workdir: Path, inputs=None) -> dict:
         "best": best,
         "files": written,
         "fits": fits.height,
+        "regression": reg,
     }
 
 
@@ -195,6 +207,7 @@ def log_stage(
         metrics[f"{row['scenario']}.best_lr"] = row["lr"]
         metrics[f"{row['scenario']}.best_objective"] = row["objective"]
         metrics[f"{row['scenario']}.best_recovered"] = row["recovered"]
+    metrics.update(reg_stage.metrics(result.get("regression")))
     tracker.log(run_id, params=flat, metrics=metrics)
     out = files.Layout(workdir).reports
     for path in result["files"]:
@@ -224,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(headline(result["recovery"]))
     best = ", ".join(f"{r['scenario']} {r['lr']:g}" for r in result["best"].iter_rows(named=True))
     print(f"best lr by objective: {best}")
+    if result["regression"] is not None:
+        print(f"regression, closest to the oracle: {reg_stage.best_line(result['regression'])}")
     print(
         f"aggregate: {result['fits']:,} fits in {seconds:.1f} s -> "
         f"{files.Layout(workdir).report_text}; MLflow run {run_id}"

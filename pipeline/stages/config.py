@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.core import design
 from pipeline.stages.cli import parser
-from pipeline.stages.params_file import as_raw, build, check_name, fail, read_yaml
+from pipeline.stages.params_file import as_raw, build, check_name, fail, key_text, read_yaml
 
 # The engine's optimizers (`core.optim.OPTIMIZERS`; tests/stages/test_config.py checks they agree).
 Optimizer = Literal["adam", "sgd", "rmsprop"]
 MAX_N = 10**10  # counts per dataset: 1e10 int64 counts are ~10 GB of parquet and hours to draw
 MAX_REPLICATES = 10_000
+MAX_REGRESSION_N = 10**7  # rows per regression dataset: the design is held in memory
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,84 @@ class Scenario:
 
 
 @dataclass(frozen=True)
+class CovariateSpec:
+    """One simulated covariate (`core.design.Covariate`; only its `dist`'s fields are used)."""
+
+    name: str
+    dist: Literal["normal", "bernoulli", "poisson", "uniform", "categorical"]
+    mean: float = 0.0
+    sd: float = 1.0
+    p: float = 0.5
+    low: float = 0.0
+    high: float = 1.0
+    levels: tuple[str, ...] = ()
+    probs: tuple[float, ...] = ()
+    corr_with: str | None = None
+    rho: float = 0.0
+
+    def check(self, path: str) -> None:
+        check_name(f"{path}.name", self.name)  # checked as a whole list by the scenario
+
+    def covariate(self) -> design.Covariate:
+        return design.Covariate(**{f: getattr(self, f) for f in self.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class RegressionScenario:
+    """A ZIP regression: log lambda = x'beta (`count`), logit pi = z'gamma (`zero`)."""
+
+    name: str
+    count: dict
+    zero: dict
+    covariates: tuple[CovariateSpec, ...] = ()
+
+    def check(self, path: str) -> None:
+        check_name(f"{path}.name", self.name)
+        covs = [c.covariate() for c in self.covariates]
+        try:
+            design.check_covariates(covs)
+        except ValueError as err:
+            fail(f"{path}.covariates", str(err), [c.name for c in self.covariates])
+        known = (design.INTERCEPT, *design.columns(covs))
+        for part in ("count", "zero"):
+            coefs = getattr(self, part)
+            if not coefs:
+                fail(f"{path}.{part}", "must give at least one coefficient", coefs)
+            for key, value in coefs.items():
+                if key not in known:
+                    fail(f"{path}.{part}.{key_text(key)}",
+                         f"is not a covariate column (known: {list(known)})", value)  # fmt: skip
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    fail(f"{path}.{part}.{key}", "must be a number", value)
+                if not math.isfinite(value):
+                    fail(f"{path}.{part}.{key}", "must be finite", value)
+
+    def part_coefficients(self, part: str) -> dict[str, float]:
+        return {k: float(v) for k, v in getattr(self, part).items()}
+
+
+@dataclass(frozen=True)
+class RegressionData:
+    """ZIP-regression scenarios: `replicates` datasets of `n` rows each."""
+
+    n: int = 1000
+    replicates: int = 10
+    scenarios: tuple[RegressionScenario, ...] = ()
+
+    def check(self, path: str) -> None:
+        if not 1 <= self.n <= MAX_REGRESSION_N:
+            fail(f"{path}.n", f"must be in [1, {MAX_REGRESSION_N:.0e}] (rows per dataset)",
+                 self.n)  # fmt: skip
+        if not 1 <= self.replicates <= MAX_REPLICATES:
+            fail(f"{path}.replicates", f"must be in [1, {MAX_REPLICATES}]", self.replicates)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     n: int
     replicates: int
     scenarios: tuple[Scenario, ...]
+    regression: RegressionData = RegressionData()
 
     def check(self, path: str) -> None:
         if not 1 <= self.n <= MAX_N:
@@ -55,6 +131,10 @@ class DataConfig:
         for i, s in enumerate(self.scenarios):
             if s.name in seen:
                 fail(f"{path}.scenarios[{i}].name", "duplicate scenario name", s.name)
+            seen.add(s.name)
+        for i, s in enumerate(self.regression.scenarios):
+            if s.name in seen:
+                fail(f"{path}.regression.scenarios[{i}].name", "duplicate scenario name", s.name)
             seen.add(s.name)
 
 
@@ -86,6 +166,32 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
+class RegressionSweep:
+    """How the sweep fits the regression scenarios: within every trial (lr, optimizer), each
+    dataset × init is fitted once per (standardize, batch size) variant."""
+
+    inits: int = 2
+    init_sd: float = 0.5
+    standardize: tuple[bool, ...] = (False, True)
+    batch_sizes: tuple[int | None, ...] = (None,)
+
+    def check(self, path: str) -> None:
+        if self.inits < 1:
+            fail(f"{path}.inits", "must be >= 1", self.inits)
+        if not (self.init_sd > 0 and math.isfinite(self.init_sd)):
+            fail(f"{path}.init_sd", "must be a finite number > 0", self.init_sd)
+        if not self.standardize or len(set(self.standardize)) != len(self.standardize):
+            fail(f"{path}.standardize", "must list true and/or false once each",
+                 list(self.standardize))  # fmt: skip
+        if not self.batch_sizes or len(set(self.batch_sizes)) != len(self.batch_sizes):
+            fail(f"{path}.batch_sizes", "must list distinct sizes (null: full batch)",
+                 list(self.batch_sizes))  # fmt: skip
+        for i, size in enumerate(self.batch_sizes):
+            if size is not None and size < 1:
+                fail(f"{path}.batch_sizes[{i}]", "must be >= 1 or null", size)
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """One Optuna study: one trial = one learning rate (and optimizer) on every dataset × init."""
 
@@ -102,6 +208,7 @@ class SweepConfig:
     init_lambda: tuple[float, float] = (0.0, 10.0)
     diverged_penalty: float = 1.0
     pruner: Literal["none", "median"] = "none"
+    regression: RegressionSweep = RegressionSweep()
     pruner_startup_trials: int = 5
     pruner_warmup_steps: int = 100
     workers: int = 1

@@ -1,5 +1,10 @@
 """`python -m pipeline.fit_counts FILE --column NAME`: zero-inflated Poisson against Poisson.
 
+With `--formula "y ~ count regressors | zero regressors"` instead of `--column` it fits a ZIP
+regression against a Poisson regression: `main` reads the design here (formulaic loads only
+then) and hands over to `pipeline.stages.fit_regression`. The rest of this docstring is the
+`--column` path.
+
 Reads one column of counts (CSV/TSV/parquet, streamed; `--where` filters rows), fits the ZIP
 exactly (closed form) and by gradient descent (the batched engine, several seeded inits, best
 kept), fits a plain Poisson, tests for zero inflation (likelihood ratio against the boundary
@@ -177,21 +182,41 @@ def analyse(args) -> dict:
     return {**report, "text": text}
 
 
+def analyse_formula(args) -> dict:
+    """The `--formula` path: read the design, then fit in `stages.fit_regression`."""
+    params = config.load(args.params)
+    if not args.no_mlflow:  # before any work: an unusable mlruns/ is one line, not a lost fit
+        files.check_writable(args.workdir.resolve() / "mlruns")
+    from pipeline.store.formula import read_design  # formulaic (~1.6 s) loads only now
+
+    design = read_design(args.file, args.formula, where=args.where)
+    from pipeline.stages import fit_regression  # torch, scipy, MLflow: after the input is good
+
+    return fit_regression.analyse(args, params, design)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Fit ZIP and Poisson to a column of counts; see the module docstring.
+    """Fit ZIP and Poisson to a column of counts, or regressions (`--formula`); see the
+    module docstring.
 
     Returns:
         The exit status (0); user errors raise `UserError`.
     """
-    p = parser("Fit a zero-inflated Poisson against a Poisson to a column of counts.")
+    p = parser("Fit a zero-inflated Poisson against a Poisson to a column of counts, or a ZIP "
+               "regression against a Poisson regression (--formula).")  # fmt: skip
     p.add_argument("file", type=Path, help="CSV, TSV or parquet file")
-    p.add_argument("--column", required=True, help="name of the column of counts")
+    p.add_argument("--column", help="name of the column of counts (intercept-only ZIP)")
+    p.add_argument("--formula", help='ZIP regression, pscl style: "y ~ count regressors | zero '
+                   'regressors" (without "|" both parts use the same regressors)')  # fmt: skip
     p.add_argument("--where", help='polars SQL condition selecting rows, e.g. "camper = 1"')
     p.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
     p.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
     args = p.parse_args(argv)
+    if (args.column is None) == (args.formula is None):
+        raise UserError("give exactly one of --column NAME (a column of counts) and --formula "
+                        "'y ~ count regressors | zero regressors' (a ZIP regression)")  # fmt: skip
     with interrupts.sigterm_raises():
-        report = analyse(args)
+        report = analyse(args) if args.formula is None else analyse_formula(args)
     text = report.pop("text")
     if args.json:
         from pipeline.report.count_report import jsonable

@@ -29,6 +29,7 @@ from pipeline.core.mle import exact_mle
 from pipeline.report.plots import figure, pmf_vs_histogram
 from pipeline.stages import config
 from pipeline.stages.cli import parser, progress
+from pipeline.stages.generate_regression import generate_regression, scenario_lines
 from pipeline.store import datasets, files
 from pipeline.tracking import interrupts
 from pipeline.tracking.runs import Tracker
@@ -137,7 +138,9 @@ def generate(params: config.Params, workdir: Path, chunk: int = simulate.CHUNK):
             )
     layout = files.Layout(workdir)
     rows, hists, keep = [], {}, set()
-    bar = progress(len(data.scenarios) * data.replicates, "generate", unit="dataset")
+    reg = data.regression
+    total = len(data.scenarios) * data.replicates + len(reg.scenarios) * reg.replicates
+    bar = progress(total, "generate", unit="dataset")
     try:
         for scenario in data.scenarios:
             for rep in range(data.replicates):
@@ -148,6 +151,7 @@ def generate(params: config.Params, workdir: Path, chunk: int = simulate.CHUNK):
                 rows.append(summary_row(scenario, rep, seq, hist))
                 keep.add(file.path)
                 bar.update(1)
+        generate_regression(params, layout, stamp, bar)
     finally:
         bar.close()
     if removed := datasets.remove_stale(layout, keep):
@@ -285,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     print(markdown(table.drop("pi_true", "lambda_true", "not_identifiable")))
+    layout = files.Layout(workdir)
+    if params.data.regression.scenarios:
+        for line in scenario_lines(files.read(layout.reg_summary, stamp)):
+            print(line)
     print(
         f"generate: {summary.height} datasets of n = {params.data.n:,} in {seconds:.1f} s "
         f"-> {files.Layout(workdir).data}; MLflow run {run_id}"

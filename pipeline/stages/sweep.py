@@ -36,13 +36,14 @@ import optuna
 import torch
 
 from pipeline.analysis.objective import build_problem
+from pipeline.analysis.regression import build_reg_problem
 from pipeline.core import seeds
 from pipeline.core.engine import check_device
 from pipeline.core.errors import UserError, environment_problem
 from pipeline.stages import config
 from pipeline.stages.cli import parser, progress
 from pipeline.stages.sweep_steps import check_datasets, finish_stage, start_stage
-from pipeline.store import datasets, files
+from pipeline.store import datasets, files, reg_data
 from pipeline.tracking import interrupts
 from pipeline.tracking.fit_runs import FitLogger
 from pipeline.tracking.quiet import quiet_libraries
@@ -74,6 +75,16 @@ class Plan:
     workers: int
 
 
+def load_reg_problems(layout, params, cfg) -> tuple:
+    """The regression scenarios' fits (those with at least one dataset the oracle fitted)."""
+    names = [s.name for s in params.data.regression.scenarios]
+    stamp = params.digest(*config.STAGE_BLOCKS["generate"])
+    summary, rows = reg_data.load_regression(layout, stamp, names)
+    built = (build_reg_problem(name, summary, rows[name], params.seed, cfg.regression,
+                               params.fit.device) for name in names)  # fmt: skip
+    return tuple(p for p in built if p is not None)
+
+
 def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> int:
     """Run trials of the study in this process until it has all it needs.
 
@@ -93,6 +104,7 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
     layout = files.Layout(workdir)
     summary, hists = datasets.load_data(layout, params.digest(*config.STAGE_BLOCKS["generate"]))
     problem = build_problem(summary, hists, params.seed, cfg, params.fit.device)
+    reg_problems = load_reg_problems(layout, params, cfg)
     big = problem.fits.height >= _BIG_TRIAL and params.tracking.log_fits
     processes = min(2, os.cpu_count() or 1) if plan.workers == 1 and big else 1
     logger = FitLogger(tracker, params.tracking.experiment, workdir, processes)
@@ -103,7 +115,7 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
     seed = seeds.sampler_seed(params.seed, plan.worker, trials)
     study = load_study(storage, plan.study, cfg, seed)
     setup = TrialSetup(params, cfg, problem, tracker, logger, plan.stage_run, plan.study,
-                       plan.stage, layout, stamp, on_fits)  # fmt: skip
+                       plan.stage, layout, stamp, on_fits, reg_problems)  # fmt: skip
     interrupted = True
     try:
         ran = run_trials(study, cfg, make_objective(setup), on_done)

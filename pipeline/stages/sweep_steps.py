@@ -105,6 +105,7 @@ def assemble(study, layout: files.Layout, stage: str, params) -> files.File:
         table = table.sort("trial", "scenario", "replicate", "init")
         histories = histories.sort("trial", "scenario", "replicate", "init", "step")
     meta = {files.STUDY_KEY: name}
+    assemble_regression(study, layout, stage, params, meta)
     if stage == "sweep":
         summary, hists = datasets.load_data(layout, params.digest(*config.STAGE_BLOCKS["generate"]))
         blog = blog_fits(params, summary, hists, table) if fits else pl.DataFrame()
@@ -112,6 +113,27 @@ def assemble(study, layout: files.Layout, stage: str, params) -> files.File:
     files.write(histories, layout.histories(stage), stamp, **meta)
     files.write(table, layout.fits(stage), stamp, **meta)
     return layout.fits(stage)
+
+
+def assemble_regression(study, layout: files.Layout, stage: str, params, meta: dict) -> None:
+    """The regression tables (fits, coefs, histories) from the COMPLETE trials' files; with no
+    regression scenario, any old tables are removed (they would describe other params)."""
+    _, study_hash, name = params.study(stage)
+    stamp = params.digest(*config.STAGE_BLOCKS[stage])
+    tables = ("histories", "coefs", "fits")  # fits last: the others are complete before it
+    if not params.data.regression.scenarios:
+        for table in tables:
+            layout.reg(table, stage).path.unlink(missing_ok=True)
+        return
+    keys = ["trial", "scenario", "replicate", "init", "standardize", "batch_size"]
+    for table in tables:
+        parts = [files.read(layout.trial_reg(name, t.number, table), study_hash)
+                 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if layout.trial_reg(name, t.number, table).path.exists()]  # fmt: skip
+        frame = pl.concat(parts) if parts else pl.DataFrame()
+        if parts:
+            frame = frame.sort(keys, nulls_last=False, maintain_order=True)
+        files.write(frame, layout.reg(table, stage), stamp, **meta)
 
 
 def summary_table(study) -> pl.DataFrame:

@@ -75,6 +75,23 @@ class Layout:
     def histograms(self) -> File:
         return File(self.data / "histograms.parquet", "histograms")
 
+    def reg_dataset(self, scenario: str) -> File:
+        """A regression scenario's datasets: replicate, its design columns and `y`."""
+        return File(self.data / "regression" / f"{scenario}.parquet", "reg_dataset")
+
+    @property
+    def reg_summary(self) -> File:
+        """One row per regression dataset and coefficient: truth, Newton oracle, its SE."""
+        return File(self.data / "reg_summary.parquet", "reg_summary")
+
+    def reg(self, table: str, stage: str = "sweep") -> File:
+        """A regression table of the sweep: "fits", "coefs" or "histories"."""
+        prefix = "" if stage == "sweep" else f"{stage}_"
+        return File(self.data / f"{prefix}reg_{table}.parquet", f"reg_{table}")
+
+    def trial_reg(self, study: str, number: int, table: str) -> File:
+        return File(self.trials(study) / f"{number:05d}.reg_{table}.parquet", f"trial_reg_{table}")
+
     def fits(self, stage: str = "sweep") -> File:
         """One row per fit of the stage's study ("sweep" is the sweep's make target)."""
         prefix = "" if stage == "sweep" else f"{stage}_"

@@ -19,11 +19,20 @@ import numpy as np
 import optuna
 import polars as pl
 
-from pipeline.analysis.objective import Problem, fit_histories, fit_rows, objective_parts, run_fits
+from pipeline.analysis.objective import (
+    Problem,
+    fit_histories,
+    fit_rows,
+    intercept_charges,
+    objective_parts,
+    run_fits,
+)
+from pipeline.analysis.regression import charged_gaps, reg_tables, run_reg_fits
+from pipeline.core import seeds
 from pipeline.report.convergence import trial_figures
 from pipeline.store import files
 from pipeline.tracking import interrupts
-from pipeline.tracking.fit_runs import fit_payloads
+from pipeline.tracking.fit_runs import fit_payloads, reg_fit_payloads
 from pipeline.tracking.study import lr_range
 
 
@@ -40,6 +49,7 @@ class TrialSetup:
         layout: the work directory's `files.Layout` (each trial's rows and histories go to
             `layout.trial_fits` / `layout.trial_histories`); `stamp` their params hash.
         on_fits: called with the number of fits logged (progress bar), or None.
+        reg_problems: the regression scenarios' fits (`analysis.regression.RegProblem`).
     """
 
     params: object
@@ -53,6 +63,43 @@ class TrialSetup:
     layout: object
     stamp: str
     on_fits: Callable[[int], None] | None = None
+    reg_problems: tuple = ()
+
+
+def regression_fits(setup: TrialSetup, lr: float, optimizer: str):
+    """Every regression problem × (standardize, batch size) variant at one (lr, optimizer).
+
+    Returns:
+        (fits, coefs, histories) frames (`analysis.regression.reg_tables`), concatenated; None
+        when there is no regression scenario. The engine runs without pruning here: the
+        pruner judges a trial on the intercept-only fits, reported chunk by chunk before.
+    """
+    if not setup.reg_problems:
+        return None
+    reg_cfg, fit_cfg, seed = setup.cfg.regression, setup.params.fit, setup.params.seed
+    tables = []
+    for problem in setup.reg_problems:
+        for standardize in reg_cfg.standardize:
+            for size in reg_cfg.batch_sizes:
+                interrupts.check()
+                key = seeds.stream(seed, "shuffle", seeds.name_key(problem.scenario), size or 0)
+                result = run_reg_fits(problem, fit_cfg, lr, optimizer, standardize, size,
+                                      seeds.integer(key))  # fmt: skip
+                tables.append(reg_tables(problem, result, standardize, size))
+    return tuple(pl.concat([t[i] for t in tables]) for i in range(3))
+
+
+def reg_parts(rows: pl.DataFrame, reg_fits: pl.DataFrame, penalty: float) -> dict[str, float]:
+    """The objective over every fit (intercept-only and regression) and the regression parts."""
+    status = reg_fits["status"].to_numpy()
+    ok = reg_fits.filter(pl.col("status") != "diverged")
+    charged = np.concatenate([intercept_charges(rows, penalty), charged_gaps(reg_fits, penalty)])
+    return {
+        "objective": float(charged.mean()),
+        "reg_share_converged": float(np.mean(status == "converged")),
+        "reg_share_diverged": float(np.mean(status == "diverged")),
+        "reg_median_max_err_se": float(ok["max_err_se"].median()) if ok.height else float("nan"),
+    }
 
 
 def make_objective(setup: TrialSetup) -> Callable:
@@ -89,7 +136,6 @@ def make_objective(setup: TrialSetup) -> Callable:
 
         start = time.perf_counter()
         result = run_fits(setup.problem, fit_cfg, lr, optimizer, on_chunk, cfg.diverged_penalty)
-        fit_seconds = time.perf_counter() - start
         rows = fit_rows(setup.problem, result)
         histories = fit_histories(result)
         rows = pl.DataFrame({"study": [setup.study] * rows.height}).with_columns(
@@ -98,12 +144,26 @@ def make_objective(setup: TrialSetup) -> Callable:
         ).hstack(rows)  # fmt: skip
         pruned = bool((rows["status"] == "stopped").any())
         parts = objective_parts(rows, cfg.diverged_penalty)
+        reg = None if pruned else regression_fits(setup, lr, optimizer)
+        if reg is not None:
+            reg = tuple(t.with_columns(trial=pl.lit(trial.number, pl.Int64)) for t in reg)
+            reg = (reg[0].with_columns(study=pl.lit(setup.study), optimizer=pl.lit(optimizer),
+                                       lr=pl.lit(lr, pl.Float64)), *reg[1:])  # fmt: skip
+            parts.update(reg_parts(rows, reg[0], cfg.diverged_penalty))
+        fit_seconds = time.perf_counter() - start
         pending = None
+        reg_pending = None
         if tracking.log_fits:
             payloads = fit_payloads(rows, histories, fit_cfg=fit_cfg,
                                     max_points=tracking.max_points, plots=tracking.fit_plots,
                                     trial=trial.number, study=setup.study)  # fmt: skip
             pending = setup.fit_logger.submit(payloads, run_id)
+            if reg is not None and reg[0].height:
+                reg_payloads = reg_fit_payloads(*reg, fit_cfg=fit_cfg,
+                                                max_points=tracking.max_points,
+                                                plots=tracking.fit_plots, trial=trial.number,
+                                                study=setup.study)  # fmt: skip
+                reg_pending = setup.fit_logger.submit(reg_payloads, run_id)
         title = f"{setup.study} trial {trial.number}: {optimizer} lr={lr:g}"
         for name, fig in trial_figures(setup.problem, rows, histories, title).items():
             tracker.log_figure(run_id, fig, name)
@@ -113,6 +173,12 @@ def make_objective(setup: TrialSetup) -> Callable:
         keys = keys.with_columns(pl.col("fit").cast(pl.Int64))
         path_rows = keys.join(histories, on="fit").drop("fit")
         meta = {files.STUDY_KEY: setup.study}
+        if reg is not None:
+            reg_ids = reg_pending.get() if reg_pending is not None else [None] * reg[0].height
+            reg_fits = reg[0].with_columns(run_id=pl.Series(reg_ids, dtype=pl.String))
+            for name, table in zip(("histories", "coefs", "fits"), (reg[2], reg[1], reg_fits)):
+                file = setup.layout.trial_reg(setup.study, trial.number, name)
+                files.write(table, file, setup.stamp, **meta)
         history_file = setup.layout.trial_histories(setup.study, trial.number)
         files.write(path_rows, history_file, setup.stamp, **meta)
         fits_file = setup.layout.trial_fits(setup.study, trial.number)
@@ -142,7 +208,7 @@ def make_objective(setup: TrialSetup) -> Callable:
         )  # fmt: skip
         tracker.end(run_id)
         if setup.on_fits is not None:
-            setup.on_fits(rows.height)
+            setup.on_fits(rows.height + (reg[0].height if reg is not None else 0))
         if pruned:
             raise optuna.TrialPruned(f"pruned at step {int(result.steps.max())}")
         return parts["objective"]

@@ -1,0 +1,232 @@
+"""The sweep's regression fits: each regression scenario's datasets × inits at one trial's
+learning rate and optimizer, once per (standardize, batch size) variant.
+
+Starts: every coefficient ~ N(0, init_sd²) on the *standardised* scale of the dataset's
+covariates, mapped to the original scale, so a start means the same whatever the columns'
+units and the raw and standardised fits of a dataset start from the same point. The draws come
+from the `inits` stream of the seed tree, keyed by scenario and replicate.
+
+The judge of a fit is its dataset's Newton oracle (`core.zipreg`): the full-data NLL gap, and
+every coefficient's error in oracle standard errors. Mini-batch fits never pass the
+convergence test (SGD noise), so they end at `max_steps` and are judged by their gap there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from pipeline.core import seeds, zipreg
+from pipeline.core.reg_engine import Designs, fit_regression, stack_designs
+
+
+@dataclass(frozen=True)
+class RegProblem:
+    """The fits of one regression scenario (identifiable datasets only).
+
+    Attributes:
+        scenario: its name.
+        data: the stacked designs (`reg_engine.Designs`).
+        names: ((part, term), ...) in parameter order (zero part first).
+        truth: (P,) true coefficients.
+        fits: one row per fit: dataset index, replicate, init, n, data_seed, init_seed,
+            oracle_nll.
+        start: (B, P) starting coefficients (original scale).
+        oracle, oracle_se: (B, P) the oracle's estimate and SE of each fit's dataset.
+        arrays: per dataset (X, Z, y) in numpy, for standard errors at the GD estimates.
+    """
+
+    scenario: str
+    data: Designs
+    names: tuple[tuple[str, str], ...]
+    truth: np.ndarray
+    fits: pl.DataFrame
+    start: np.ndarray
+    oracle: np.ndarray
+    oracle_se: np.ndarray
+    arrays: tuple
+
+
+def matrices(rows: pl.DataFrame, x_names, z_names):
+    """(X, Z, y) of one replicate's rows; "intercept" is the all-ones column.
+
+    Args:
+        rows: the replicate's rows from `data/regression/<scenario>.parquet`.
+        x_names, z_names: the count and zero parts' terms, in order.
+
+    Returns:
+        Float64 (n, p) and (n, q) designs and the int64 counts.
+    """
+    n = rows.height
+
+    def build(names):
+        cols = [np.ones(n) if t == "intercept" else rows[t].to_numpy().astype(float) for t in names]
+        return np.column_stack(cols) if cols else np.zeros((n, 0))
+
+    return build(x_names), build(z_names), rows["y"].to_numpy().astype(np.int64)
+
+
+def standard_starts(X, Z, k: int, sd: float, rng: np.random.Generator) -> np.ndarray:
+    """`k` starts drawn N(0, sd²) on the standardised scale, mapped to the original scale.
+
+    With a column's mean m and SD s (intercept columns and constant columns untouched), a
+    standardised coefficient b̃ is b̃/s on the original scale, and the intercept absorbs
+    −Σ b̃ m/s so that the linear predictor is the same.
+
+    Returns:
+        (k, q + p), zero part first.
+    """
+    out = []
+    for M in (Z, X):
+        draw = rng.normal(0.0, sd, size=(k, M.shape[1]))
+        icpt = [j for j in range(M.shape[1]) if np.all(M[:, j] == 1.0)]
+        mean, scale = M.mean(0), M.std(0)
+        coef = draw.copy()
+        for j in range(M.shape[1]):
+            if j in icpt or scale[j] == 0:
+                continue
+            coef[:, j] = draw[:, j] / scale[j]
+            for i in icpt[:1]:
+                coef[:, i] -= draw[:, j] * mean[j] / scale[j]
+        out.append(coef)
+    return np.hstack(out)
+
+
+def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, seed: int,
+                      cfg, device: str = "cpu") -> RegProblem | None:  # fmt: skip
+    """The fits of one regression scenario, or None when no dataset's oracle converged.
+
+    Args:
+        scenario: its name.
+        summary: the regression summary (`data/reg_summary.parquet`).
+        rows: the scenario's rows (`data/regression/<scenario>.parquet`).
+        seed: `params.seed`.
+        cfg: `sweep.regression` (inits, init_sd).
+        device: torch device of the designs.
+    """
+    mine = summary.filter(pl.col("scenario") == scenario).sort("replicate", maintain_order=True)
+    first = mine.filter(pl.col("replicate") == mine["replicate"].min())
+    names = tuple(zip(first["part"], first["term"]))
+    z_names = [t for p, t in names if p == "zero"]
+    x_names = [t for p, t in names if p == "count"]
+    good = mine.filter(pl.col("oracle_status") == "converged")["replicate"].unique().sort()
+    Xs, Zs, ys, fit_rows, starts, oracle, oracle_se = [], [], [], [], [], [], []
+    for d, rep in enumerate(good.to_list()):
+        X, Z, y = matrices(rows.filter(pl.col("replicate") == rep), x_names, z_names)
+        est = mine.filter(pl.col("replicate") == rep)
+        Xs.append(X), Zs.append(Z), ys.append(y)
+        seq = seeds.stream(seed, "inits", seeds.name_key(scenario), rep)
+        start = standard_starts(X, Z, cfg.inits, cfg.init_sd, np.random.default_rng(seq))
+        for i in range(cfg.inits):
+            fit_rows.append({"dataset": d, "scenario": scenario, "replicate": rep, "init": i,
+                             "n": len(y), "data_seed": est["seed"][0],
+                             "init_seed": seeds.label(seq),
+                             "oracle_nll": est["oracle_nll"][0]})  # fmt: skip
+            starts.append(start[i])
+            oracle.append(est["estimate"].to_numpy())
+            oracle_se.append(est["se"].to_numpy())
+    if not Xs:
+        return None
+    return RegProblem(
+        scenario=scenario,
+        data=stack_designs(Xs, Zs, ys, device=device),
+        names=names,
+        truth=first["truth"].to_numpy(),
+        fits=pl.DataFrame(fit_rows),
+        start=np.array(starts),
+        oracle=np.array(oracle),
+        oracle_se=np.array(oracle_se),
+        arrays=tuple(zip(Xs, Zs, ys)),
+    )
+
+
+def run_reg_fits(problem: RegProblem, fit_cfg, lr: float, optimizer: str, standardize: bool,
+                 batch_size: int | None, shuffle_seed: int):  # fmt: skip
+    """One variant of a problem's fits as one engine call; returns the `RegResult`."""
+    return fit_regression(
+        problem.data, problem.fits["dataset"].to_numpy(), problem.start, lr,
+        optimizer=optimizer, momentum=fit_cfg.momentum if optimizer == "sgd" else 0.0,
+        max_steps=fit_cfg.max_steps, tol=fit_cfg.tol, window=fit_cfg.window,
+        grad_tol=fit_cfg.grad_tol, record_every=fit_cfg.record_every,
+        chunk_steps=fit_cfg.chunk_steps, batch_size=batch_size, shuffle_seed=shuffle_seed,
+        standardize=standardize,
+    )  # fmt: skip
+
+
+def reg_tables(problem: RegProblem, result, standardize: bool, batch_size: int | None):
+    """(fits, coefs, histories) frames of one variant's result.
+
+    fits: one row per fit — identity, variant, nll_final, nll_gap (to the oracle), steps,
+    status, grad_norm, max_err_se (largest |coefficient − oracle| in oracle SEs).
+    coefs: one row per fit × coefficient — part, term, truth, start, estimate, oracle,
+    se_oracle, se_gd (observed information at the GD estimate; NaN when diverged), err_se.
+    histories: one row per fit × recorded step × coefficient — step, nll, part, term, value
+    (the final state always the last step).
+    """
+    fits = problem.fits
+    keys = fits.select("scenario", "replicate", "init").with_columns(
+        standardize=pl.lit(standardize), batch_size=pl.lit(batch_size, pl.Int64)
+    )
+    err = (result.params - problem.oracle) / problem.oracle_se
+    worst = np.where(np.isfinite(err).all(1), np.abs(err).max(1, initial=0.0), np.nan)
+    table = keys.hstack(fits.select("n", "data_seed", "init_seed", "oracle_nll")).with_columns(
+        nll_final=pl.Series(result.nll, dtype=pl.Float64),
+        nll_gap=pl.Series(result.nll - fits["oracle_nll"].to_numpy(), dtype=pl.Float64),
+        steps=pl.Series(result.steps, dtype=pl.Int64),
+        status=pl.Series(result.status.astype(str), dtype=pl.String),
+        grad_norm=pl.Series(result.grad_norm, dtype=pl.Float64),
+        max_err_se=pl.Series(worst, dtype=pl.Float64),
+    )
+    P = len(problem.names)
+    se_gd = np.full_like(result.params, np.nan)
+    dataset = fits["dataset"].to_numpy()
+    q = sum(1 for p, _ in problem.names if p == "zero")
+    for b in range(len(dataset)):
+        if result.status[b] == "diverged" or not np.isfinite(result.params[b]).all():
+            continue
+        X, Z, y = problem.arrays[dataset[b]]
+        with np.errstate(all="ignore"):
+            cov = zipreg.covariance(X, Z, y, result.params[b, :q], result.params[b, q:])
+        se_gd[b] = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
+    B = len(dataset)
+    coefs = pl.DataFrame({
+        "fit": np.repeat(np.arange(B), P),
+        "part": [p for p, _ in problem.names] * B, "term": [t for _, t in problem.names] * B,
+        "truth": np.tile(problem.truth, B), "start": problem.start.ravel(),
+        "estimate": result.params.ravel(), "oracle": problem.oracle.ravel(),
+        "se_oracle": problem.oracle_se.ravel(), "se_gd": se_gd.ravel(), "err_se": err.ravel(),
+    })  # fmt: skip
+    keyed = keys.with_row_index("fit").with_columns(pl.col("fit").cast(pl.Int64))
+    coefs = keyed.join(coefs.with_columns(pl.col("fit").cast(pl.Int64)), on="fit").drop("fit")
+    return table, coefs, keyed.join(_histories(problem, result), on="fit").drop("fit")
+
+
+def _histories(problem: RegProblem, result) -> pl.DataFrame:
+    B, P, T = result.history_params.shape
+    steps = np.concatenate([np.tile(result.history_step, (B, 1)), result.steps[:, None]], 1)
+    nll = np.concatenate([result.history_nll, result.nll[:, None]], 1)
+    values = np.concatenate([result.history_params, result.params[:, :, None]], 2)
+    # The final state replaces a recorded point at the same step (one point per step).
+    keep = np.isfinite(nll) & np.concatenate(
+        [result.history_step[None, :] != result.steps[:, None], np.ones((B, 1), bool)], 1
+    )
+    fit_idx, col = np.nonzero(keep)
+    frame = pl.DataFrame({
+        "fit": np.repeat(fit_idx, P).astype(np.int64),
+        "step": np.repeat(steps[fit_idx, col], P).astype(np.int64),
+        "nll": np.repeat(nll[fit_idx, col], P),
+        "part": [p for p, _ in problem.names] * len(fit_idx),
+        "term": [t for _, t in problem.names] * len(fit_idx),
+        "value": values[fit_idx, :, col].ravel(),
+    })  # fmt: skip
+    return frame.sort("fit", "step", maintain_order=True)
+
+
+def charged_gaps(table: pl.DataFrame, penalty: float) -> np.ndarray:
+    """Each fit's objective charge: its NLL gap (≥ 0), `penalty` if it diverged."""
+    gap = table["nll_gap"].to_numpy()
+    diverged = table["status"].to_numpy() == "diverged"
+    charged = np.where(diverged, penalty, np.maximum(gap, 0.0))
+    return np.where(np.isfinite(charged), charged, penalty)

@@ -1,0 +1,123 @@
+"""The data stage's regression scenarios: simulate designs and counts, fit the Newton oracle.
+
+Each dataset draws from its own stream of the seed tree, `seeds.stream(seed, "data",
+name_key(scenario), replicate)` (names are unique across both kinds of scenario): child 0
+draws the covariates, child 1 the gates and counts (`core.design`). Every replicate of a
+scenario goes to `data/regression/<scenario>.parquet`; the oracle's fit of each dataset to
+`data/reg_summary.parquet`, one row per coefficient (`store.reg_data`).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipeline.core import design, seeds, zipreg
+from pipeline.core.errors import NotIdentifiableError, UserError
+from pipeline.store import files, reg_data
+
+PARTS = ("zero", "count")  # parameter order everywhere: zero part (gamma) first, as statsmodels
+
+
+def simulate(params, index: int, replicate: int):
+    """One regression dataset: (covariate columns, X, x_names, beta, Z, z_names, gamma, y).
+
+    Raises:
+        UserError: the true rates or zero probabilities leave the usable range somewhere in
+            the simulated design (names the scenario's key).
+    """
+    reg = params.data.regression
+    scenario = reg.scenarios[index]
+    seq = seeds.stream(params.seed, "data", seeds.name_key(scenario.name), replicate)
+    cov_rng, count_rng = seeds.children(seq, 2)
+    values = design.draw_covariates([c.covariate() for c in scenario.covariates], reg.n, cov_rng)
+    X, x_names, beta = design.design_matrix(values, scenario.part_coefficients("count"), n=reg.n)
+    Z, z_names, gamma = design.design_matrix(values, scenario.part_coefficients("zero"), n=reg.n)
+    problem = design.linear_predictor_problem(X @ beta, Z @ gamma)
+    if problem:
+        raise UserError(
+            f"data.regression.scenarios[{index}] ({scenario.name}), replicate {replicate}: "
+            f"{problem}; change its coefficients or covariates"
+        )
+    y = design.simulate_counts(X, Z, beta, gamma, count_rng)
+    return values, X, x_names, beta, Z, z_names, gamma, y, seeds.label(seq)
+
+
+def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth) -> list[dict]:
+    """The summary rows of one dataset: one per coefficient, zero part first.
+
+    Args:
+        scenario, replicate, seed: the dataset.
+        X, Z, y: its designs and counts.
+        names: ((part, term), ...) in parameter order; `truth` the true values in that order.
+
+    Returns:
+        Dicts with the oracle's estimate and SE (NaN when every count is zero).
+    """
+    base = {"scenario": scenario, "replicate": replicate, "seed": seed, "n": len(y),
+            "zero_share": float((y == 0).mean()), "mean": float(y.mean())}  # fmt: skip
+    try:
+        fit = zipreg.fit_zip_regression(X, Z, y)
+        est, se = [*fit.gamma, *fit.beta], [*fit.se_gamma, *fit.se_beta]
+        state = {"oracle_nll": fit.nll, "oracle_status": fit.status,
+                 "oracle_message": fit.message, "oracle_iterations": fit.iterations}  # fmt: skip
+    except NotIdentifiableError as err:
+        est = se = [float("nan")] * len(names)
+        state = {"oracle_nll": float("nan"), "oracle_status": "all_zero",
+                 "oracle_message": str(err), "oracle_iterations": 0}  # fmt: skip
+    return [
+        {**base, "part": part, "term": term, "truth": float(t), "estimate": float(e),
+         "se": float(s), **state}
+        for (part, term), t, e, s in zip(names, truth, est, se)
+    ]  # fmt: skip
+
+
+def generate_regression(params, layout: files.Layout, stamp: str, bar=None) -> pl.DataFrame:
+    """Simulate and write every regression scenario; returns the summary (also written).
+
+    Args:
+        params: the validated params (`seed`, `data.regression`).
+        layout: the work directory's layout.
+        stamp: the data stage's params hash.
+        bar: a progress bar advanced once per dataset, or None.
+
+    Returns:
+        The regression summary (empty when there are no regression scenarios).
+    """
+    reg = params.data.regression
+    rows: list[dict] = []
+    for index, scenario in enumerate(reg.scenarios):
+        frames = []
+        for rep in range(reg.replicates):
+            values, X, x_names, beta, Z, z_names, gamma, y, seed = simulate(params, index, rep)
+            frames.append(pl.DataFrame({"replicate": [rep] * reg.n, **values, "y": y}))
+            names = [("zero", t) for t in z_names] + [("count", t) for t in x_names]
+            rows += oracle_rows(scenario.name, rep, seed, X, Z, y, names, [*gamma, *beta])
+            if bar is not None:
+                bar.update(1)
+        files.write(pl.concat(frames), layout.reg_dataset(scenario.name), stamp)
+    reg_data.remove_stale(layout, {s.name for s in reg.scenarios})
+    summary = pl.DataFrame(rows) if rows else pl.DataFrame()
+    if reg.scenarios:
+        files.write(summary, layout.reg_summary, stamp)
+    else:
+        layout.reg_summary.path.unlink(missing_ok=True)
+    return summary
+
+
+def scenario_lines(summary: pl.DataFrame) -> list[str]:
+    """One printed line per regression scenario: oracle outcomes and its error in SEs."""
+    if summary.is_empty():
+        return []
+    lines = []
+    per = summary.group_by("scenario", maintain_order=True).agg(
+        pl.col("replicate").n_unique().alias("datasets"),
+        (pl.col("oracle_status") == "converged").sum().alias("converged_coefs"),
+        pl.len().alias("coefs"),
+        ((pl.col("estimate") - pl.col("truth")).abs() / pl.col("se")).max().alias("worst_z"),
+    )
+    for r in per.iter_rows(named=True):
+        share = r["converged_coefs"] / r["coefs"]
+        lines.append(f"regression {r['scenario']}: {r['datasets']} datasets, Newton oracle "
+                     f"converged on {share:.0%}, largest |estimate - truth| = "
+                     f"{r['worst_z']:.2f} SE")  # fmt: skip
+    return lines

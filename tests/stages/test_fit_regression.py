@@ -1,0 +1,264 @@
+"""Tests of `fit_counts --formula` (pipeline/stages/fit_regression.py): the report, `--json`,
+categorical regressors, the MLflow run, bad input (exit 2, one line) and FORMULA through make.
+
+Reading the design: tests/store/ (formula); the oracle: tests/core/test_zipreg.py. Stage runs
+are in-process (`fit_counts.main`, one torch import per worker) with `--workdir tmp_path`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.core import zipreg
+from pipeline.stages.cli import ROOT
+
+EXAMPLE = ROOT / "examples" / "fish_caught.csv"
+FORMULA = "count ~ camper + persons | persons"
+STRINGS = {".file", ".formula", ".response", ".lr_test.reference", ".lr_test.note",
+           ".vuong.caveat", ".mlflow_experiment", ".gradient_descent.status",
+           ".gradient_descent.optimizer", ".gradient_descent.worst_term",
+           ".zip.status", ".poisson.status"}  # fmt: skip
+
+
+@pytest.fixture
+def params(write_params) -> Path:
+    """Tiny params with a descent long enough to converge on the example."""
+    return write_params({"fit_counts": {"inits": 3, "max_steps": 3000}})
+
+
+def run_main(args, capsys) -> str:
+    from pipeline.stages import fit_counts as stage
+
+    assert stage.main([str(a) for a in args]) == 0
+    return capsys.readouterr().out
+
+
+def leaves(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from leaves(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from leaves(v, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
+def example_design():
+    frame = pl.read_csv(EXAMPLE)
+    ones = np.ones(frame.height)
+    X = np.c_[ones, frame["camper"].to_numpy(), frame["persons"].to_numpy()]
+    Z = np.c_[ones, frame["persons"].to_numpy()]
+    return X, Z, frame["count"].to_numpy()
+
+
+def test_json_holds_both_parts_and_the_oracle(params, tmp_path, capsys):
+    """The oracle equals statsmodels' Newton estimates; the descent lands on it."""
+    from statsmodels.discrete.count_model import ZeroInflatedPoisson
+
+    args = [EXAMPLE, "--formula", FORMULA, "--params", params, "--no-mlflow"]
+    r = json.loads(run_main([*args, "--json"], capsys))
+    for path, value in leaves(r):
+        if path in STRINGS or path.endswith(".term"):
+            assert isinstance(value, str), path
+        elif path != ".where":
+            assert value is None or isinstance(value, (int, float, bool)), (path, value)
+    X, Z, y = example_design()
+    sm = ZeroInflatedPoisson(y, X, exog_infl=Z).fit(start_params=np.zeros(5), method="newton",
+                                                    maxiter=100, disp=0)  # fmt: skip
+    gamma = [c["estimate"] for c in r["zip"]["zero"]]
+    beta = [c["estimate"] for c in r["zip"]["count"]]
+    np.testing.assert_allclose(np.r_[gamma, beta], sm.params, atol=1e-6)
+    fit = zipreg.fit_zip_regression(X, Z, y)
+    np.testing.assert_allclose([c["se"] for c in r["zip"]["zero"]], fit.se_gamma, rtol=1e-12)
+    assert r["n"] == r["rows"] == 250 and r["dropped"] == 0
+    assert r["zip"]["loglik"] == pytest.approx(fit.loglik, rel=1e-12)
+    lr = r["lr_test"]
+    assert lr["df"] == 2 and lr["reference"] == "chi2(2)" and lr["p_value"] < 1e-30
+    assert lr["log10_p_value"] == pytest.approx(np.log10(lr["p_value"]), rel=1e-9)
+    gd = r["gradient_descent"]
+    assert gd["status"] == "converged" and gd["max_se_error"] < 0.01 and gd["nll_gap"] < 1e-9
+    assert sum(f["observed"] for f in r["frequencies"]) == 250
+    assert sum(f["zip"] for f in r["frequencies"]) == pytest.approx(250)
+    assert r["frequencies"][0]["zip"] == pytest.approx(126, abs=1)  # ZIP fits the zeros
+
+
+def test_string_column_is_treatment_coded_and_q1_uses_the_boundary_mixture(params, tmp_path,
+                                                                           capsys):  # fmt: skip
+    rng = np.random.default_rng(4)
+    site = rng.choice(["north", "lake", "south"], 300)
+    rate = np.select([site == "lake", site == "south"], [4.0, 1.5], 2.5)
+    y = rng.binomial(1, 0.6, 300) * rng.poisson(rate)
+    path = tmp_path / "sites.csv"
+    pl.DataFrame({"count": y, "site": site}).write_csv(path)
+    args = [path, "--formula", "count ~ site | 1", "--params", params, "--no-mlflow", "--json"]
+    r = json.loads(run_main(args, capsys))
+    assert [c["term"] for c in r["zip"]["count"]] == ["intercept", "site[T.north]",
+                                                      "site[T.south]"]  # fmt: skip
+    assert [c["term"] for c in r["zip"]["zero"]] == ["intercept"]
+    X = np.c_[np.ones(300), site == "north", site == "south"].astype(float)
+    fit = zipreg.fit_zip_regression(X, np.ones((300, 1)), y)
+    np.testing.assert_allclose([c["estimate"] for c in r["zip"]["count"]], fit.beta, atol=1e-9)
+    assert r["lr_test"]["reference"] == "0.5*chi2(0) + 0.5*chi2(1)" and r["lr_test"]["note"] == ""
+
+
+def test_printed_report_and_one_mlflow_run(params, tmp_path, isolated_mlflow, capsys):
+    """The text has both parts' tables (rendered from the same report as the JSON artifact)."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.report.reg_report import render
+
+    args = [EXAMPLE, "--formula", FORMULA, "--where", "persons > 1", "--params", params,
+            "--workdir", tmp_path]  # fmt: skip
+    out = run_main(args, capsys)
+    assert "where persons > 1" in out and "MLflow run" in out
+    lines = out.splitlines()
+    for line in ("ZIP count part: log(lambda)", "ZIP zero part: logit(pi), pi = P(structural zero)",
+                 "Poisson regression: log(lambda)", f"  formula: {FORMULA}   (pscl order: "
+                 "response ~ count part | zero part)",
+                 "Likelihood-ratio test for zero inflation (H0: pi = 0 in every row, the Poisson)",
+                 "Observed against expected frequencies (summed over the rows' fitted "
+                 "distributions)"):  # fmt: skip
+        assert line in lines, line
+    count = out.split("ZIP count part")[1].split("ZIP zero part")[0].splitlines()
+    zero = out.split("ZIP zero part")[1].split("Poisson regression")[0].splitlines()
+    assert [line.split()[0] for line in count[2:5]] == ["intercept", "camper", "persons"]
+    assert [line.split()[0] for line in zero[2:4]] == ["intercept", "persons"]
+    assert any(line.startswith("  T = ") and "(reference chi2(2))" in line for line in lines)
+    client = MlflowClient(tracking_uri=isolated_mlflow)
+    exp = client.get_experiment_by_name("zip-test")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`zip.stage` = 'fit_counts'")
+    assert run.info.status == "FINISHED" and run.info.run_id in out
+    assert run.data.tags["zip.formula"] == FORMULA and run.data.tags["zip.where"] == "persons > 1"
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"rootogram.png", "fit_counts.json", "fit_counts.txt", "frequencies.md"} <= names
+    stored = json.loads(Path(client.download_artifacts(run.info.run_id, "fit_counts.json",
+                                                       str(tmp_path))).read_text())  # fmt: skip
+    assert out.split("\n\nMLflow run")[0] == render(stored)
+    metrics = run.data.metrics
+    assert metrics["zip.zero.persons.estimate"] == stored["zip"]["zero"][1]["estimate"]
+    assert metrics["lr_test.statistic"] == stored["lr_test"]["statistic"]
+    assert stored["n"] < 250 and stored["mlflow_run_id"] == run.info.run_id
+
+
+# -- bad input -------------------------------------------------------------------------------
+def _bad(tmp: Path) -> dict[str, tuple[list, str]]:
+    """name -> (arguments after the program, expected fragment of the one-line error)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=40)
+    frame = pl.DataFrame({"count": rng.poisson(2, 40), "x": x, "x2": 2 * x,
+                          "flat": np.ones(40), "g": rng.integers(0, 2, 40)})  # fmt: skip
+    frame.write_csv(ok := tmp / "ok.csv")
+    frame.with_columns(count=pl.col("count") + 0.5).write_csv(frac := tmp / "frac.csv")
+    frame.head(3).write_csv(few := tmp / "few.csv")
+    frame.with_columns(count=pl.when(pl.col("g") == 1).then(0).otherwise(pl.col("count") + 1)
+                       ).write_csv(sep := tmp / "sep.csv")  # fmt: skip
+    return {
+        "unknown-column": ([ok, "--formula", "count ~ nosuch"], "no column 'nosuch'"),
+        "unparsable": ([ok, "--formula", "count ~ x +"], "count part"),
+        "no-tilde": ([ok, "--formula", "count x"], "needs '~'"),
+        "constant": ([ok, "--formula", "count ~ x + flat"], "'flat' is constant"),
+        "collinear": ([ok, "--formula", "count ~ x + x2"], "collinear"),
+        "non-integer": ([frac, "--formula", "count ~ x"], "non-integer"),
+        "too-few-rows": ([few, "--formula", "count ~ x | x"], "need more rows than parameters"),
+        "separated": ([sep, "--formula", "count ~ 1 | g"], "no finite maximum"),
+        "both": ([ok, "--formula", "count ~ x", "--column", "count"], "exactly one of"),
+        "neither": ([ok], "exactly one of --column"),
+    }
+
+
+BAD = ["unknown-column", "unparsable", "no-tilde", "constant", "collinear", "non-integer",
+       "too-few-rows", "separated", "both", "neither"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input_exits_2_with_one_line(name, tiny_params, tmp_path, capsys):
+    """In-process through `cli.run`, exactly as `python -m pipeline.fit_counts` maps errors."""
+    from pipeline.stages.cli import run
+    from pipeline.stages.fit_counts import main
+
+    args, fragment = _bad(tmp_path)[name]
+    with pytest.raises(SystemExit) as exit_:
+        run(main, [*map(str, args), "--json", "--params", str(tiny_params), "--workdir",
+                   str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr()
+    assert exit_.value.code == 2 and out.out == ""
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], out.err
+    assert "Traceback" not in out.err
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_column_and_formula_together_in_a_real_process(tiny_params, tmp_path):
+    """The real entry point: one line, exit 2, before any heavy import."""
+    args, fragment = _bad(tmp_path)["both"]
+    cmd = [sys.executable, "-m", "pipeline.fit_counts", *map(str, args), "--params",
+           str(tiny_params)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "CI": "true"})  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith("error: ") and fragment in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+# -- FORMULA through make ----------------------------------------------------------------------
+HOSTILE = {
+    "single-quote": "count ~ x'; touch {s}; echo ' | z",
+    "double-quote": 'count ~ x"; touch {s}; echo " | z',
+    "command-subst": "count ~ $(touch {s}) | z",
+    "backticks": "count ~ `touch {s}` | z",
+    "make-shell": "count ~ $(shell touch {s}) | z",
+    "semicolon-pipe": "count ~ x | z; touch {s} | cat",
+    "newline": "count ~ x\ntouch {s}\n'\"",
+    "leading-dash": "-count ~ x | z",
+}
+
+
+def _make(cwd: Path, *assignments: str, py: Path | None = None):
+    cmd = ["make", "-s", "-f", str(ROOT / "Makefile"), "-o", ".venv/.installed", "fit-counts",
+           *assignments, *([f"PY={py}"] if py else [])]  # fmt: skip
+    skip = {"FILE", "COLUMN", "FORMULA", "WHERE", "JSON"}
+    env = {k: v for k, v in os.environ.items() if k not in skip}
+    return subprocess.run(cmd, cwd=cwd, env={**env, "CI": "true"}, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize("template", HOSTILE.values(), ids=HOSTILE.keys())
+def test_formula_reaches_the_program_verbatim_and_runs_nothing(template, tmp_path):
+    printer = tmp_path / "python"
+    printer.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    printer.chmod(0o755)
+    sentinel = tmp_path / "pwned"
+    formula = template.format(s=sentinel)
+    out = _make(tmp_path, "FILE=data.csv", f"FORMULA={formula}", py=printer)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [
+        "-m", "pipeline.fit_counts", f"--formula={formula}", "--params=params.yaml",
+        "--", "data.csv",
+    ]  # fmt: skip
+    assert not sentinel.exists(), "the value was run, not passed"
+
+
+def test_the_real_program_gets_the_hostile_formula_verbatim(tmp_path):
+    sentinel = tmp_path / "pwned"
+    formula = (
+        f"count ~ nosuch'; touch {sentinel}; echo ' + $(touch {sentinel}) | `touch {sentinel}`"
+    )
+    out = _make(ROOT, "FILE=examples/fish_caught.csv", f"FORMULA={formula}")
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and "Traceback" not in out.stderr, out.stderr
+    assert not sentinel.exists()
+
+
+def test_make_without_column_or_formula_prints_the_usage(tmp_path):
+    out = _make(tmp_path, "FILE=f.csv", py=tmp_path / "never-run")
+    assert out.returncode == 2 and "FORMULA='y ~ count regressors | zero regressors'" in out.stdout
