@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.core import seeds, zipreg
-from pipeline.core.reg_engine import Designs, fit_regression, stack_designs
+from pipeline.core.reg_engine import Designs, RegResult, fit_regression, stack_designs
 
 
 @dataclass(frozen=True)
@@ -142,17 +142,76 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
     )
 
 
-def run_reg_fits(problem: RegProblem, fit_cfg, lr: float, optimizer: str, standardize: bool,
-                 batch_size: int | None, shuffle_seed: int):  # fmt: skip
-    """One variant of a problem's fits as one engine call; returns the `RegResult`."""
-    return fit_regression(
-        problem.data, problem.fits["dataset"].to_numpy(), problem.start, lr,
+@dataclass(frozen=True)
+class Combined:
+    """Every problem × standardize variant as one engine batch (one call per batch size).
+
+    Scenarios differ in their columns: each part is zero-padded to the widest scenario's, and
+    a zero column with a zero start keeps a zero gradient and a zero coefficient under every
+    optimizer, so a padded fit follows exactly its own scenario's path. One call instead of
+    one per scenario × variant saves the engine's per-step overhead, which dominates at the
+    study's sizes (measured: ~1.5 ms per step whatever the batch).
+
+    Attributes:
+        data: the stacked (padded) designs; `standardize` one flag per dataset.
+        index, start: each fit's dataset and start (original scale, padded).
+        groups: (problem, standardize, fit rows, zero-part columns, count-part columns).
+    """
+
+    data: Designs
+    standardize: np.ndarray
+    index: np.ndarray
+    start: np.ndarray
+    groups: tuple
+
+
+def combine(problems, variants, device: str = "cpu") -> Combined:
+    """The `Combined` batch of `problems` (same n) × `variants` (standardize flags)."""
+    q_max = max(sum(p == "zero" for p, _ in pr.names) for pr in problems)
+    p_max = max(sum(p == "count" for p, _ in pr.names) for pr in problems)
+    Xs, Zs, ys, flags, index, starts, groups = [], [], [], [], [], [], []
+    for standardize in variants:
+        for pr in problems:
+            q = sum(p == "zero" for p, _ in pr.names)
+            p = len(pr.names) - q
+            base, first = len(Xs), sum(len(s) for s in starts)
+            for X, Z, y in pr.arrays:
+                Xs.append(np.pad(X, ((0, 0), (0, p_max - p))))
+                Zs.append(np.pad(Z, ((0, 0), (0, q_max - q))))
+                ys.append(y)
+                flags.append(standardize)
+            padded = np.zeros((len(pr.start), q_max + p_max))
+            padded[:, :q], padded[:, q_max : q_max + p] = pr.start[:, :q], pr.start[:, q:]
+            starts.append(padded)
+            index.append(pr.fits["dataset"].to_numpy() + base)
+            cols = np.r_[np.arange(q), q_max + np.arange(p)]
+            groups.append((pr, standardize, slice(first, first + len(padded)), cols))
+    return Combined(stack_designs(Xs, Zs, ys, device=device), np.array(flags),
+                    np.concatenate(index), np.vstack(starts), tuple(groups))  # fmt: skip
+
+
+def run_combined(combined: Combined, fit_cfg, lr: float, optimizer: str,
+                 batch_size: int | None, shuffle_seed: int) -> list:  # fmt: skip
+    """One engine call for every group; returns [(problem, standardize, RegResult), ...]."""
+    result = fit_regression(
+        combined.data, combined.index, combined.start, lr,
         optimizer=optimizer, momentum=fit_cfg.momentum if optimizer == "sgd" else 0.0,
         max_steps=fit_cfg.max_steps, tol=fit_cfg.tol, window=fit_cfg.window,
         grad_tol=fit_cfg.grad_tol, record_every=fit_cfg.record_every,
         chunk_steps=fit_cfg.chunk_steps, batch_size=batch_size, shuffle_seed=shuffle_seed,
-        standardize=standardize,
+        standardize=combined.standardize,
     )  # fmt: skip
+    out = []
+    for problem, standardize, rows, cols in combined.groups:
+        part = RegResult(
+            params=result.params[rows][:, cols], nll=result.nll[rows],
+            steps=result.steps[rows], status=result.status[rows],
+            grad_norm=result.grad_norm[rows], history_step=result.history_step,
+            history_nll=result.history_nll[rows],
+            history_params=result.history_params[rows][:, cols],
+        )  # fmt: skip
+        out.append((problem, standardize, part))
+    return out
 
 
 def reg_tables(problem: RegProblem, result, standardize: bool, batch_size: int | None):

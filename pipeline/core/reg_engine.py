@@ -32,6 +32,7 @@ numpy: no I/O, no module state; randomness only from `shuffle_seed`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,10 @@ class Designs:
     Attributes:
         X: count-part designs, (D, n, p).  Z: zero-part designs, (D, n, q).
         y: counts as floats, (D, n, 1).  zero: y == 0, (D, n, 1).  log_fact: log y!, (D, n, 1).
+        zeros: the number of zero counts of each dataset; `stack_designs` puts a dataset's
+            zero rows first, so row blocks below min(zeros) hold only zeros and row blocks
+            from max(zeros) on only positive counts, and each is computed by its own
+            branch alone (the likelihood does not depend on the order of the rows).
     """
 
     X: torch.Tensor
@@ -58,6 +63,7 @@ class Designs:
     y: torch.Tensor
     zero: torch.Tensor
     log_fact: torch.Tensor
+    zeros: tuple[int, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -90,9 +96,14 @@ def stack_designs(Xs, Zs, ys, *, device="cpu", dtype=torch.float64) -> Designs:
         raise ValueError("designs must be finite")
     if not (np.all(y >= 0) and np.all(np.floor(y) == y)):
         raise ValueError("counts must be non-negative integers")
+    order = torch.as_tensor(np.argsort(y > 0, axis=1, kind="stable"))  # zero rows first
+    X, Z = (torch.take_along_dim(M, order.unsqueeze(-1), 1) for M in (X, Z))
+    y = np.take_along_axis(y, order.numpy(), 1)
+    zeros = tuple(int(k) for k in (y == 0).sum(1))
     y = torch.as_tensor(y, dtype=torch.float64).unsqueeze(-1)
     cast = lambda t: t.to(device=device, dtype=dtype).contiguous()  # noqa: E731
-    return Designs(cast(X), cast(Z), cast(y), (y == 0).to(device), cast(torch.lgamma(y + 1)))
+    zero = (y == 0).to(device)
+    return Designs(cast(X), cast(Z), cast(y), zero, cast(torch.lgamma(y + 1)), zeros)
 
 
 @dataclass(frozen=True)
@@ -136,23 +147,29 @@ class RegResult:
     history_params: np.ndarray
 
 
-def _scalings(data: Designs, standardize: bool) -> torch.Tensor:
-    """(D, P, P) block-diagonal T with Xβ = X̃ T⁻¹β: original = T @ fitting-scale parameters."""
+def _scalings(data: Designs, standardize) -> torch.Tensor:
+    """(D, P, P) block-diagonal T with Xβ = X̃ T⁻¹β: original = T @ fitting-scale parameters
+    (the identity for datasets not standardised; `standardize` is a bool or one per dataset)."""
     D, n, q, p = data.shape
-    T = torch.eye(q + p, dtype=data.X.dtype, device=data.X.device).repeat(D, 1, 1)
-    if not standardize:
-        return T
+    eye = torch.eye(q + p, dtype=data.X.dtype, device=data.X.device).repeat(D, 1, 1)
+    chosen = torch.as_tensor(np.broadcast_to(np.asarray(standardize, bool), (D,)).copy(),
+                             device=data.X.device)  # fmt: skip
+    if not bool(chosen.any()):
+        return eye
+    T = eye.clone()
     for offset, M in ((0, data.Z), (q, data.X)):
         mean, sd = M.mean(1), M.std(1, correction=0)  # (D, k)
         ones = (M == 1).all(1)  # intercept columns
         for j in range(M.shape[2]):
-            if bool(ones[:, j].any()) or not bool((sd[:, j] > 0).all()):
+            if bool(ones[:, j].any()):
                 continue
-            T[:, offset + j, offset + j] = 1 / sd[:, j]
-            icpt = ones.nonzero()  # centre only where the part has an intercept to absorb it
-            for d, k in icpt.tolist():
-                T[d, offset + k, offset + j] = -mean[d, j] / sd[d, j]
-    return T
+            ok = sd[:, j] > 0  # a constant column (e.g. zero padding) is left as it is
+            scale, shift = torch.where(ok, sd[:, j], 1.0), torch.where(ok, mean[:, j], 0.0)
+            T[:, offset + j, offset + j] = 1 / scale
+            # Centre only where the part has an intercept to absorb the shift.
+            for d, k in ones.nonzero().tolist():
+                T[d, offset + k, offset + j] = -shift[d] / scale[d]
+    return torch.where(chosen[:, None, None], T, eye)
 
 
 # Rows per block of the per-observation work: (D, rows, F) temporaries of ~2^18 elements
@@ -162,34 +179,53 @@ BLOCK_ELEMENTS = 2**18
 
 
 def _loss_grad(data: Designs, theta: torch.Tensor, rows=None):
-    """Mean NLL (D, F), gradient (D, P, F) and max |η| (D, F) at θ (D, P, F)."""
+    """Mean NLL (D, F), gradient (D, P, F) and whether every |η| <= MAX_LOG_RATE (D, F)."""
     X, Z, y, zero, log_fact = data.X, data.Z, data.y, data.zero, data.log_fact
     if rows is not None:
         X, Z, y, zero, log_fact = (a[:, rows] for a in (X, Z, y, zero, log_fact))
     D, m, q = Z.shape
+    split = rows is None and data.zeros
+    only_zero, only_positive = (min(data.zeros), max(data.zeros)) if split else (0, m)
     F = theta.shape[2]
     gamma, beta = theta[:, :q], theta[:, q:]
     total = theta.new_zeros(D, F)
-    reach = theta.new_zeros(D, F)
+    low, high = theta.new_full((D, F), torch.inf), theta.new_zeros(D, F)
     g_gamma, g_beta = torch.zeros_like(gamma), torch.zeros_like(beta)
     step = max(1, BLOCK_ELEMENTS // max(1, D * F))
-    for r in range(0, m, step):
-        Zr, Xr, yr, zr = (
-            Z[:, r : r + step],
-            X[:, r : r + step],
-            y[:, r : r + step],
-            zero[:, r : r + step],
-        )
+    # Row ranges computed by one branch alone: zeros everywhere, mixed, positives everywhere.
+    cuts = [
+        (0, only_zero, "zero"),
+        (only_zero, only_positive, "mixed"),
+        (only_positive, m, "positive"),
+    ]
+    blocks = [(r, min(r + step, e), kind) for b, e, kind in cuts for r in range(b, e, step)]
+    for r, e, kind in blocks:
+        Zr, Xr, yr, zr, lf = (a[:, r:e] for a in (Z, X, y, zero, log_fact))
         s, eta = torch.bmm(Zr, gamma), torch.bmm(Xr, beta)  # (D, rows, F)
         lam = eta.exp()
-        u = s + lam
-        sig_u = torch.sigmoid(u)
-        nll = softplus(s) + lam - torch.where(zr, softplus(u), yr * eta - log_fact[:, r : r + step])
+        if kind == "zero":
+            u = s + lam
+            sig_u = torch.sigmoid(u)
+            nll = softplus(s) + lam - softplus(u)
+            g_s = torch.sigmoid(s) - sig_u
+            g_eta = lam - lam * sig_u
+        elif kind == "positive":
+            nll = softplus(s) + lam - (yr * eta - lf)
+            g_s = torch.sigmoid(s)
+            g_eta = lam - yr
+        else:
+            sig_u = torch.sigmoid(s + lam)
+            nll = softplus(s) + lam - torch.where(zr, softplus(s + lam), yr * eta - lf)
+            g_s = torch.sigmoid(s) - torch.where(zr, sig_u, 0.0)
+            g_eta = torch.where(zr, lam * (1 - sig_u), lam - yr)
         total += nll.sum(1)
-        reach = torch.maximum(reach, eta.abs().amax(1))
-        g_gamma.baddbmm_(Zr.mT, torch.sigmoid(s) - torch.where(zr, sig_u, 0.0))
-        g_beta.baddbmm_(Xr.mT, torch.where(zr, lam * (1 - sig_u), lam - yr))
-    return total / m, torch.cat([g_gamma, g_beta], 1) / m, reach
+        small, big = torch.aminmax(lam, dim=1)
+        low, high = torch.minimum(low, small), torch.maximum(high, big)
+        g_gamma.baddbmm_(Zr.mT, g_s)
+        g_beta.baddbmm_(Xr.mT, g_eta)
+    # |η| <= MAX_LOG_RATE read off λ = e^η (one pass instead of |η| and its max).
+    in_range = (high <= math.exp(MAX_LOG_RATE)) & (low >= math.exp(-MAX_LOG_RATE))
+    return total / m, torch.cat([g_gamma, g_beta], 1) / m, in_range
 
 
 def _require(ok, what: str, value) -> None:
@@ -223,7 +259,7 @@ def fit_regression(
     chunk_steps: int = 50,
     batch_size: int | None = None,
     shuffle_seed: int = 0,
-    standardize: bool = False,
+    standardize=False,
     callback: Callable[[RegChunkReport], bool | None] | None = None,
 ) -> RegResult:
     """Fit B ZIP regressions by gradient descent, all at once (see the module docstring).
@@ -239,7 +275,8 @@ def fit_regression(
         chunk_steps: `callback` runs after every this many steps.
         batch_size: rows per step; None (or >= n) is full batch.
         shuffle_seed: seed of the epoch permutations (mini-batches only).
-        standardize: fit on standardised covariates (results on the original scale).
+        standardize: fit on standardised covariates (results on the original scale); a bool,
+            or one per dataset.
         callback: called with a `RegChunkReport`; returning True stops the run ("stopped").
 
     Returns:
@@ -274,9 +311,9 @@ def fit_regression(
     f_t = torch.as_tensor(slot, device=dev)
     T = _scalings(data, standardize)
     T_inv = torch.linalg.inv(T)
-    if standardize:  # X̃ = X T_x, Z̃ = Z T_z: X̃ θ̃ = X T θ̃ = X θ on the original scale
+    if bool(np.any(standardize)):  # X̃ = X T_x, Z̃ = Z T_z: X̃ θ̃ = X T θ̃ = X θ originally
         data = Designs(torch.bmm(data.X, T[:, q:, q:]), torch.bmm(data.Z, T[:, :q, :q]),
-                       data.y, data.zero, data.log_fact)  # fmt: skip
+                       data.y, data.zero, data.log_fact, data.zeros)  # fmt: skip
     theta = torch.zeros(D, q + p, F, dtype=dtype, device=dev)
     theta[d_t, :, f_t] = torch.einsum("bij,bj->bi", T_inv[d_t], start)
     lr_slots = torch.zeros(D, 1, F, dtype=dtype, device=dev)
@@ -301,9 +338,9 @@ def fit_regression(
                 order, cursor = torch.randperm(n, generator=shuffle).to(dev), 0
             rows = order[cursor : cursor + batch_size]
             cursor += batch_size
-        loss, grad, reach = _loss_grad(data, theta, rows)
+        loss, grad, in_range = _loss_grad(data, theta, rows)
         gnorm = torch.linalg.vector_norm(grad, dim=1)
-        finite = (loss + gnorm).isfinite() & (reach <= MAX_LOG_RATE)
+        finite = (loss + gnorm).isfinite() & in_range
         running = status == RUNNING
         if t % record_every == 0:
             seen = loss if full else _loss_grad(data, theta)[0]

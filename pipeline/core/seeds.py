@@ -10,7 +10,7 @@
 | `blog`       | ()                           | the blog table's starts                          |
 | `fit_counts` | ()                           | gradient descent's starts on a user's counts     |
 | `sampler`    | (worker, trials in study)    | a TPE sampler's seed (32 bits)                   |
-| `shuffle`    | (crc32(scenario), batch size)| mini-batch epoch permutations of a regression    |
+| `shuffle`    | (batch size,)                | the sweep's mini-batch epoch permutations        |
 
 Streams are keyed by name, never by position, so adding a scenario, a replicate, a worker or
 a stream leaves every other stream unchanged, and any seed >= 0 works with any number of

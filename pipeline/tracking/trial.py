@@ -27,7 +27,7 @@ from pipeline.analysis.objective import (
     objective_parts,
     run_fits,
 )
-from pipeline.analysis.regression import charged_gaps, reg_tables, run_reg_fits
+from pipeline.analysis.regression import charged_gaps, combine, reg_tables, run_combined
 from pipeline.core import seeds
 from pipeline.report.convergence import trial_figures
 from pipeline.store import files
@@ -77,15 +77,14 @@ def regression_fits(setup: TrialSetup, lr: float, optimizer: str):
     if not setup.reg_problems:
         return None
     reg_cfg, fit_cfg, seed = setup.cfg.regression, setup.params.fit, setup.params.seed
+    combined = combine(setup.reg_problems, reg_cfg.standardize, fit_cfg.device)
     tables = []
-    for problem in setup.reg_problems:
-        for standardize in reg_cfg.standardize:
-            for size in reg_cfg.batch_sizes:
-                interrupts.check()
-                key = seeds.stream(seed, "shuffle", seeds.name_key(problem.scenario), size or 0)
-                result = run_reg_fits(problem, fit_cfg, lr, optimizer, standardize, size,
-                                      seeds.integer(key))  # fmt: skip
-                tables.append(reg_tables(problem, result, standardize, size))
+    for size in reg_cfg.batch_sizes:
+        interrupts.check()
+        key = seeds.stream(seed, "shuffle", size or 0)
+        for problem, standardize, result in run_combined(combined, fit_cfg, lr, optimizer, size,
+                                                         seeds.integer(key)):  # fmt: skip
+            tables.append(reg_tables(problem, result, standardize, size))
     return tuple(pl.concat([t[i] for t in tables]) for i in range(3))
 
 
