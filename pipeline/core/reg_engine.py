@@ -172,10 +172,10 @@ def _scalings(data: Designs, standardize) -> torch.Tensor:
     return torch.where(chosen[:, None, None], T, eye)
 
 
-# Rows per block of the per-observation work: (D, rows, F) temporaries of ~2^18 elements
-# (2 MB in float64) stay in cache and under glibc's mmap threshold. One (D, n, F) pass
+# Rows per block of the per-observation work: (D, rows, F) temporaries of ~2^16 elements
+# (512 kB in float64) stay in cache and under glibc's mmap threshold. One (D, n, F) pass
 # allocated fresh per op costs ~4x more on these machines (page faults on every new tensor).
-BLOCK_ELEMENTS = 2**18
+BLOCK_ELEMENTS = 2**16
 
 
 def _loss_grad(data: Designs, theta: torch.Tensor, rows=None):

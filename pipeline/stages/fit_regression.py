@@ -10,9 +10,9 @@ logs one MLflow run with the text, the JSON and a hanging rootogram.
 
 Standardisation (`fit_counts.standardize`, on by default): the descent runs on the design
 with every non-constant column scaled to unit SD and centred where its part has an intercept
-(`scaling`); estimates and paths are mapped back to the original scale. This is done here, on
-the design, rather than by `reg_engine.fit_regression(standardize=True)`: that option maps
-the results back but computes the loss on the unscaled columns, so its results are wrong.
+(`scaling`); estimates and paths are mapped back to the original scale. The same transform
+as `reg_engine.fit_regression(standardize=True)`, done here because the starts below are
+drawn on the standardised scale and need its matrix too.
 
 Random starts (the oracle's estimate is never one): every coefficient is drawn on the fitting
 scale as N(guess, 0.5^2), guess = log(mean of the positive counts) for the count intercept and
