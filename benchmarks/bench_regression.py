@@ -7,11 +7,12 @@ coefficients, DESIGN §7):
      `ZeroInflatedPoisson(..., inflation="logit").fit(method="newton")` (started from zeros,
      from the true values if that fails) on the same datasets: median time per fit and the
      max relative difference of the estimates;
-  2  the batched engine (`reg_engine.stack_designs` + `fit_regression`, Adam, standardised
-     covariates, <= `--steps` steps) on D datasets x F fits, float64 and float32, against a
-     plain per-fit PyTorch loop the blog's way (an `nn.Module` with two `nn.Parameter`s,
-     `torch.optim.Adam`, full batch, mean NLL from `distributions.zip_log_prob`, all the
-     steps, no stop rule) timed on a few fits, and against statsmodels per fit (from 1);
+  2  the batched engine (`reg_designs.stack_designs` + `reg_engine.fit_regression`, Adam,
+     standardised covariates, <= `--steps` steps) on D datasets x F fits, float64 and
+     float32, against a plain per-fit PyTorch loop the blog's way (an `nn.Module` with two
+     `nn.Parameter`s, `torch.optim.Adam`, full batch, mean NLL from
+     `distributions.zip_log_prob`, all the steps, no stop rule) timed on a few fits, and
+     against statsmodels per fit (from 1);
   3  the memory-traffic floor: this machine's streaming bandwidth (`copy_` of a 256 MB
      float64 tensor) and the engine's time per step (`reg_engine._loss_grad`) against the
      time it takes just to read the designs once.
@@ -37,13 +38,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.core import reg_engine  # noqa: E402
-from pipeline.core.design import (  # noqa: E402
-    Covariate,
-    design_matrix,
-    draw_covariates,
-    simulate_counts,
-)
+from pipeline.core import reg_designs, reg_engine  # noqa: E402
+from pipeline.core.covariates import Covariate, draw_covariates  # noqa: E402
+from pipeline.core.design import design_matrix, simulate_counts  # noqa: E402
 from pipeline.core.distributions import zip_log_prob  # noqa: E402
 from pipeline.core.zipreg import fit_zip_regression  # noqa: E402
 
@@ -149,7 +146,7 @@ def starts_for(data, fits: int, seed: int) -> np.ndarray:
 
 def run_engine(data, fits: int, steps: int, dtype, start):
     D = len(data)
-    designs = reg_engine.stack_designs([d[0] for d in data], [d[1] for d in data],
+    designs = reg_designs.stack_designs([d[0] for d in data], [d[1] for d in data],
                                        [d[2] for d in data], dtype=dtype)  # fmt: skip
     index = np.repeat(np.arange(D), fits)
     result, times = clock(lambda: reg_engine.fit_regression(

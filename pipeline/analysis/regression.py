@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.core import seeds, zipreg
-from pipeline.core.reg_engine import Designs, RegResult, fit_regression, stack_designs
+from pipeline.core import seeds, zipreg_terms
+from pipeline.core.reg_designs import Designs, stack_designs
+from pipeline.core.reg_engine import RegResult, fit_regression
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class RegProblem:
 
     Attributes:
         scenario: its name.
-        data: the stacked designs (`reg_engine.Designs`).
+        data: the stacked designs (`reg_designs.Designs`).
         names: ((part, term), ...) in parameter order (zero part first).
         truth: (P,) true coefficients.
         fits: one row per fit: dataset index, replicate, init, n, data_seed, init_seed,
@@ -247,7 +248,7 @@ def reg_tables(problem: RegProblem, result, standardize: bool, batch_size: int |
             continue
         X, Z, y = problem.arrays[dataset[b]]
         with np.errstate(all="ignore"):
-            cov = zipreg.covariance(X, Z, y, result.params[b, :q], result.params[b, q:])
+            cov = zipreg_terms.covariance(X, Z, y, result.params[b, :q], result.params[b, q:])
         se_gd[b] = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
     B = len(dataset)
     coefs = pl.DataFrame({

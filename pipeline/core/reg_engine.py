@@ -24,10 +24,10 @@ share n). The noise of the gradient never lets the loss settle, so the convergen
 off: every fit runs its budget (or diverges), and the caller judges it by its full-data NLL
 gap to the oracle at the end. Histories and the final state always carry full-data NLLs.
 
-Standardisation (`standardize`): non-intercept columns are centred (when the part has an
-intercept column) and scaled to unit SD per dataset; the fit runs on that scale and every
-reported coefficient (final, histories) is mapped back to the original one. Pure torch and
-numpy: no I/O, no module state; randomness only from `shuffle_seed`.
+Standardisation (`standardize`, `reg_designs.scalings`): non-intercept columns are centred
+(when the part has an intercept column) and scaled to unit SD per dataset; the fit runs on
+that scale and every reported coefficient (final, histories) is mapped back to the original
+one. Pure torch and numpy: no I/O, no module state; randomness only from `shuffle_seed`.
 """
 
 from __future__ import annotations
@@ -43,67 +43,7 @@ from pipeline.core import optim
 from pipeline.core.distributions import softplus
 from pipeline.core.engine import MAX_LOG_RATE
 from pipeline.core.outcome import CONVERGED, DIVERGED, MAX_STEPS, RUNNING, STATUSES, STOPPED
-
-
-@dataclass(frozen=True)
-class Designs:
-    """D datasets of equal size n, stacked (build with `stack_designs`).
-
-    Attributes:
-        X: count-part designs, (D, n, p).  Z: zero-part designs, (D, n, q).
-        y: counts as floats, (D, n, 1).  zero: y == 0, (D, n, 1).  log_fact: log y!, (D, n, 1).
-        zeros: the number of zero counts of each dataset; `stack_designs` puts a dataset's
-            zero rows first, so row blocks below min(zeros) hold only zeros and row blocks
-            from max(zeros) on only positive counts, and each is computed by its own
-            branch alone (the likelihood does not depend on the order of the rows).
-    """
-
-    X: torch.Tensor
-    Z: torch.Tensor
-    y: torch.Tensor
-    zero: torch.Tensor
-    log_fact: torch.Tensor
-    zeros: tuple[int, ...] = ()
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        """(D, n, q, p)."""
-        return (*self.X.shape[:2], self.Z.shape[2], self.X.shape[2])
-
-
-def stack_designs(Xs, Zs, ys, *, device="cpu", dtype=torch.float64) -> Designs:
-    """Stack D datasets (same n, same columns) into `Designs`.
-
-    Args:
-        Xs, Zs: sequences of (n, p) and (n, q) arrays.
-        ys: sequence of (n,) non-negative integer counts.
-        device, dtype: where and in which precision to compute.
-
-    Returns:
-        The `Designs`.
-
-    Raises:
-        ValueError: on ragged shapes, non-finite designs or counts that are not counts.
-    """
-    try:
-        X, Z = (torch.as_tensor(np.stack([np.asarray(a, float) for a in m])) for m in (Xs, Zs))
-        y = np.stack([np.asarray(a) for a in ys])
-    except ValueError as err:  # numpy: ragged datasets
-        raise ValueError(f"need datasets of one shape: {err}") from None
-    if X.ndim != 3 or Z.ndim != 3 or y.ndim != 2 or not X.shape[:2] == Z.shape[:2] == y.shape:
-        raise ValueError(f"need (D, n, p), (D, n, q), (D, n); got {X.shape}, {Z.shape}, {y.shape}")
-    if not (bool(X.isfinite().all()) and bool(Z.isfinite().all())):
-        raise ValueError("designs must be finite")
-    if not (np.all(y >= 0) and np.all(np.floor(y) == y)):
-        raise ValueError("counts must be non-negative integers")
-    order = torch.as_tensor(np.argsort(y > 0, axis=1, kind="stable"))  # zero rows first
-    X, Z = (torch.take_along_dim(M, order.unsqueeze(-1), 1) for M in (X, Z))
-    y = np.take_along_axis(y, order.numpy(), 1)
-    zeros = tuple(int(k) for k in (y == 0).sum(1))
-    y = torch.as_tensor(y, dtype=torch.float64).unsqueeze(-1)
-    cast = lambda t: t.to(device=device, dtype=dtype).contiguous()  # noqa: E731
-    zero = (y == 0).to(device)
-    return Designs(cast(X), cast(Z), cast(y), zero, cast(torch.lgamma(y + 1)), zeros)
+from pipeline.core.reg_designs import Designs, scalings
 
 
 @dataclass(frozen=True)
@@ -145,31 +85,6 @@ class RegResult:
     history_step: np.ndarray
     history_nll: np.ndarray
     history_params: np.ndarray
-
-
-def _scalings(data: Designs, standardize) -> torch.Tensor:
-    """(D, P, P) block-diagonal T with Xβ = X̃ T⁻¹β: original = T @ fitting-scale parameters
-    (the identity for datasets not standardised; `standardize` is a bool or one per dataset)."""
-    D, n, q, p = data.shape
-    eye = torch.eye(q + p, dtype=data.X.dtype, device=data.X.device).repeat(D, 1, 1)
-    chosen = torch.as_tensor(np.broadcast_to(np.asarray(standardize, bool), (D,)).copy(),
-                             device=data.X.device)  # fmt: skip
-    if not bool(chosen.any()):
-        return eye
-    T = eye.clone()
-    for offset, M in ((0, data.Z), (q, data.X)):
-        mean, sd = M.mean(1), M.std(1, correction=0)  # (D, k)
-        ones = (M == 1).all(1)  # intercept columns
-        for j in range(M.shape[2]):
-            if bool(ones[:, j].any()):
-                continue
-            ok = sd[:, j] > 0  # a constant column (e.g. zero padding) is left as it is
-            scale, shift = torch.where(ok, sd[:, j], 1.0), torch.where(ok, mean[:, j], 0.0)
-            T[:, offset + j, offset + j] = 1 / scale
-            # Centre only where the part has an intercept to absorb the shift.
-            for d, k in ones.nonzero().tolist():
-                T[d, offset + k, offset + j] = -shift[d] / scale[d]
-    return torch.where(chosen[:, None, None], T, eye)
 
 
 # Rows per block of the per-observation work: (D, rows, F) temporaries of ~2^16 elements
@@ -265,7 +180,7 @@ def fit_regression(
     """Fit B ZIP regressions by gradient descent, all at once (see the module docstring).
 
     Args:
-        data: the D datasets (`stack_designs`); computation happens on its device and dtype.
+        data: the D datasets (`reg_designs.stack_designs`); computed on its device and dtype.
         dataset_index: (B,) ints, the dataset of each fit.
         start: (B, q + p) starting (γ, β) on the original scale.
         lr: (B,) or scalar learning rates.
@@ -309,7 +224,7 @@ def fit_regression(
     slot, F = _slots(index, D)
     d_t = torch.as_tensor(index.copy(), device=dev)
     f_t = torch.as_tensor(slot, device=dev)
-    T = _scalings(data, standardize)
+    T = scalings(data, standardize)
     T_inv = torch.linalg.inv(T)
     if bool(np.any(standardize)):  # X̃ = X T_x, Z̃ = Z T_z: X̃ θ̃ = X T θ̃ = X θ originally
         data = Designs(torch.bmm(data.X, T[:, q:, q:]), torch.bmm(data.Z, T[:, :q, :q]),

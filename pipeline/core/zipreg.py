@@ -1,24 +1,22 @@
 """Float64 Newton-Raphson oracle for zero-inflated Poisson (ZIP) regression.
 
 log lambda_i = x_i' beta (count part, X n x p), logit pi_i = z_i' gamma (zero part, Z n x q),
-pi_i the probability of a structural zero. Parameters are ordered [gamma, beta] everywhere, as
-in statsmodels. The analytic gradient and Hessian are those of DESIGN.md section 7, built from
-per-observation weights in (s, eta) = (Z gamma, X beta). A design Z with no columns means the
-plain Poisson (s = -inf). Converged means a squared Newton decrement <= 1e-20 (the step is
-< 1e-10 standard errors); separation means one coefficient keeps running past a shift of 30 on
-the logit/log scale while the likelihood only creeps up. Core layer: numpy/scipy only, pure
-functions, no I/O, no module state.
+pi_i the probability of a structural zero; parameters in [gamma, beta] order, the likelihood,
+gradient and Hessian from `zipreg_terms`. A design Z with no columns means the plain Poisson.
+Converged means a squared Newton decrement <= 1e-20 (the step is < 1e-10 standard errors);
+separation means one coefficient keeps running past a shift of 30 on the logit/log scale while
+the likelihood only creeps up. Core layer: numpy/scipy only, pure functions, no I/O, no module
+state.
 """
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
-from scipy.special import gammaln
 
 from pipeline.core.errors import NotIdentifiableError
+from pipeline.core.zipreg_terms import Split, derivatives, design_arrays, evaluate, inverse, split
 
 STATUSES = ("converged", "max_iter", "singular", "separated")
 
@@ -29,7 +27,6 @@ _MAX_MOVE = 5.0  # largest change of any s_i or eta_i in one step
 _RUNOFF_STEPS = 3  # consecutive growing steps past _RUNOFF that mean separation
 _CREEP = 1e-9  # mean log-likelihood gain per step of a runaway coefficient (~e^-30 in fact)
 _RANK_TOL = 1e-12  # pivot of the normalised Gram matrix: a column's residual below 1e-6 of it
-_SINGULAR_TOL = 1e-11  # smallest |eigenvalue| of the diagonally scaled information, relative
 
 
 @dataclass(frozen=True)
@@ -59,160 +56,6 @@ class RegFit:
     message: str
 
 
-def _design(X, Z, y=None):
-    """Validated float64 (X, Z[, y]); Z may have zero columns (Poisson)."""
-    X, Z = np.asarray(X, dtype=float), np.asarray(Z, dtype=float)
-    if X.ndim != 2 or Z.ndim != 2 or X.shape[0] != Z.shape[0]:
-        raise ValueError(f"X and Z must be 2-D with equal rows, got {X.shape} and {Z.shape}")
-    if not (np.isfinite(X).all() and np.isfinite(Z).all()):
-        raise ValueError("X and Z must be finite")
-    if y is None:
-        return X, Z
-    y = np.asarray(y)
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
-    y = y.astype(float)
-    if not np.isfinite(y).all() or (y < 0).any() or (y != np.floor(y)).any():
-        raise ValueError("y must hold non-negative integer counts")
-    return X, Z, y
-
-
-def _params(X, Z, gamma, beta):
-    gamma, beta = np.asarray(gamma, dtype=float), np.asarray(beta, dtype=float)
-    if gamma.shape != (Z.shape[1],) or beta.shape != (X.shape[1],):
-        raise ValueError(f"gamma/beta shapes {gamma.shape}/{beta.shape} do not match Z/X")
-    return np.concatenate([gamma, beta])
-
-
-class _Split(NamedTuple):
-    """The data split into zeros (0) and positives (1), each group with its own formula.
-    Designs are stored transposed, (columns, rows): the fast layout for these products."""
-
-    idx0: np.ndarray
-    idx1: np.ndarray
-    X0: np.ndarray
-    Z0: np.ndarray
-    X1: np.ndarray
-    Z1: np.ndarray
-    y1: np.ndarray
-    lgy1: np.ndarray  # lgamma(y + 1) of the positives: data only, computed once
-
-
-def _split(X, Z, y) -> _Split:
-    idx0, idx1 = np.flatnonzero(y == 0), np.flatnonzero(y > 0)
-    XT, ZT, y1 = np.ascontiguousarray(X.T), np.ascontiguousarray(Z.T), y[idx1]
-    X0, Z0, X1, Z1 = (np.take(A, i, axis=1) for i in (idx0, idx1) for A in (XT, ZT))
-    return _Split(idx0, idx1, X0, Z0, X1, Z1, y1, gammaln(y1 + 1))
-
-
-def _linear(ZT, XT, theta):
-    """(s, eta, lam, exp(-|s|), softplus(s)) of one group; no Z columns: s = -inf (Poisson)."""
-    q = ZT.shape[0]
-    eta = theta[q:] @ XT
-    with np.errstate(over="ignore"):
-        lam = np.exp(eta)
-    if q == 0:
-        zeros = np.zeros_like(eta)
-        return np.full_like(eta, -np.inf), eta, lam, zeros, zeros
-    s = theta[:q] @ ZT
-    a = np.exp(-np.abs(s))
-    return s, eta, lam, a, np.maximum(s, 0.0) + np.log1p(a)
-
-
-def _evaluate(d: _Split, theta):
-    """Log-likelihood terms of each group and what the derivatives reuse. For y = 0,
-    logaddexp(s, -lam) - softplus(s) is DESIGN's logaddexp(-softplus(-s), -softplus(s) - lam)."""
-    s0, _, lam0, _, sp0 = g0 = _linear(d.Z0, d.X0, theta)
-    _, eta1, lam1, _, sp1 = g1 = _linear(d.Z1, d.X1, theta)
-    t = s0 + lam0
-    b = np.exp(-np.abs(t))
-    ll0 = np.maximum(s0, -lam0) + np.log1p(b) - sp0
-    with np.errstate(invalid="ignore"):  # inf - inf where lam overflows: -inf is the answer
-        ll1 = np.nan_to_num(-sp1 + d.y1 * eta1 - lam1 - d.lgy1, nan=-np.inf)
-    return ll0, ll1, (g0, g1, t, b)
-
-
-def _sigmoids(x, e):
-    """(sigmoid(x), sigmoid(-x)) from e = exp(-|x|), both to full relative precision."""
-    big, small = 1.0 / (1.0 + e), e / (1.0 + e)
-    pos = x >= 0
-    return np.where(pos, big, small), np.where(pos, small, big)
-
-
-def _derivatives(d: _Split, cache):
-    """Analytic gradient and Hessian (DESIGN section 7) in [gamma, beta]."""
-    (s0, _, lam0, a0, _), (s1, _, lam1, a1, _), t, b = cache
-    sig0, sigc0 = _sigmoids(s0, a0)
-    sig1, sigc1 = _sigmoids(s1, a1)
-    w, v = _sigmoids(t, b)  # P(structural zero | y = 0) and its complement
-    wv = w * v
-    h_se0 = lam0 * wv
-    grad = np.concatenate(
-        [d.Z0 @ (w - sig0) - d.Z1 @ sig1, d.X1 @ (d.y1 - lam1) - d.X0 @ (lam0 * v)]
-    )
-    h_zz = (d.Z0 * (wv - sig0 * sigc0)) @ d.Z0.T - (d.Z1 * (sig1 * sigc1)) @ d.Z1.T
-    h_zx = (d.Z0 * h_se0) @ d.X0.T
-    h_xx = (d.X0 * (lam0 * h_se0 - lam0 * v)) @ d.X0.T - (d.X1 * lam1) @ d.X1.T
-    return grad, np.block([[h_zz, h_zx], [h_zx.T, h_xx]])
-
-
-def loglik_terms(X, Z, y, gamma, beta) -> np.ndarray:
-    """Per-observation ZIP log-likelihood, lgamma(y + 1) included.
-
-    Args:
-        X: (n, p) count design; Z: (n, q) zero design (q = 0: Poisson); y: (n,) counts.
-        gamma, beta: (q,) and (p,) coefficients.
-
-    Returns:
-        (n,) float64 log-probabilities.
-    """
-    X, Z, y = _design(X, Z, y)
-    d = _split(X, Z, y)
-    ll0, ll1, _ = _evaluate(d, _params(X, Z, gamma, beta))
-    out = np.empty(len(y))
-    out[d.idx0], out[d.idx1] = ll0, ll1
-    return out
-
-
-def gradient_hessian(X, Z, y, gamma, beta) -> tuple[float, np.ndarray, np.ndarray]:
-    """Analytic total log-likelihood, gradient and Hessian in [gamma, beta].
-
-    Args:
-        X, Z, y, gamma, beta: as in `loglik_terms`.
-
-    Returns:
-        (total log-likelihood, gradient (q+p,), Hessian (q+p, q+p)).
-    """
-    X, Z, y = _design(X, Z, y)
-    d = _split(X, Z, y)
-    ll0, ll1, cache = _evaluate(d, _params(X, Z, gamma, beta))
-    return float(ll0.sum() + ll1.sum()), *_derivatives(d, cache)
-
-
-def _inverse(info) -> np.ndarray | None:
-    """Inverse of a symmetric matrix, None when it is numerically singular."""
-    d = np.abs(np.diag(info))
-    scale = 1.0 / np.sqrt(np.where(d > 0, d, 1.0))
-    vals, vecs = np.linalg.eigh(info * scale[:, None] * scale[None, :])
-    if not np.isfinite(vals).all() or np.abs(vals).min() <= _SINGULAR_TOL * np.abs(vals).max():
-        return None
-    return (vecs / vals) @ vecs.T * scale[:, None] * scale[None, :]
-
-
-def covariance(X, Z, y, gamma, beta) -> np.ndarray:
-    """Inverse observed information (-Hessian)^-1 at any point.
-
-    Args:
-        X, Z, y, gamma, beta: as in `loglik_terms`.
-
-    Returns:
-        (q+p, q+p) matrix, all NaN when the information is singular.
-    """
-    _, _, hess = gradient_hessian(X, Z, y, gamma, beta)
-    inv = _inverse(-hess)
-    return np.full_like(hess, np.nan) if inv is None else inv
-
-
 def _direction(grad, hess):
     """Newton direction for ascent; Levenberg-damped (in diagonally scaled coordinates) when
     -H is not positive definite. Returns (direction, squared Newton decrement or inf)."""
@@ -234,7 +77,7 @@ def _direction(grad, hess):
             return grad, np.inf  # plain gradient ascent
 
 
-def _runoff(d: _Split, theta, cache):
+def _runoff(d: Split, theta, cache):
     """(index into theta, its design's max |entry|, message) of a coefficient that drives pi to
     0/1 or lambda to 0 numerically, else None."""
     (s0, eta0, *_), (s1, eta1, *_), _, _ = cache
@@ -260,17 +103,17 @@ def _runoff(d: _Split, theta, cache):
     return None
 
 
-def _newton(d: _Split, theta, max_iter):
+def _newton(d: Split, theta, max_iter):
     """Damped Newton ascent; returns (theta, status, message, iterations)."""
     with np.errstate(over="ignore"):  # sums of terms near -1e308 from a wild start are -inf
         return _newton_loop(d, theta, max_iter)
 
 
-def _newton_loop(d: _Split, theta, max_iter):
-    ll0, ll1, cache = _evaluate(d, theta)
+def _newton_loop(d: Split, theta, max_iter):
+    ll0, ll1, cache = evaluate(d, theta)
     ll, streak, last = ll0.sum() + ll1.sum(), 0, None
     for it in range(max_iter):
-        grad, hess = _derivatives(d, cache)
+        grad, hess = derivatives(d, cache)
         step, dec = _direction(grad, hess)
         if dec <= _DECREMENT_TOL:
             return theta, "converged", f"converged: Newton decrement {dec:.1e}", it
@@ -283,7 +126,7 @@ def _newton_loop(d: _Split, theta, max_iter):
         slope, t = float(grad @ step), 1.0
         while t > 1e-14:
             new = theta + t * step
-            ll0, ll1, new_cache = _evaluate(d, new)
+            ll0, ll1, new_cache = evaluate(d, new)
             ll_new = ll0.sum() + ll1.sum()
             if ll_new >= ll + 1e-4 * t * slope or (dec < _NEWTON_REGION and ll_new >= ll - slack):
                 break
@@ -318,11 +161,11 @@ def _independent(A):
     return np.sort(piv[:rank] - 1)
 
 
-def _start(d: _Split):
+def _start(d: Split):
     """beta from a rough Poisson fit to the positive counts, gamma from the excess-zero share."""
     q, ly = d.Z0.shape[0], np.log(d.y1)
     b0 = np.linalg.lstsq(d.X1 @ d.X1.T, d.X1 @ ly, rcond=None)[0]  # log-linear guess
-    pos = _Split(d.idx0[:0], d.idx1, d.X0[:, :0], d.Z0[:0, :0], d.X1, d.Z1[:0], d.y1, d.lgy1)
+    pos = Split(d.idx0[:0], d.idx1, d.X0[:, :0], d.Z0[:0, :0], d.X1, d.Z1[:0], d.y1, d.lgy1)
     beta = _newton(pos, b0, 4)[0]  # a rough Poisson fit is all a start needs
     n0, n1 = len(d.idx0), len(d.idx1)
     with np.errstate(over="ignore"):
@@ -350,7 +193,7 @@ def fit_zip_regression(X, Z, y, *, start=None, max_iter=100) -> RegFit:
         NotIdentifiableError: when every count is zero.
         ValueError: on shape mismatches, non-finite designs, negative or non-integer y.
     """
-    X, Z, y = _design(X, Z, y)
+    X, Z, y = design_arrays(X, Z, y)
     n, p, q = X.shape[0], X.shape[1], Z.shape[1]
     if p == 0:
         raise ValueError("X needs at least one column")
@@ -358,7 +201,7 @@ def fit_zip_regression(X, Z, y, *, start=None, max_iter=100) -> RegFit:
         raise NotIdentifiableError("all counts are zero: the regression is not identifiable")
     keep_z, keep_x = _independent(Z), _independent(X)
     dropped = len(keep_z) < q or len(keep_x) < p
-    d = _split(X[:, keep_x], Z[:, keep_z], y) if dropped else _split(X, Z, y)
+    d = split(X[:, keep_x], Z[:, keep_z], y) if dropped else split(X, Z, y)
     if start is None:
         theta = _start(d)
     else:
@@ -370,10 +213,10 @@ def fit_zip_regression(X, Z, y, *, start=None, max_iter=100) -> RegFit:
     gamma, beta = np.zeros(q), np.zeros(p)
     gamma[keep_z], beta[keep_x] = theta[: len(keep_z)], theta[len(keep_z) :]
     if dropped:
-        d = _split(X, Z, y)
-    ll0, ll1, cache = _evaluate(d, np.concatenate([gamma, beta]))
-    grad, hess = _derivatives(d, cache)
-    inv = None if dropped else _inverse(-hess)
+        d = split(X, Z, y)
+    ll0, ll1, cache = evaluate(d, np.concatenate([gamma, beta]))
+    grad, hess = derivatives(d, cache)
+    inv = None if dropped else inverse(-hess)
     if dropped:
         lost = [f"zero {j}" for j in sorted(set(range(q)) - set(keep_z))]
         lost += [f"count {j}" for j in sorted(set(range(p)) - set(keep_x))]
@@ -404,27 +247,3 @@ def fit_poisson_regression(X, y, *, max_iter=100) -> RegFit:
     """
     X = np.asarray(X, dtype=float)
     return fit_zip_regression(X, np.zeros((len(X), 0)), y, max_iter=max_iter)
-
-
-def expected_frequencies(X, Z, gamma, beta, values) -> np.ndarray:
-    """Sum over observations of P(Y_i = v) for each v in `values` (rootograms).
-
-    Args:
-        X, Z, gamma, beta: as in `loglik_terms` (q = 0: Poisson).
-        values: non-negative integer counts.
-
-    Returns:
-        float64 array with the shape of `values`.
-    """
-    X, Z = _design(X, Z)
-    theta = _params(X, Z, gamma, beta)
-    v = np.asarray(values, dtype=float)
-    if not np.isfinite(v).all() or (v < 0).any() or (v != np.floor(v)).any():
-        raise ValueError("values must be non-negative integers")
-    d = _split(X, Z, np.zeros(len(X)))
-    ll0, _, ((_, eta, lam, _, sp), *_) = _evaluate(d, theta)
-    out = np.empty(v.size)
-    for k, val in enumerate(v.ravel()):  # one value at a time: no n x K temporaries
-        log_p = ll0 if val == 0 else -sp + val * eta - lam - gammaln(val + 1)
-        out[k] = np.exp(log_p).sum()
-    return out.reshape(v.shape)

@@ -28,7 +28,7 @@ import textwrap
 import numpy as np
 from scipy import stats
 
-from pipeline.core import zipreg
+from pipeline.core.zipreg_terms import expected_frequencies, loglik_terms
 
 LN10 = math.log(10.0)
 MAX_ROWS = 20  # frequency rows before the tail is pooled
@@ -91,9 +91,9 @@ def frequencies(design, zip_fit, poisson_fit) -> list[dict]:
     y, n = design.y, len(design.y)
     top = max(1, int(min(y.max(), MAX_ROWS)))
     values = np.arange(top + 1)
-    e_zip = zipreg.expected_frequencies(design.X, design.Z, zip_fit.gamma, zip_fit.beta, values)
-    e_pois = zipreg.expected_frequencies(design.X, design.Z[:, :0], np.zeros(0),
-                                         poisson_fit.beta, values)  # fmt: skip
+    e_zip = expected_frequencies(design.X, design.Z, zip_fit.gamma, zip_fit.beta, values)
+    e_pois = expected_frequencies(design.X, design.Z[:, :0], np.zeros(0), poisson_fit.beta,
+                                  values)  # fmt: skip
     observed = np.bincount(np.minimum(y, top + 1), minlength=top + 2)
     tail = next((k for k in range(1, top + 1)
                  if max(n - observed[:k].sum(), n - e_zip[:k].sum(), n - e_pois[:k].sum()) < 5),
@@ -120,8 +120,8 @@ def summarise(design, zip_fit, poisson_fit, level: float) -> dict:
     y, n = design.y, len(design.y)
     q, p = design.Z.shape[1], design.X.shape[1]
     no_zero = design.Z[:, :0]  # the Poisson: a zero part without columns
-    terms = (zipreg.loglik_terms(design.X, design.Z, y, zip_fit.gamma, zip_fit.beta),
-             zipreg.loglik_terms(design.X, no_zero, y, np.zeros(0), poisson_fit.beta))  # fmt: skip
+    terms = (loglik_terms(design.X, design.Z, y, zip_fit.gamma, zip_fit.beta),
+             loglik_terms(design.X, no_zero, y, np.zeros(0), poisson_fit.beta))  # fmt: skip
 
     def model(fit, k: int, parts: dict) -> dict:
         return {**parts, "loglik": fit.loglik, "nll": fit.nll, "parameters": k,
@@ -255,13 +255,16 @@ def metrics(report: dict) -> dict[str, float]:
     (characters MLflow refuses in a key, e.g. the brackets of `C(g)[T.b]`, become '_')."""
     out: dict[str, float] = {}
 
+    def clean(key) -> str:  # every segment: terms appear as dict keys and in rows
+        return re.sub(r"[^0-9A-Za-z_. /-]", "_", str(key))
+
     def walk(prefix: str, obj) -> None:
         if isinstance(obj, dict):
             for k, v in obj.items():
-                walk(f"{prefix}{k}.", v)
+                walk(f"{prefix}{clean(k)}.", v)
         elif isinstance(obj, list) and obj and isinstance(obj[0], dict) and "term" in obj[0]:
             for row in obj:
-                walk(f"{prefix}{re.sub(r'[^0-9A-Za-z_. /-]', '_', row['term'])}.",
+                walk(f"{prefix}{clean(row['term'])}.",
                      {k: v for k, v in row.items() if k != "term"})  # fmt: skip
         elif isinstance(obj, (bool, int, float, np.number)) and math.isfinite(float(obj)):
             out[prefix[:-1]] = float(obj)

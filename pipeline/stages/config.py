@@ -13,129 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core import design
 from pipeline.stages.cli import parser
-from pipeline.stages.params_file import as_raw, build, check_name, fail, key_text, read_yaml
+from pipeline.stages.config_data import CovariateSpec as CovariateSpec
+from pipeline.stages.config_data import DataConfig as DataConfig
+from pipeline.stages.config_data import RegressionData as RegressionData
+from pipeline.stages.config_data import RegressionScenario as RegressionScenario
+from pipeline.stages.config_data import Scenario as Scenario
+from pipeline.stages.params_file import as_raw, build, check_name, fail, read_yaml
 
 # The engine's optimizers (`core.optim.OPTIMIZERS`; tests/stages/test_config.py checks they agree).
 Optimizer = Literal["adam", "sgd", "rmsprop"]
-MAX_N = 10**10  # counts per dataset: 1e10 int64 counts are ~10 GB of parquet and hours to draw
-MAX_REPLICATES = 10_000
-MAX_REGRESSION_N = 10**7  # rows per regression dataset: the design is held in memory
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    pi: float
-    lam: float = field(metadata={"key": "lambda"})
-
-    def check(self, path: str) -> None:
-        check_name(f"{path}.name", self.name)
-        if not 0.0 <= self.pi < 1.0:
-            # pi = 1 draws nothing but zeros: pi and lambda could not be told apart.
-            fail(f"{path}.pi", "must be in [0, 1) (pi = 1 gives only zeros: not identifiable)",
-                 self.pi)  # fmt: skip
-        if not self.lam > 0.0 or not math.isfinite(self.lam):
-            fail(f"{path}.lambda", "must be a finite number > 0", self.lam)
-
-
-@dataclass(frozen=True)
-class CovariateSpec:
-    """One simulated covariate (`core.design.Covariate`; only its `dist`'s fields are used)."""
-
-    name: str
-    dist: Literal["normal", "bernoulli", "poisson", "uniform", "categorical"]
-    mean: float = 0.0
-    sd: float = 1.0
-    p: float = 0.5
-    low: float = 0.0
-    high: float = 1.0
-    levels: tuple[str, ...] = ()
-    probs: tuple[float, ...] = ()
-    corr_with: str | None = None
-    rho: float = 0.0
-
-    def check(self, path: str) -> None:
-        check_name(f"{path}.name", self.name)  # checked as a whole list by the scenario
-
-    def covariate(self) -> design.Covariate:
-        return design.Covariate(**{f: getattr(self, f) for f in self.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class RegressionScenario:
-    """A ZIP regression: log lambda = x'beta (`count`), logit pi = z'gamma (`zero`)."""
-
-    name: str
-    count: dict
-    zero: dict
-    covariates: tuple[CovariateSpec, ...] = ()
-
-    def check(self, path: str) -> None:
-        check_name(f"{path}.name", self.name)
-        covs = [c.covariate() for c in self.covariates]
-        try:
-            design.check_covariates(covs)
-        except ValueError as err:
-            fail(f"{path}.covariates", str(err), [c.name for c in self.covariates])
-        known = (design.INTERCEPT, *design.columns(covs))
-        for part in ("count", "zero"):
-            coefs = getattr(self, part)
-            if not coefs:
-                fail(f"{path}.{part}", "must give at least one coefficient", coefs)
-            for key, value in coefs.items():
-                if key not in known:
-                    fail(f"{path}.{part}.{key_text(key)}",
-                         f"is not a covariate column (known: {list(known)})", value)  # fmt: skip
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    fail(f"{path}.{part}.{key}", "must be a number", value)
-                if not math.isfinite(value):
-                    fail(f"{path}.{part}.{key}", "must be finite", value)
-
-    def part_coefficients(self, part: str) -> dict[str, float]:
-        return {k: float(v) for k, v in getattr(self, part).items()}
-
-
-@dataclass(frozen=True)
-class RegressionData:
-    """ZIP-regression scenarios: `replicates` datasets of `n` rows each."""
-
-    n: int = 1000
-    replicates: int = 10
-    scenarios: tuple[RegressionScenario, ...] = ()
-
-    def check(self, path: str) -> None:
-        if not 1 <= self.n <= MAX_REGRESSION_N:
-            fail(f"{path}.n", f"must be in [1, {MAX_REGRESSION_N:.0e}] (rows per dataset)",
-                 self.n)  # fmt: skip
-        if not 1 <= self.replicates <= MAX_REPLICATES:
-            fail(f"{path}.replicates", f"must be in [1, {MAX_REPLICATES}]", self.replicates)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    n: int
-    replicates: int
-    scenarios: tuple[Scenario, ...]
-    regression: RegressionData = RegressionData()
-
-    def check(self, path: str) -> None:
-        if not 1 <= self.n <= MAX_N:
-            fail(f"{path}.n", f"must be in [1, {MAX_N:.0e}] (counts per dataset)", self.n)
-        if not 1 <= self.replicates <= MAX_REPLICATES:
-            fail(f"{path}.replicates", f"must be in [1, {MAX_REPLICATES}]", self.replicates)
-        if not self.scenarios:
-            fail(f"{path}.scenarios", "must list at least one scenario", [])
-        seen: set[str] = set()
-        for i, s in enumerate(self.scenarios):
-            if s.name in seen:
-                fail(f"{path}.scenarios[{i}].name", "duplicate scenario name", s.name)
-            seen.add(s.name)
-        for i, s in enumerate(self.regression.scenarios):
-            if s.name in seen:
-                fail(f"{path}.regression.scenarios[{i}].name", "duplicate scenario name", s.name)
-            seen.add(s.name)
 
 
 @dataclass(frozen=True)

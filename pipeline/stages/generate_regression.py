@@ -12,6 +12,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.core import design, seeds, zipreg
+from pipeline.core.covariates import draw_covariates
 from pipeline.core.errors import NotIdentifiableError, UserError
 from pipeline.store import files, reg_data
 
@@ -29,7 +30,7 @@ def simulate(params, index: int, replicate: int):
     scenario = reg.scenarios[index]
     seq = seeds.stream(params.seed, "data", seeds.name_key(scenario.name), replicate)
     cov_rng, count_rng = seeds.children(seq, 2)
-    values = design.draw_covariates([c.covariate() for c in scenario.covariates], reg.n, cov_rng)
+    values = draw_covariates([c.covariate() for c in scenario.covariates], reg.n, cov_rng)
     X, x_names, beta = design.design_matrix(values, scenario.part_coefficients("count"), n=reg.n)
     Z, z_names, gamma = design.design_matrix(values, scenario.part_coefficients("zero"), n=reg.n)
     problem = design.linear_predictor_problem(X @ beta, Z @ gamma)

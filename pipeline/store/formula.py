@@ -27,14 +27,16 @@ from formulaic.utils.variables import Variable, get_required_variables
 
 from pipeline.core.errors import UserError
 from pipeline.store.count_file import first_line, name_list, row_filter, scan_table
+from pipeline.store.formula_checks import (
+    ROW,
+    check_rank,
+    check_values,
+    drop_missing,
+    response_counts,
+    restrict_levels,
+)
 
 PARTS = ("count", "zero")
-MAX_LEVELS = 1000  # distinct values of a string regressor: each level is one dense column
-# As R's lm(): a column (scaled to norm 1) closer than this to the span of the earlier columns
-# is a combination of them; the fit's Hessian would be singular to working precision.
-COLLINEAR_TOL = 1e-7
-_MAX_COUNT = 2**62  # y is stored as int64
-_ROW = "__formula_row"
 _NAME = re.compile(r"[^\W\d]\w*(\.\w+)*")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -120,8 +122,8 @@ def read_design(path: str | Path, formula: str, *, where: str | None = None) -> 
     lf = scan_table(path)
     try:
         response, _, regressors = _resolve(formula, lf.collect_schema().names())
-        used = dict.fromkeys([_ROW, response, *regressors])
-        frame = lf.with_row_index(_ROW, offset=1).filter(row_filter(lf, where))
+        used = dict.fromkeys([ROW, response, *regressors])
+        frame = lf.with_row_index(ROW, offset=1).filter(row_filter(lf, where))
         frame = frame.select(*used).collect()
         if frame.height == 0:
             raise UserError("no rows" + (f" after --where {where!r}" if where else ""))
@@ -151,20 +153,20 @@ def build_design(frame: pl.DataFrame, formula: str, *, rows: int | None = None) 
     """
     if frame.height == 0:
         raise UserError("no rows to fit")
-    numbered = frame.with_row_index(_ROW, offset=1)
+    numbered = frame.with_row_index(ROW, offset=1)
     return _design(numbered, formula, frame.height if rows is None else rows)
 
 
 def _design(frame: pl.DataFrame, formula: str, rows: int) -> Design:
-    """`build_design` on a frame that numbers its rows in the `_ROW` column."""
+    """`build_design` on a frame that numbers its rows in the `ROW` column."""
     response, parts, regressors = _resolve(formula, frame.columns)
-    frame, dropped = _drop_missing(frame, regressors)
-    y = _counts(frame, response)
-    data = _levels(frame.select(_ROW, *regressors)).to_pandas()
+    frame, dropped = drop_missing(frame, regressors)
+    y = response_counts(frame, response)
+    data = restrict_levels(frame.select(ROW, *regressors)).to_pandas()
     built = [_matrix(parts[i], data, part) for i, part in enumerate(PARTS)]
-    row_ids = frame[_ROW].to_numpy()
+    row_ids = frame[ROW].to_numpy()
     for part, (matrix, names) in zip(PARTS, built):
-        _check_values(matrix, names, part, row_ids)
+        check_values(matrix, names, part, row_ids)
     (X, x_names), (Z, z_names) = built
     n, p, q = len(y), X.shape[1], Z.shape[1]
     if n <= p + q:
@@ -172,7 +174,7 @@ def _design(frame: pl.DataFrame, formula: str, rows: int) -> Design:
         raise UserError(f"{n} rows{after} for {p + q} parameters ({p} count, {q} zero); "
                         "need more rows than parameters")  # fmt: skip
     for part, (matrix, names) in zip(PARTS, built):
-        _check_rank(matrix, names, part)
+        check_rank(matrix, names, part)
     return Design(formula, response, y, X, x_names, Z, z_names, rows, dropped)
 
 
@@ -183,7 +185,7 @@ def _resolve(formula: str, columns: list[str]) -> tuple[str, list[Formula], list
         (response, [count part's Formula, zero part's], the regressors' columns).
     """
     response, *sides = split_formula(formula)
-    available = [c for c in columns if c != _ROW]
+    available = [c for c in columns if c != ROW]
     if response not in available:
         raise UserError(f"no column {response!r} (the response); available: "
                         f"{name_list(available)}")  # fmt: skip
@@ -224,73 +226,6 @@ def _factor_names(factors: list) -> set[str]:
     return names
 
 
-def _levels(frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` with categorical and enum columns restricted to the levels in these rows.
-
-    pandas keeps a category absent from the rows, which would give an all-zero dummy (or,
-    for the reference level, a dummy per other level, collinear with the intercept).
-
-    Raises:
-        UserError: a non-numeric column with more than `MAX_LEVELS` distinct values.
-    """
-    for column, dtype in frame.schema.items():
-        if dtype.is_numeric() or dtype == pl.Boolean:
-            continue
-        if (levels := frame[column].n_unique()) > MAX_LEVELS:
-            raise UserError(f"column {column!r} has {levels} distinct values: too many levels "
-                            f"for a categorical regressor (at most {MAX_LEVELS})")  # fmt: skip
-        if dtype == pl.Categorical:
-            frame = frame.with_columns(pl.col(column).cast(pl.String))
-        elif isinstance(dtype, pl.Enum):
-            present = set(frame[column].cast(pl.String).unique())
-            levels = [c for c in dtype.categories if c in present]  # the user's order
-            frame = frame.with_columns(pl.col(column).cast(pl.String).cast(pl.Enum(levels)))
-    return frame
-
-
-def _drop_missing(frame: pl.DataFrame, columns: list[str]) -> tuple[pl.DataFrame, int]:
-    """`frame` without the rows where a column is null (or NaN), and how many were dropped."""
-    if not columns:
-        return frame, 0
-    flags = [pl.col(c).is_null() | (pl.col(c).is_nan() if frame.schema[c].is_float() else False)
-             for c in columns]  # fmt: skip
-    missing = frame.select(flags)
-    drop = missing.select(pl.any_horizontal(pl.all())).to_series()
-    dropped = int(drop.sum())
-    if dropped == frame.height:
-        holes = [c for c in columns if missing[c].any()]
-        raise UserError(f"every one of the {dropped} rows has a missing value in "
-                        f"{name_list(holes)}")  # fmt: skip
-    return frame.filter(~drop), dropped
-
-
-def _counts(frame: pl.DataFrame, response: str) -> np.ndarray:
-    """The response as int64 counts, or a `UserError` naming the first bad row."""
-    col = frame[response]
-    text = (
-        col.cast(pl.String).str.strip_chars() if col.dtype in (pl.String, pl.Categorical) else None
-    )
-    if text is None and not col.dtype.is_numeric():
-        raise UserError(f"response {response!r} holds {col.dtype}, not counts")
-    values = (col if text is None else text.cast(pl.Float64, strict=False)).cast(pl.Float64)
-    values = values.to_numpy()
-    with np.errstate(invalid="ignore"):
-        problems = {"non-numeric": np.zeros(len(values), bool) if text is None else
-                    (text.is_not_null().to_numpy() & np.isnan(values)),
-                    "missing": np.isnan(values), "infinite": np.isinf(values),
-                    "negative": values < 0, "non-integer": values != np.floor(values),
-                    "too large (>= 2**62)": values >= _MAX_COUNT}  # fmt: skip
-    for name, bad in problems.items():
-        if bad.any():
-            i = int(np.argmax(bad))
-            shown = "" if col[i] is None else f" ({col[i]!r})"
-            hint = f" (skip them with --where '\"{response}\" IS NOT NULL')" * (name == "missing")
-            raise UserError(f"response {response!r}: {int(bad.sum())} {name} value(s), first at "
-                            f"row {frame[_ROW][i]}{shown}; counts must be non-negative "
-                            f"integers{hint}")  # fmt: skip
-    return values.astype(np.int64)
-
-
 def _matrix(formula: Formula, data, part: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """One part's design matrix (float64) and column names, intercept renamed."""
     try:
@@ -303,42 +238,6 @@ def _matrix(formula: Formula, data, part: str) -> tuple[np.ndarray, tuple[str, .
     if values.shape[0] != len(data):
         raise RuntimeError(f"{part} part: formulaic returned {values.shape[0]} of {len(data)} rows")
     return values, names
-
-
-def _check_values(matrix: np.ndarray, names: tuple[str, ...], part: str, row_ids) -> None:
-    """Reject a part without columns, a non-finite value, or a constant column."""
-    if not names:
-        raise UserError(f"the {part} part has no columns (for an intercept only, write 1)")
-    bad = ~np.isfinite(matrix)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise UserError(f"{part} part: column {names[j]!r} has {int(bad[:, j].sum())} "
-                        f"non-finite value(s), first at row {row_ids[i]} ({matrix[i, j]}); "
-                        "e.g. the log of 0 or of a negative number")  # fmt: skip
-    flat = [j for j in range(len(names))
-            if names[j] != "intercept" and np.ptp(matrix[:, j]) == 0]  # fmt: skip
-    for j in flat:
-        # Without an intercept, one constant non-zero column is the intercept (e.g. `C(g) - 1`
-        # on rows where g takes a single value).
-        value = matrix[0, j]
-        if "intercept" in names or value == 0 or len(flat) > 1:
-            raise UserError(f"{part} part: column {names[j]!r} is constant ({value:g} in all "
-                            f"{len(matrix)} rows); drop it from the {part} part")  # fmt: skip
-
-
-def _check_rank(matrix: np.ndarray, names: tuple[str, ...], part: str) -> None:
-    """Reject collinear columns, naming the first that is a combination of earlier ones."""
-    scaled = matrix / np.linalg.norm(matrix, axis=0)
-    # Unpivoted QR: |R[k, k]| is the distance from column k to the span of columns 0..k-1.
-    r = np.linalg.qr(scaled, mode="r")
-    weak = np.flatnonzero(np.abs(np.diag(r)) < COLLINEAR_TOL)
-    if weak.size == 0:
-        return
-    k = int(weak[0])
-    coef = np.abs(np.linalg.solve(r[:k, :k], r[:k, k])) if k else np.zeros(0)
-    involved = [names[j] for j in np.flatnonzero(coef > 1e-6 * coef.max(initial=0))]
-    raise UserError(f"{part} part: columns {name_list([*involved, names[k]])} are collinear "
-                    f"({names[k]!r} is a combination of the others); drop one")  # fmt: skip
 
 
 def _message(err: Exception) -> str:

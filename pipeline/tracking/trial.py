@@ -32,7 +32,8 @@ from pipeline.core import seeds
 from pipeline.report.convergence import trial_figures
 from pipeline.store import files
 from pipeline.tracking import interrupts
-from pipeline.tracking.fit_runs import fit_payloads, reg_fit_payloads
+from pipeline.tracking.fit_runs import fit_payloads
+from pipeline.tracking.reg_payloads import reg_fit_payloads
 from pipeline.tracking.study import lr_range
 
 

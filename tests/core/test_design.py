@@ -1,4 +1,5 @@
-"""ZIP-regression scenarios: covariate checks and draws, design matrices, predictor checks, counts.
+"""ZIP-regression scenarios (core.covariates, core.design): covariate checks and draws, design
+matrices, predictor checks, counts.
 
 Statistical assertions use 5-sigma bounds (normal approximation): a false alarm of ~5.7e-7 per
 assertion for a correct implementation; the seeds are fixed, so the outcome is deterministic.
@@ -13,7 +14,7 @@ import pytest
 from scipy.special import expit
 
 from pipeline.core import design
-from pipeline.core.design import Covariate
+from pipeline.core.covariates import Covariate, check_covariates, columns, draw_covariates
 
 SIGMA = 5.0  # two-sided 5-sigma: P(false alarm) ~ 5.7e-7 per assertion
 N = 100_000
@@ -40,10 +41,10 @@ ALL_KINDS = [
 
 
 def test_columns_expand_categoricals_with_the_first_level_as_reference():
-    assert design.columns(ALL_KINDS) == ("x", "b", "k", "u", "c[b]", "c[c3]")
-    assert design.columns([_cat("g", levels=("lo", "hi"))]) == ("g[hi]",)
-    assert design.columns([]) == ()
-    assert "intercept" not in design.columns(ALL_KINDS)
+    assert columns(ALL_KINDS) == ("x", "b", "k", "u", "c[b]", "c[c3]")
+    assert columns([_cat("g", levels=("lo", "hi"))]) == ("g[hi]",)
+    assert columns([]) == ()
+    assert "intercept" not in columns(ALL_KINDS)
 
 
 def test_good_covariates_pass():
@@ -54,8 +55,8 @@ def test_good_covariates_pass():
         _cat("e", levels=("p", "q"), probs=(0.5, 0.5 + 1e-10)),  # within the 1e-9 tolerance
         _cat("zero_level", levels=("p", "q", "r"), probs=(0.5, 0.0, 0.5)),
     ]
-    design.check_covariates(good)
-    design.check_covariates([])
+    check_covariates(good)
+    check_covariates([])
 
 
 BAD = {
@@ -112,18 +113,18 @@ BAD = {
 @pytest.mark.parametrize("covariates, field", BAD.values(), ids=BAD.keys())
 def test_check_covariates_names_the_covariate_and_the_field(covariates, field):
     with pytest.raises(ValueError) as err:
-        design.check_covariates(covariates)
+        check_covariates(covariates)
     message = str(err.value)
     assert repr(covariates[-1].name) in message and field in message, message
     assert "\n" not in message
     with pytest.raises(ValueError):  # draw_covariates checks first
-        design.draw_covariates(covariates, 10, np.random.default_rng(0))
+        draw_covariates(covariates, 10, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("n", [0, -3, 2.5, True])
 def test_draw_covariates_rejects_bad_n(n):
     with pytest.raises(ValueError, match="n must"):
-        design.draw_covariates(ALL_KINDS, n, np.random.default_rng(0))
+        draw_covariates(ALL_KINDS, n, np.random.default_rng(0))
 
 
 # --- draw_covariates ------------------------------------------------------------------------------
@@ -131,11 +132,11 @@ def test_draw_covariates_rejects_bad_n(n):
 
 @pytest.fixture(scope="module")
 def drawn():
-    return design.draw_covariates(ALL_KINDS, N, np.random.default_rng(20240601))
+    return draw_covariates(ALL_KINDS, N, np.random.default_rng(20240601))
 
 
 def test_draws_are_float64_columns_in_design_order(drawn):
-    assert tuple(drawn) == design.columns(ALL_KINDS)
+    assert tuple(drawn) == columns(ALL_KINDS)
     for values in drawn.values():
         assert values.dtype == np.float64 and values.shape == (N,)
 
@@ -175,14 +176,14 @@ def test_categorical_shares_and_dummies(drawn):
 
 
 def test_categorical_equal_probs_by_default():
-    cols = design.draw_covariates([_cat("g", levels=tuple("pqrs"))], N, np.random.default_rng(3))
+    cols = draw_covariates([_cat("g", levels=tuple("pqrs"))], N, np.random.default_rng(3))
     for values in cols.values():
         _close(values.mean(), 0.25, math.sqrt(0.25 * 0.75 / N))
 
 
 def test_a_level_of_probability_zero_is_never_drawn():
     cov = _cat("g", levels=("p", "q", "r"), probs=(0.5, 0.0, 0.5))
-    cols = design.draw_covariates([cov], 10_000, np.random.default_rng(2))
+    cols = draw_covariates([cov], 10_000, np.random.default_rng(2))
     assert not cols["g[q]"].any() and 0 < cols["g[r]"].mean() < 1
 
 
@@ -192,7 +193,7 @@ def test_correlated_normals_have_the_requested_correlation():
         Covariate("z2", "normal", corr_with="z1", rho=0.6),
         Covariate("z3", "normal", mean=1.0, sd=2.0, corr_with="z2", rho=-0.4),
     ]
-    cols = design.draw_covariates(chain, N, np.random.default_rng(7))
+    cols = draw_covariates(chain, N, np.random.default_rng(7))
     se_z = 1 / math.sqrt(N - 3)  # Fisher z = atanh(r) ~ N(atanh(rho), 1 / (n - 3))
     for a, c, rho in [("z1", "z2", 0.6), ("z2", "z3", -0.4), ("z1", "z3", -0.24)]:
         r = np.corrcoef(cols[a], cols[c])[0, 1]
@@ -202,12 +203,12 @@ def test_correlated_normals_have_the_requested_correlation():
 
 
 def test_draws_are_deterministic_and_earlier_columns_ignore_later_covariates():
-    first = design.draw_covariates(ALL_KINDS, 1000, np.random.default_rng(11))
-    again = design.draw_covariates(ALL_KINDS, 1000, np.random.default_rng(11))
-    longer = design.draw_covariates(
+    first = draw_covariates(ALL_KINDS, 1000, np.random.default_rng(11))
+    again = draw_covariates(ALL_KINDS, 1000, np.random.default_rng(11))
+    longer = draw_covariates(
         [*ALL_KINDS, Covariate("extra", "normal")], 1000, np.random.default_rng(11)
     )
-    other = design.draw_covariates(ALL_KINDS, 1000, np.random.default_rng(12))
+    other = draw_covariates(ALL_KINDS, 1000, np.random.default_rng(12))
     for name, values in first.items():
         np.testing.assert_array_equal(values, again[name])
         np.testing.assert_array_equal(values, longer[name])
@@ -289,7 +290,7 @@ COVS = [Covariate("x", "normal", sd=0.7), Covariate("g", "bernoulli", p=0.4)]
 
 @pytest.fixture(scope="module")
 def parts():
-    cols = design.draw_covariates(COVS, N, np.random.default_rng(99))
+    cols = draw_covariates(COVS, N, np.random.default_rng(99))
     X, _, beta = design.design_matrix(cols, {"intercept": 0.5, "x": 0.4})
     Z, _, gamma = design.design_matrix(cols, {"intercept": -0.5, "g": 1.0, "x": -0.3})
     return X, Z, beta, gamma

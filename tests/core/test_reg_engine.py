@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core import reg_engine, zipreg
+from pipeline.core import reg_designs, reg_engine, zipreg
 from pipeline.core.engine import fit_zip, stack_histograms
 from pipeline.core.histogram import histogram
 
@@ -38,7 +38,7 @@ def starts(k: int, seed: int = 0) -> np.ndarray:
 
 def test_reaches_the_oracle_from_random_starts(two):
     sets, oracles = two
-    data = reg_engine.stack_designs(*zip(*sets))
+    data = reg_designs.stack_designs(*zip(*sets))
     index = np.repeat([0, 1], 4)
     result = reg_engine.fit_regression(data, index, starts(8), 0.1, max_steps=3000)
     assert (result.status == "converged").all()
@@ -54,7 +54,7 @@ def test_reaches_the_oracle_from_random_starts(two):
 def test_standardised_fits_report_on_the_original_scale():
     X, Z, y = dataset(3, shift=20.0)  # x around 20: the raw problem is ill-conditioned
     oracle = zipreg.fit_zip_regression(X, Z, y)
-    data = reg_engine.stack_designs([X], [Z], [y])
+    data = reg_designs.stack_designs([X], [Z], [y])
     start = np.zeros((2, 5))
     std = reg_engine.fit_regression(data, [0, 0], start, 0.1, max_steps=3000, standardize=True)
     assert (std.status == "converged").all()
@@ -72,7 +72,7 @@ def test_intercept_only_design_equals_the_closed_form_fast_path():
         np.where(rng.random(N) < p, 0, rng.poisson(lam, N)) for p, lam in ((0.4, 3.0), (0.1, 0.8))
     ]
     ones = np.ones((N, 1))
-    data = reg_engine.stack_designs([ones, ones], [ones, ones], ys)
+    data = reg_designs.stack_designs([ones, ones], [ones, ones], ys)
     index = np.array([0, 0, 1, 1, 1])
     pi0, lam0 = rng.uniform(0.05, 0.95, 5), rng.uniform(0.3, 8.0, 5)
     lr = np.array([0.05, 0.1, 0.1, 0.3, 0.02])
@@ -99,7 +99,7 @@ def test_intercept_only_design_equals_the_closed_form_fast_path():
 
 def test_mini_batches_are_deterministic_for_a_seed(two):
     sets, _ = two
-    data = reg_engine.stack_designs(*zip(*sets))
+    data = reg_designs.stack_designs(*zip(*sets))
     kw = dict(max_steps=60, batch_size=128, record_every=5)
     a = reg_engine.fit_regression(data, [0, 1], starts(2), 0.05, shuffle_seed=11, **kw)
     b = reg_engine.fit_regression(data, [0, 1], starts(2), 0.05, shuffle_seed=11, **kw)
@@ -114,7 +114,7 @@ def test_mini_batches_are_deterministic_for_a_seed(two):
 
 def test_a_diverging_learning_rate_marks_only_its_own_fits(two):
     sets, _ = two
-    data = reg_engine.stack_designs(*zip(*sets))
+    data = reg_designs.stack_designs(*zip(*sets))
     index = np.array([0, 0, 1, 1])
     lr = np.array([0.05, 50.0, 0.05, 0.05])
     mixed = reg_engine.fit_regression(data, index, starts(4), lr, optimizer="sgd", max_steps=400)
@@ -130,7 +130,7 @@ def test_a_diverging_learning_rate_marks_only_its_own_fits(two):
 
 def test_the_callback_can_stop_the_run(two):
     sets, _ = two
-    data = reg_engine.stack_designs(*zip(*sets))
+    data = reg_designs.stack_designs(*zip(*sets))
     seen = []
 
     def stop(report):
@@ -156,7 +156,7 @@ def test_the_callback_can_stop_the_run(two):
 )
 def test_bad_arguments_are_refused(two, kwargs, match):
     sets, _ = two
-    data = reg_engine.stack_designs(*zip(*sets))
+    data = reg_designs.stack_designs(*zip(*sets))
     args = {"dataset_index": [0], "start": np.zeros((1, 5)), "lr": 0.1, **kwargs}
     with pytest.raises(ValueError, match=match):
         reg_engine.fit_regression(data, args.pop("dataset_index"), args.pop("start"),
@@ -166,19 +166,19 @@ def test_bad_arguments_are_refused(two, kwargs, match):
 def test_stack_designs_refuses_bad_data():
     X, Z, y = dataset(1, n=50)
     with pytest.raises(ValueError, match="counts"):
-        reg_engine.stack_designs([X], [Z], [y - 1])
+        reg_designs.stack_designs([X], [Z], [y - 1])
     with pytest.raises(ValueError, match="need"):
-        reg_engine.stack_designs([X], [Z[:40]], [y])
+        reg_designs.stack_designs([X], [Z[:40]], [y])
     with pytest.raises(ValueError, match="finite"):
-        reg_engine.stack_designs([X * np.nan], [Z], [y])
+        reg_designs.stack_designs([X * np.nan], [Z], [y])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu(two):
     sets, _ = two
-    cpu = reg_engine.fit_regression(reg_engine.stack_designs(*zip(*sets)), [0, 1], starts(2),
+    cpu = reg_engine.fit_regression(reg_designs.stack_designs(*zip(*sets)), [0, 1], starts(2),
                                     0.1, max_steps=2000)  # fmt: skip
-    gpu_data = reg_engine.stack_designs(*zip(*sets), device="cuda")
+    gpu_data = reg_designs.stack_designs(*zip(*sets), device="cuda")
     gpu = reg_engine.fit_regression(gpu_data, [0, 1], starts(2), 0.1, max_steps=2000)
     assert (gpu.status == cpu.status).all()
     assert np.allclose(gpu.params, cpu.params, atol=1e-7)

@@ -1,4 +1,4 @@
-"""Tests for pipeline.core.zipreg: the float64 Newton oracle for ZIP and Poisson regression.
+"""Tests for pipeline.core.zipreg and zipreg_terms: the float64 Newton oracle for ZIP regression.
 
 Independent references: statsmodels' ZeroInflatedPoisson and Poisson point estimates (its own
 Newton code), torch autograd Hessians of the project's one ZIP log-pmf (`zip_log_prob`), the
@@ -19,12 +19,10 @@ from pipeline.core.distributions import zip_log_prob
 from pipeline.core.errors import NotIdentifiableError
 from pipeline.core.histogram import histogram
 from pipeline.core.mle import exact_mle
-from pipeline.core.zipreg import (
-    STATUSES,
+from pipeline.core.zipreg import STATUSES, fit_poisson_regression, fit_zip_regression
+from pipeline.core.zipreg_terms import (
     covariance,
     expected_frequencies,
-    fit_poisson_regression,
-    fit_zip_regression,
     gradient_hessian,
     loglik_terms,
 )

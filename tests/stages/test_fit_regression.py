@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,28 @@ def test_printed_report_and_one_mlflow_run(params, tmp_path, isolated_mlflow, ca
     assert metrics["zip.zero.persons.estimate"] == stored["zip"]["zero"][1]["estimate"]
     assert metrics["lr_test.statistic"] == stored["lr_test"]["statistic"]
     assert stored["n"] < 250 and stored["mlflow_run_id"] == run.info.run_id
+
+
+def test_categorical_terms_reach_mlflow_under_valid_keys(params, tmp_path, isolated_mlflow,
+                                                        capsys):  # fmt: skip
+    """Treatment-coded names (`g[T.b]`) carry brackets, which MLflow refuses in a key: every
+    key the run logs is sanitised (a real-data run once stopped here with a traceback)."""
+    from mlflow.tracking import MlflowClient
+
+    rng = np.random.default_rng(4)
+    g = rng.choice(["a", "b", "c"], 400)
+    y = np.where(rng.random(400) < 0.3, 0, rng.poisson(np.where(g == "b", 3.0, 1.5)))
+    path = tmp_path / "groups.csv"
+    pl.DataFrame({"count": y, "g": g}).write_csv(path)
+    out = run_main([path, "--formula", "count ~ g | g", "--params", params,
+                    "--workdir", tmp_path], capsys)  # fmt: skip
+    client = MlflowClient(tracking_uri=isolated_mlflow)
+    exp = client.get_experiment_by_name("zip-test")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`zip.stage` = 'fit_counts'")
+    assert run.info.run_id in out and run.info.status == "FINISHED"
+    keys = set(run.data.metrics)
+    assert "zip.zero.g_T.b_.estimate" in keys and "zip.count.g_T.c_.estimate" in keys
+    assert all(re.fullmatch(r"[\w\-. /:]+", k) for k in keys)
 
 
 # -- bad input -------------------------------------------------------------------------------

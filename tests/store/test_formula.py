@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 
 from pipeline.core.errors import UserError
-from pipeline.store.formula import MAX_LEVELS, build_design, read_design, split_formula
+from pipeline.store.formula import build_design, read_design, split_formula
+from pipeline.store.formula_checks import MAX_LEVELS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fish_caught.csv"
 Y = [0, 1, 3, 0, 2, 5, 0, 1, 4, 0, 2, 1]

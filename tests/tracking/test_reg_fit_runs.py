@@ -16,12 +16,8 @@ from tracking_setup import EXPERIMENT, fresh_store
 
 from pipeline.report.convergence import ConvergencePlot
 from pipeline.report.reg_convergence import RegressionPlot
-from pipeline.tracking.fit_runs import (
-    FitLogger,
-    _log_fits,
-    coefficient_keys,
-    reg_fit_payloads,
-)
+from pipeline.tracking.fit_runs import FitLogger, _log_fits
+from pipeline.tracking.reg_payloads import coefficient_keys, reg_fit_payloads
 from pipeline.tracking.runs import Tracker
 
 STUDY, TRIAL, MAX_POINTS = "zip-lr-test", 7, 3
