@@ -19,8 +19,8 @@ import numpy as np
 import polars as pl
 
 from pipeline.core import seeds, zipreg_terms
-from pipeline.core.reg_designs import Designs, stack_designs
-from pipeline.core.reg_engine import RegResult, fit_regression
+from pipeline.core.reg_designs import Designs, RegResult, stack_designs
+from pipeline.core.reg_engine import fit_regression
 
 
 @dataclass(frozen=True)

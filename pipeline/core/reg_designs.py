@@ -1,4 +1,7 @@
-"""Stacked ZIP-regression designs for the batched engine (`reg_engine`), and their scaling.
+"""What goes into the batched ZIP-regression engine (`reg_engine`) and what comes out.
+
+Out: the per-chunk report its callback sees (`RegChunkReport`) and the batch's `RegResult`.
+In: stacked designs and their scaling, as follows.
 
 D datasets of one size n and the same columns become (D, n, ·) tensors, each dataset's zero
 counts first (`stack_designs`), so the engine can compute row blocks of zeros only and of
@@ -110,3 +113,44 @@ def scalings(data: Designs, standardize) -> torch.Tensor:
             for d, k in ones.nonzero().tolist():
                 T[d, offset + k, offset + j] = -shift[d] / scale[d]
     return torch.where(chosen[:, None, None], T, eye)
+
+
+@dataclass(frozen=True)
+class RegChunkReport:
+    """What the callback sees after each chunk of steps (arrays: one entry per fit).
+
+    Attributes:
+        step: optimizer steps taken so far.  n_active: fits still running.
+        nll: current mean NLL (mini-batch runs: of the last batch) or the final one.
+        status: "running" or the final status.
+    """
+
+    step: int
+    n_active: int
+    nll: np.ndarray
+    status: np.ndarray
+
+
+@dataclass(frozen=True)
+class RegResult:
+    """Outcome of `fit_regression`; arrays have B rows (one per fit).
+
+    Attributes:
+        params: final (γ, β) on the original scale, (B, q + p), zero part first.
+        nll: full-data mean NLL at `params`.
+        steps: optimizer updates taken to reach the final state.
+        status: "converged", "max_steps", "diverged" or "stopped".
+        grad_norm: Euclidean norm of the full-data gradient on the fitting scale.
+        history_step: (T,) recorded steps 0, k, 2k, ... up to the last step any fit ran.
+        history_nll: (B, T) full-data NLL, NaN after a fit stopped.
+        history_params: (B, q + p, T) on the original scale, NaN after a fit stopped.
+    """
+
+    params: np.ndarray
+    nll: np.ndarray
+    steps: np.ndarray
+    status: np.ndarray
+    grad_norm: np.ndarray
+    history_step: np.ndarray
+    history_nll: np.ndarray
+    history_params: np.ndarray

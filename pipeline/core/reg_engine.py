@@ -33,8 +33,7 @@ one. Pure torch and numpy: no I/O, no module state; randomness only from `shuffl
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -43,49 +42,7 @@ from pipeline.core import optim
 from pipeline.core.distributions import softplus
 from pipeline.core.engine import MAX_LOG_RATE
 from pipeline.core.outcome import CONVERGED, DIVERGED, MAX_STEPS, RUNNING, STATUSES, STOPPED
-from pipeline.core.reg_designs import Designs, scalings
-
-
-@dataclass(frozen=True)
-class RegChunkReport:
-    """What the callback sees after each chunk of steps (arrays: one entry per fit).
-
-    Attributes:
-        step: optimizer steps taken so far.  n_active: fits still running.
-        nll: current mean NLL (mini-batch runs: of the last batch) or the final one.
-        status: "running" or the final status.
-    """
-
-    step: int
-    n_active: int
-    nll: np.ndarray
-    status: np.ndarray
-
-
-@dataclass(frozen=True)
-class RegResult:
-    """Outcome of `fit_regression`; arrays have B rows (one per fit).
-
-    Attributes:
-        params: final (γ, β) on the original scale, (B, q + p), zero part first.
-        nll: full-data mean NLL at `params`.
-        steps: optimizer updates taken to reach the final state.
-        status: "converged", "max_steps", "diverged" or "stopped".
-        grad_norm: Euclidean norm of the full-data gradient on the fitting scale.
-        history_step: (T,) recorded steps 0, k, 2k, ... up to the last step any fit ran.
-        history_nll: (B, T) full-data NLL, NaN after a fit stopped.
-        history_params: (B, q + p, T) on the original scale, NaN after a fit stopped.
-    """
-
-    params: np.ndarray
-    nll: np.ndarray
-    steps: np.ndarray
-    status: np.ndarray
-    grad_norm: np.ndarray
-    history_step: np.ndarray
-    history_nll: np.ndarray
-    history_params: np.ndarray
-
+from pipeline.core.reg_designs import Designs, RegChunkReport, RegResult, scalings
 
 # Rows per block of the per-observation work: (D, rows, F) temporaries of ~2^16 elements
 # (512 kB in float64) stay in cache and under glibc's mmap threshold. One (D, n, F) pass
@@ -310,8 +267,3 @@ def _result(theta, T, d_t, f_t, nll, steps, status, gnorm, history) -> RegResult
         history_nll=cpu(hist_nll),
         history_params=cpu(hist_params),
     )
-
-
-def fits_per_dataset(index: Sequence[int]) -> int:
-    """Slots per dataset the engine allocates for `index` (the most fits of one dataset)."""
-    return _slots(np.asarray(index), int(np.max(index)) + 1)[1]

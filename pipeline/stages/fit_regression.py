@@ -36,8 +36,8 @@ from pipeline.core import seeds, zipreg
 from pipeline.core.engine import check_device
 from pipeline.core.errors import NotIdentifiableError, UserError
 from pipeline.core.inference import FrequencyTable
-from pipeline.core.reg_designs import stack_designs
-from pipeline.core.reg_engine import RegResult, fit_regression
+from pipeline.core.reg_designs import RegResult, stack_designs
+from pipeline.core.reg_engine import fit_regression
 from pipeline.report.count_report import jsonable
 from pipeline.report.reg_report import markdown_frequencies, metrics, render, summarise
 from pipeline.report.rootogram import rootogram_figure
