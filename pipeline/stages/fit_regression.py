@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -189,12 +188,10 @@ def log_run(tracker: Tracker, args, params: config.Params, report: dict, text: s
     tracker.log(run_id, params=flat, metrics=metrics(report), histories={"gd.nll": path},
                 tags={"gd_status": report["gradient_descent"]["status"],
                       "oracle_status": report["zip"]["status"]})  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        bodies = {"fit_counts.txt": text + "\n", "frequencies.md": markdown_frequencies(report),
-                  "fit_counts.json": json.dumps(jsonable(report), indent=2) + "\n"}  # fmt: skip
-        for name, body in bodies.items():
-            (Path(tmp) / name).write_text(body)
-            tracker.log_artifact(run_id, Path(tmp) / name)
+    texts = {"fit_counts.txt": text + "\n", "frequencies.md": markdown_frequencies(report),
+             "fit_counts.json": json.dumps(jsonable(report), indent=2) + "\n"}  # fmt: skip
+    for name, body in texts.items():
+        tracker.log_text(run_id, body, name)
     rows = report["frequencies"]
     table = FrequencyTable(*(np.array([f[k] for f in rows])
                              for k in ("count", "observed", "zip", "poisson")))  # fmt: skip

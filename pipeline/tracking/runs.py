@@ -250,6 +250,10 @@ class Tracker:
     def log_figure(self, run_id: str, fig, name: str) -> None:
         self.client.log_figure(run_id, fig, name)
 
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        """Log `text` as the artifact file `name` (no temp file of ours to clean up)."""
+        self.client.log_text(run_id, text, name)
+
     def search(self, filter_string: str, max_results: int = 100000) -> list:
         """All runs of the experiment matching `filter_string` (pages through the results)."""
         runs, token = [], None
