@@ -196,7 +196,7 @@ def sweep_data(scenarios, replicates: int, n: int, seed: int):
 def pytest_configure(config):
     """Under pytest-xdist each worker computes with one torch thread: the workers already fill
     the cores, and torch's thread pool on an oversubscribed machine made small batched
-    kernels ~10x slower (measured: 8 ms instead of 0.5 ms per `bmm` of a (2, 2000, 1) design
+    kernels ~16x slower (measured: 8 ms instead of 0.5 ms per `bmm` of a (2, 2000, 1) design
     at load 7 on the 2 cores)."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
