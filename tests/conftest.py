@@ -47,6 +47,18 @@ TINY = {
 }
 
 
+def leaves(obj, path=""):
+    """Every leaf of nested dicts and lists as (path like `.a[0].b`, value): JSON checks."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from leaves(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from leaves(v, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
 def merge(base: dict, overrides: dict) -> dict:
     """`base` with `overrides` laid over it: mappings merge key by key, anything else replaces.
 

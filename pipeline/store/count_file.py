@@ -85,6 +85,18 @@ def check_path(path: Path) -> str:
     return kind
 
 
+def _scan(path: Path, **csv_options) -> pl.LazyFrame:
+    """A lazy scan of a checked file; `csv_options` go to `pl.scan_csv` for CSV/TSV."""
+    kind = check_path(path)
+    try:
+        if kind == "parquet":
+            return pl.scan_parquet(path, glob=False)
+        return pl.scan_csv(path, separator="\t" if kind == "tsv" else ",", glob=False,
+                           null_values=NULL_VALUES, **csv_options)  # fmt: skip
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise UserError(f"{path}: cannot read as {kind} ({first_line(err)})") from None
+
+
 def scan_table(path: Path) -> pl.LazyFrame:
     """A lazy scan of every column of `path`, CSV/TSV types inferred from all the rows.
 
@@ -97,16 +109,7 @@ def scan_table(path: Path) -> pl.LazyFrame:
     Raises:
         UserError: as `check_path`, or a file polars cannot open.
     """
-    kind = check_path(path)
-    try:
-        if kind == "parquet":
-            return pl.scan_parquet(path, glob=False)
-        return pl.scan_csv(
-            path, separator="\t" if kind == "tsv" else ",", glob=False,
-            infer_schema_length=None, null_values=NULL_VALUES,
-        )  # fmt: skip
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise UserError(f"{path}: cannot read as {kind} ({first_line(err)})") from None
+    return _scan(path, infer_schema_length=None)
 
 
 def scan(path: Path, column: str, *, as_text: bool = False) -> pl.LazyFrame:
@@ -124,17 +127,7 @@ def scan(path: Path, column: str, *, as_text: bool = False) -> pl.LazyFrame:
     Raises:
         UserError: missing, unreadable or empty file; unsupported extension.
     """
-    kind = check_path(path)
-    try:
-        if kind == "parquet":
-            return pl.scan_parquet(path, glob=False)
-        return pl.scan_csv(
-            path, separator="\t" if kind == "tsv" else ",", glob=False,
-            schema_overrides={column: pl.String if as_text else pl.Float64},
-            null_values=NULL_VALUES,
-        )  # fmt: skip
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise UserError(f"{path}: cannot read as {kind} ({first_line(err)})") from None
+    return _scan(path, schema_overrides={column: pl.String if as_text else pl.Float64})
 
 
 def row_filter(lf: pl.LazyFrame, where: str | None) -> pl.Expr:

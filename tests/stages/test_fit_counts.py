@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import write_csv, zip_sample
+from conftest import leaves, write_csv, zip_sample
 
 from pipeline.core import mle
 from pipeline.core.histogram import histogram
@@ -29,17 +29,6 @@ EXAMPLE = ROOT / "examples" / "fish_caught.csv"
 def fit_counts(args, env, cwd) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pipeline.fit_counts", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
-
-
-def leaves(obj, path=""):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from leaves(v, f"{path}.{k}")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from leaves(v, f"{path}[{i}]")
-    else:
-        yield path, obj
 
 
 # -- the stage -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import leaves
 
 from pipeline.core import zipreg
 from pipeline.stages.cli import ROOT
@@ -40,17 +41,6 @@ def run_main(args, capsys) -> str:
 
     assert stage.main([str(a) for a in args]) == 0
     return capsys.readouterr().out
-
-
-def leaves(obj, path=""):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from leaves(v, f"{path}.{k}")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from leaves(v, f"{path}[{i}]")
-    else:
-        yield path, obj
 
 
 def example_design():
