@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from pipeline.core import optim
+from pipeline.core.count_terms import check_family, family_terms, has_dispersion, zero_part
 from pipeline.core.distributions import softplus
 from pipeline.core.engine import MAX_LOG_RATE
 from pipeline.core.outcome import CONVERGED, DIVERGED, MAX_STEPS, RUNNING, STATUSES, STOPPED
@@ -50,19 +51,22 @@ from pipeline.core.reg_designs import Designs, RegChunkReport, RegResult, scalin
 BLOCK_ELEMENTS = 2**16
 
 
-def _loss_grad(data: Designs, theta: torch.Tensor, rows=None):
+def _loss_grad(data: Designs, theta: torch.Tensor, rows=None, family: str = "zip"):
     """Mean NLL (D, F), gradient (D, P, F) and whether every |η| <= MAX_LOG_RATE (D, F)."""
     X, Z, y, zero, log_fact = data.X, data.Z, data.y, data.zero, data.log_fact
     if rows is not None:
         X, Z, y, zero, log_fact = (a[:, rows] for a in (X, Z, y, zero, log_fact))
     D, m, q = Z.shape
+    p = X.shape[2]
     split = rows is None and data.zeros
     only_zero, only_positive = (min(data.zeros), max(data.zeros)) if split else (0, m)
     F = theta.shape[2]
-    gamma, beta = theta[:, :q], theta[:, q:]
+    gamma, beta = theta[:, :q], theta[:, q : q + p]
+    log_alpha = theta[:, q + p :] if theta.shape[1] > q + p else None  # (D, 1, F)
     total = theta.new_zeros(D, F)
     low, high = theta.new_full((D, F), torch.inf), theta.new_zeros(D, F)
     g_gamma, g_beta = torch.zeros_like(gamma), torch.zeros_like(beta)
+    g_alpha = None if log_alpha is None else torch.zeros_like(log_alpha)
     step = max(1, BLOCK_ELEMENTS // max(1, D * F))
     # Row ranges computed by one branch alone: zeros everywhere, mixed, positives everywhere.
     cuts = [
@@ -73,31 +77,41 @@ def _loss_grad(data: Designs, theta: torch.Tensor, rows=None):
     blocks = [(r, min(r + step, e), kind) for b, e, kind in cuts for r in range(b, e, step)]
     for r, e, kind in blocks:
         Zr, Xr, yr, zr, lf = (a[:, r:e] for a in (Z, X, y, zero, log_fact))
-        s, eta = torch.bmm(Zr, gamma), torch.bmm(Xr, beta)  # (D, rows, F)
-        lam = eta.exp()
-        if kind == "zero":
-            u = s + lam
-            sig_u = torch.sigmoid(u)
-            nll = softplus(s) + lam - softplus(u)
-            g_s = torch.sigmoid(s) - sig_u
-            g_eta = lam - lam * sig_u
-        elif kind == "positive":
-            nll = softplus(s) + lam - (yr * eta - lf)
-            g_s = torch.sigmoid(s)
-            g_eta = lam - yr
+        eta = torch.bmm(Xr, beta)  # (D, rows, F)
+        s = torch.bmm(Zr, gamma) if q else None
+        if family == "zip":
+            nll, g_s, g_eta, lam = _zip_block(kind, s, eta, yr, zr, lf)
         else:
-            sig_u = torch.sigmoid(s + lam)
-            nll = softplus(s) + lam - torch.where(zr, softplus(s + lam), yr * eta - lf)
-            g_s = torch.sigmoid(s) - torch.where(zr, sig_u, 0.0)
-            g_eta = torch.where(zr, lam * (1 - sig_u), lam - yr)
+            t = family_terms(family, yr, lf, zr, s, eta, log_alpha, order=1, kind=kind)
+            nll, g_s, g_eta, lam = -t.ll, None if t.d_s is None else -t.d_s, -t.d_eta, None
+            if g_alpha is not None:
+                g_alpha -= t.d_a.sum(1, keepdim=True)
         total += nll.sum(1)
-        small, big = torch.aminmax(lam, dim=1)
+        small, big = torch.aminmax(eta.exp() if lam is None else lam, dim=1)
         low, high = torch.minimum(low, small), torch.maximum(high, big)
-        g_gamma.baddbmm_(Zr.mT, g_s)
+        if q:
+            g_gamma.baddbmm_(Zr.mT, g_s)
         g_beta.baddbmm_(Xr.mT, g_eta)
     # |η| <= MAX_LOG_RATE read off λ = e^η (one pass instead of |η| and its max).
     in_range = (high <= math.exp(MAX_LOG_RATE)) & (low >= math.exp(-MAX_LOG_RATE))
-    return total / m, torch.cat([g_gamma, g_beta], 1) / m, in_range
+    parts = [g_gamma, g_beta] if g_alpha is None else [g_gamma, g_beta, g_alpha]
+    return total / m, torch.cat(parts, 1) / m, in_range
+
+
+def _zip_block(kind: str, s, eta, yr, zr, lf):
+    """The ZIP's hand-written (NLL, ∂/∂s, ∂/∂η, λ) of one row block (module docstring)."""
+    lam = eta.exp()
+    if kind == "zero":
+        u = s + lam
+        sig_u = torch.sigmoid(u)
+        return softplus(s) + lam - softplus(u), torch.sigmoid(s) - sig_u, lam - lam * sig_u, lam
+    if kind == "positive":
+        return softplus(s) + lam - (yr * eta - lf), torch.sigmoid(s), lam - yr, lam
+    sig_u = torch.sigmoid(s + lam)
+    nll = softplus(s) + lam - torch.where(zr, softplus(s + lam), yr * eta - lf)
+    g_s = torch.sigmoid(s) - torch.where(zr, sig_u, 0.0)
+    g_eta = torch.where(zr, lam * (1 - sig_u), lam - yr)
+    return nll, g_s, g_eta, lam
 
 
 def _require(ok, what: str, value) -> None:
@@ -133,13 +147,15 @@ def fit_regression(
     shuffle_seed: int = 0,
     standardize=False,
     callback: Callable[[RegChunkReport], bool | None] | None = None,
+    family: str = "zip",
 ) -> RegResult:
     """Fit B ZIP regressions by gradient descent, all at once (see the module docstring).
 
     Args:
         data: the D datasets (`reg_designs.stack_designs`); computed on its device and dtype.
         dataset_index: (B,) ints, the dataset of each fit.
-        start: (B, q + p) starting (γ, β) on the original scale.
+        start: (B, P) starting (γ, β[, log α]) on the original scale: P = q + p, plus one
+            for the NB families' log dispersion.
         lr: (B,) or scalar learning rates.
         optimizer, momentum: as in `engine.fit_zip`.
         max_steps, tol, window, grad_tol: the stopping rules.
@@ -150,6 +166,8 @@ def fit_regression(
         standardize: fit on standardised covariates (results on the original scale); a bool,
             or one per dataset.
         callback: called with a `RegChunkReport`; returning True stops the run ("stopped").
+        family: one of `count_terms.FAMILIES`; "zip" runs its hand-written branch, the others
+            `count_terms.family_terms`. Families without a zero part need q = 0.
 
     Returns:
         The `RegResult`.
@@ -163,6 +181,11 @@ def fit_regression(
         low = 0 if name == "max_steps" else 1
         _require(int(value) == value and value >= low, f"{name} must be an integer >= {low}", value)
     D, n, q, p = data.shape
+    check_family(family)
+    _require((zero_part(family) is None) == (q == 0),
+             f"family {family} needs a zero-part design with {'no' if q else '>= 1'} columns",
+             q)  # fmt: skip
+    P = q + p + int(has_dispersion(family))
     dev, dtype = data.X.device, data.X.dtype
     index = np.asarray(dataset_index)
     _require(index.ndim == 1 and index.dtype.kind in "iu" and len(index) > 0
@@ -170,7 +193,7 @@ def fit_regression(
              f"dataset_index must be 1-D ints in [0, {D})", index)  # fmt: skip
     B = len(index)
     start = torch.as_tensor(np.asarray(start, float), dtype=dtype, device=dev)
-    _require(start.shape == (B, q + p), f"start must be ({B}, {q + p})", tuple(start.shape))
+    _require(start.shape == (B, P), f"start must be ({B}, {P})", tuple(start.shape))
     _require(bool(start.isfinite().all()), "start must be finite", start)
     lr = torch.as_tensor(lr, dtype=dtype, device=dev).broadcast_to(B)
     _require(bool(((lr > 0) & lr.isfinite()).all()), "lr must be positive, finite", lr)
@@ -182,11 +205,15 @@ def fit_regression(
     d_t = torch.as_tensor(index.copy(), device=dev)
     f_t = torch.as_tensor(slot, device=dev)
     T = scalings(data, standardize)
+    if P > q + p:  # log α is not rescaled
+        T = torch.nn.functional.pad(T, (0, 1, 0, 1))
+        T[:, -1, -1] = 1.0
     T_inv = torch.linalg.inv(T)
     if bool(np.any(standardize)):  # X̃ = X T_x, Z̃ = Z T_z: X̃ θ̃ = X T θ̃ = X θ originally
-        data = Designs(torch.bmm(data.X, T[:, q:, q:]), torch.bmm(data.Z, T[:, :q, :q]),
-                       data.y, data.zero, data.log_fact, data.zeros)  # fmt: skip
-    theta = torch.zeros(D, q + p, F, dtype=dtype, device=dev)
+        data = Designs(torch.bmm(data.X, T[:, q : q + p, q : q + p]),
+                       torch.bmm(data.Z, T[:, :q, :q]), data.y, data.zero, data.log_fact,
+                       data.zeros)  # fmt: skip
+    theta = torch.zeros(D, P, F, dtype=dtype, device=dev)
     theta[d_t, :, f_t] = torch.einsum("bij,bj->bi", T_inv[d_t], start)
     lr_slots = torch.zeros(D, 1, F, dtype=dtype, device=dev)
     lr_slots[d_t, 0, f_t] = lr
@@ -210,12 +237,12 @@ def fit_regression(
                 order, cursor = torch.randperm(n, generator=shuffle).to(dev), 0
             rows = order[cursor : cursor + batch_size]
             cursor += batch_size
-        loss, grad, in_range = _loss_grad(data, theta, rows)
+        loss, grad, in_range = _loss_grad(data, theta, rows, family)
         gnorm = torch.linalg.vector_norm(grad, dim=1)
         finite = (loss + gnorm).isfinite() & in_range
         running = status == RUNNING
         if t % record_every == 0:
-            seen = loss if full else _loss_grad(data, theta)[0]
+            seen = loss if full else _loss_grad(data, theta, None, family)[0]
             history.append((t, torch.where(running, seen, torch.nan), theta.clone()))
         streak = torch.where((loss - prev).abs() < tol, streak + 1, 0)
         new = torch.where(running, MAX_STEPS if t >= max_steps else RUNNING, status)
@@ -244,7 +271,7 @@ def fit_regression(
         stepped, opt_state = optim.step(optimizer, theta, grad, opt_state, lr_slots, t, momentum)
         theta = torch.where(running.unsqueeze(1), stepped, theta)
     # Final states on the full data, whatever the steps saw (mini-batch runs, diverged fits).
-    loss, grad, _ = _loss_grad(data, theta)
+    loss, grad, _ = _loss_grad(data, theta, None, family)
     gnorm = torch.linalg.vector_norm(grad, dim=1)
     return _result(theta, T, d_t, f_t, loss, steps, status, gnorm, history)
 
