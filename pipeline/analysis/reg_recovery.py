@@ -1,4 +1,4 @@
-"""Recovery in the ZIP-regression scenarios: pure polars/numpy, no I/O.
+"""Recovery in the count-regression scenarios: pure polars/numpy, no I/O.
 
 Inputs are the sweep's `reg_fits` (one row per fit: scenario, replicate, init, optimizer, lr,
 standardize, batch_size, status, steps, nll_final, nll_gap, max_err_se), its `reg_coefs` (one
@@ -153,6 +153,20 @@ def _covered(est: str, se: str, z: float) -> pl.Expr:
     return (hit & _finite(est) & _finite(se)).fill_null(False)
 
 
+def _alpha_scale(frame: pl.DataFrame, pairs: Sequence[tuple[str, str | None]]) -> pl.DataFrame:
+    """The NB dispersion on its own scale: rows of part "dispersion" (log α) become term
+    "alpha" with value e^v and delta-method SE e^v·se, so an estimate on the boundary (log α =
+    −inf) is α = 0, a number a bias and an RMSE can average (its SE stays NaN)."""
+    disp = pl.col("part") == "dispersion"
+    cols = [pl.when(disp).then(pl.lit("alpha")).otherwise(pl.col("term")).alias("term")]
+    for value, se in pairs:
+        cols.append(pl.when(disp).then(pl.col(value).exp()).otherwise(pl.col(value)).alias(value))
+        if se is not None:
+            scaled = pl.col(value).exp() * pl.col(se)
+            cols.append(pl.when(disp).then(scaled).otherwise(pl.col(se)).alias(se))
+    return frame.with_columns(cols)
+
+
 def reg_recovery_table(
     coefs: pl.DataFrame,
     fits: pl.DataFrame,
@@ -164,14 +178,15 @@ def reg_recovery_table(
 ) -> pl.DataFrame:
     """Every coefficient's recovery of the truth, by the oracle and by GD at the best variant.
 
-    Datasets whose oracle did not converge (`oracle_status` != "converged" for any of their
-    rows) are left out of every column and counted in `excluded`. Over the R datasets left:
-    the oracle's bias (± MC SE), RMSE and the coverage of estimate ± z·se of the truth (± MC SE
-    sqrt(c (1 − c) / R)); GD's, per dataset the best-NLL non-diverged init at the scenario's
-    best variant (`reg_best_variant`), with intervals estimate ± z·se_gd (SE from the observed
-    information at the GD estimate). GD coverage is over all R datasets: a dataset without a
-    GD estimate or with no finite se_gd counts as a miss. `gd_err_mean` / `gd_err_max`: mean
-    and largest |GD − oracle| in oracle SEs.
+    The NB dispersion is reported as α (`_alpha_scale`). Datasets whose oracle did not converge
+    (`oracle_status` neither "converged" nor "boundary" for some row) are left out of every
+    column and counted in `excluded`. Over the R datasets left: the oracle's bias (± MC SE),
+    RMSE and the coverage of estimate ± z·se of the truth (± MC SE sqrt(c (1 − c) / R)); GD's,
+    per dataset the best-NLL non-diverged init at the scenario's best variant
+    (`reg_best_variant`), with intervals estimate ± z·se_gd (SE from the observed information at
+    the GD estimate). GD coverage is over all R datasets: a dataset without a GD estimate or
+    with no finite se_gd counts as a miss. `gd_err_mean` / `gd_err_max`: mean and largest |GD −
+    oracle| in oracle SEs.
 
     Args:
         coefs: the sweep's `reg_coefs` table.
@@ -194,7 +209,9 @@ def reg_recovery_table(
         pl.col("estimate").alias("oracle"),
         pl.col("se").alias("se_oracle"),
     )
-    status = rows.group_by(DATASET).agg((pl.col("oracle_status") == "converged").all().alias("ok"))
+    rows = _alpha_scale(rows, [("truth", None), ("oracle", "se_oracle")])
+    usable = pl.col("oracle_status").is_in(["converged", "boundary"])
+    status = rows.group_by(DATASET).agg(usable.all().alias("ok"))
     excluded = status.group_by("scenario").agg((~pl.col("ok")).sum().alias("excluded"))
     good = rows.join(status.filter("ok"), on=DATASET, how="semi")
     picked = best_fits(fits, best).select(*DATASET, *VARIANT, "init")
@@ -203,6 +220,7 @@ def reg_recovery_table(
         .join(picked, on=[*DATASET, *VARIANT, "init"], how="semi", nulls_equal=True)
         .select(*DATASET, "part", "term", pl.col("estimate").alias("gd"), "se_gd", "err_se")
     )
+    gd = _alpha_scale(gd, [("gd", "se_gd")])
     per = good.join(gd, on=[*DATASET, "part", "term"], how="left").sort([*DATASET, "coef"])
     table = per.group_by(["scenario", "part", "term"], maintain_order=True).agg(
         pl.col("coef").min(),

@@ -6,9 +6,11 @@ covariates, mapped to the original scale, so a start means the same whatever the
 units and the raw and standardised fits of a dataset start from the same point. The draws come
 from the `inits` stream of the seed tree, keyed by scenario and replicate.
 
-The judge of a fit is its dataset's Newton oracle (`core.zipreg`): the full-data NLL gap, and
-every coefficient's error in oracle standard errors. Mini-batch fits never pass the
-convergence test (SGD noise), so they end at `max_steps` and are judged by their gap there.
+The judge of a fit is its dataset's Newton oracle (`core.zipreg` for the ZIP, `core.countreg`
+for the other families): the full-data NLL gap, and every parameter's error in oracle
+standard errors (log α excluded where its oracle is on the boundary α = 0: no SE there).
+Mini-batch fits never pass the convergence test (SGD noise), so they end at `max_steps` and
+are judged by their gap there.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.core import seeds, zipreg_terms
-from pipeline.core.reg_designs import Designs, RegResult, stack_designs
-from pipeline.core.reg_engine import fit_regression
+from pipeline.core import countreg, seeds, zipreg_terms
+from pipeline.core.reg_designs import Designs, stack_designs
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class RegProblem:
         start: (B, P) starting coefficients (original scale).
         oracle, oracle_se: (B, P) the oracle's estimate and SE of each fit's dataset.
         arrays: per dataset (X, Z, y) in numpy, for standard errors at the GD estimates.
+        family: the scenario's count family (`core.count_terms.FAMILIES`).
     """
 
     scenario: str
@@ -48,6 +50,7 @@ class RegProblem:
     oracle: np.ndarray
     oracle_se: np.ndarray
     arrays: tuple
+    family: str = "zip"
 
 
 def matrices(rows: pl.DataFrame, x_names, z_names):
@@ -79,7 +82,7 @@ def standard_starts(X, Z, k: int, sd: float, rng: np.random.Generator) -> np.nda
     Returns:
         (k, q + p), zero part first.
     """
-    out = []
+    out: list[np.ndarray] = []
     for M in (Z, X):
         draw = rng.normal(0.0, sd, size=(k, M.shape[1]))
         icpt = [j for j in range(M.shape[1]) if np.all(M[:, j] == 1.0)]
@@ -112,14 +115,20 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
     names = tuple(zip(first["part"], first["term"]))
     z_names = [t for p, t in names if p == "zero"]
     x_names = [t for p, t in names if p == "count"]
-    good = mine.filter(pl.col("oracle_status") == "converged")["replicate"].unique().sort()
+    family = mine["family"][0] if "family" in mine.columns else "zip"
+    dispersion = [t for p, t in names if p == "dispersion"]
+    usable = pl.col("oracle_status").is_in(["converged", "boundary"])
+    good = mine.filter(usable)["replicate"].unique().sort()
     Xs, Zs, ys, fit_rows, starts, oracle, oracle_se = [], [], [], [], [], [], []
     for d, rep in enumerate(good.to_list()):
         X, Z, y = matrices(rows.filter(pl.col("replicate") == rep), x_names, z_names)
         est = mine.filter(pl.col("replicate") == rep)
         Xs.append(X), Zs.append(Z), ys.append(y)
         seq = seeds.stream(seed, "inits", seeds.name_key(scenario), rep)
-        start = standard_starts(X, Z, cfg.inits, cfg.init_sd, np.random.default_rng(seq))
+        rng = np.random.default_rng(seq)
+        start = standard_starts(X, Z, cfg.inits, cfg.init_sd, rng)
+        if dispersion:  # log α ~ N(0, init_sd²), drawn after the coefficients
+            start = np.hstack([start, rng.normal(0.0, cfg.init_sd, size=(cfg.inits, 1))])
         for i in range(cfg.inits):
             fit_rows.append({"dataset": d, "scenario": scenario, "replicate": rep, "init": i,
                              "n": len(y), "data_seed": est["seed"][0],
@@ -140,79 +149,21 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
         oracle=np.array(oracle),
         oracle_se=np.array(oracle_se),
         arrays=tuple(zip(Xs, Zs, ys)),
+        family=family,
     )
 
 
-@dataclass(frozen=True)
-class Combined:
-    """Every problem × standardize variant as one engine batch (one call per batch size).
-
-    Scenarios differ in their columns: each part is zero-padded to the widest scenario's, and
-    a zero column with a zero start keeps a zero gradient and a zero coefficient under every
-    optimizer, so a padded fit follows exactly its own scenario's path. One call instead of
-    one per scenario × variant saves the engine's per-step overhead, which dominates at the
-    study's sizes (measured: ~1.5 ms per step whatever the batch).
-
-    Attributes:
-        data: the stacked (padded) designs; `standardize` one flag per dataset.
-        index, start: each fit's dataset and start (original scale, padded).
-        groups: (problem, standardize, fit rows, zero-part columns, count-part columns).
-    """
-
-    data: Designs
-    standardize: np.ndarray
-    index: np.ndarray
-    start: np.ndarray
-    groups: tuple
-
-
-def combine(problems, variants, device: str = "cpu") -> Combined:
-    """The `Combined` batch of `problems` (same n) × `variants` (standardize flags)."""
-    q_max = max(sum(p == "zero" for p, _ in pr.names) for pr in problems)
-    p_max = max(sum(p == "count" for p, _ in pr.names) for pr in problems)
-    Xs, Zs, ys, flags, index, starts, groups = [], [], [], [], [], [], []
-    for standardize in variants:
-        for pr in problems:
-            q = sum(p == "zero" for p, _ in pr.names)
-            p = len(pr.names) - q
-            base, first = len(Xs), sum(len(s) for s in starts)
-            for X, Z, y in pr.arrays:
-                Xs.append(np.pad(X, ((0, 0), (0, p_max - p))))
-                Zs.append(np.pad(Z, ((0, 0), (0, q_max - q))))
-                ys.append(y)
-                flags.append(standardize)
-            padded = np.zeros((len(pr.start), q_max + p_max))
-            padded[:, :q], padded[:, q_max : q_max + p] = pr.start[:, :q], pr.start[:, q:]
-            starts.append(padded)
-            index.append(pr.fits["dataset"].to_numpy() + base)
-            cols = np.r_[np.arange(q), q_max + np.arange(p)]
-            groups.append((pr, standardize, slice(first, first + len(padded)), cols))
-    return Combined(stack_designs(Xs, Zs, ys, device=device), np.array(flags),
-                    np.concatenate(index), np.vstack(starts), tuple(groups))  # fmt: skip
-
-
-def run_combined(combined: Combined, fit_cfg, lr: float, optimizer: str,
-                 batch_size: int | None, shuffle_seed: int) -> list:  # fmt: skip
-    """One engine call for every group; returns [(problem, standardize, RegResult), ...]."""
-    result = fit_regression(
-        combined.data, combined.index, combined.start, lr,
-        optimizer=optimizer, momentum=fit_cfg.momentum if optimizer == "sgd" else 0.0,
-        max_steps=fit_cfg.max_steps, tol=fit_cfg.tol, window=fit_cfg.window,
-        grad_tol=fit_cfg.grad_tol, record_every=fit_cfg.record_every,
-        chunk_steps=fit_cfg.chunk_steps, batch_size=batch_size, shuffle_seed=shuffle_seed,
-        standardize=combined.standardize,
-    )  # fmt: skip
-    out = []
-    for problem, standardize, rows, cols in combined.groups:
-        part = RegResult(
-            params=result.params[rows][:, cols], nll=result.nll[rows],
-            steps=result.steps[rows], status=result.status[rows],
-            grad_norm=result.grad_norm[rows], history_step=result.history_step,
-            history_nll=result.history_nll[rows],
-            history_params=result.history_params[rows][:, cols],
-        )  # fmt: skip
-        out.append((problem, standardize, part))
-    return out
+def _se_at(problem: RegProblem, X, Z, y, params) -> np.ndarray:
+    """Standard errors from the observed information at any point (NaN where singular)."""
+    q = Z.shape[1]
+    with np.errstate(all="ignore"):
+        if problem.family == "zip":
+            cov = zipreg_terms.covariance(X, Z, y, params[:q], params[q:])
+        else:
+            _, _, hess = countreg.gradient_hessian(problem.family, X, Z, y, params)
+            inv = zipreg_terms.inverse(-hess)
+            cov = np.full_like(hess, np.nan) if inv is None else inv
+        return np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
 
 
 def reg_tables(problem: RegProblem, result, standardize: bool, batch_size: int | None):
@@ -229,9 +180,13 @@ def reg_tables(problem: RegProblem, result, standardize: bool, batch_size: int |
     keys = fits.select("scenario", "replicate", "init").with_columns(
         standardize=pl.lit(standardize), batch_size=pl.lit(batch_size, pl.Int64)
     )
-    err = (result.params - problem.oracle) / problem.oracle_se
-    worst = np.where(np.isfinite(err).all(1), np.abs(err).max(1, initial=0.0), np.nan)
+    with np.errstate(invalid="ignore"):  # log α at the boundary: -inf oracle, NaN SE
+        err = (result.params - problem.oracle) / problem.oracle_se
+    judged = np.isfinite(problem.oracle_se)
+    ok = np.isfinite(result.params).all(1) & np.isfinite(np.where(judged, err, 0.0)).all(1)
+    worst = np.where(ok, np.abs(np.where(judged, err, 0.0)).max(1, initial=0.0), np.nan)
     table = keys.hstack(fits.select("n", "data_seed", "init_seed", "oracle_nll")).with_columns(
+        family=pl.lit(problem.family),
         nll_final=pl.Series(result.nll, dtype=pl.Float64),
         nll_gap=pl.Series(result.nll - fits["oracle_nll"].to_numpy(), dtype=pl.Float64),
         steps=pl.Series(result.steps, dtype=pl.Int64),
@@ -242,14 +197,10 @@ def reg_tables(problem: RegProblem, result, standardize: bool, batch_size: int |
     P = len(problem.names)
     se_gd = np.full_like(result.params, np.nan)
     dataset = fits["dataset"].to_numpy()
-    q = sum(1 for p, _ in problem.names if p == "zero")
     for b in range(len(dataset)):
         if result.status[b] == "diverged" or not np.isfinite(result.params[b]).all():
             continue
-        X, Z, y = problem.arrays[dataset[b]]
-        with np.errstate(all="ignore"):
-            cov = zipreg_terms.covariance(X, Z, y, result.params[b, :q], result.params[b, q:])
-        se_gd[b] = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
+        se_gd[b] = _se_at(problem, *problem.arrays[dataset[b]], result.params[b])
     B = len(dataset)
     coefs = pl.DataFrame({
         "fit": np.repeat(np.arange(B), P),

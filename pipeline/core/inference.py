@@ -7,7 +7,8 @@ S (sum of the counts) and C (sum of log y!):
 
 so every profile below costs O(1) per evaluation, whatever n is.
 
-Profile-likelihood intervals are in `core.profile`.
+Profile-likelihood intervals are in `core.profile`, the choice between them and Wald intervals
+in `core.asymptotics`, the frequency table's rows and Pearson's test in `core.goodness`.
 
 Pure numpy/scipy: no I/O, no module state.
 """
@@ -21,6 +22,7 @@ import torch
 from scipy import stats
 from scipy.special import gammaln
 
+from pipeline.core import goodness
 from pipeline.core.distributions import zip_log_pmf
 from pipeline.core.histogram import Histogram
 from pipeline.core.likelihood import closed_form
@@ -35,10 +37,12 @@ LR_REFERENCE = "0.5*chi2(0) + 0.5*chi2(1)"
 
 
 class Test(NamedTuple):
-    """A test statistic and its p-value (NaN when undefined)."""
+    """A test statistic, its p-value and log10 p-value (NaN when undefined); the log stays
+    finite where p underflows to 0."""
 
     statistic: float
     p_value: float
+    log10_p_value: float
 
 
 class PoissonFit(NamedTuple):
@@ -50,10 +54,11 @@ class PoissonFit(NamedTuple):
 
 
 class FrequencyTable(NamedTuple):
-    """Observed and expected frequencies; the last row pools the tail {Y >= counts[-1]}.
+    """Observed and expected frequencies per row; the last row pools the tail {Y >= counts[-1]}.
 
     Attributes:
-        counts: 0, 1, ..., K (int64); row K is the tail row "K+".
+        counts: lower edges of the rows (int64, from 0): row j holds counts[j] .. counts[j+1]-1,
+            the last row counts[-1] and above; 0, 1, ..., K when every row is one count.
         observed: observed frequencies per row.
         zip, poisson: expected frequencies under the fitted ZIP and Poisson.
     """
@@ -131,14 +136,16 @@ def lr_test(hist: Histogram, zip_fit: ZipMLE) -> Test:
         zip_fit: the exact ZIP MLE of `hist`.
 
     Returns:
-        `Test(T, p)`; T = 0 and p = 1 on the boundary.
+        `Test(T, p, log10 p)`; T = 0 and p = 1 on the boundary.
     """
     if zip_fit.boundary:
-        return Test(0.0, 1.0)
+        return Test(0.0, 1.0, 0.0)
     st = suff_stats(hist)
     gain = suff_loglik(st, zip_fit.pi, zip_fit.lam) - suff_loglik(st, 0.0, st.total / st.n)
     stat = max(0.0, 2.0 * gain)
-    return Test(stat, float(0.5 * stats.chi2.sf(stat, 1)) if stat > 0 else 1.0)
+    if stat == 0:
+        return Test(0.0, 1.0, 0.0)
+    return Test(stat, *goodness.log_p_value(goodness.chi2_logsf(stat, 1) - np.log(2.0)))
 
 
 def vuong_tests(hist: Histogram, zip_fit: ZipMLE) -> dict[str, Test]:
@@ -157,7 +164,7 @@ def vuong_tests(hist: Histogram, zip_fit: ZipMLE) -> dict[str, Test]:
     """
     n = hist.n
     if zip_fit.boundary or n < 2:
-        nan = Test(float("nan"), float("nan"))
+        nan = Test(float("nan"), float("nan"), float("nan"))
         return {"raw": nan, "aic": nan, "bic": nan}
     y = hist.values
     m = zip_log_pmf(y, zip_fit.pi, zip_fit.lam) - zip_log_pmf(y, 0.0, hist.mean)
@@ -167,7 +174,7 @@ def vuong_tests(hist: Histogram, zip_fit: ZipMLE) -> dict[str, Test]:
     out = {}
     for name, corr in (("raw", 0.0), ("aic", 1.0), ("bic", np.log(n) / 2)):
         z = (mean * n - corr) / (np.sqrt(n) * sd) if sd > 0 else float("nan")
-        out[name] = Test(float(z), float(stats.norm.sf(z)))
+        out[name] = Test(float(z), *goodness.log_p_value(stats.norm.logsf(z)))
     return out
 
 
@@ -201,48 +208,49 @@ def wald_interval(estimate: float, se: float, level: float, lo=0.0, hi=np.inf):
     return float(max(lo, estimate - z * se)), float(min(hi, estimate + z * se))
 
 
+def zip_cdf(k: int, pi, lam):
+    """P(Y <= k) under ZIP(pi, lam) for an integer k >= 0 (pi = 0: the Poisson).
+
+    Args:
+        k: the count.
+        pi, lam: structural-zero probability and rate (scalars or arrays, e.g. one per row).
+
+    Returns:
+        pi + (1 - pi) F_Poisson(k; lam), broadcast over pi and lam.
+    """
+    return pi + (1 - np.asarray(pi)) * stats.poisson.cdf(k, lam)
+
+
+def zip_sf(k: int, pi, lam):
+    """P(Y > k) under ZIP(pi, lam) for an integer k >= 0: (1 - pi) times the Poisson's."""
+    return (1 - np.asarray(pi)) * stats.poisson.sf(k, lam)
+
+
 def frequency_table(
     hist: Histogram, pi: float, lam: float, lam_poisson: float, tail: int | None = None
 ) -> FrequencyTable:
-    """Observed against expected frequencies per count, the tail {Y >= K} pooled in a last row.
+    """Observed against expected frequencies on rows chosen from the data (`goodness.count_bins`).
 
     Args:
         hist: histogram of the counts.
         pi, lam: fitted ZIP parameters.
         lam_poisson: fitted Poisson rate.
-        tail: K, the first pooled count (default `default_tail`).
+        tail: K: rows 0, 1, ..., K-1 and "K+" instead of the rows chosen from the data.
 
     Returns:
-        The `FrequencyTable` with rows 0, ..., K-1 and "K+".
+        The `FrequencyTable`; each row's expected frequencies are n times a difference of cdfs
+        or survival functions, whatever the number of values it spans.
     """
-    tail = default_tail(hist, pi, lam, lam_poisson) if tail is None else max(1, int(tail))
-    counts = np.arange(tail + 1, dtype=np.int64)
-    observed = np.zeros(tail + 1, np.int64)
-    np.add.at(observed, np.minimum(hist.values, tail), hist.freqs)
+    if tail is None:
+        starts = goodness.count_bins(hist.values, hist.freqs)
+    else:
+        starts = np.arange(max(1, int(tail)) + 1, dtype=np.int64)
     n = hist.n
 
     def expected(gate, rate):
-        pmf = np.exp(zip_log_pmf(counts[:-1], gate, rate))
-        return n * np.append(pmf, (1 - gate) * stats.poisson.sf(tail - 1, rate))
+        probs = goodness.binned_probabilities(starts, lambda k: zip_cdf(k, gate, rate),
+                                              lambda k: zip_sf(k, gate, rate))  # fmt: skip
+        return n * probs
 
-    return FrequencyTable(counts, observed, expected(pi, lam), expected(0.0, lam_poisson))
-
-
-def default_tail(hist: Histogram, pi: float, lam: float, lam_poisson: float, max_rows=20) -> int:
-    """First count to pool: where observed and both expected tail counts drop below 5.
-
-    Capped at the largest observed count and at `max_rows`; at least 1.
-
-    Returns:
-        K for `frequency_table`.
-    """
-    top = int(min(hist.values.max(), max_rows))
-    n = hist.n
-    # obs_tail[k - 1] = #{Y >= k}
-    obs_tail = n - np.cumsum(np.bincount(np.minimum(hist.values, top + 1), hist.freqs, top + 2))
-    for k in range(1, top + 1):
-        zip_tail = n * (1 - pi) * stats.poisson.sf(k - 1, lam)
-        pois_tail = n * stats.poisson.sf(k - 1, lam_poisson)
-        if max(zip_tail, pois_tail, obs_tail[k - 1]) < 5:
-            return k
-    return max(top, 1)
+    return FrequencyTable(starts, goodness.bin_observed(hist.values, hist.freqs, starts),
+                          expected(pi, lam), expected(0.0, lam_poisson))  # fmt: skip

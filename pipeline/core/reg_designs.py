@@ -101,6 +101,8 @@ def scalings(data: Designs, standardize) -> torch.Tensor:
         return eye
     T = eye.clone()
     for offset, M in ((0, data.Z), (q, data.X)):
+        if M.shape[2] == 0:  # no zero part (poisson, nb)
+            continue
         mean, sd = M.mean(1), M.std(1, correction=0)  # (D, k)
         ones = (M == 1).all(1)  # intercept columns
         for j in range(M.shape[2]):

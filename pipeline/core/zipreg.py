@@ -56,9 +56,16 @@ class RegFit:
     message: str
 
 
-def _direction(grad, hess):
+def newton_direction(grad, hess):
     """Newton direction for ascent; Levenberg-damped (in diagonally scaled coordinates) when
-    -H is not positive definite. Returns (direction, squared Newton decrement or inf)."""
+    -H is not positive definite (also used by `countreg`).
+
+    Args:
+        grad, hess: gradient (k,) and Hessian (k, k) of the log-likelihood.
+
+    Returns:
+        (direction (k,), squared Newton decrement, or inf when damped or gradient ascent).
+    """
     info = -hess
     d = np.abs(np.diag(info))
     scale = 1.0 / np.sqrt(np.where(d > 0, d, 1.0))
@@ -114,7 +121,7 @@ def _newton_loop(d: Split, theta, max_iter):
     ll, streak, last = ll0.sum() + ll1.sum(), 0, None
     for it in range(max_iter):
         grad, hess = derivatives(d, cache)
-        step, dec = _direction(grad, hess)
+        step, dec = newton_direction(grad, hess)
         if dec <= _DECREMENT_TOL:
             return theta, "converged", f"converged: Newton decrement {dec:.1e}", it
         q = d.Z0.shape[0]
@@ -150,9 +157,16 @@ def _newton_loop(d: Split, theta, max_iter):
     return theta, "max_iter", f"no convergence in {max_iter} iterations", max_iter
 
 
-def _independent(A):
+def independent_columns(A):
     """Indices of a maximal set of linearly independent columns: pivoted Cholesky of the
-    column-normalised Gram matrix, a pivot below the tolerance marking a collinear column."""
+    column-normalised Gram matrix, a pivot below the tolerance marking a collinear column.
+
+    Args:
+        A: (n, m) design.
+
+    Returns:
+        Sorted column indices (all-zero columns are never kept).
+    """
     norms = np.linalg.norm(A, axis=0)
     if A.shape[1] == 0 or norms.max() == 0:
         return np.arange(0)
@@ -199,7 +213,7 @@ def fit_zip_regression(X, Z, y, *, start=None, max_iter=100) -> RegFit:
         raise ValueError("X needs at least one column")
     if not (y > 0).any():
         raise NotIdentifiableError("all counts are zero: the regression is not identifiable")
-    keep_z, keep_x = _independent(Z), _independent(X)
+    keep_z, keep_x = independent_columns(Z), independent_columns(X)
     dropped = len(keep_z) < q or len(keep_x) < p
     d = split(X[:, keep_x], Z[:, keep_z], y) if dropped else split(X, Z, y)
     if start is None:

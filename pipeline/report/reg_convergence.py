@@ -24,8 +24,9 @@ LABEL_CHARS = 16  # legend names are cut to this many characters
 
 
 def short_label(part: str, term: str) -> str:
-    """A coefficient's legend name: `π:` for the zero part (logit π), `λ:` for the count part."""
-    text = f"{'π' if part == 'zero' else 'λ'}:{term}"
+    """A coefficient's legend name: `π:` for the zero part (logit π; logit P(Y > 0) in a hurdle),
+    `λ:` for the count part, `α:` for the NB dispersion (log α)."""
+    text = f"{ {'zero': 'π', 'dispersion': 'α'}.get(part, 'λ') }:{term}"
     return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
 
 

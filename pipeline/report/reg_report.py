@@ -1,8 +1,15 @@
 """The report of `fit_counts --formula`: a ZIP regression against a Poisson regression.
 
 `summarise` turns a design and the two Newton fits into one dict of plain numbers (what
-`--json` prints and MLflow stores); `render` lays it out as aligned terminal text,
-`markdown_frequencies` and `metrics` give the MLflow artifacts and metrics. No I/O here.
+`--json` prints and MLflow stores); `report.reg_text.render` lays it out as aligned terminal
+text, `markdown_frequencies` and `metrics` give the MLflow artifacts and metrics. No I/O here.
+
+A coefficient whose standard error is not finite (or not positive) gets no z, p-value or
+interval (null in the JSON, "n/a" in the text) and a note; the frequency table's rows are
+chosen from the data (`core.goodness.count_bins`), each model's expected frequencies summed
+over the rows' fitted distributions, with Pearson's goodness-of-fit test per model; a sample
+below `core.asymptotics.sample_size_floor` (10 counts per parameter, at least 30) opens the
+text with a warning and withholds Vuong's test.
 
 Coefficients follow pscl's `zeroinfl` naming: the count part models log lambda, the zero part
 logit pi (pi = P(structural zero)); statsmodels orders the zero part first, as the parameter
@@ -23,27 +30,45 @@ from __future__ import annotations
 
 import math
 import re
-import textwrap
 
 import numpy as np
 from scipy import stats
+from scipy.special import expit
 
-from pipeline.core.zipreg_terms import expected_frequencies, loglik_terms
+from pipeline.core import goodness
+from pipeline.core.asymptotics import wald_or_profile
+from pipeline.core.inference import zip_cdf, zip_sf
+from pipeline.core.zipreg_terms import loglik_terms
+from pipeline.report import fit_checks
+from pipeline.report.fit_checks import (
+    frequency_rows,
+    gof_entry,
+    interval_entry,
+    interval_note,
+    misfit_warning,
+    small_sample_warning,
+)
 
 LN10 = math.log(10.0)
-MAX_ROWS = 20  # frequency rows before the tail is pooled
+MODELS = [("zip", "ZIP"), ("poisson", "Poisson")]  # (row key, title) of the frequency table
 
 
 def coefficients(names, estimate, se, level: float) -> list[dict]:
-    """One dict per coefficient: term, estimate, SE, z, two-sided p (and log10 p), interval."""
-    crit = float(stats.norm.ppf(0.5 + level / 2))
+    """One dict per coefficient: term, estimate, SE, z, two-sided p (and log10 p), interval.
+
+    A coefficient whose SE is not finite or not positive (`asymptotics.wald_or_profile`) gets
+    NaN z, p and limits, never numbers made from it, and its reason under "interval".
+    """
     rows = []
     for name, b, s in zip(names, estimate, se):
-        z = float(b / s) if s > 0 else math.nan
+        b, s = float(b), float(s)
+        iv = wald_or_profile(b, s, level)
+        z = b / s if iv.method == "wald" else math.nan
         log_p = (math.log(2.0) + float(stats.norm.logsf(abs(z)))) / LN10
-        rows.append({"term": name, "estimate": float(b), "se": float(s), "z": z,
+        rows.append({"term": name, "estimate": b, "se": s, "z": z,
                      "p_value": float(2 * stats.norm.sf(abs(z))), "log10_p_value": log_p,
-                     "lower": float(b - crit * s), "upper": float(b + crit * s)})  # fmt: skip
+                     "lower": iv.lower, "upper": iv.upper,
+                     "interval": interval_entry(iv)})  # fmt: skip
     return rows
 
 
@@ -53,10 +78,10 @@ def lr_test(zip_loglik: float, poisson_loglik: float, q: int) -> dict:
     if q == 1:
         reference, note = "0.5*chi2(0) + 0.5*chi2(1)", ""
         p = 1.0 if stat == 0 else float(0.5 * stats.chi2.sf(stat, 1))
-        log_p = 0.0 if stat == 0 else (float(stats.chi2.logsf(stat, 1)) - math.log(2.0)) / LN10
+        log_p = 0.0 if stat == 0 else (goodness.chi2_logsf(stat, 1) - math.log(2.0)) / LN10
     else:
         reference = f"chi2({q})"
-        p, log_p = float(stats.chi2.sf(stat, q)), float(stats.chi2.logsf(stat, q)) / LN10
+        p, log_p = float(stats.chi2.sf(stat, q)), goodness.chi2_logsf(stat, q) / LN10
         note = (f"with {q} zero-part coefficients the null pi = 0 (logit pi -> -inf) leaves the "
                 f"others unidentified, so no reference is exact; chi2({q}) is the usual choice, "
                 "conservative where the boundary mixture of chi2(0..q) applies: read the p-value "
@@ -82,28 +107,45 @@ def vuong(terms_zip: np.ndarray, terms_poisson: np.ndarray, extra: int) -> dict:
     return out
 
 
-def frequencies(design, zip_fit, poisson_fit) -> list[dict]:
-    """Observed against expected frequencies (summed over rows) for 0..K-1 and a tail "K+".
+def expected_rows(starts, X, Z, gamma, beta) -> np.ndarray:
+    """Expected frequency of each row [starts[j], starts[j+1]) summed over the observations.
 
-    K is the first count where the observed and both expected tail counts drop below 5, at
-    most the largest count and `MAX_ROWS` (as the intercept-only report).
+    Each observation's row probabilities are cdf (or survival-function) differences of its
+    fitted ZIP (`goodness.binned_probabilities`): O(n x rows), whatever the rows span.
+
+    Args:
+        starts: lower edges of the rows (the last row open).
+        X, Z, gamma, beta: designs and coefficients (Z without columns: the Poisson).
+
+    Returns:
+        (rows,) float64.
     """
-    y, n = design.y, len(design.y)
-    top = max(1, int(min(y.max(), MAX_ROWS)))
-    values = np.arange(top + 1)
-    e_zip = expected_frequencies(design.X, design.Z, zip_fit.gamma, zip_fit.beta, values)
-    e_pois = expected_frequencies(design.X, design.Z[:, :0], np.zeros(0), poisson_fit.beta,
-                                  values)  # fmt: skip
-    observed = np.bincount(np.minimum(y, top + 1), minlength=top + 2)
-    tail = next((k for k in range(1, top + 1)
-                 if max(n - observed[:k].sum(), n - e_zip[:k].sum(), n - e_pois[:k].sum()) < 5),
-                top)  # fmt: skip
-    rows = [{"count": k, "tail": False, "observed": int(observed[k]), "zip": float(e_zip[k]),
-             "poisson": float(e_pois[k])} for k in range(tail)]  # fmt: skip
-    rows.append({"count": tail, "tail": True, "observed": int(n - observed[:tail].sum()),
-                 "zip": float(n - e_zip[:tail].sum()),
-                 "poisson": float(n - e_pois[:tail].sum())})  # fmt: skip
-    return rows
+    with np.errstate(over="ignore"):
+        lam = np.exp(X @ np.asarray(beta, float))
+    pi = expit(Z @ np.asarray(gamma, float)) if Z.shape[1] else np.zeros(len(X))
+    probs = goodness.binned_probabilities(starts, lambda k: zip_cdf(k, pi, lam),
+                                          lambda k: zip_sf(k, pi, lam))  # fmt: skip
+    return probs.sum(axis=1)
+
+
+def frequencies(design, zip_fit, poisson_fit) -> tuple[list[dict], dict]:
+    """Observed against expected frequencies on rows chosen from the counts, and each model's
+    Pearson goodness-of-fit test over them.
+
+    Returns:
+        (the JSON rows, {"zip": gof, "poisson": gof}).
+    """
+    y = np.asarray(design.y).astype(np.int64)
+    values, freqs = np.unique(y, return_counts=True)
+    starts = goodness.count_bins(values, freqs)
+    observed = goodness.bin_observed(values, freqs, starts)
+    q, p = design.Z.shape[1], design.X.shape[1]
+    expected = {"zip": expected_rows(starts, design.X, design.Z, zip_fit.gamma, zip_fit.beta),
+                "poisson": expected_rows(starts, design.X, design.Z[:, :0], np.zeros(0),
+                                         poisson_fit.beta)}  # fmt: skip
+    gof = {"zip": gof_entry(observed, expected["zip"], q + p),
+           "poisson": gof_entry(observed, expected["poisson"], p)}  # fmt: skip
+    return frequency_rows(starts, observed, expected), gof
 
 
 def summarise(design, zip_fit, poisson_fit, level: float) -> dict:
@@ -112,7 +154,7 @@ def summarise(design, zip_fit, poisson_fit, level: float) -> dict:
     Args:
         design: the `store.formula.Design`.
         zip_fit, poisson_fit: `zipreg.RegFit` of the ZIP and the Poisson regression.
-        level: interval coverage.
+        level: interval coverage; the tests' level is 1 - level.
 
     Returns:
         The report without file, where, gradient descent and MLflow entries.
@@ -122,26 +164,47 @@ def summarise(design, zip_fit, poisson_fit, level: float) -> dict:
     no_zero = design.Z[:, :0]  # the Poisson: a zero part without columns
     terms = (loglik_terms(design.X, design.Z, y, zip_fit.gamma, zip_fit.beta),
              loglik_terms(design.X, no_zero, y, np.zeros(0), poisson_fit.beta))  # fmt: skip
+    rows, gof = frequencies(design, zip_fit, poisson_fit)
 
     def model(fit, k: int, parts: dict) -> dict:
         return {**parts, "loglik": fit.loglik, "nll": fit.nll, "parameters": k,
                 "aic": 2 * k - 2 * fit.loglik, "bic": k * math.log(n) - 2 * fit.loglik,
                 "status": fit.status, "iterations": fit.iterations}  # fmt: skip
 
+    zip_model = model(
+        zip_fit,
+        q + p,
+        {
+            "count": coefficients(design.x_names, zip_fit.beta, zip_fit.se_beta, level),
+            "zero": coefficients(design.z_names, zip_fit.gamma, zip_fit.se_gamma, level),
+            "gof": gof["zip"],
+        },
+    )
+    poisson_model = model(poisson_fit, p, {
+        "count": coefficients(design.x_names, poisson_fit.beta, poisson_fit.se_beta, level),
+        "gof": gof["poisson"]})  # fmt: skip
+    small = small_sample_warning(n, q + p)
+    warnings = [w for w in (small, misfit_warning("ZIP", gof["zip"], level)) if w]
+    tests = vuong(*terms, q)
+    if small:  # a mean of skewed log-likelihood ratios: its normal reference needs a large n
+        tests = {k: {key: math.nan for key in t} for k, t in tests.items()}
+    notes = [interval_note(f"{label}: {c['term']}", c["interval"])
+             for label, part in (("ZIP count", zip_model["count"]),
+                                 ("ZIP zero", zip_model["zero"]),
+                                 ("Poisson", poisson_model["count"]))
+             for c in part if c["interval"]["reason"]]  # fmt: skip
     zeros = int((y == 0).sum())
     return {
         "formula": design.formula, "response": design.response, "rows": design.rows,
-        "dropped": design.dropped, "n": n, "level": level,
+        "dropped": design.dropped, "n": n, "level": level, "warnings": warnings,
         "data": {"zeros": zeros, "zero_share": zeros / n, "mean": float(y.mean()),
                  "variance": float(y.var(ddof=1)) if n > 1 else math.nan, "max": int(y.max())},
-        "zip": model(zip_fit, q + p, {
-            "count": coefficients(design.x_names, zip_fit.beta, zip_fit.se_beta, level),
-            "zero": coefficients(design.z_names, zip_fit.gamma, zip_fit.se_gamma, level)}),
-        "poisson": model(poisson_fit, p, {
-            "count": coefficients(design.x_names, poisson_fit.beta, poisson_fit.se_beta, level)}),
+        "zip": zip_model,
+        "poisson": poisson_model,
         "lr_test": lr_test(zip_fit.loglik, poisson_fit.loglik, q),
-        "vuong": {**vuong(*terms, q), "caveat": VUONG_CAVEAT},
-        "frequencies": frequencies(design, zip_fit, poisson_fit),
+        "vuong": {**tests, "reported": not small, "caveat": VUONG_CAVEAT},
+        "frequencies": rows,
+        "notes": notes,
     }  # fmt: skip
 
 
@@ -151,103 +214,11 @@ VUONG_CAVEAT = (
     "test of zero inflation (Wilson 2015, Economics Letters 127:51-53); use the "
     "likelihood-ratio test above."
 )
-_STATUS = {"converged": "converged after", "max_steps": "stopped at max_steps,",
-           "diverged": "diverged after", "stopped": "stopped after"}  # fmt: skip
-
-
-def _num(x, fmt=".6g") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
-
-
-def _p(p, log10_p) -> str:
-    """p to 3 digits; below the float range from its log10 (as '10^-412.3')."""
-    if p is None or log10_p is None or math.isnan(log10_p):
-        return "n/a"
-    return f"{p:.3g}" if p > 1e-300 else f"10^{log10_p:.1f}"
-
-
-def _wrap(text: str) -> list[str]:
-    return textwrap.wrap(text, 92, initial_indent="  ", subsequent_indent="    ")
-
-
-def _table(title: str, rows: list[dict], pct: str) -> list[str]:
-    form = "  {:<22}{:>12}{:>12}{:>9}{:>11}   {}"
-    lines = [title, form.format("term", "estimate", "std. error", "z", "p", f"{pct} interval")]
-    for c in rows:
-        lines.append(form.format(c["term"][:21], _num(c["estimate"]), _num(c["se"], ".4g"),
-                                 _num(c["z"], ".2f"), _p(c["p_value"], c["log10_p_value"]),
-                                 f"[{_num(c['lower'])}, {_num(c['upper'])}]"))  # fmt: skip
-    return lines
-
-
-def render(r: dict) -> str:
-    """The report as aligned plain text for the terminal.
-
-    Args:
-        r: the full report (`summarise` plus file, where, gradient_descent).
-
-    Returns:
-        The text, lines without trailing blanks.
-    """
-    z, po, d, gd, lr = r["zip"], r["poisson"], r["data"], r["gradient_descent"], r["lr_test"]
-    pct = f"{100 * r['level']:g}%"
-    scope = f", where {r['where']}" if r.get("where") else ""
-    dropped = f"; {r['dropped']:,} dropped for missing values" if r["dropped"] else ""
-    lines = [
-        f"ZIP regression vs Poisson regression: {r['file']} ({r['n']:,} of {r['rows']:,} rows"
-        f"{scope}{dropped})",
-        f"  formula: {r['formula']}   (pscl order: response ~ count part | zero part)",
-        f"  n = {r['n']:,}   zeros = {d['zeros']:,} ({100 * d['zero_share']:.1f}%)   "
-        f"mean = {_num(d['mean'], '.4g')}   variance = {_num(d['variance'], '.4g')}   "
-        f"max = {d['max']:,}",
-        "",
-        *_table("ZIP count part: log(lambda)", z["count"], pct),
-        "",
-        *_table("ZIP zero part: logit(pi), pi = P(structural zero)", z["zero"], pct),
-        f"  Newton oracle: {z['status']} in {z['iterations']} iterations",
-        "",
-        *_table("Poisson regression: log(lambda)", po["count"], pct),
-        "",
-        "  {:<18}{:>14}{:>14}".format("model comparison", "ZIP", "Poisson"),
-        *[f"  {name:<18}{_num(z[key], fmt):>14}{_num(po[key], fmt):>14}"
-          for name, key, fmt in (("parameters", "parameters", "d"), ("log-likelihood", "loglik",
-                                 ".2f"), ("AIC", "aic", ".2f"), ("BIC", "bic", ".2f"))],
-        "",
-        "Likelihood-ratio test for zero inflation (H0: pi = 0 in every row, the Poisson)",
-        f"  T = {_num(lr['statistic'], '.4g')}, p = {_p(lr['p_value'], lr['log10_p_value'])}"
-        f"   (reference {lr['reference']})",
-        *(_wrap("note: " + lr["note"]) if lr["note"] else []),
-        "Vuong test, ZIP against Poisson (one-sided p for 'ZIP is closer')",
-        *["  {:<18}z = {:<10}p = {}".format(name, _num(r["vuong"][key]["statistic"], ".4g"),
-                                            _p(r["vuong"][key]["p_value"],
-                                               r["vuong"][key]["log10_p_value"]))
-          for name, key in (("raw", "raw"), ("AIC-corrected", "aic"), ("BIC-corrected", "bic"))],
-        *_wrap("caveat: " + r["vuong"]["caveat"]),
-        "",
-        f"Gradient descent ({gd['optimizer']}, lr {gd['lr']:g}, best of {gd['inits']} random "
-        f"starts, {'standardised' if gd['standardize'] else 'raw'} covariates)",
-        f"  {_STATUS.get(gd['status'], gd['status'])} {gd['steps']:,} steps "
-        f"({gd['converged_inits']} of {gd['inits']} starts converged); "
-        f"mean NLL above the oracle: {_num(gd['nll_gap'], '.2g')} nats",
-        f"  largest difference from the Newton oracle: {_num(gd['max_se_error'], '.2g')} "
-        f"standard errors ({gd['worst_term']})",
-        "",
-        "Observed against expected frequencies (summed over the rows' fitted distributions)",
-        "  {:>7}{:>12}{:>12}{:>12}".format("count", "observed", "ZIP", "Poisson"),
-        *["  {:>7}{:>12,}{:>12.1f}{:>12.1f}".format(
-            f"{f['count']}+" if f["tail"] else f["count"], f["observed"], f["zip"], f["poisson"])
-          for f in r["frequencies"]],
-    ]  # fmt: skip
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def markdown_frequencies(report: dict) -> str:
     """The frequency table as markdown."""
-    lines = ["| count | observed | ZIP | Poisson |", "| ---: | ---: | ---: | ---: |"]
-    for f in report["frequencies"]:
-        label = f"{f['count']}+" if f["tail"] else str(f["count"])
-        lines.append(f"| {label} | {f['observed']} | {f['zip']:.2f} | {f['poisson']:.2f} |")
-    return "\n".join(lines) + "\n"
+    return fit_checks.markdown_frequencies(report["frequencies"], MODELS)
 
 
 def metrics(report: dict) -> dict[str, float]:

@@ -31,6 +31,9 @@ CAPTION = (
     "cross marks a learning rate where some fits diverged (the median is over the others)."
 )
 
+FAMILY_NAMES = {"zip": "ZIP", "zinb": "ZINB", "hurdle_poisson": "hurdle Poisson",
+                "hurdle_nb": "hurdle NB", "poisson": "Poisson", "nb": "NB"}  # fmt: skip
+
 
 def _line_name(row: dict, multi: bool) -> str:
     scale = "std" if row["standardize"] else "raw"
@@ -105,12 +108,13 @@ def coefficient_table(recovery: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(recovery.select("gd_err_mean", "gd_err_max"))
 
 
-def _scenario(name, optimisation, recovery, *, multi: bool, level: float) -> list[str]:
+def _scenario(name, optimisation, recovery, *, multi: bool, level: float,
+              family: str | None = None) -> list[str]:  # fmt: skip
     rows = optimisation.filter(pl.col("scenario") == name)
     cols = [c for c in OPTIMISATION_COLUMNS if multi or c != "optimizer"]
     full = rows.filter(pl.col("batch_size").is_null())
     mini = rows.filter(pl.col("batch_size").is_not_null())
-    parts = [f"### {name}", ""]
+    parts = [f"### {name}" + (f" ({FAMILY_NAMES.get(family, family)})" if family else ""), ""]
     if full.height:
         shown = full.select(c for c in cols if c != "batch_size")
         parts += ["Full batch:", "", markdown_table(shown), ""]
@@ -140,6 +144,7 @@ def reg_sections(
     max_steps: int,
     level: float,
     figure: str | None = FIGURE,
+    families: dict[str, str] | None = None,
 ) -> str:
     """The "## Regression scenarios" part of `reports/recovery.md`.
 
@@ -150,6 +155,7 @@ def reg_sections(
         max_steps: the step budget of each fit.
         level: the Wald intervals' nominal coverage.
         figure: the figure's file name under `figures/`, or None for no figure.
+        families: each scenario's count family, for the headings (optional).
 
     Returns:
         Markdown text (ends with a newline).
@@ -158,7 +164,11 @@ def reg_sections(
     parts = [
         "## Regression scenarios",
         "",
-        "ZIP regressions (log λᵢ = xᵢᵀβ, logit πᵢ = zᵢᵀγ): in every trial each dataset × init is "
+        "Count regressions: log μᵢ = xᵢᵀβ, and a zero part zᵢᵀγ = logit πᵢ (π the probability of "
+        "a structural zero: ZIP, ZINB) or logit P(Yᵢ > 0) (hurdles); NB families add the "
+        "dispersion α (variance μ + αμ², fitted as log α, reported as α; an oracle at the "
+        "boundary α̂ = 0 is still the reference, and log α is then not judged in SEs). "
+        "In every trial each dataset × init is "
         "fitted once per variant (covariates raw or standardised, full batch or mini-batches) "
         "and judged against the dataset's Newton oracle: `gap` is the full-data mean NLL above "
         "the oracle's (nats/obs), `err` the largest |coefficient − oracle| in oracle SEs "
@@ -173,7 +183,8 @@ def reg_sections(
         "",
     ]
     for name in best["scenario"].to_list():
-        parts += _scenario(name, optimisation, recovery, multi=multi, level=level)
+        parts += _scenario(name, optimisation, recovery, multi=multi, level=level,
+                           family=(families or {}).get(name))  # fmt: skip
     if figure:
         parts += [f"![{figure}](figures/{figure})", "", CAPTION, ""]
     return "\n".join(parts)

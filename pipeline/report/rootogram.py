@@ -4,7 +4,9 @@ Hanging rootogram (Kleiber & Zeileis 2016, The American Statistician 70:296): fo
 a bar of height sqrt(observed_k) hangs from the curve sqrt(expected_k), so its bottom sits at
 sqrt(expected_k) - sqrt(observed_k). A bar ending above zero means the model over-predicts k,
 below zero that it under-predicts k; the square root makes the deviations comparable across
-rare and common counts (the Poisson variance equals the mean).
+rare and common counts (the Poisson variance equals the mean). Where the table groups counts
+into rows (a range of counts, `core.goodness.count_bins`), each bar is one row: its
+frequencies summed over the range.
 
 Figures are built on an Agg canvas (`plots.figure`), never through pyplot.
 """
@@ -23,7 +25,9 @@ if TYPE_CHECKING:  # torch is imported only where the engine runs
 
 
 def _labels(counts: np.ndarray) -> list[str]:
-    return [str(k) for k in counts[:-1]] + [f"{counts[-1]}+"]
+    """'3' for a one-count row, '5-9' for a range of counts, 'K+' for the open last row."""
+    spans = [(int(a), int(b) - 1) for a, b in zip(counts[:-1], counts[1:])]
+    return [str(a) if a == b else f"{a}-{b}" for a, b in spans] + [f"{counts[-1]}+"]
 
 
 def hanging_rootogram(ax, table: FrequencyTable, expected: np.ndarray, title: str) -> None:
@@ -31,7 +35,7 @@ def hanging_rootogram(ax, table: FrequencyTable, expected: np.ndarray, title: st
 
     Args:
         ax: matplotlib Axes.
-        table: the frequency table (its last row is the pooled tail "K+").
+        table: the frequency table (rows from `table.counts`, the last one the pooled tail).
         expected: expected frequencies per row of `table` (`table.zip` or `table.poisson`).
         title: axes title.
     """
@@ -46,6 +50,8 @@ def hanging_rootogram(ax, table: FrequencyTable, expected: np.ndarray, title: st
     ax.set_ylim(min(low, ax.get_ylim()[0]) - 0.3, None)
     ax.set_xticks(x, _labels(table.counts), fontsize=7 if len(x) > 20 else 9)
     ax.set_xlabel("count")
+    if len(x) and max(len(label) for label in _labels(table.counts)) > 4:
+        ax.tick_params(axis="x", labelrotation=45)  # ranges such as '180-195' overlap flat
     ax.set_title(title, fontsize=10)
 
 

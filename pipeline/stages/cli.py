@@ -23,6 +23,7 @@ DEFAULT_PARAMS = ROOT / "params.yaml"
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports when the reader left early
 
 
 def show_progress() -> bool:
@@ -56,6 +57,18 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: the reader is gone, and the interpreter's last flush of what
+    is still buffered must not raise a second BrokenPipeError (Python's documented recipe)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a stream without a descriptor
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None):
     """Run a stage's `main`, turning user errors and interrupts into exit codes.
 
@@ -66,11 +79,16 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     Returns:
         Never: exits the process with the status `main` returns (0 for None), 2 (user error,
         or the machine's: a full disk, a read-only or missing folder — see
-        `errors.environment_problem`) or 130 (interrupted).
+        `errors.environment_problem`), 130 (interrupted) or, quietly, 141 (stdout was a pipe
+        whose reader left early, as `| head -1` does).
     """
     quiet_libraries()
     try:
         code = main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        code = EXIT_BROKEN_PIPE
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         code = EXIT_USER_ERROR

@@ -1,9 +1,10 @@
 """The `data` block of `params.yaml`: the scenarios `generate` draws, as frozen, typed config.
 
-Intercept-only scenarios (`Scenario`: pi, lambda) and ZIP-regression scenarios
-(`RegressionScenario`: coefficients of the count and zero parts over simulated covariates,
-`CovariateSpec`) with their sizes (`DataConfig`, `RegressionData`). `config` builds and
-validates them with the rest of `Params`; each problem is one line naming the key path.
+Intercept-only scenarios (`Scenario`: pi, lambda) and count-regression scenarios of any
+family (`RegressionScenario`: coefficients of the count and zero parts over simulated
+covariates, `CovariateSpec`, and the NB dispersion) with their sizes (`DataConfig`,
+`RegressionData`). `config` builds and validates them with the rest of `Params`; each
+problem is one line naming the key path.
 """
 
 from __future__ import annotations
@@ -59,14 +60,22 @@ class CovariateSpec:
         return Covariate(**{f: getattr(self, f) for f in self.__dataclass_fields__})
 
 
+Family = Literal["poisson", "nb", "zip", "zinb", "hurdle_poisson", "hurdle_nb"]
+
+
 @dataclass(frozen=True)
 class RegressionScenario:
-    """A ZIP regression: log lambda = x'beta (`count`), logit pi = z'gamma (`zero`)."""
+    """A count regression of one family (`core.count_terms`): log mean = x'beta (`count`),
+    and where the family has a zero part, z'gamma (`zero`) = logit pi (zip, zinb: pi the
+    probability of a structural zero) or logit P(Y > 0) (hurdles); NB families have the
+    dispersion alpha (variance mu + alpha mu^2)."""
 
     name: str
     count: dict
-    zero: dict
+    zero: dict = field(default_factory=dict)
     covariates: tuple[CovariateSpec, ...] = ()
+    family: Family = "zip"
+    dispersion: float | None = None
 
     def check(self, path: str) -> None:
         check_name(f"{path}.name", self.name)
@@ -76,7 +85,18 @@ class RegressionScenario:
         except ValueError as err:
             fail(f"{path}.covariates", str(err), [c.name for c in self.covariates])
         known = (INTERCEPT, *columns(covs))
-        for part in ("count", "zero"):
+        nb = self.family in ("nb", "zinb", "hurdle_nb")
+        if nb and (isinstance(self.dispersion, bool) or self.dispersion is None
+                   or not 0 < self.dispersion < math.inf):  # fmt: skip
+            fail(f"{path}.dispersion", f"family {self.family} needs a dispersion alpha > 0 "
+                 "(variance mu + alpha mu^2)", self.dispersion)  # fmt: skip
+        if not nb and self.dispersion is not None:
+            fail(f"{path}.dispersion", f"family {self.family} has no dispersion; remove it",
+                 self.dispersion)  # fmt: skip
+        has_zero = self.family not in ("poisson", "nb")
+        if not has_zero and self.zero:
+            fail(f"{path}.zero", f"family {self.family} has no zero part; remove it", self.zero)
+        for part in ("count", "zero") if has_zero else ("count",):
             coefs = getattr(self, part)
             if not coefs:
                 fail(f"{path}.{part}", "must give at least one coefficient", coefs)
@@ -95,7 +115,7 @@ class RegressionScenario:
 
 @dataclass(frozen=True)
 class RegressionData:
-    """ZIP-regression scenarios: `replicates` datasets of `n` rows each."""
+    """Count-regression scenarios: `replicates` datasets of `n` rows each."""
 
     n: int = 1000
     replicates: int = 10

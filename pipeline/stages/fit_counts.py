@@ -9,8 +9,11 @@ Reads one column of counts (CSV/TSV/parquet, streamed; `--where` filters rows), 
 exactly (closed form) and by gradient descent (the batched engine, several seeded inits, best
 kept), fits a plain Poisson, tests for zero inflation (likelihood ratio against the boundary
 reference 0.5 chi2(0) + 0.5 chi2(1); Vuong, with its caveat), gives Wald and profile-likelihood
-intervals, AIC/BIC and observed against expected frequencies, prints a table (or `--json`)
-and logs one MLflow run with the table, a hanging rootogram and the descent paths.
+intervals (the profile one where the Wald one is not meaningful), AIC/BIC, observed against
+expected frequencies on rows chosen from the data with a Pearson goodness-of-fit test per model,
+prints a table (or `--json`) and logs one MLflow run with the table, a hanging rootogram and the
+descent paths. Too few counts for large-sample inference, or a misfitting ZIP, open the text
+with a one-line warning.
 
 Bad input gets one line on stderr and exit status 2, never a number. The heavy libraries
 (torch, scipy.stats, matplotlib, MLflow) are imported inside the functions that need them,
@@ -83,9 +86,9 @@ def descend(hist: Histogram, params: config.Params, rng: np.random.Generator, ex
     return result, best, float(reference)
 
 
-def log_run(tracker, args, params: config.Params, report: dict, text: str, hist, result, best):
+def log_run(tracker, args, params: config.Params, report: dict, text: str, result, best):
     """One MLflow run (under the invocation) with params, metrics, tables and both figures."""
-    from pipeline.core import inference
+    from pipeline.core.inference import FrequencyTable
     from pipeline.report.count_report import jsonable, markdown_frequencies, metrics
     from pipeline.report.rootogram import convergence_figure, rootogram_figure
     from pipeline.tracking.runs import invocation_id
@@ -119,9 +122,9 @@ def log_run(tracker, args, params: config.Params, report: dict, text: str, hist,
              "fit_counts.json": json.dumps(jsonable(report), indent=2) + "\n"}  # fmt: skip
     for name, body in texts.items():
         tracker.log_text(run_id, body, name)
-    table = inference.frequency_table(hist, report["zip"]["pi"], report["zip"]["lambda"],
-                                      report["poisson"]["lambda"],
-                                      tail=min(report["data"]["max"] + 1, 40))  # fmt: skip
+    rows = report["frequencies"]  # the rootogram shows the rows of the text and the JSON
+    table = FrequencyTable(*(np.array([f[k] for f in rows])
+                             for k in ("count", "observed", "zip", "poisson")))  # fmt: skip
     z = report["zip"]
     fig = rootogram_figure(table, f"ZIP: pi = {z['pi']:.3g}, lambda = {z['lambda']:.4g}",
                            f"Poisson: lambda = {report['poisson']['lambda']:.4g}")  # fmt: skip
@@ -139,7 +142,8 @@ def analyse(args) -> dict:
         files.check_writable(args.workdir.resolve() / "mlruns")
     counts = read_counts(args.file, args.column, args.where)
     # scipy.stats and torch load only now: bad input is rejected without them.
-    from pipeline.report.count_report import descent_summary, render, summarise
+    from pipeline.report.count_report import descent_summary, summarise
+    from pipeline.report.count_text import render
 
     try:
         report = summarise(counts.hist, params.fit_counts.level)
@@ -168,8 +172,7 @@ def analyse(args) -> dict:
     if tracker is not None:
         try:
             tracker.close_orphans()
-            report["mlflow_run_id"] = log_run(tracker, args, params, report, text, counts.hist,
-                                              result, best)  # fmt: skip
+            report["mlflow_run_id"] = log_run(tracker, args, params, report, text, result, best)
         except KeyboardInterrupt:
             tracker.end_all("KILLED")
             raise

@@ -5,8 +5,10 @@ file or formula is refused before torch loads). Fits the ZIP regression by the f
 oracle (`core.zipreg`) and by gradient descent (`core.reg_engine`, `fit_counts.inits` seeded
 random starts, best kept) beside it, fits the Poisson regression with the same count
 regressors, tests for zero inflation (likelihood ratio, Vuong with its caveat; the references
-are in `report.reg_report`), gives AIC/BIC and observed against expected frequencies, and
-logs one MLflow run with the text, the JSON and a hanging rootogram.
+are in `report.reg_report`), gives AIC/BIC, observed against expected frequencies on rows
+chosen from the data with a Pearson goodness-of-fit test per model, and logs one MLflow run
+with the text, the JSON and a hanging rootogram. Too few counts for the number of parameters,
+or a misfitting ZIP, open the text with a one-line warning.
 
 Standardisation (`fit_counts.standardize`, on by default): the descent runs on the design
 with every non-constant column scaled to unit SD and centred where its part has an intercept
@@ -38,7 +40,8 @@ from pipeline.core.inference import FrequencyTable
 from pipeline.core.reg_designs import RegResult, stack_designs
 from pipeline.core.reg_engine import fit_regression
 from pipeline.report.count_report import jsonable
-from pipeline.report.reg_report import markdown_frequencies, metrics, render, summarise
+from pipeline.report.reg_report import markdown_frequencies, metrics, summarise
+from pipeline.report.reg_text import render
 from pipeline.report.rootogram import rootogram_figure
 from pipeline.stages import config
 from pipeline.stages.cli import progress

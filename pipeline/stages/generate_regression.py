@@ -2,16 +2,22 @@
 
 Each dataset draws from its own stream of the seed tree, `seeds.stream(seed, "data",
 name_key(scenario), replicate)` (names are unique across both kinds of scenario): child 0
-draws the covariates, child 1 the gates and counts (`core.design`). Every replicate of a
-scenario goes to `data/regression/<scenario>.parquet`; the oracle's fit of each dataset to
-`data/reg_summary.parquet`, one row per coefficient (`store.reg_data`).
+draws the covariates, child 1 the counts of the scenario's family (`core.design` for the ZIP,
+`core.count_dists` for the others). Every replicate of a scenario goes to
+`data/regression/<scenario>.parquet`; the oracle's fit of each dataset (`core.zipreg` for the
+ZIP, `core.countreg` for the others) to `data/reg_summary.parquet`, one row per parameter:
+zero part, count part, then the NB families' log dispersion (`store.reg_data`).
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import polars as pl
 
-from pipeline.core import design, seeds, zipreg
+from pipeline.core import count_dists, countreg, design, seeds, zipreg
+from pipeline.core.count_terms import zero_part
 from pipeline.core.covariates import draw_covariates
 from pipeline.core.errors import NotIdentifiableError, UserError
 from pipeline.store import files, reg_data
@@ -32,33 +38,54 @@ def simulate(params, index: int, replicate: int):
     cov_rng, count_rng = seeds.children(seq, 2)
     values = draw_covariates([c.covariate() for c in scenario.covariates], reg.n, cov_rng)
     X, x_names, beta = design.design_matrix(values, scenario.part_coefficients("count"), n=reg.n)
-    Z, z_names, gamma = design.design_matrix(values, scenario.part_coefficients("zero"), n=reg.n)
+    if zero_part(scenario.family):
+        zero = scenario.part_coefficients("zero")
+        Z, z_names, gamma = design.design_matrix(values, zero, n=reg.n)
+    else:
+        Z, z_names, gamma = np.zeros((reg.n, 0)), [], np.zeros(0)
     problem = design.linear_predictor_problem(X @ beta, Z @ gamma)
     if problem:
         raise UserError(
             f"data.regression.scenarios[{index}] ({scenario.name}), replicate {replicate}: "
             f"{problem}; change its coefficients or covariates"
         )
-    y = design.simulate_counts(X, Z, beta, gamma, count_rng)
+    if scenario.family == "zip":
+        y = design.simulate_counts(X, Z, beta, gamma, count_rng)
+    else:
+        log_alpha = None if scenario.dispersion is None else math.log(scenario.dispersion)
+        y = count_dists.sample_counts(scenario.family, count_rng, s=Z @ gamma, eta=X @ beta,
+                                      log_alpha=log_alpha)  # fmt: skip
     return values, X, x_names, beta, Z, z_names, gamma, y, seeds.label(seq)
 
 
-def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth) -> list[dict]:
-    """The summary rows of one dataset: one per coefficient, zero part first.
+def _oracle(family: str, X, Z, y):
+    """(estimates, SEs, fit) in parameter order; the ZIP keeps its own oracle."""
+    if family == "zip":
+        fit = zipreg.fit_zip_regression(X, Z, y)
+        return [*fit.gamma, *fit.beta], [*fit.se_gamma, *fit.se_beta], fit
+    fit = countreg.fit_count_regression(family, X, Z, y)
+    return list(fit.params), list(fit.se), fit
+
+
+def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth,
+                family: str = "zip") -> list[dict]:  # fmt: skip
+    """The summary rows of one dataset: one per parameter, zero part first, log α last.
 
     Args:
         scenario, replicate, seed: the dataset.
         X, Z, y: its designs and counts.
         names: ((part, term), ...) in parameter order; `truth` the true values in that order.
+        family: the scenario's family (`core.count_terms.FAMILIES`).
 
     Returns:
-        Dicts with the oracle's estimate and SE (NaN when every count is zero).
+        Dicts with the oracle's estimate and SE (NaN when every count is zero; log α = −inf
+        with a NaN SE when its estimate is on the boundary α = 0, status "boundary").
     """
-    base = {"scenario": scenario, "replicate": replicate, "seed": seed, "n": len(y),
-            "zero_share": float((y == 0).mean()), "mean": float(y.mean())}  # fmt: skip
+    base = {"scenario": scenario, "family": family, "replicate": replicate, "seed": seed,
+            "n": len(y), "zero_share": float((y == 0).mean()),
+            "mean": float(y.mean())}  # fmt: skip
     try:
-        fit = zipreg.fit_zip_regression(X, Z, y)
-        est, se = [*fit.gamma, *fit.beta], [*fit.se_gamma, *fit.se_beta]
+        est, se, fit = _oracle(family, X, Z, y)
         state = {"oracle_nll": fit.nll, "oracle_status": fit.status,
                  "oracle_message": fit.message, "oracle_iterations": fit.iterations}  # fmt: skip
     except NotIdentifiableError as err:
@@ -92,7 +119,12 @@ def generate_regression(params, layout: files.Layout, stamp: str, bar=None) -> p
             values, X, x_names, beta, Z, z_names, gamma, y, seed = simulate(params, index, rep)
             frames.append(pl.DataFrame({"replicate": [rep] * reg.n, **values, "y": y}))
             names = [("zero", t) for t in z_names] + [("count", t) for t in x_names]
-            rows += oracle_rows(scenario.name, rep, seed, X, Z, y, names, [*gamma, *beta])
+            truth = [*gamma, *beta]
+            if scenario.dispersion is not None:
+                names.append(("dispersion", "log_alpha"))
+                truth.append(math.log(scenario.dispersion))
+            rows += oracle_rows(scenario.name, rep, seed, X, Z, y, names, truth,
+                                scenario.family)  # fmt: skip
             if bar is not None:
                 bar.update(1)
         files.write(pl.concat(frames), layout.reg_dataset(scenario.name), stamp)
@@ -110,15 +142,20 @@ def scenario_lines(summary: pl.DataFrame) -> list[str]:
     if summary.is_empty():
         return []
     lines = []
+    z = ((pl.col("estimate") - pl.col("truth")).abs() / pl.col("se"))
     per = summary.group_by("scenario", maintain_order=True).agg(
+        pl.col("family").first() if "family" in summary.columns else pl.lit("zip").alias("family"),
         pl.col("replicate").n_unique().alias("datasets"),
         (pl.col("oracle_status") == "converged").sum().alias("converged_coefs"),
+        (pl.col("oracle_status") == "boundary").sum().alias("boundary_coefs"),
         pl.len().alias("coefs"),
-        ((pl.col("estimate") - pl.col("truth")).abs() / pl.col("se")).max().alias("worst_z"),
+        z.filter(z.is_finite()).max().alias("worst_z"),
     )
     for r in per.iter_rows(named=True):
         share = r["converged_coefs"] / r["coefs"]
-        lines.append(f"regression {r['scenario']}: {r['datasets']} datasets, Newton oracle "
-                     f"converged on {share:.0%}, largest |estimate - truth| = "
-                     f"{r['worst_z']:.2f} SE")  # fmt: skip
+        boundary = r["boundary_coefs"] / r["coefs"]
+        at_zero = f", alpha = 0 (boundary) on {boundary:.0%}" if boundary else ""
+        lines.append(f"regression {r['scenario']} ({r['family']}): {r['datasets']} datasets, "
+                     f"Newton oracle converged on {share:.0%}{at_zero}, largest "
+                     f"|estimate - truth| = {r['worst_z']:.2f} SE")  # fmt: skip
     return lines

@@ -26,6 +26,7 @@ from pipeline.core.errors import UserError
 
 _SHORT = reprlib.Repr()
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 6, 6, 3
+_MAX_SHOWN = 200  # characters of a bad value an error line shows
 _FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 
 
@@ -104,8 +105,10 @@ def key_text(key: Any) -> str:
 
 
 def short(value: Any) -> str:
-    """A bounded repr of a value for an error line (nested or huge values are elided)."""
-    return _SHORT.repr(value)
+    """A bounded repr of a value for an error line (nested or huge values are elided; a repr
+    still longer than `_MAX_SHOWN` characters, e.g. a list of whole scenarios, is cut)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 4] + " ..."
 
 
 def fail(path: str, problem: str, value: Any) -> typing.NoReturn:

@@ -1,4 +1,4 @@
-"""What each ZIP-regression fit run logs: its MLflow payload, built from a trial's tables.
+"""What each count-regression fit run logs: its MLflow payload, built from a trial's tables.
 
 A regression fit is keyed by `REG_KEYS` in the `regression.reg_tables` frames; its
 coefficients become MLflow keys `<part>.<term>` (`coefficient_keys`). A payload is the same
@@ -104,10 +104,11 @@ def reg_fit_payloads(fits: pl.DataFrame, coefs: pl.DataFrame, histories: pl.Data
         out.append({
             "name": f"fit-{r['scenario']}-{r['replicate']}-{r['init']}-{'-'.join(variant)}",
             "tags": {"status": r["status"], "trial": trial, "study": study,
-                     "model": "zip-regression"},
+                     "model": f"{r.get('family', 'zip')}-regression"},
             "params": {
-                "scenario": r["scenario"], "n": r["n"], "replicate": r["replicate"],
-                "data_seed": r["data_seed"], "init_seed": r["init_seed"], "lr": r["lr"],
+                "scenario": r["scenario"], "family": r.get("family", "zip"), "n": r["n"],
+                "replicate": r["replicate"], "data_seed": r["data_seed"],
+                "init_seed": r["init_seed"], "lr": r["lr"],
                 "optimizer": r["optimizer"], "standardize": r["standardize"],
                 "batch_size": "full" if r["batch_size"] is None else r["batch_size"],
                 "max_steps": fit_cfg.max_steps, "tol": fit_cfg.tol,

@@ -27,7 +27,8 @@ from pipeline.analysis.objective import (
     objective_parts,
     run_fits,
 )
-from pipeline.analysis.regression import charged_gaps, combine, reg_tables, run_combined
+from pipeline.analysis.reg_batch import combine, run_combined
+from pipeline.analysis.regression import charged_gaps, reg_tables
 from pipeline.core import seeds
 from pipeline.report.convergence import trial_figures
 from pipeline.store import files
@@ -78,14 +79,15 @@ def regression_fits(setup: TrialSetup, lr: float, optimizer: str):
     if not setup.reg_problems:
         return None
     reg_cfg, fit_cfg, seed = setup.cfg.regression, setup.params.fit, setup.params.seed
-    combined = combine(setup.reg_problems, reg_cfg.standardize, fit_cfg.device)
+    batches = combine(setup.reg_problems, reg_cfg.standardize, fit_cfg.device)
     tables = []
     for size in reg_cfg.batch_sizes:
-        interrupts.check()
-        key = seeds.stream(seed, "shuffle", size or 0)
-        for problem, standardize, result in run_combined(combined, fit_cfg, lr, optimizer, size,
-                                                         seeds.integer(key)):  # fmt: skip
-            tables.append(reg_tables(problem, result, standardize, size))
+        key = seeds.integer(seeds.stream(seed, "shuffle", size or 0))
+        for combined in batches:  # one engine call per family and batch size
+            interrupts.check()
+            for problem, standardize, result in run_combined(combined, fit_cfg, lr, optimizer,
+                                                             size, key):  # fmt: skip
+                tables.append(reg_tables(problem, result, standardize, size))
     return tuple(pl.concat([t[i] for t in tables]) for i in range(3))
 
 

@@ -4,14 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.analysis.regression import (
-    build_reg_problem,
-    combine,
-    matrices,
-    reg_tables,
-    run_combined,
-    standard_starts,
-)
+from pipeline.analysis.reg_batch import combine, run_combined
+from pipeline.analysis.regression import build_reg_problem, matrices, reg_tables, standard_starts
 from pipeline.core import zipreg
 from pipeline.core.reg_engine import fit_regression
 from pipeline.stages.generate_regression import oracle_rows
@@ -80,7 +74,7 @@ def test_problem_holds_the_oracle_and_the_truth(problems):
 
 
 def test_the_combined_batch_equals_one_engine_call_per_scenario_and_variant(problems):
-    combined = combine(problems, (False, True))
+    (combined,) = combine(problems, (False, True))  # one family: one batch
     together = run_combined(combined, Fit, 0.1, "adam", None, 0)
     assert len(together) == 4
     for problem, standardize, part in together:
@@ -102,7 +96,7 @@ def test_the_combined_batch_equals_one_engine_call_per_scenario_and_variant(prob
 
 def test_tables_of_a_variant(problems):
     wide = problems[0]
-    combined = combine([wide], (True,))
+    (combined,) = combine([wide], (True,))
     ((_, _, result),) = run_combined(combined, Fit, 0.1, "adam", None, 0)
     fits, coefs, histories = reg_tables(wide, result, True, None)
     assert fits.height == 4 and coefs.height == 4 * 6

@@ -83,3 +83,37 @@ def test_profile_intervals_cover_at_nominal_rate():
         hits += [ivs["pi"][0] <= pi <= ivs["pi"][1], ivs["lambda"][0] <= lam <= ivs["lambda"][1]]
     lo, hi = binomial_band(trials, 0.95, 1e-3)
     assert np.all((lo <= hits / trials) & (hits / trials <= hi)), hits / trials
+
+
+def test_profile_interval_of_pi_without_zeros_has_its_closed_form():
+    """No zeros at all (mean 1e5): l(pi, lam) = n log(1 - pi) + (Poisson terms), so the profile
+    drop is -2 n log(1 - pi) and the upper limit is 1 - exp(-q / 2n) exactly. The Wald
+    interval there is [0, 0] (SE 0): `asymptotics.wald_or_profile` reports this one instead."""
+    y = np.random.default_rng(0).poisson(1e5, 200)
+    hist = histogram(y)
+    fit = mle.exact_mle(hist)
+    assert fit.boundary and fit.se_pi == 0.0
+    lo, hi = prof.profile_intervals(hist, fit, 0.95)["pi"]
+    assert lo == 0.0
+    assert hi == pytest.approx(-np.expm1(-stats.chi2.ppf(0.95, 1) / 400), rel=1e-9)
+
+
+@pytest.mark.parametrize("n, total", [(1000, 1), (250, 378), (200, 20_000_000), (4, 1.2e19)])
+def test_poisson_interval_solves_the_likelihood_ratio_equation(n, total):
+    """Checked in 50-digit arithmetic (mpmath): 2 (l(lam_hat) - l(limit)) = chi2_1(0.95)."""
+    from mpmath import mp
+
+    mp.dps = 50
+    lo, hi = prof.poisson_interval(n, total, 0.95)
+    lam_hat = mp.mpf(total) / n
+
+    def drop(lam):
+        lam = mp.mpf(lam)
+        return float(2 * (total * mp.log(lam_hat / lam) - n * (lam_hat - lam)))
+
+    q = stats.chi2.ppf(0.95, 1)
+    assert 0 < lo < float(lam_hat) < hi
+    # at S ~ 1e19 the limits are lam_hat (1 +- 6e-10); rounding them to float64 (1e-16 of
+    # lam) shifts that 6e-10 by ~2e-7 relative, the drop (quadratic in it) by ~4e-7
+    tol = 1e-9 if total < 1e10 else 1e-5
+    assert drop(lo) == pytest.approx(q, rel=tol) and drop(hi) == pytest.approx(q, rel=tol)

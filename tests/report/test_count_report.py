@@ -20,7 +20,8 @@ import scipy.stats
 from pipeline.core.histogram import histogram
 from pipeline.core.mle import exact_mle
 from pipeline.report import count_report
-from pipeline.report.count_report import descent_summary, render, summarise
+from pipeline.report.count_report import descent_summary, summarise
+from pipeline.report.count_text import render
 from pipeline.stages.cli import ROOT
 from pipeline.stages.config import FitCountsConfig
 
@@ -134,7 +135,8 @@ def test_summarise_against_scipy_and_textbook_formulas():
     assert r["lr_test"]["statistic"] == pytest.approx(stat, rel=1e-12)
     assert r["lr_test"]["p_value"] == pytest.approx(0.5 * scipy.stats.chi2.sf(stat, 1), rel=1e-9)
     assert r["lr_test"]["reference"] == "0.5*chi2(0) + 0.5*chi2(1)"
-    assert set(r["vuong"]) == {"raw", "aic", "bic", "caveat"}
+    assert set(r["vuong"]) == {"raw", "aic", "bic", "reported", "caveat"}
+    assert r["vuong"]["reported"] is True and r["warnings"] == []  # n = 250, the ZIP fits
     # Vuong: m_i = log f_zip(y_i) - log f_pois(y_i) over the raw counts, corrected by 0, 1
     # (AIC) or log(n) / 2 (BIC); sums of 250 terms in float64: 1e-10 relative is ample
     m = np.log(zip_pmf(y, z["pi"], z["lambda"])) - scipy.stats.poisson.logpmf(y, y.mean())
@@ -142,6 +144,12 @@ def test_summarise_against_scipy_and_textbook_formulas():
         zv = (m.sum() - correction) / (math.sqrt(n) * m.std(ddof=1))
         assert r["vuong"][key]["statistic"] == pytest.approx(zv, rel=1e-10)
         assert r["vuong"][key]["p_value"] == pytest.approx(scipy.stats.norm.sf(zv), rel=1e-9)
+        log10_p = scipy.stats.norm.logsf(zv) / math.log(10)
+        assert r["vuong"][key]["log10_p_value"] == pytest.approx(log10_p, rel=1e-9)
+    # far from the boundary both intervals are meaningful: the Wald one is the interval
+    for key in ("pi", "lambda"):
+        assert z["interval"][key] == {"lower": z["wald"][key][0], "upper": z["wald"][key][1],
+                                      "method": "wald", "reason": ""}  # fmt: skip
     assert r["notes"] == []
 
 
@@ -176,15 +184,15 @@ def test_fewer_zeros_than_poisson_gives_the_boundary_answer():
     assert r["zip"]["lambda"] == pytest.approx(y.mean(), rel=1e-12)
     assert r["zip"]["nll"] == pytest.approx(r["poisson"]["nll"], rel=1e-12)
     assert r["lr_test"]["statistic"] == 0.0 and r["lr_test"]["p_value"] == 1.0
-    assert r["zip"]["profile"]["pi"][0] == 0.0 and r["zip"]["wald"]["pi"][0] == 0.0
-    assert all(math.isnan(t["statistic"]) for k, t in r["vuong"].items() if k != "caveat")
+    assert r["zip"]["profile"]["pi"][0] == 0.0 and r["zip"]["wald"]["pi"] is None
+    assert r["zip"]["interval"]["pi"]["method"] == "profile"
+    assert all(math.isnan(r["vuong"][k]["statistic"]) for k in ("raw", "aic", "bic"))
     assert count_report.jsonable(r)["vuong"]["raw"]["statistic"] is None  # undefined: null
     expected_zeros = len(y) * math.exp(-y.mean())
     assert r["notes"] == [
         f"0 zeros observed, {expected_zeros:.1f} expected under a Poisson with the same mean: no "
         "excess zeros, so the MLE is on the boundary pi = 0, lambda = mean (the ZIP reduces to "
-        "the Poisson; LR statistic 0, p = 1; the lower limits for pi are 0, and the Wald "
-        "interval for pi is not valid there: use the profile one)"
+        "the Poisson; LR statistic 0, p = 1; the lower limits for pi are 0)"
     ]
     # descent from pi0 = 0.5 that ended at pi 0.01 < 0.25 heads for the boundary
     result = descent([0.01], [y.mean()], [r["zip"]["nll"] + 1e-6], ["max_steps"], [0.5], [3000])
@@ -299,7 +307,7 @@ def test_render_lays_out_the_numbers():
     assert caveat == "caveat: " + report["vuong"]["caveat"]
     i = lines.index("Observed against expected frequencies")
     assert lines[i + 1].split() == ["count", "observed", "ZIP", "Poisson"]
-    rows = [line.split() for line in lines[i + 2 :]]
+    rows = [line.split() for line in lines[i + 2 : lines.index("", i)]]
     assert rows == [
         [
             f"{f['count']}+" if f["tail"] else str(f["count"]),
@@ -310,6 +318,21 @@ def test_render_lays_out_the_numbers():
         for f in report["frequencies"]
     ]
     assert rows[-1][0] == "7+"
+    # one goodness-of-fit line per model after the table (numbers: test_count_report_checks)
+    i = lines.index(
+        "Goodness of fit: Pearson X2 over the table's rows, merged until each expects >= 5"
+    )
+    for line, key in zip(lines[i + 1 : i + 3], ("zip", "poisson")):
+        g = report[key]["gof"]
+        assert line.split()[:7] == [
+            key.replace("zip", "ZIP").replace("poisson", "Poisson"),
+            "X2",
+            "=",
+            f"{g['statistic']:.4g}",
+            "df",
+            "=",
+            str(g["df"]),
+        ]
     assert "pi -> 0" not in text and "note:" not in text
     assert all(line == line.rstrip() and len(line) <= 100 for line in lines)
 

@@ -96,7 +96,7 @@ def test_names_tags_params_and_metrics():
     for b, p in enumerate(payloads):
         r, c = fits.row(b, named=True), coefs.filter(pl.col("init") == b)
         assert p["params"] == {
-            "scenario": "visits", "n": 1000, "replicate": 3, "data_seed": 11,
+            "scenario": "visits", "family": "zip", "n": 1000, "replicate": 3, "data_seed": 11,
             "init_seed": f"s{b}", "lr": 0.05, "optimizer": "adam", "standardize": bool(b),
             "batch_size": ["full", 64][b], "max_steps": 40, "tol": 1e-9,
             **{f"start.{n}": v for n, v in zip(NAMES, c["start"])},

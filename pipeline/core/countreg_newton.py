@@ -1,0 +1,158 @@
+"""Damped Newton ascent for the count-family regressions of `countreg`, over any subset of the
+parameters [γ, β, (log α)] (the two parts of a hurdle are fitted apart).
+
+The rules are `zipreg`'s: the Levenberg-damped direction `zipreg.newton_direction`, a trust
+region of 5 on every linear predictor (and on log α), an Armijo line search, convergence on a
+squared Newton decrement <= 1e-20 (the step is < 1e-10 standard errors). A coefficient that
+keeps running past a shift of 30 on its linear predictor while the likelihood only creeps up
+is separation; log α that keeps falling below log(1e-8) the same way is the α → 0 boundary
+(the Poisson limit). Core layer: pure functions, no I/O, no module state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from pipeline.core.count_terms import has_dispersion, zero_part
+from pipeline.core.countreg_terms import CountData, Point, evaluate
+from pipeline.core.zipreg import newton_direction
+
+DECREMENT_TOL = 1e-20  # squared Newton step in standard-error units: ~1e-10 SE from the optimum
+ALPHA_FLOOR = math.log(1e-8)  # log α below which a falling log α means α̂ = 0
+_NEWTON_REGION = 1e-6  # decrement below which a full Newton step is trusted (line search is noise)
+_RUNOFF = 30.0  # logit/log shift of one coefficient beyond which a probability is 0/1 in float64
+_MAX_MOVE = 5.0  # largest change of any s_i, eta_i or of log α in one step
+_RUNOFF_STEPS = 3  # consecutive growing steps past _RUNOFF (or _ALPHA_FLOOR) that decide
+_CREEP = 1e-9  # mean log-likelihood gain per step of a runaway parameter
+
+
+class Run(NamedTuple):
+    """Where a Newton run ended: parameters, weighted log-likelihood, status, one line, steps."""
+
+    theta: np.ndarray
+    ll: float
+    status: str
+    message: str
+    iterations: int
+
+
+def newton(data: CountData, theta, free, max_iter: int) -> Run:
+    """Damped Newton ascent of the log-likelihood over the parameters `free`, others fixed.
+
+    Args:
+        data: the `CountData`; theta: (k,) start (finite); free: indices that move;
+        max_iter: iteration limit.
+
+    Returns:
+        The `Run`; status "converged", "max_iter", "separated" (a coefficient runs off) or
+        "boundary" (log α runs off to −inf).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # wild trial points give -inf/NaN ll
+        return _loop(data, np.asarray(theta, dtype=float).copy(), np.asarray(free), max_iter)
+
+
+def _move(data: CountData, step) -> float:
+    """Largest change of a linear predictor (or of log α) that `step` makes."""
+    q, p = data.Z.shape[1], data.X.shape[1]
+    moves = [np.abs(data.X @ step[q : q + p]).max(initial=0)]
+    if q:
+        moves.append(np.abs(data.Z @ step[:q]).max(initial=0))
+    if has_dispersion(data.family):
+        moves.append(abs(step[-1]))
+    return max(moves)
+
+
+def _loop(data: CountData, theta, free, max_iter):
+    point = evaluate(data, theta)
+    total_weight, streak, last = float(data.w.sum()), 0, None
+    sizes = _column_sizes(data)
+    for it in range(max_iter):
+        grad = point.grad[free]
+        step_free, dec = newton_direction(grad, point.hess[np.ix_(free, free)])
+        if dec <= DECREMENT_TOL:
+            return Run(theta, point.ll, "converged", f"converged: Newton decrement {dec:.1e}", it)
+        step = np.zeros_like(theta)
+        step[free] = step_free
+        move = _move(data, step)
+        if move > _MAX_MOVE:  # far from the optimum: a trust region on the linear predictors
+            step *= _MAX_MOVE / move
+        slack = 64 * np.finfo(float).eps * point.size  # rounding of the summed log-likelihood
+        slope, t = float(point.grad @ step), 1.0
+        while t > 1e-14:
+            new = theta + t * step
+            trial = evaluate(data, new)
+            gain = trial.ll - point.ll
+            if gain >= 1e-4 * t * slope or (dec < _NEWTON_REGION and gain >= -slack):
+                break
+            t *= 0.5
+        else:
+            if dec < _NEWTON_REGION:
+                return Run(theta, point.ll, "converged",
+                           f"converged to rounding (decrement {dec:.1e})", it)  # fmt: skip
+            return Run(theta, point.ll, "max_iter", "the line search stalled before convergence",
+                       it)  # fmt: skip
+        hit = _runoff(data, new, trial, free, sizes)
+        # A genuine optimum is approached with shrinking steps, and far from any optimum the
+        # likelihood gains much more than _CREEP per observation: a parameter that keeps moving
+        # out by >= 0.5 per step while the likelihood only creeps up is running to infinity.
+        grows = hit is not None and _growth(hit, theta, new, sizes) >= 0.5
+        grows = grows and gain <= _CREEP * total_weight
+        streak = streak + 1 if grows and hit[0] == last else int(grows)
+        last = hit[0] if grows else None
+        theta, point = new, trial
+        if streak >= _RUNOFF_STEPS:
+            if hit[2] == "dispersion":
+                text = f"log alpha runs off to -inf (now {theta[-1]:.1f}; alpha -> 0)"
+                return Run(theta, point.ll, "boundary", text, it + 1)
+            return Run(theta, point.ll, "separated",
+                       f"separation: {hit[1]} (likelihood still rising)", it + 1)  # fmt: skip
+    return Run(theta, point.ll, "max_iter", f"no convergence in {max_iter} iterations", max_iter)
+
+
+def _column_sizes(data: CountData) -> np.ndarray:
+    """Largest |entry| of each design column, in parameter order (1 for log α)."""
+    sizes = [np.abs(data.Z).max(axis=0, initial=0), np.abs(data.X).max(axis=0, initial=0)]
+    return np.concatenate([*sizes, np.ones(int(has_dispersion(data.family)))])
+
+
+def _growth(hit, old, new, sizes) -> float:
+    """How far the runaway parameter moved outwards in this step, on its predictor's scale."""
+    j = hit[0]
+    if hit[2] == "dispersion":
+        return float(old[j] - new[j])
+    return float((abs(new[j]) - abs(old[j])) * sizes[j])
+
+
+def _runoff(data: CountData, theta, point: Point, free, sizes):
+    """(index, message, kind) of a free parameter that drives a probability to 0/1 or the mean
+    to 0 numerically, or of log α below ALPHA_FLOOR, else None."""
+    q, p = data.Z.shape[1], data.X.shape[1]
+    movable = np.zeros(len(theta), dtype=bool)
+    movable[free] = True
+    part = zero_part(data.family)
+    zero_gone = q > 0 and np.abs(point.s).max(initial=0) > _RUNOFF
+    mean_gone = point.eta.min(initial=0) < -_RUNOFF
+    for name, gone, first, width in (("zero", zero_gone, 0, q), ("count", mean_gone, q, p)):
+        idx = np.arange(first, first + width)
+        idx = idx[movable[idx]]
+        if not gone or not len(idx):
+            continue
+        shift = np.abs(theta[idx]) * sizes[idx]
+        j = int(idx[np.argmax(shift)])
+        if shift.max() > _RUNOFF:
+            up = theta[j] > 0
+            if name == "count":
+                limit = "mu -> 0"
+            elif part == "hurdle":
+                limit = "P(Y>0) -> 1" if up else "P(Y>0) -> 0"
+            else:
+                limit = "pi -> 1" if up else "pi -> 0"
+            side = "+inf" if up else "-inf"
+            return j, f"{name}-part coefficient {j - first} runs off to {side} ({limit})", name
+    k = len(theta) - 1
+    if has_dispersion(data.family) and movable[k] and theta[k] < ALPHA_FLOOR:
+        return k, "log alpha runs off to -inf", "dispersion"
+    return None

@@ -1,0 +1,299 @@
+"""The report of `fit_counts --family`: the count families side by side, or one of them.
+
+`summarise_families` turns the fits, tests and recommendation into one dict of plain numbers
+(what `--json` prints and MLflow stores), `render_families` lays it out for the terminal
+(comparison table, tests, recommendation, then the chosen family's coefficients), and
+`rootograms_figure` draws one hanging rootogram per family. No I/O here.
+
+Standard errors: each coefficient gets the model-based SE (inverse observed information) and
+the robust sandwich SE side by side. Their ratio is itself noisy: the sandwich variance is an
+average of squared scores, whose relative sampling error at moderate n (a few hundred) is
+some ±20-30 % on the SE scale even when the model is right (Kauermann & Carroll 2001, JASA
+96:1387). A ratio outside [1/1.5, 1.5] (`SE_RATIO`) is more than that noise and points to
+misspecification (e.g. overdispersion a Poisson ignores): the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import numpy as np
+
+from pipeline.core.inference import FrequencyTable
+from pipeline.core.model_choice import gof_bound_p
+from pipeline.core.model_tests import TITLES
+from pipeline.report.fit_checks import frequency_lines, misfit_warning, p_text, small_sample_warning
+from pipeline.report.plots import figure
+from pipeline.report.reg_report import coefficients
+from pipeline.report.rootogram import hanging_rootogram
+
+SE_RATIO = 1.5  # robust/model SE ratio beyond which (either way) misspecification is flagged
+# Column titles of the frequency table (`fit_checks.frequency_lines` gives each 12 characters).
+COLUMNS = {**TITLES, "hurdle_poisson": "hurdle P"}
+PARTS = {"inflation": "zero part: logit(pi), pi = P(structural zero)",
+         "hurdle": "zero part: logit P(Y > 0)", "count": "count part: log(mean)",
+         "dispersion": "dispersion: log(alpha), variance = mean + alpha mean^2"}  # fmt: skip
+VUONG_CAVEAT = (
+    "Vuong's test is run only on non-nested pairs: where one model is a boundary point of the "
+    "other (Poisson in NB or ZIP, ZIP in ZINB, ...) it is not a valid test (Wilson 2015, "
+    "Economics Letters 127:51-53), and the likelihood-ratio tests above answer instead."
+)
+
+
+def _se_check(title: str, rows: list[dict]) -> tuple[float, str]:
+    """The largest robust/model SE ratio (by its log) and a warning beyond `SE_RATIO`."""
+    ratios = [(r["se_ratio"], r["term"]) for r in rows if math.isfinite(r["se_ratio"])]
+    if not ratios:
+        return math.nan, ""
+    ratio, term = max(ratios, key=lambda t: abs(math.log(t[0])) if t[0] > 0 else math.inf)
+    if 1 / SE_RATIO <= ratio <= SE_RATIO:
+        return ratio, ""
+    return ratio, (
+        f"warning: the {title}'s robust (sandwich) SE is {ratio:.2f} x its model-based SE for "
+        f"{term}: sampling error alone moves this ratio by some 20-30 % at moderate n, so a "
+        f"factor beyond {SE_RATIO:g} points to misspecification; prefer the robust SEs (or "
+        "another family)"
+    )
+
+
+def model_entry(fit, robust_cov, names: dict, gof: dict | None, level: float) -> dict:
+    """One family's fit as JSON: fit statistics, coefficient tables (model and robust SE), GOF.
+
+    Args:
+        fit: its `countreg.CountFit`.
+        robust_cov: its `countreg.sandwich_covariance`.
+        names: {"count": count-part term names, "zero": zero-part term names}.
+        gof: its `fit_checks.gof_entry`, or None.
+        level: interval coverage.
+
+    Returns:
+        The dict (coefficient rows per part: "zero", "count", "dispersion").
+    """
+    q, p = len(fit.gamma), len(fit.beta)
+    est, se = fit.params, fit.se
+    with np.errstate(invalid="ignore"):
+        robust = np.sqrt(np.diag(robust_cov))
+    title = TITLES[fit.family]
+    if gof is not None:
+        bound = gof_bound_p(gof["statistic"], gof["groups"])
+        gof = {**gof, "p_value_bound": bound[0], "log10_p_value_bound": bound[1]}
+    entry = {"title": title, "status": fit.status, "message": fit.message,
+             "loglik": fit.loglik, "parameters": fit.n_params, "alpha": fit.alpha,
+             "iterations": fit.iterations, "gof": gof}  # fmt: skip
+    spans = {"zero": (slice(0, q), names["zero"][:q]), "count": (slice(q, q + p), names["count"]),
+             "dispersion": (slice(q + p, len(est)), ["log(alpha)"])}  # fmt: skip
+    every = []
+    for part, (span, terms) in spans.items():
+        rows = coefficients(terms, est[span], se[span], level) if est[span].size else []
+        for row, r_se in zip(rows, robust[span]):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                row.update(robust_se=float(r_se), se_ratio=float(r_se / row["se"]))
+        entry[part] = rows
+        every += rows
+    entry["se_ratio_max"], entry["se_warning"] = _se_check(title, every)
+    return entry
+
+
+def summarise_families(fits: dict, robust: dict, gof: dict, comparison, recommendation,
+                       rows: list[dict], names: dict, *, level: float, data: dict,
+                       source: dict, family: str) -> dict:  # fmt: skip
+    """The fits, tests and choice as one dict of numbers (and a few lines of text).
+
+    Args:
+        fits: family -> `countreg.CountFit`, or a string saying why its fit failed.
+        robust: family -> sandwich covariance (fitted families).
+        gof: family -> `fit_checks.gof_entry` (fitted families).
+        comparison: `model_choice.Comparison` (None for a single family).
+        recommendation: `model_choice.Recommendation` (None for a single family).
+        rows: `fit_checks.frequency_rows`, one expected column per fitted family.
+        names: {"count": [...], "zero": [...]} term names.
+        level: coverage; tests at 1 - level.
+        data: n, zeros, zero_share, mean, variance, max of the counts.
+        source: what was read (file, column or formula, where, rows ...).
+        family: "all" or the one family asked for.
+
+    Returns:
+        The report; "detail" names the family whose coefficients the text shows.
+    """
+    models = {}
+    for fam, fit in fits.items():
+        if isinstance(fit, str):
+            models[fam] = {"title": TITLES[fam], "status": "failed", "message": fit}
+        else:
+            models[fam] = model_entry(fit, robust[fam], names, gof.get(fam), level)
+    if comparison is not None:
+        best_bic = min((r.bic for r in comparison.rows.values()), default=math.nan)
+        for fam, r in comparison.rows.items():
+            models[fam].update(aic=r.aic, bic=r.bic, delta_bic=r.bic - best_bic)
+    chosen = recommendation.family if recommendation is not None else None
+    detail = chosen or (family if family != "all" else None)
+    fitted = [m for m in models.values() if m["status"] != "failed"]
+    small = small_sample_warning(int(data["n"]), max((m["parameters"] for m in fitted), default=1))
+    warnings = [small] if small else []
+    if detail in models and models[detail]["status"] != "failed":
+        shown = models[detail]
+        g = shown["gof"]  # warned only where even the lenient bound rejects (the choice's rule)
+        misfit = misfit_warning(shown["title"], g, level) if g and g["p_value_bound"] < 1 - level \
+            else ""  # fmt: skip
+        warnings += [w for w in (misfit, shown["se_warning"]) if w]
+    return {
+        "source": source, "family": family, "n": data["n"], "level": level, "data": data,
+        "warnings": warnings, "models": models, "detail": detail,
+        "lr_tests": {} if comparison is None else
+        {f"{t.smaller}_vs_{t.larger}": t._asdict() for t in comparison.lr_tests},
+        "vuong": {} if comparison is None else
+        {f"{v.first}_vs_{v.second}": v._asdict() for v in comparison.vuong_tests},
+        "vuong_withheld": bool(comparison is not None and comparison.vuong_withheld),
+        "vuong_caveat": VUONG_CAVEAT,
+        "recommendation": None if recommendation is None else recommendation._asdict(),
+        "frequencies": rows,
+    }  # fmt: skip
+
+
+def _num(x, fmt: str = ".6g") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
+
+
+def _p(p, log10_p) -> str:
+    """p to 3 digits; below the float range from its log10 ('10^-412.3')."""
+    if p is None or log10_p is None or math.isnan(log10_p):
+        return "n/a"
+    return f"{p:.3g}" if p > 1e-300 else f"10^{log10_p:.1f}"
+
+
+def _wrap(text: str, indent: str = "  ") -> list[str]:
+    return textwrap.wrap(text, 92, initial_indent=indent, subsequent_indent=indent + "  ")
+
+
+def _comparison_lines(r: dict) -> list[str]:
+    form = "  {:<16}{:>14}{:>5}{:>13}{:>13}{:>9}{:>11}   {}"
+    lines = [form.format("family", "log-lik", "k", "AIC", "BIC", "dBIC", "GOF p*", "status")]
+    for m in r["models"].values():
+        if m["status"] == "failed":
+            lines += _wrap(f"{m['title']:<16}fit failed: {m['message']}")
+            continue
+        g = m["gof"] or {}
+        gof_p = _p(g.get("p_value_bound"), g.get("log10_p_value_bound"))
+        lines.append(form.format(m["title"], _num(m["loglik"], ".2f"), m["parameters"],
+                                 _num(m.get("aic"), ".2f"), _num(m.get("bic"), ".2f"),
+                                 _num(m.get("delta_bic"), ".2f"), gof_p, m["status"]))  # fmt: skip
+    return [*lines, "  * Pearson's p against chi2(G-1), the lenient end of its null law (below)"]
+
+
+def _test_lines(r: dict) -> list[str]:
+    lines = ["", "Likelihood-ratio tests (nested pairs; H0: the smaller model's restriction)"]
+    for t in r["lr_tests"].values():
+        pair = f"{TITLES[t['smaller']]} in {TITLES[t['larger']]}"
+        p = _p(t["p_value"], t["log10_p_value"])
+        lines.append(f"  {pair:<28}{t['null']:<14}T = {_num(t['statistic'], '<9.4g')}"
+                     f"p = {p:<10}{t['reference']}")  # fmt: skip
+        lines += _wrap(f"note: {t['note']}", "    ") if t["note"] else []
+    if r["vuong"]:
+        lines += ["Vuong tests (non-nested pairs; two-sided p; z > 0 favours the first)"]
+    for v in r["vuong"].values():
+        pair = f"{TITLES[v['first']]} vs {TITLES[v['second']]}"
+        if v["identical"]:
+            lines.append(f"  {pair:<28}identical fits: the same probability for every count")
+        elif r["vuong_withheld"]:
+            lines.append(f"  {pair:<28}withheld: too few counts for its normal reference")
+        else:
+            lines.append(f"  {pair:<28}z = {_num(v['statistic'], '<9.3g')}p = "
+                         f"{_p(v['p_value'], v['log10_p_value']):<11}(BIC-corrected z = "
+                         f"{_num(v['bic_statistic'], '.3g')})")  # fmt: skip
+    return lines + _wrap("caveat: " + r["vuong_caveat"])
+
+
+def _detail_lines(m: dict, pct: str) -> list[str]:
+    form = "  {:<20}{:>11}{:>10}{:>10}{:>6}{:>7}{:>10}   {}"
+    part = "hurdle" if m["title"].startswith("hurdle") else "inflation"
+    lines = _wrap(f"{m['title']}: {m['status']} ({m['message']})", "")
+    for key in ("count", "zero", "dispersion"):
+        if not m[key]:
+            continue
+        lines += ["", PARTS[part if key == "zero" else key],
+                  form.format("term", "estimate", "model SE", "robust SE", "ratio", "z", "p",
+                              f"{pct} interval")]  # fmt: skip
+        for c in m[key]:
+            lines.append(form.format(c["term"][:19], _num(c["estimate"]), _num(c["se"], ".4g"),
+                                     _num(c["robust_se"], ".4g"), _num(c["se_ratio"], ".2f"),
+                                     _num(c["z"], ".2f"), _p(c["p_value"], c["log10_p_value"]),
+                                     f"[{_num(c['lower'])}, {_num(c['upper'])}]"))  # fmt: skip
+    if m["alpha"] is not None:
+        lines.append(f"  alpha = {_num(m['alpha'])}" + ("  (on the boundary: the Poisson limit)"
+                                                       if m["alpha"] == 0 else ""))  # fmt: skip
+    return lines + (_wrap(m["se_warning"]) if m["se_warning"] else [])
+
+
+def render_families(r: dict) -> str:
+    """The report as aligned plain text: comparison, tests, recommendation, detail, tables.
+
+    Args:
+        r: the report from `summarise_families`.
+
+    Returns:
+        The text, lines without trailing blanks.
+    """
+    d, s, pct = r["data"], r["source"], f"{100 * r['level']:g}%"
+    what = s.get("formula") or f"column {s.get('column')!r}"
+    scope = (f" of {s['rows']:,} rows" if s.get("rows") else "") + (
+        f", where {s['where']}" if s.get("where") else "")  # fmt: skip
+    lines = [f"Count families ({r['family']}): {s.get('file')}, {what} ({d['n']:,} counts{scope})",
+             f"  zeros = {d['zeros']:,} ({100 * d['zero_share']:.1f}%)   mean = "
+             f"{_num(d['mean'], '.4g')}   variance = {_num(d['variance'], '.4g')}   "
+             f"max = {d['max']:,}", *r["warnings"], "", *_comparison_lines(r)]  # fmt: skip
+    if len(r["models"]) > 1:
+        lines += _test_lines(r)
+    rec = r["recommendation"]
+    if rec is not None:
+        lines += ["", f"Recommendation: {TITLES.get(rec['family'], 'none')}"]
+        lines += [x for reason in rec["reasons"] for x in _wrap("- " + reason)]
+    fitted = [(f, m) for f, m in r["models"].items() if m["status"] != "failed"]
+    if r["detail"] in r["models"] and r["models"][r["detail"]]["status"] != "failed":
+        lines += ["", *_detail_lines(r["models"][r["detail"]], pct)]
+    lines += [
+        "",
+        "Goodness of fit: Pearson X2 over G groups of rows (each expecting >= 5); its null law",
+        "  lies between chi2(G-1-k) and chi2(G-1) (Chernoff & Lehmann 1954): p for both",
+    ]
+    for _, m in fitted:
+        g = m["gof"]
+        poor = "; poor chi-square reference" if g["poor_reference"] else ""
+        lines.append(f"  {m['title']:<16}X2 = {g['statistic']:<10.4g}G = {g['groups']:<4d}"
+                     f"{p_text(g['p_value']):<14}.. {p_text(g['p_value_bound'])[4:]:<10}"
+                     f"(df {g['df']} .. {max(1, g['groups'] - 1)}{poor})")  # fmt: skip
+    lines += ["", "Observed against expected frequencies (summed over the rows' fitted laws)",
+              *frequency_lines(r["frequencies"], [(f, COLUMNS[f]) for f, _ in fitted])]  # fmt: skip
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def rootograms_figure(rows: list[dict], models: list[tuple[str, str]]):
+    """One hanging rootogram panel per model, on a shared y axis (at most 3 panels a row).
+
+    Args:
+        rows: the frequency rows (`fit_checks.frequency_rows`).
+        models: [(row key, panel title), ...].
+
+    Returns:
+        The matplotlib `Figure`.
+    """
+    counts = np.array([row["count"] for row in rows])
+    observed = np.array([row["observed"] for row in rows], float)
+    cols = min(3, max(1, len(models)))
+    grid = math.ceil(len(models) / cols)
+    fig, _ = figure(4.2 * cols, 3.6 * grid)
+    fig.clear()
+    axes = np.atleast_1d(fig.subplots(grid, cols, sharey=True, squeeze=False)).ravel()
+    low, high = 0.0, 0.0
+    for ax, (key, title) in zip(axes, models):
+        expected = np.array([row[key] for row in rows], float)
+        table = FrequencyTable(counts, observed, expected, expected)
+        hanging_rootogram(ax, table, expected, title)
+        low = min(low, float(np.min(np.sqrt(expected) - np.sqrt(observed), initial=0.0)))
+        high = max(high, float(np.max(np.sqrt(expected), initial=0.0)))
+    axes[0].set_ylim(low - 0.3, 1.05 * high + 0.3)  # shared: every panel's bars in view
+    for ax in axes[len(models) :]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("sqrt(frequency)")
+    axes[0].legend(fontsize=7, loc="upper right")
+    return fig

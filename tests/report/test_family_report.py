@@ -1,0 +1,141 @@
+"""Tests of pipeline/report/family_report.py: the JSON of the family comparison, the robust SE
+warning, the terminal text's order and edge cases, and the rootogram figure."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.core import goodness
+from pipeline.core.count_cdf import binned_expected
+from pipeline.core.count_terms import FAMILIES, zero_part
+from pipeline.core.countreg import fit_count_regression, loglik_terms, sandwich_covariance
+from pipeline.core.model_choice import compare, recommend
+from pipeline.report.count_report import jsonable
+from pipeline.report.family_report import (
+    model_entry,
+    render_families,
+    rootograms_figure,
+    summarise_families,
+)
+from pipeline.report.fit_checks import frequency_rows, gof_entry
+
+NAMES = {"count": ["intercept", "x"], "zero": ["intercept", "x"]}
+
+
+def report_of(y, X, families=FAMILIES, family="all", failed=()):
+    """The report as `stages.fit_families` builds it (families in `failed` fail)."""
+    values, freqs = np.unique(y, return_counts=True)
+    starts = goodness.count_bins(values, freqs)
+    observed = goodness.bin_observed(values, freqs, starts)
+    fits, ll, robust, gof, expected = {}, {}, {}, {}, {}
+    for f in families:
+        if f in failed:
+            fits[f] = "LinAlgError: singular matrix"
+            continue
+        Zf = X if zero_part(f) else X[:, :0]
+        fit = fits[f] = fit_count_regression(f, X, Zf, y)
+        ll[f] = loglik_terms(f, X, Zf, y, fit.params)
+        robust[f] = sandwich_covariance(f, X, Zf, y, fit)
+        expected[f] = binned_expected(f, X, Zf, fit.params, starts)
+        gof[f] = gof_entry(observed, expected[f], fit.n_params)
+    ok = {f: v for f, v in fits.items() if not isinstance(v, str)}
+    c = compare(ok, ll, None, float(len(y)), X.shape[1])
+    rec = recommend(c, gof, 0.95) if family == "all" else None
+    zeros = int((y == 0).sum())
+    data = {"n": len(y), "zeros": zeros, "zero_share": zeros / len(y), "mean": float(y.mean()),
+            "variance": float(y.var(ddof=1)), "max": int(y.max())}  # fmt: skip
+    rows = frequency_rows(starts, observed, expected)
+    source = {"file": "f.csv", "formula": "y ~ x"}
+    return summarise_families(fits, robust, gof, c, rec, rows, NAMES, level=0.95, data=data,
+                              source=source, family=family)  # fmt: skip
+
+
+def design(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return rng, x, np.c_[np.ones(n), x]
+
+
+@pytest.fixture(scope="module")
+def nb_report():
+    rng, x, X = design(800, 0)
+    mu = np.exp(0.7 + 0.3 * x)
+    return report_of(rng.negative_binomial(1.25, 1 / (1 + 0.8 * mu)), X)
+
+
+def test_report_is_strict_json_with_both_standard_errors(nb_report):
+    text = json.dumps(jsonable(nb_report), allow_nan=False)
+    assert json.loads(text)["recommendation"]["family"] == "nb"
+    nb = nb_report["models"]["nb"]
+    assert [c["term"] for c in nb["count"]] == ["intercept", "x"] and nb["zero"] == []
+    assert nb["dispersion"][0]["term"] == "log(alpha)" and nb["alpha"] > 0
+    for c in nb["count"]:
+        assert c["robust_se"] > 0 and c["se_ratio"] == pytest.approx(c["robust_se"] / c["se"])
+    assert set(nb_report["lr_tests"]) >= {"poisson_vs_nb", "zip_vs_zinb", "nb_vs_zinb"}
+    assert "zinb_vs_hurdle_nb" in nb_report["vuong"]
+    assert all(m["gof"]["p_value_bound"] >= m["gof"]["p_value"]
+               for m in nb_report["models"].values())  # fmt: skip
+
+
+def test_robust_se_warning_flags_the_overdispersed_poisson(nb_report):
+    poisson = nb_report["models"]["poisson"]
+    assert poisson["se_ratio_max"] > 1.5 and "factor beyond 1.5" in poisson["se_warning"]
+    assert nb_report["models"]["nb"]["se_warning"] == ""
+    assert nb_report["warnings"] == []  # the NB is shown, and its SEs agree
+
+
+def test_no_warning_on_a_fitting_poisson():
+    rng, x, X = design(800, 1)
+    y = rng.poisson(np.exp(0.5 + 0.3 * x))
+    fit = fit_count_regression("poisson", X, X[:, :0], y)
+    entry = model_entry(fit, sandwich_covariance("poisson", X, X[:, :0], y, fit), NAMES, None,
+                        0.95)  # fmt: skip
+    assert 1 / 1.5 < entry["se_ratio_max"] < 1.5 and entry["se_warning"] == ""
+
+
+def test_text_order_comparison_tests_recommendation_detail(nb_report):
+    text = render_families(nb_report)
+    marks = ["log-lik", "Likelihood-ratio tests", "Vuong tests", "caveat:", "Recommendation: NB",
+             "count part: log(mean)", "Goodness of fit", "Observed against expected"]  # fmt: skip
+    where = [text.index(m) for m in marks]
+    assert where == sorted(where)
+    assert "hurdle P " in text.splitlines()[-len(nb_report["frequencies"]) - 1]
+    assert all(line == line.rstrip() for line in text.splitlines())
+
+
+def test_single_family_and_a_failed_family():
+    rng, x, X = design(400, 2)
+    y = rng.poisson(np.exp(0.4 + 0.2 * x))
+    one = report_of(y, X, families=("zip",), family="zip")
+    text = render_families(one)
+    assert one["recommendation"] is None and one["detail"] == "zip"
+    assert "Likelihood-ratio" not in text and "zero part: logit(pi)" in text
+    broken = report_of(y, X, families=("poisson", "nb", "zip"), failed=("nb",))
+    assert broken["models"]["nb"] == {"title": "NB", "status": "failed",
+                                      "message": "LinAlgError: singular matrix"}  # fmt: skip
+    text = render_families(broken)
+    assert "fit failed: LinAlgError" in text and "Recommendation:" in text
+    json.dumps(jsonable(broken), allow_nan=False)
+
+
+def test_underflowing_p_prints_from_its_log(nb_report):
+    report = json.loads(json.dumps(jsonable(nb_report)))
+    t = report["lr_tests"]["poisson_vs_nb"]
+    t["p_value"], t["log10_p_value"] = 0.0, -412.34
+    assert "p = 10^-412.3" in render_families(report)
+
+
+@pytest.mark.parametrize("count", [6, 4, 1])
+def test_rootograms_one_panel_per_model(nb_report, tmp_path, count):
+    models = [(f, m["title"]) for f, m in nb_report["models"].items()][:count]
+    fig = rootograms_figure(nb_report["frequencies"], models)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == [title for _, title in models]
+    low, high = visible[0].get_ylim()
+    top = max(math.sqrt(r[f]) for r in nb_report["frequencies"] for f, _ in models)
+    assert high > top  # the shared axis shows every panel's curve
+    fig.savefig(tmp_path / "rootograms.png")
