@@ -18,8 +18,8 @@ DASHBOARD_PORT ?= 8080
 export ZIP_INVOCATION := $(shell date -u +%Y%m%dT%H%M%S)-$(shell od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 
 # The modules each stage imports (checked against the import graph by tests/test_makefile.py).
-GENERATE_MODULES := __init__ core/__init__ core/count_dists core/count_parts core/count_sampling core/count_terms core/countreg core/countreg_newton core/countreg_terms core/covariates core/design core/distributions core/errors core/histogram core/mle core/seeds core/simulate core/zipreg core/zipreg_terms generate report/__init__ report/plots stages/__init__ stages/cli stages/config stages/config_data stages/generate stages/generate_regression stages/params_file store/__init__ store/datasets store/files store/reg_data tracking/__init__ tracking/interrupts tracking/quiet tracking/runs tracking/values
-SWEEP_MODULES := __init__ analysis/__init__ analysis/blog analysis/objective analysis/recovery analysis/reg_batch analysis/regression core/__init__ core/count_parts core/count_terms core/countreg core/countreg_newton core/countreg_terms core/covariates core/distributions core/engine core/errors core/histogram core/likelihood core/optim core/outcome core/reg_designs core/reg_engine core/seeds core/zipreg core/zipreg_terms report/__init__ report/convergence report/plots report/reg_convergence stages/__init__ stages/cli stages/config stages/config_data stages/params_file stages/sweep stages/sweep_steps store/__init__ store/datasets store/files store/reg_data sweep tracking/__init__ tracking/fit_runs tracking/interrupts tracking/quiet tracking/reg_payloads tracking/runs tracking/study tracking/trial tracking/values
+GENERATE_MODULES := __init__ core/__init__ core/count_dists core/count_parts core/count_sampling core/count_terms core/countreg core/countreg_newton core/countreg_terms core/covariates core/design core/distributions core/errors core/families core/histogram core/mle core/seeds core/simulate core/zipreg core/zipreg_terms generate report/__init__ report/plots stages/__init__ stages/cli stages/config stages/config_data stages/generate stages/generate_regression stages/params_file store/__init__ store/datasets store/files store/reg_data tracking/__init__ tracking/interrupts tracking/quiet tracking/runs tracking/values
+SWEEP_MODULES := __init__ analysis/__init__ analysis/blog analysis/objective analysis/recovery analysis/reg_batch analysis/regression core/__init__ core/count_parts core/count_terms core/countreg core/countreg_newton core/countreg_terms core/covariates core/distributions core/engine core/errors core/families core/histogram core/likelihood core/optim core/outcome core/reg_designs core/reg_engine core/seeds core/zipreg core/zipreg_terms report/__init__ report/convergence report/plots report/reg_convergence stages/__init__ stages/cli stages/config stages/config_data stages/params_file stages/sweep stages/sweep_steps store/__init__ store/datasets store/files store/reg_data sweep tracking/__init__ tracking/fit_runs tracking/interrupts tracking/quiet tracking/reg_payloads tracking/runs tracking/study tracking/trial tracking/values
 AGGREGATE_MODULES := __init__ aggregate analysis/__init__ analysis/reach analysis/recovery analysis/reg_recovery analysis/statistics core/__init__ core/covariates core/distributions core/errors core/histogram core/mle report/__init__ report/figures report/findings report/markdown report/reg_findings report/reg_sections stages/__init__ stages/aggregate stages/aggregate_regression stages/cli stages/config stages/config_data stages/params_file store/__init__ store/files tracking/__init__ tracking/interrupts tracking/quiet tracking/runs tracking/values
 src = $(addprefix pipeline/,$(addsuffix .py,$(1)))
 WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS),)
@@ -28,7 +28,7 @@ WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS),)
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PARAMS=path/to/params.yaml  WORKERS=N  FILE=... COLUMN=... or FORMULA=... [WHERE=... JSON=1] (fit-counts)"
+	@echo "  variables: PARAMS=path/to/params.yaml  WORKERS=N  FILE=... COLUMN=... or FORMULA=... [FAMILY=... WHERE=... JSON=1] (fit-counts)"
 
 install: $(VENV)/.installed ## create .venv and install pinned dependencies
 
@@ -74,11 +74,13 @@ fit-counts: export ZIP_COLUMN := $(value COLUMN)
 fit-counts: export ZIP_FORMULA := $(value FORMULA)
 fit-counts: export ZIP_WHERE := $(value WHERE)
 fit-counts: export ZIP_JSON := $(value JSON)
-fit-counts: $(VENV)/.installed ## fit ZIP vs Poisson to your counts: FILE=path COLUMN=name or FORMULA="y ~ x | z"
+fit-counts: export ZIP_FAMILY := $(value FAMILY)
+fit-counts: $(VENV)/.installed ## compare count models on your counts: FILE=path COLUMN=name or FORMULA="y ~ x | z" [FAMILY=all|zip|zinb|...]
 	@test -n "$$ZIP_FILE" && test -n "$$ZIP_COLUMN$$ZIP_FORMULA" || { echo "usage: make fit-counts FILE=path COLUMN=name [WHERE=...]  or  make fit-counts FILE=path FORMULA='y ~ count regressors | zero regressors'"; exit 2; }
 	$(PY) -m pipeline.fit_counts $${ZIP_COLUMN:+--column="$$ZIP_COLUMN"} \
 		$${ZIP_FORMULA:+--formula="$$ZIP_FORMULA"} --params="$$ZIP_PARAMS" \
-		$${ZIP_WHERE:+--where="$$ZIP_WHERE"} $${ZIP_JSON:+--json} -- "$$ZIP_FILE"
+		$${ZIP_WHERE:+--where="$$ZIP_WHERE"} $${ZIP_FAMILY:+--family="$$ZIP_FAMILY"} \
+		$${ZIP_JSON:+--json} -- "$$ZIP_FILE"
 
 ui: $(VENV)/.installed ## browse the MLflow runs at http://127.0.0.1:$(PORT)
 	@mkdir -p mlruns

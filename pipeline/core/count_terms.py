@@ -29,30 +29,13 @@ import torch
 
 from pipeline.core.count_parts import Terms, nb_terms, poisson_terms
 from pipeline.core.distributions import softplus as _softplus
-
-FAMILIES = ("poisson", "nb", "zip", "zinb", "hurdle_poisson", "hurdle_nb")
-# The nested baseline of each family with a dispersion (α → 0 on the boundary).
-POISSON_LIMIT = {"nb": "poisson", "zinb": "zip", "hurdle_nb": "hurdle_poisson"}
-
-
-def check_family(family: str) -> None:
-    """Raise ValueError naming the known families when `family` is not one of them."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
-
-
-def zero_part(family: str) -> str | None:
-    """'inflation' (zip, zinb), 'hurdle' (hurdle_*) or None (poisson, nb)."""
-    check_family(family)
-    if family.startswith("hurdle"):
-        return "hurdle"
-    return "inflation" if family.startswith("zi") else None
-
-
-def has_dispersion(family: str) -> bool:
-    """Whether the family has the NB dispersion log α as a parameter."""
-    check_family(family)
-    return family in POISSON_LIMIT
+from pipeline.core.families import (  # noqa: F401 (re-exported: the families' names)
+    FAMILIES,
+    POISSON_LIMIT,
+    check_family,
+    has_dispersion,
+    zero_part,
+)
 
 
 def count_terms(family: str, y, lgy, eta, a, order: int) -> Terms:

@@ -105,9 +105,9 @@ class RegressionScenario:
                     fail(f"{path}.{part}.{key_text(key)}",
                          f"is not a covariate column (known: {list(known)})", value)  # fmt: skip
                 if isinstance(value, bool) or not isinstance(value, int | float):
-                    fail(f"{path}.{part}.{key}", "must be a number", value)
+                    fail(f"{path}.{part}.{key_text(key)}", "must be a number", value)
                 if not math.isfinite(value):
-                    fail(f"{path}.{part}.{key}", "must be finite", value)
+                    fail(f"{path}.{part}.{key_text(key)}", "must be finite", value)
 
     def part_coefficients(self, part: str) -> dict[str, float]:
         return {k: float(v) for k, v in getattr(self, part).items()}

@@ -31,12 +31,15 @@ import numpy as np
 
 from pipeline.core import seeds
 from pipeline.core.errors import NotIdentifiableError, UserError
+from pipeline.core.families import FAMILIES
 from pipeline.core.histogram import Histogram
 from pipeline.stages import config
 from pipeline.stages.cli import parser, progress
 from pipeline.store import files
 from pipeline.store.count_file import read_counts
 from pipeline.tracking import interrupts
+
+FAMILY_CHOICES = ("all", *FAMILIES)
 
 
 def descend(hist: Histogram, params: config.Params, rng: np.random.Generator, exact: dict):
@@ -195,6 +198,36 @@ def analyse_formula(args) -> dict:
     return fit_regression.analyse(args, params, design)
 
 
+def analyse_compare(args) -> dict:
+    """`--family all` (the default) or one family other than the ZIP: read the counts (as their
+    histogram, frequency-weighted) or the design, then fit and compare in
+    `stages.fit_families`."""
+    params = config.load(args.params)
+    if not args.no_mlflow:  # before any work: an unusable mlruns/ is one line, not a lost fit
+        files.check_writable(args.workdir.resolve() / "mlruns")
+    source = {"file": str(args.file), "where": args.where}
+    if args.formula is None:
+        counts = read_counts(args.file, args.column, args.where)
+        hist = counts.hist
+        ones = np.ones((len(hist.values), 1))
+        data = (ones, ones, hist.values, hist.freqs.astype(float))
+        names = {"count": ["intercept"], "zero": ["intercept"]}
+        source.update(column=args.column, rows=counts.rows)
+        if hist.total == 0:
+            raise UserError(f"{args.file}: column {args.column!r}: all {hist.n:,} counts are "
+                            "zero, so no count model is identifiable")  # fmt: skip
+    else:
+        from pipeline.store.formula import read_design  # formulaic (~1.6 s) loads only now
+
+        design = read_design(args.file, args.formula, where=args.where)
+        data = (design.X, design.Z, design.y, None)
+        names = {"count": list(design.x_names), "zero": list(design.z_names)}
+        source.update(formula=design.formula, rows=design.rows, dropped=design.dropped)
+    from pipeline.stages import fit_families  # torch, scipy, MLflow: after the input is good
+
+    return fit_families.analyse_families(args, params, *data, names, args.family, source)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Fit ZIP and Poisson to a column of counts, or regressions (`--formula`); see the
     module docstring.
@@ -209,14 +242,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--formula", help='ZIP regression, pscl style: "y ~ count regressors | zero '
                    'regressors" (without "|" both parts use the same regressors)')  # fmt: skip
     p.add_argument("--where", help='polars SQL condition selecting rows, e.g. "camper = 1"')
+    p.add_argument("--family", default="all",
+                   help="all (default): fit poisson, nb, zip, zinb, hurdle_poisson and hurdle_nb "
+                   "and compare them; or fit one of them (zip: the exact/Newton fit with "
+                   "gradient descent beside it)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
     p.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
     args = p.parse_args(argv)
+    if args.family not in FAMILY_CHOICES:
+        raise UserError(f"--family {args.family!r}: choose one of {', '.join(FAMILY_CHOICES)}")
     if (args.column is None) == (args.formula is None):
         raise UserError("give exactly one of --column NAME (a column of counts) and --formula "
                         "'y ~ count regressors | zero regressors' (a ZIP regression)")  # fmt: skip
     with interrupts.sigterm_raises():
-        report = analyse(args) if args.formula is None else analyse_formula(args)
+        if args.family != "zip":
+            report = analyse_compare(args)
+        else:
+            report = analyse(args) if args.formula is None else analyse_formula(args)
     text = report.pop("text")
     if args.json:
         from pipeline.report.count_report import jsonable

@@ -142,7 +142,7 @@ def scenario_lines(summary: pl.DataFrame) -> list[str]:
     if summary.is_empty():
         return []
     lines = []
-    z = ((pl.col("estimate") - pl.col("truth")).abs() / pl.col("se"))
+    z = (pl.col("estimate") - pl.col("truth")).abs() / pl.col("se")
     per = summary.group_by("scenario", maintain_order=True).agg(
         pl.col("family").first() if "family" in summary.columns else pl.lit("zip").alias("family"),
         pl.col("replicate").n_unique().alias("datasets"),

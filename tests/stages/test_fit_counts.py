@@ -26,8 +26,11 @@ from pipeline.stages.cli import ROOT
 EXAMPLE = ROOT / "examples" / "fish_caught.csv"
 
 
+ZIP_PATH = ["--family", "zip"]  # these tests are about the ZIP report (test_fit_families: "all")
+
+
 def fit_counts(args, env, cwd) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pipeline.fit_counts", *map(str, args)]
+    cmd = [sys.executable, "-m", "pipeline.fit_counts", *map(str, args), *ZIP_PATH]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
@@ -80,7 +83,7 @@ def run_main(args, capsys) -> str:
     """`fit_counts.main` in this process (no second torch/MLflow import); returns stdout."""
     from pipeline.stages import fit_counts as stage
 
-    assert stage.main([str(a) for a in args]) == 0
+    assert stage.main([*(str(a) for a in args), *ZIP_PATH]) == 0
     return capsys.readouterr().out
 
 

@@ -16,7 +16,7 @@ from pipeline.stages.cli import ROOT
 
 def run(args, env, cwd, timeout=120) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pipeline.fit_counts", *map(str, args),
-           "--params", str(ROOT / "params.yaml"), "--no-mlflow"]  # fmt: skip
+           "--params", str(ROOT / "params.yaml"), "--no-mlflow", "--family", "zip"]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
