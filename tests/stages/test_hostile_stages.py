@@ -46,8 +46,17 @@ def test_a_cuda_device_without_a_gpu_is_one_line(write_params, tmp_path, isolate
     code, err = run_stage(sweep.main, ["--params", params, "--workdir", tmp_path], capsys)
     assert code == 2 and err == ["error: fit.device: 'cuda' but no CUDA device is available "
                                  "here (use 'cpu')"]  # fmt: skip
-    argv = [EXAMPLE, "--column", "count", "--params", params, "--workdir", tmp_path,
-            "--family", "zip"]  # the comparison of families fits on the CPU only (Newton)
+    argv = [
+        EXAMPLE,
+        "--column",
+        "count",
+        "--params",
+        params,
+        "--workdir",
+        tmp_path,
+        "--family",
+        "zip",
+    ]  # the comparison of families fits on the CPU only (Newton)
     code, err = run_stage(fit_counts.main, argv, capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("error: fit.device:")
     assert not (tmp_path / "data").exists() and not (tmp_path / "mlruns").exists()
