@@ -73,6 +73,7 @@ def reg_optimisation_table(fits: pl.DataFrame, order: Sequence[str] | None = Non
         pl.col("replicate").n_unique().alias("datasets"),
         *_share(conv, "converged"),
         *_share(pl.col("status") == "max_steps", "max_steps"),
+        *_share(pl.col("status") == "stalled", "stalled"),
         *_share(~ok, "diverged"),
         pl.col("steps").filter(conv).median().alias("steps_median"),
         pl.col("nll_gap").filter(ok & _finite("nll_gap")).median().alias("gap_median"),

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-STATUSES = ("running", "converged", "max_steps", "diverged", "stopped")
-RUNNING, CONVERGED, MAX_STEPS, DIVERGED, STOPPED = range(len(STATUSES))
+# "stalled" (regression engine only): the stop rule held on a plateau at infinity, the zero
+# part saturated (`reg_engine.SATURATED_LOGIT`), not at a finite maximum.
+STATUSES = ("running", "converged", "max_steps", "diverged", "stopped", "stalled")
+RUNNING, CONVERGED, MAX_STEPS, DIVERGED, STOPPED, STALLED = range(len(STATUSES))
 
 
 @dataclass(frozen=True)

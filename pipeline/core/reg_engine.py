@@ -12,11 +12,12 @@ Per observation (−ℓ is the NLL term), with u = s + λ and σ(u) = P(structur
     y > 0:  −ℓ = softplus(s) − yη + λ + log y!;  ∂/∂s = σ(s),         ∂/∂η = λ − y
 
 Stopping rules as in `engine`: "converged" once |change of the mean NLL| < `tol` on `window`
-consecutive steps and the gradient norm (on the fitting scale) is below `grad_tol`;
-"max_steps"; "diverged" when the loss, gradient or parameters stop being finite or some
-|η| > `MAX_LOG_RATE`, reported at the last finite state; "stopped" by the callback. A
-finished fit is frozen in its slot (fits are not compacted: a dataset's fits share one
-product, so a finished fit costs its column until the batch ends).
+consecutive steps and the gradient norm (on the fitting scale) is below `grad_tol`; "stalled"
+when that rule holds with the zero part saturated (`SATURATED_LOGIT`: a plateau at infinity,
+not a maximum); "max_steps"; "diverged" when the loss, gradient or parameters stop being
+finite or some |η| > `MAX_LOG_RATE`, reported at the last finite state; "stopped" by the
+callback. A finished fit is frozen in its slot (fits are not compacted: a dataset's fits
+share one product, so a finished fit costs its column until the batch ends).
 
 Mini-batches (`batch_size`): each step uses `batch_size` rows of a permutation of the rows
 that is redrawn every epoch from `shuffle_seed` (the same rows for every dataset, which
@@ -42,17 +43,30 @@ from pipeline.core import optim
 from pipeline.core.count_terms import check_family, family_terms, has_dispersion, zero_part
 from pipeline.core.distributions import softplus
 from pipeline.core.engine import MAX_LOG_RATE
-from pipeline.core.outcome import CONVERGED, DIVERGED, MAX_STEPS, RUNNING, STATUSES, STOPPED
+from pipeline.core.outcome import (
+    CONVERGED,
+    DIVERGED,
+    MAX_STEPS,
+    RUNNING,
+    STALLED,
+    STATUSES,
+    STOPPED,
+)
 from pipeline.core.reg_designs import Designs, RegChunkReport, RegResult, scalings
 
 # Rows per block of the per-observation work: (D, rows, F) temporaries of ~2^16 elements
 # (512 kB in float64) stay in cache and under glibc's mmap threshold. One (D, n, F) pass
 # allocated fresh per op costs ~4x more on these machines (page faults on every new tensor).
 BLOCK_ELEMENTS = 2**16
+# |s| beyond which every observation's zero part is saturated (π or P(Y > 0) within 3e-7 of
+# 0 or 1): there the gradient in γ vanishes without a finite maximum, e.g. the ZINB sliding
+# into its NB limit π → 0. A fit the stop rule would call converged there is "stalled".
+SATURATED_LOGIT = 15.0
 
 
 def _loss_grad(data: Designs, theta: torch.Tensor, rows=None, family: str = "zip"):
-    """Mean NLL (D, F), gradient (D, P, F) and whether every |η| <= MAX_LOG_RATE (D, F)."""
+    """Mean NLL (D, F), gradient (D, P, F), whether every |η| <= MAX_LOG_RATE (D, F) and
+    whether the zero part is saturated, every |s| > SATURATED_LOGIT (D, F)."""
     X, Z, y, zero, log_fact = data.X, data.Z, data.y, data.zero, data.log_fact
     if rows is not None:
         X, Z, y, zero, log_fact = (a[:, rows] for a in (X, Z, y, zero, log_fact))
@@ -65,6 +79,7 @@ def _loss_grad(data: Designs, theta: torch.Tensor, rows=None, family: str = "zip
     log_alpha = theta[:, q + p :] if theta.shape[1] > q + p else None  # (D, 1, F)
     total = theta.new_zeros(D, F)
     low, high = theta.new_full((D, F), torch.inf), theta.new_zeros(D, F)
+    s_low = theta.new_full((D, F), torch.inf if q else 0.0)
     g_gamma, g_beta = torch.zeros_like(gamma), torch.zeros_like(beta)
     g_alpha = None if log_alpha is None else torch.zeros_like(log_alpha)
     step = max(1, BLOCK_ELEMENTS // max(1, D * F))
@@ -90,12 +105,13 @@ def _loss_grad(data: Designs, theta: torch.Tensor, rows=None, family: str = "zip
         small, big = torch.aminmax(eta.exp() if lam is None else lam, dim=1)
         low, high = torch.minimum(low, small), torch.maximum(high, big)
         if q:
+            s_low = torch.minimum(s_low, s.abs().amin(1))
             g_gamma.baddbmm_(Zr.mT, g_s)
         g_beta.baddbmm_(Xr.mT, g_eta)
     # |η| <= MAX_LOG_RATE read off λ = e^η (one pass instead of |η| and its max).
     in_range = (high <= math.exp(MAX_LOG_RATE)) & (low >= math.exp(-MAX_LOG_RATE))
     parts = [g_gamma, g_beta] if g_alpha is None else [g_gamma, g_beta, g_alpha]
-    return total / m, torch.cat(parts, 1) / m, in_range
+    return total / m, torch.cat(parts, 1) / m, in_range, s_low > SATURATED_LOGIT
 
 
 def _zip_block(kind: str, s, eta, yr, zr, lf):
@@ -237,7 +253,7 @@ def fit_regression(
                 order, cursor = torch.randperm(n, generator=shuffle).to(dev), 0
             rows = order[cursor : cursor + batch_size]
             cursor += batch_size
-        loss, grad, in_range = _loss_grad(data, theta, rows, family)
+        loss, grad, in_range, saturated = _loss_grad(data, theta, rows, family)
         gnorm = torch.linalg.vector_norm(grad, dim=1)
         finite = (loss + gnorm).isfinite() & in_range
         running = status == RUNNING
@@ -247,7 +263,8 @@ def fit_regression(
         streak = torch.where((loss - prev).abs() < tol, streak + 1, 0)
         new = torch.where(running, MAX_STEPS if t >= max_steps else RUNNING, status)
         if full:
-            new = torch.where(running & (streak >= window) & (gnorm < grad_tol), CONVERGED, new)
+            flat = running & (streak >= window) & (gnorm < grad_tol)
+            new = torch.where(flat, torch.where(saturated, STALLED, CONVERGED), new)
         new = torch.where(running & ~finite, DIVERGED, new)
         ended = running & (new != RUNNING)
         if bool(ended.any()):
@@ -271,7 +288,7 @@ def fit_regression(
         stepped, opt_state = optim.step(optimizer, theta, grad, opt_state, lr_slots, t, momentum)
         theta = torch.where(running.unsqueeze(1), stepped, theta)
     # Final states on the full data, whatever the steps saw (mini-batch runs, diverged fits).
-    loss, grad, _ = _loss_grad(data, theta, None, family)
+    loss, grad, _, _ = _loss_grad(data, theta, None, family)
     gnorm = torch.linalg.vector_norm(grad, dim=1)
     return _result(theta, T, d_t, f_t, loss, steps, status, gnorm, history)
 

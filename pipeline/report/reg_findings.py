@@ -91,6 +91,13 @@ def line_sentence(rows: pl.DataFrame, label: str, max_steps: int) -> str:
             )
         if rows["converged"].max() == 0 and rows["batch_size"][0] is None:
             text += f"; no fit converged within {max_steps} steps at any lr"
+    stalling = rows.filter(pl.col("stalled") > 0) if "stalled" in rows.columns else rows.clear()
+    if stalling.height:
+        text += (
+            f"; fits stall on the saturated zero part's plateau (π → 0 or 1, the stop rule "
+            f"holding away from the maximum) at {lr_span(stalling['lr'].to_list(), grid)} (up "
+            f"to {pct(stalling['stalled'].max())})"
+        )
     diverging = rows.filter(pl.col("diverged") > 0)
     if diverging.height:
         text += (

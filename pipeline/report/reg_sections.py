@@ -21,7 +21,7 @@ from pipeline.report.reg_findings import reg_findings, variant_label
 FIGURE = "regression_error_vs_lr.png"
 _FLOOR = 1e-6  # errors drawn no lower than this many oracle SEs on the log axis
 OPTIMISATION_COLUMNS = (
-    "optimizer lr standardize batch_size fits converged max_steps diverged steps_median "
+    "optimizer lr standardize batch_size fits converged stalled max_steps diverged steps_median "
     f"gap_median gap_max err_median err_max {TIGHT} {LOOSE}"
 ).split()
 CAPTION = (

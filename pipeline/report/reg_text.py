@@ -14,7 +14,8 @@ from pipeline.report.fit_checks import frequency_lines, gof_lines, p_cell, p_tex
 from pipeline.report.reg_report import MODELS
 
 _STATUS = {"converged": "converged after", "max_steps": "stopped at max_steps,",
-           "diverged": "diverged after", "stopped": "stopped after"}  # fmt: skip
+           "diverged": "diverged after", "stopped": "stopped after",
+           "stalled": "stalled on the saturated zero part's plateau after"}  # fmt: skip
 
 
 def _num(x, fmt=".6g") -> str:

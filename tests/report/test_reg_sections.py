@@ -112,7 +112,7 @@ def test_sections_hold_the_tables():
     assert "### Summary (generated from the numbers below)" in text
     assert "### s\n\nFull batch:\n\n| lr | standardize | fits |" in text
     assert "Mini-batches (never converged by the test; judged where they end):" in text
-    assert "| 0.1 | True | 10 | 4 | 0 | 1 | 0 |" in text  # the mini-batch row
+    assert "| 0.1 | True | 10 | 4 | 0 | 0 | 1 | 0 |" in text  # the mini-batch row (none stalled)
     # the coefficient table: bias ± MC SE, RMSE, coverage ± MC SE
     assert "| zero | intercept | -1 | -0.1 ± 0.2 | 0.224 | 50 ± 35 % |" in text
     assert f"![{reg_sections.FIGURE}](figures/{reg_sections.FIGURE})" in text
