@@ -79,7 +79,8 @@ def poisson_terms(y, lgy, eta, order: int) -> Terms:
 
 def _nb_zero(eta, a, order: int) -> Terms:
     """`nb_terms` at y = 0: L0 = −θ log1p(αμ) and its derivatives, with no lgamma/digamma."""
-    theta, m, mu = (-a).exp(), (a + eta).exp(), eta.exp()
+    theta, mu = (-a).exp(), eta.exp()
+    m = mu * a.exp()  # αμ (α is one per fit: one exp per fit, not per observation)
     t_l1p = theta * torch.log1p(m)  # θ log(1 + αμ) → μ as α → 0
     if order == 0:
         return Terms(-t_l1p)
@@ -126,8 +127,8 @@ def nb_terms(y, lgy, eta, a, order: int) -> Terms:
     if y.dim() == 0 and float(y) == 0.0:
         return _nb_zero(eta, a, order)
     theta = (-a).exp()
-    m = (a + eta).exp()  # αμ
     mu = eta.exp()
+    m = mu * a.exp()  # αμ (α is one per fit: one exp per fit, not per observation)
     l1p = torch.log1p(m)  # log(1 + αμ) = log((θ + μ)/θ)
     big = theta > _ASYMPTOTIC
     # θ is one per fit: usually every fit is on one side and only that branch is computed.

@@ -102,7 +102,8 @@ def family_terms(family: str, y, lgy, zero, s, eta, a=None, *, order: int = 1,
     c0 = count_terms(family, y0, y0, eta, a, order) if kind != "positive" or part == "hurdle" \
         else None  # fmt: skip
     c = c0 if kind == "zero" else count_terms(family, y, lgy, eta, a, order)
-    sig, sigc = _sig(s)
+    sig = torch.sigmoid(s)
+    sigc = torch.sigmoid(-s) if order > 1 or part == "hurdle" else None  # σ(−s) when needed
     out = {}
     if part == "inflation":
         if c0 is None:  # positives only: ℓ = L − softplus(s)

@@ -26,6 +26,11 @@ TAG = "zip."
 _STORE_DIR = "mlruns"
 
 
+# The MLflow 3.17 UI opens a run of an experiment without this tag in its GenAI 'Evaluations'
+# layout; with it, in the model-training layout (metrics charts, params) these runs are.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def tracking_uri(root: Path) -> str:
     """`MLFLOW_TRACKING_URI` if set, else the project's SQLite store under `mlruns/`."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / _STORE_DIR / 'mlflow.db'}"
@@ -82,7 +87,8 @@ class Tracker:
         exp = self.client.get_experiment_by_name(name)
         if exp is None:
             try:
-                return self.client.create_experiment(name, artifact_location=location)
+                return self.client.create_experiment(name, artifact_location=location,
+                                                     tags=EXPERIMENT_TAGS)  # fmt: skip
             except Exception:  # another process created it first
                 exp = self.client.get_experiment_by_name(name)
                 if exp is None:
@@ -96,6 +102,9 @@ class Tracker:
                 f"keeps artifacts at {exp.artifact_location}; this work directory is a copy or "
                 "was moved, so delete its mlruns/ to start a fresh store here"
             )
+        if any(exp.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):  # an older store
+            for key, value in EXPERIMENT_TAGS.items():
+                self.client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
 
     # -- runs -------------------------------------------------------------------------------

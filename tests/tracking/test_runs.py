@@ -70,6 +70,18 @@ def test_tracker_creates_the_experiment_with_artifacts_beside_the_store(workdir,
     assert tracker.client.get_experiment(other.experiment_id).name == "another"
 
 
+def test_the_experiment_opens_in_the_model_training_layout(workdir):
+    """The tag MLflow 3.17's UI reads (DESIGN §8): on a new experiment, and set on an older
+    store's experiment that lacks it."""
+    tracker = Tracker(EXPERIMENT, root=workdir)
+    tags = tracker.client.get_experiment(tracker.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    tracker.client.delete_experiment_tag(tracker.experiment_id, "mlflow.experimentKind")
+    again = Tracker(EXPERIMENT, root=workdir)
+    tags = again.client.get_experiment(again.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_tracker_follows_mlflow_tracking_uri(workdir, pytestconfig, tmp_path_factory, monkeypatch):
     elsewhere = fresh_store(tmp_path_factory.mktemp("elsewhere"), pytestconfig, tmp_path_factory)
     uri = f"sqlite:///{elsewhere / 'mlruns' / 'mlflow.db'}"
