@@ -9,7 +9,7 @@ per step (µs) and its ratio to the ZIP's (the issue's target: within 2x), measu
 side in one run, best of `--repeat`. No timed assertions: run by hand (not part of the tests):
 
     .venv/bin/python benchmarks/bench_family_engine.py [--threads N] [--datasets D] [--fits F]
-        [--n N] [--steps S] [--repeat R] [--dtype float64|float32]
+        [--n N] [--steps S] [--repeat R] [--dtype float64|float32] [--device cpu|cuda]
 
 Numbers go to benchmarks/README.md ("Count families: engine").
 """
@@ -49,21 +49,26 @@ def datasets(n: int, D: int):
     return out
 
 
-def run(family: str, data, F: int, steps: int, dtype, repeat: int) -> float:
+def run(family: str, data, F: int, steps: int, dtype, repeat: int, device: str = "cpu") -> float:
     """Best-of-`repeat` seconds of one engine call of D × F fits of `family`."""
     Xs = [X for X, _, _ in data]
     Zs = [Z if zero_part(family) else Z[:, :0] for _, Z, _ in data]
-    designs = reg_designs.stack_designs(Xs, Zs, [y for _, _, y in data], dtype=dtype)
+    designs = reg_designs.stack_designs(Xs, Zs, [y for _, _, y in data], dtype=dtype,
+                                        device=device)  # fmt: skip
     D, _, q, p = designs.shape
     P = q + p + int(has_dispersion(family))
     start = np.random.default_rng(0).normal(0, 0.1, size=(D * F, P))
     index = np.repeat(np.arange(D), F)
     best = np.inf
     for _ in range(repeat):
+        if device == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         reg_engine.fit_regression(designs, index, start, 0.05, max_steps=steps, tol=0.0,
                                   grad_tol=0.0, record_every=steps, chunk_steps=steps,
                                   standardize=True, family=family)  # fmt: skip
+        if device == "cuda":
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -77,14 +82,16 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     data = datasets(args.n, args.datasets)
     fits = args.datasets * args.fits
     print(f"n = {args.n}, {args.datasets} datasets x {args.fits} fits, {args.steps} steps, "
-          f"{args.dtype}, {torch.get_num_threads()} thread(s)")  # fmt: skip
-    times = {f: run(f, data, args.fits, args.steps, dtype, args.repeat) for f in FAMILIES}
+          f"{args.dtype}, {args.device}, {torch.get_num_threads()} thread(s)")  # fmt: skip
+    times = {f: run(f, data, args.fits, args.steps, dtype, args.repeat, args.device)
+             for f in FAMILIES}  # fmt: skip
     base = times["zip"]
     print(f"{'family':<16}{'s/call':>9}{'us/fit/step':>13}{'vs zip':>8}")
     for family, t in times.items():

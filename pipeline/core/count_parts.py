@@ -112,7 +112,23 @@ def _pick(big, which: str, large, small):
     return torch.where(big, large(), small())
 
 
-def nb_terms(y, lgy, eta, a, order: int) -> Terms:
+def nb_count_parts(y, a):
+    """The parts of `nb_terms` that depend on (y, θ) only, for every θ <= `_ASYMPTOTIC`:
+    (lgamma(y + θ) − lgamma(θ) − y log θ, ψ(y + θ) − ψ(θ)). A caller with many rows of few
+    distinct counts (the engine) computes them once per distinct count and fit and gathers
+    them (`nb_terms(pre=...)`), instead of two lgamma and two digamma per row and fit.
+
+    Returns:
+        The pair, or None when some θ > `_ASYMPTOTIC` (then `nb_terms` uses its series).
+    """
+    theta = (-a).exp()
+    if bool((theta > _ASYMPTOTIC).any()):
+        return None
+    g = torch.lgamma(y + theta) - torch.lgamma(theta) - y * torch.log(theta)
+    return g, torch.digamma(y + theta) - torch.digamma(theta)
+
+
+def nb_terms(y, lgy, eta, a, order: int, pre=None) -> Terms:
     """log f(y) of the NB2 with μ = e^η, α = e^a, and its (η, a)-derivatives up to `order`.
 
     Args:
@@ -120,6 +136,7 @@ def nb_terms(y, lgy, eta, a, order: int) -> Terms:
             takes the closed forms of f(0).
         eta, a: log mean and log dispersion (a broadcasts, e.g. one per fit).
         order: 0 (value), 1 (gradient), 2 (gradient and Hessian).
+        pre: `nb_count_parts(y, a)` when computed already (every θ <= `_ASYMPTOTIC`).
 
     Returns:
         The `Terms` (d_s entries None).
@@ -127,6 +144,8 @@ def nb_terms(y, lgy, eta, a, order: int) -> Terms:
     if y.dim() == 0 and float(y) == 0.0:
         return _nb_zero(eta, a, order)
     theta = (-a).exp()
+    if pre is not None and bool((theta > _ASYMPTOTIC).any()):
+        raise ValueError("pre holds the small-theta parts only")
     mu = eta.exp()
     m = mu * a.exp()  # αμ (α is one per fit: one exp per fit, not per observation)
     l1p = torch.log1p(m)  # log(1 + αμ) = log((θ + μ)/θ)
@@ -146,6 +165,8 @@ def nb_terms(y, lgy, eta, a, order: int) -> Terms:
                 - _series_lgamma(tb))  # fmt: skip
 
     def g_small():
+        if pre is not None:
+            return pre[0]
         return torch.lgamma(y + ts) - torch.lgamma(ts) - y * torch.log(ts)
 
     ll = _pick(big, which, g_big, g_small) - lgy - theta * l1p + y * (eta - l1p)
@@ -154,7 +175,9 @@ def nb_terms(y, lgy, eta, a, order: int) -> Terms:
     e = (y - mu) / (1 + m)  # ∂L/∂η = θ(y − μ)/(θ + μ)
     u = e / theta  # (y − μ)/(θ + μ) > −1
     log1p_u_minus_u = _log1p_minus(u) if which != "small" else None
-    psi = torch.digamma(y + ts) - torch.digamma(ts) if which != "big" else None
+    psi = None
+    if which != "big":
+        psi = pre[1] if pre is not None else torch.digamma(y + ts) - torch.digamma(ts)
 
     def d_a_big():
         # ∂L/∂a = −θ(ψ(y + θ) − ψ(θ)) + θ log1p(αμ) + (y − μ)/(1 + αμ), by the series:

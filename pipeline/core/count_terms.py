@@ -38,10 +38,11 @@ from pipeline.core.families import (  # noqa: F401 (re-exported: the families' n
 )
 
 
-def count_terms(family: str, y, lgy, eta, a, order: int) -> Terms:
-    """The count part of `family` at y: Poisson terms, or NB2 terms when it has a dispersion."""
+def count_terms(family: str, y, lgy, eta, a, order: int, pre=None) -> Terms:
+    """The count part of `family` at y: Poisson terms, or NB2 terms when it has a dispersion
+    (`pre`: `count_parts.nb_count_parts(y, a)` when the caller has it)."""
     if has_dispersion(family):
-        return nb_terms(y, lgy, eta, a, order)
+        return nb_terms(y, lgy, eta, a, order, pre)
     return poisson_terms(y, lgy, eta, order)
 
 
@@ -63,7 +64,7 @@ def _pairs(keys):
 
 
 def family_terms(family: str, y, lgy, zero, s, eta, a=None, *, order: int = 1,
-                 kind: str = "mixed") -> Terms:  # fmt: skip
+                 kind: str = "mixed", pre=None) -> Terms:  # fmt: skip
     """Per-observation log-likelihood of `family` and its derivatives in (s, η, a).
 
     Args:
@@ -74,6 +75,7 @@ def family_terms(family: str, y, lgy, zero, s, eta, a=None, *, order: int = 1,
         order: 0, 1 or 2.
         kind: "mixed"; or "zero" / "positive" when every y is 0 / > 0, which skips the
             branch that is never taken (the engine's row blocks).
+        pre: `count_parts.nb_count_parts(y, a)` of the rows, when the caller has it.
 
     Returns:
         The `Terms`; derivatives of absent parameters are None.
@@ -84,7 +86,7 @@ def family_terms(family: str, y, lgy, zero, s, eta, a=None, *, order: int = 1,
     if part is None:
         if kind == "zero":  # every y is 0: the closed forms of f(0)
             y = lgy = torch.zeros((), dtype=eta.dtype, device=eta.device)
-        return count_terms(family, y, lgy, eta, a, order)
+        return count_terms(family, y, lgy, eta, a, order, None if kind == "zero" else pre)
     if kind == "zero":
         zero = torch.ones((), dtype=torch.bool, device=eta.device)
     elif kind == "positive":
@@ -101,7 +103,7 @@ def family_terms(family: str, y, lgy, zero, s, eta, a=None, *, order: int = 1,
     y0 = torch.zeros((), dtype=eta.dtype, device=eta.device)
     c0 = count_terms(family, y0, y0, eta, a, order) if kind != "positive" or part == "hurdle" \
         else None  # fmt: skip
-    c = c0 if kind == "zero" else count_terms(family, y, lgy, eta, a, order)
+    c = c0 if kind == "zero" else count_terms(family, y, lgy, eta, a, order, pre)
     sig = torch.sigmoid(s)
     sigc = torch.sigmoid(-s) if order > 1 or part == "hurdle" else None  # σ(−s) when needed
     out = {}

@@ -29,6 +29,9 @@ class Designs:
             zero rows first, so row blocks below min(zeros) hold only zeros and row blocks
             from max(zeros) on only positive counts, and each is computed by its own
             branch alone (the likelihood does not depend on the order of the rows).
+        values: the distinct counts of all datasets, (1, K, 1); value_index: each row's
+            position in it, (D, n, 1). Terms that depend on the count and a per-fit parameter
+            only (the NB's lgamma and digamma in θ) are computed once per distinct count.
     """
 
     X: torch.Tensor
@@ -37,6 +40,8 @@ class Designs:
     zero: torch.Tensor
     log_fact: torch.Tensor
     zeros: tuple[int, ...] = ()
+    values: torch.Tensor | None = None
+    value_index: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -76,7 +81,9 @@ def stack_designs(Xs, Zs, ys, *, device="cpu", dtype=torch.float64) -> Designs:
     y = torch.as_tensor(y, dtype=torch.float64).unsqueeze(-1)
     cast = lambda t: t.to(device=device, dtype=dtype).contiguous()  # noqa: E731
     zero = (y == 0).to(device)
-    return Designs(cast(X), cast(Z), cast(y), zero, cast(torch.lgamma(y + 1)), zeros)
+    values, index = torch.unique(y, return_inverse=True)
+    return Designs(cast(X), cast(Z), cast(y), zero, cast(torch.lgamma(y + 1)), zeros,
+                   cast(values.reshape(1, -1, 1)), index.to(device))  # fmt: skip
 
 
 def scalings(data: Designs, standardize) -> torch.Tensor:

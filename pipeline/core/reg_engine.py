@@ -33,6 +33,7 @@ one. Pure torch and numpy: no I/O, no module state; randomness only from `shuffl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 
 from pipeline.core import optim
+from pipeline.core.count_parts import nb_count_parts
 from pipeline.core.count_terms import check_family, family_terms, has_dispersion, zero_part
 from pipeline.core.distributions import softplus
 from pipeline.core.engine import MAX_LOG_RATE
@@ -68,8 +70,10 @@ def _loss_grad(data: Designs, theta: torch.Tensor, rows=None, family: str = "zip
     """Mean NLL (D, F), gradient (D, P, F), whether every |η| <= MAX_LOG_RATE (D, F) and
     whether the zero part is saturated, every |s| > SATURATED_LOGIT (D, F)."""
     X, Z, y, zero, log_fact = data.X, data.Z, data.y, data.zero, data.log_fact
+    index = data.value_index
     if rows is not None:
         X, Z, y, zero, log_fact = (a[:, rows] for a in (X, Z, y, zero, log_fact))
+        index = None if index is None else index[:, rows]
     D, m, q = Z.shape
     p = X.shape[2]
     split = rows is None and data.zeros
@@ -77,6 +81,10 @@ def _loss_grad(data: Designs, theta: torch.Tensor, rows=None, family: str = "zip
     F = theta.shape[2]
     gamma, beta = theta[:, :q], theta[:, q : q + p]
     log_alpha = theta[:, q + p :] if theta.shape[1] > q + p else None  # (D, 1, F)
+    # The NB's lgamma and digamma in (y, θ): once per distinct count and fit, then gathered.
+    parts = None
+    if log_alpha is not None and index is not None:
+        parts = nb_count_parts(data.values, log_alpha)  # (D, K, F) each, or None
     total = theta.new_zeros(D, F)
     low, high = theta.new_full((D, F), torch.inf), theta.new_zeros(D, F)
     s_low = theta.new_full((D, F), torch.inf if q else 0.0)
@@ -97,7 +105,12 @@ def _loss_grad(data: Designs, theta: torch.Tensor, rows=None, family: str = "zip
         if family == "zip":
             nll, g_s, g_eta, lam = _zip_block(kind, s, eta, yr, zr, lf)
         else:
-            t = family_terms(family, yr, lf, zr, s, eta, log_alpha, order=1, kind=kind)
+            pre = None
+            if parts is not None and kind != "zero":
+                at = index[:, r:e].expand(-1, -1, F)
+                pre = (parts[0].gather(1, at), parts[1].gather(1, at))
+            t = family_terms(family, yr, lf, zr, s, eta, log_alpha, order=1, kind=kind,
+                             pre=pre)  # fmt: skip
             nll, g_s, g_eta, lam = -t.ll, None if t.d_s is None else -t.d_s, -t.d_eta, None
             if g_alpha is not None:
                 g_alpha -= t.d_a.sum(1, keepdim=True)
@@ -226,9 +239,9 @@ def fit_regression(
         T[:, -1, -1] = 1.0
     T_inv = torch.linalg.inv(T)
     if bool(np.any(standardize)):  # X̃ = X T_x, Z̃ = Z T_z: X̃ θ̃ = X T θ̃ = X θ originally
-        data = Designs(torch.bmm(data.X, T[:, q : q + p, q : q + p]),
-                       torch.bmm(data.Z, T[:, :q, :q]), data.y, data.zero, data.log_fact,
-                       data.zeros)  # fmt: skip
+        data = dataclasses.replace(
+            data, X=torch.bmm(data.X, T[:, q : q + p, q : q + p]), Z=torch.bmm(data.Z, T[:, :q, :q])
+        )
     theta = torch.zeros(D, P, F, dtype=dtype, device=dev)
     theta[d_t, :, f_t] = torch.einsum("bij,bj->bi", T_inv[d_t], start)
     lr_slots = torch.zeros(D, 1, F, dtype=dtype, device=dev)
