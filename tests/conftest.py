@@ -47,6 +47,29 @@ TINY = {
 }
 
 
+def pooled_chisquare_p(samples, pmf) -> float:
+    """Chi-square p-value of integer samples against `pmf` over 0..len(pmf) - 1, the rest in a
+    last cell, adjacent cells pooled until each expects >= 5 (1.0 when one cell is left:
+    nothing to test beyond "no count outside it")."""
+    from scipy import stats
+
+    kmax = len(pmf) - 1
+    expected = len(samples) * np.append(pmf, max(1 - pmf.sum(), 0.0))  # last cell: y > kmax
+    observed = np.bincount(np.minimum(samples, kmax + 1), minlength=kmax + 2)
+    pooled_obs, pooled_exp, obs, exp = [], [], 0, 0.0
+    for o, e in zip(observed, expected, strict=True):
+        obs, exp = obs + o, exp + e
+        if exp >= 5:
+            pooled_obs.append(obs)
+            pooled_exp.append(exp)
+            obs, exp = 0, 0.0
+    pooled_obs[-1] += obs
+    pooled_exp[-1] += exp
+    if len(pooled_obs) == 1:
+        return 1.0
+    return float(stats.chisquare(pooled_obs, pooled_exp).pvalue)
+
+
 def leaves(obj, path=""):
     """Every leaf of nested dicts and lists as (path like `.a[0].b`, value): JSON checks."""
     if isinstance(obj, dict):

@@ -12,7 +12,13 @@ import math
 import textwrap
 
 from pipeline.report.count_report import MODELS
-from pipeline.report.fit_checks import frequency_lines, gof_lines, interval_note, p_text
+from pipeline.report.fit_checks import (
+    frequency_lines,
+    gof_lines,
+    interval_note,
+    p_text,
+    vuong_lines,
+)
 
 _STATUS = {
     "converged": "converged after",
@@ -50,15 +56,6 @@ def _parameters(model: dict, rows: list[tuple[str, str, float]]) -> list[str]:
                                  _interval(model["profile"][key])))  # fmt: skip
         notes += [interval_note(key, iv)] if iv["reason"] else []
     return lines + notes
-
-
-def _vuong(v: dict) -> list[str]:
-    if not v["reported"]:
-        return ["  withheld: too few counts for its normal reference (see the warning above)"]
-    return ["  {:<18}z = {:<10}{}".format(name, _num(v[key]["statistic"], ".4g"),
-                                          p_text(v[key]["p_value"]))
-            for name, key in (("raw", "raw"), ("AIC-corrected", "aic"),
-                              ("BIC-corrected", "bic"))]  # fmt: skip
 
 
 def render(r: dict) -> str:
@@ -106,7 +103,7 @@ def render(r: dict) -> str:
         f"  T = {_num(lr['statistic'], '.4g')}, {p_text(lr['p_value'])}"
         f"   (reference {lr['reference']})",
         "Vuong test, ZIP against Poisson (one-sided p for 'ZIP is closer')",
-        *_vuong(r["vuong"]),
+        *vuong_lines(r["vuong"]),
         *textwrap.wrap("caveat: " + r["vuong"]["caveat"], 92, initial_indent="  ",
                        subsequent_indent="    "),
         "",

@@ -170,3 +170,21 @@ def markdown_frequencies(rows: list[dict], models: list[tuple[str, str]]) -> str
         cells = " | ".join(f"{r[key]:.2f}" for key, _ in models)
         lines.append(f"| {row_label(r)} | {r['observed']} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def vuong_lines(v: dict) -> list[str]:
+    """The Vuong test's lines (raw, AIC- and BIC-corrected z and p), or why it is withheld.
+
+    Args:
+        v: the report's `vuong` entry (`reported`, and `raw`/`aic`/`bic` with statistic and
+            p_value).
+    """
+    if not v["reported"]:
+        return ["  withheld: too few counts for its normal reference (see the warning above)"]
+    rows = (("raw", "raw"), ("AIC-corrected", "aic"), ("BIC-corrected", "bic"))
+    return [f"  {name:<18}z = {_g4(v[key]['statistic']):<10}{p_text(v[key]['p_value'])}"
+            for name, key in rows]  # fmt: skip
+
+
+def _g4(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, ".4g")

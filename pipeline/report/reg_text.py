@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import textwrap
 
-from pipeline.report.fit_checks import frequency_lines, gof_lines, p_cell, p_text
+from pipeline.report.fit_checks import frequency_lines, gof_lines, p_cell, p_text, vuong_lines
 from pipeline.report.reg_report import MODELS
 
 _STATUS = {"converged": "converged after", "max_steps": "stopped at max_steps,",
@@ -36,15 +36,6 @@ def _table(title: str, rows: list[dict], pct: str) -> list[str]:
                                  _num(c["se"], ".4g") if wald else "n/a", _num(c["z"], ".2f"),
                                  p_cell(c["p_value"]), limits))  # fmt: skip
     return lines
-
-
-def _vuong(v: dict) -> list[str]:
-    if not v["reported"]:
-        return ["  withheld: too few counts for its normal reference (see the warning above)"]
-    return ["  {:<18}z = {:<10}{}".format(name, _num(v[key]["statistic"], ".4g"),
-                                          p_text(v[key]["p_value"]))
-            for name, key in (("raw", "raw"), ("AIC-corrected", "aic"),
-                              ("BIC-corrected", "bic"))]  # fmt: skip
 
 
 def render(r: dict) -> str:
@@ -87,7 +78,7 @@ def render(r: dict) -> str:
         f"   (reference {lr['reference']})",
         *(_wrap("note: " + lr["note"]) if lr["note"] else []),
         "Vuong test, ZIP against Poisson (one-sided p for 'ZIP is closer')",
-        *_vuong(r["vuong"]),
+        *vuong_lines(r["vuong"]),
         *_wrap("caveat: " + r["vuong"]["caveat"]),
         "",
         f"Gradient descent ({gd['optimizer']}, lr {gd['lr']:g}, best of {gd['inits']} random "

@@ -102,3 +102,26 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         print(f"error: {problem}", file=sys.stderr)
         code = EXIT_USER_ERROR
     sys.exit(code or 0)
+
+
+def logged(tracker, log: Callable[[], str]) -> str:
+    """Run `log` (which opens and fills one MLflow run, returning its id) after closing the
+    store's orphaned runs; if it is interrupted or fails, every run this process opened is
+    closed KILLED or FAILED (never left RUNNING), and the error goes on.
+
+    Args:
+        tracker: the stage's `tracking.runs.Tracker`.
+        log: the logging call.
+
+    Returns:
+        The run id `log` returned.
+    """
+    try:
+        tracker.close_orphans()
+        return log()
+    except KeyboardInterrupt:
+        tracker.end_all("KILLED")
+        raise
+    except BaseException:
+        tracker.end_all("FAILED")
+        raise

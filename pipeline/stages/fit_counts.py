@@ -34,7 +34,7 @@ from pipeline.core.errors import NotIdentifiableError, UserError
 from pipeline.core.families import FAMILIES
 from pipeline.core.histogram import Histogram
 from pipeline.stages import config
-from pipeline.stages.cli import parser, progress
+from pipeline.stages.cli import logged, parser, progress
 from pipeline.store import files
 from pipeline.store.count_file import read_counts
 from pipeline.tracking import interrupts
@@ -173,15 +173,9 @@ def analyse(args) -> dict:
     text = render(report)
     report["mlflow_run_id"], report["mlflow_experiment"] = None, params.tracking.experiment
     if tracker is not None:
-        try:
-            tracker.close_orphans()
-            report["mlflow_run_id"] = log_run(tracker, args, params, report, text, result, best)
-        except KeyboardInterrupt:
-            tracker.end_all("KILLED")
-            raise
-        except BaseException:
-            tracker.end_all("FAILED")
-            raise
+        report["mlflow_run_id"] = logged(
+            tracker, lambda: log_run(tracker, args, params, report, text, result, best)
+        )
     return {**report, "text": text}
 
 

@@ -35,6 +35,7 @@ from pipeline.report.family_report import render_families, rootograms_figure, su
 from pipeline.report.fit_checks import frequency_rows, gof_entry, markdown_frequencies
 from pipeline.report.reg_report import metrics
 from pipeline.stages import config
+from pipeline.stages.cli import logged
 from pipeline.tracking.runs import Tracker, invocation_id
 from pipeline.tracking.values import flatten
 
@@ -170,13 +171,7 @@ def analyse_families(args, params: config.Params, X, Z, y, weights, names: dict,
     text = render_families(report)
     report["mlflow_run_id"], report["mlflow_experiment"] = None, params.tracking.experiment
     if not args.no_mlflow:
-        try:
-            tracker.close_orphans()
-            report["mlflow_run_id"] = log_families(tracker, args, params, report, text)
-        except KeyboardInterrupt:
-            tracker.end_all("KILLED")
-            raise
-        except BaseException:
-            tracker.end_all("FAILED")
-            raise
+        report["mlflow_run_id"] = logged(
+            tracker, lambda: log_families(tracker, args, params, report, text)
+        )
     return {**report, "text": text}

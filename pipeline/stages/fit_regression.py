@@ -44,7 +44,7 @@ from pipeline.report.reg_report import markdown_frequencies, metrics, summarise
 from pipeline.report.reg_text import render
 from pipeline.report.rootogram import rootogram_figure
 from pipeline.stages import config
-from pipeline.stages.cli import progress
+from pipeline.stages.cli import logged, progress
 from pipeline.store.formula import Design
 from pipeline.tracking.runs import Tracker, invocation_id
 from pipeline.tracking.values import flatten, thin
@@ -231,13 +231,7 @@ def analyse(args, params: config.Params, design: Design) -> dict:
     text = render(report)
     report["mlflow_run_id"], report["mlflow_experiment"] = None, params.tracking.experiment
     if tracker is not None:
-        try:
-            tracker.close_orphans()
-            report["mlflow_run_id"] = log_run(tracker, args, params, report, text, result)
-        except KeyboardInterrupt:
-            tracker.end_all("KILLED")
-            raise
-        except BaseException:
-            tracker.end_all("FAILED")
-            raise
+        report["mlflow_run_id"] = logged(
+            tracker, lambda: log_run(tracker, args, params, report, text, result)
+        )
     return {**report, "text": text}

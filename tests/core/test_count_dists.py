@@ -12,6 +12,7 @@ import mpmath
 import numpy as np
 import pytest
 import torch
+from conftest import pooled_chisquare_p
 from scipy import stats
 
 from pipeline.core.count_dists import (
@@ -327,25 +328,8 @@ DRAWS = 20_000
 
 
 def _chi_square_pvalue(samples, pmf):
-    """Chi-square p-value of integer samples against pmf (over 0..len(pmf) - 1, the rest in a
-    last cell), adjacent cells pooled until each expects >= 5."""
-    kmax = len(pmf) - 1
-    expected = len(samples) * np.append(pmf, max(1 - pmf.sum(), 0.0))
-    observed = np.bincount(np.minimum(samples, kmax + 1), minlength=kmax + 2)
-    pooled_obs, pooled_exp, obs, exp = [], [], 0, 0.0
-    for o, e in zip(observed, expected):
-        obs, exp = obs + o, exp + e
-        if exp >= 5:
-            pooled_obs.append(obs)
-            pooled_exp.append(exp)
-            obs, exp = 0, 0.0
-    pooled_obs[-1] += obs
-    pooled_exp[-1] += exp
-    if len(pooled_obs) == 1:  # a single cell: nothing to test beyond "no count outside it"
-        return 1.0
-    return stats.chisquare(
-        pooled_obs, np.array(pooled_exp) * sum(pooled_obs) / sum(pooled_exp)
-    ).pvalue
+    """Chi-square p-value of integer samples against pmf (`conftest.pooled_chisquare_p`)."""
+    return pooled_chisquare_p(samples, pmf)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import mpmath
 import numpy as np
 import pytest
 import torch
+from conftest import pooled_chisquare_p
 from scipy import stats
 
 from pipeline.core.distributions import ZeroInflatedPoisson, zip_log_prob, zip_mixture
@@ -187,18 +188,7 @@ def _gof_pvalue(samples, gate, rate):
     kmax = int(rate + 20 * rate**0.5 + 20)
     dist = ZeroInflatedPoisson(torch.tensor(rate, dtype=F64), gate=torch.tensor(gate, dtype=F64))
     pmf = dist.log_prob(torch.arange(kmax + 1, dtype=F64)).exp().numpy()
-    expected = len(samples) * np.append(pmf, max(1 - pmf.sum(), 0.0))  # last cell: y > kmax
-    observed = np.bincount(np.minimum(samples, kmax + 1), minlength=kmax + 2)
-    pooled_obs, pooled_exp, obs, exp = [], [], 0, 0.0
-    for o, e in zip(observed, expected, strict=True):
-        obs, exp = obs + o, exp + e
-        if exp >= 5:
-            pooled_obs.append(obs)
-            pooled_exp.append(exp)
-            obs, exp = 0, 0.0
-    pooled_obs[-1] += obs
-    pooled_exp[-1] += exp
-    return stats.chisquare(pooled_obs, pooled_exp).pvalue
+    return pooled_chisquare_p(samples, pmf)
 
 
 # Fixed seeds make these deterministic; under H0 each case would fail with probability 1e-3.
