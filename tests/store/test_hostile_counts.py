@@ -279,7 +279,7 @@ def fit(path: Path, params: Path, workdir: Path) -> dict | str:
     from pipeline.stages import fit_counts
 
     argv = [str(path), "--column", "count", "--params", str(params), "--workdir", str(workdir),
-            "--no-mlflow", "--json"]  # fmt: skip
+            "--no-mlflow", "--json", "--family", "zip"]  # the ZIP's exact report  # fmt: skip
     out = io.StringIO()
     try:
         with time_limit(FIT_SECONDS), contextlib.redirect_stdout(out):
