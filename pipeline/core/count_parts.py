@@ -81,7 +81,17 @@ def _nb_zero(eta, a, order: int) -> Terms:
     """`nb_terms` at y = 0: L0 = −θ log1p(αμ) and its derivatives, with no lgamma/digamma."""
     theta, mu = (-a).exp(), eta.exp()
     m = mu * a.exp()  # αμ (α is one per fit: one exp per fit, not per observation)
-    t_l1p = theta * torch.log1p(m)  # θ log(1 + αμ) → μ as α → 0
+    return _nb_zero_from(theta, mu, m, torch.log1p(m), order)
+
+
+def nb_zero_first(theta, mu, m, l1p) -> Terms:
+    """f(0)'s terms to first order from `nb_terms`' own intermediates (a hurdle's positive
+    rows need both f(y) and f(0): no second exp and log1p per row)."""
+    return _nb_zero_from(theta, mu, m, l1p, 1)
+
+
+def _nb_zero_from(theta, mu, m, l1p, order: int) -> Terms:
+    t_l1p = theta * l1p  # θ log(1 + αμ) → μ as α → 0
     if order == 0:
         return Terms(-t_l1p)
     d_eta = -mu / (1 + m)
@@ -128,7 +138,7 @@ def nb_count_parts(y, a):
     return g, torch.digamma(y + theta) - torch.digamma(theta)
 
 
-def nb_terms(y, lgy, eta, a, order: int, pre=None) -> Terms:
+def nb_terms(y, lgy, eta, a, order: int, pre=None, with_zero: bool = False):
     """log f(y) of the NB2 with μ = e^η, α = e^a, and its (η, a)-derivatives up to `order`.
 
     Args:
@@ -137,9 +147,10 @@ def nb_terms(y, lgy, eta, a, order: int, pre=None) -> Terms:
         eta, a: log mean and log dispersion (a broadcasts, e.g. one per fit).
         order: 0 (value), 1 (gradient), 2 (gradient and Hessian).
         pre: `nb_count_parts(y, a)` when computed already (every θ <= `_ASYMPTOTIC`).
+        with_zero: also return f(0)'s first-order terms (order 1 only).
 
     Returns:
-        The `Terms` (d_s entries None).
+        The `Terms` (d_s entries None); with `with_zero`, (terms at y, terms at 0).
     """
     if y.dim() == 0 and float(y) == 0.0:
         return _nb_zero(eta, a, order)
@@ -189,7 +200,8 @@ def nb_terms(y, lgy, eta, a, order: int, pre=None) -> Terms:
 
     d_a = _pick(big, which, d_a_big, d_a_small)
     if order == 1:
-        return Terms(ll, d_eta=e, d_a=d_a)
+        terms = Terms(ll, d_eta=e, d_a=d_a)
+        return (terms, nb_zero_first(theta, mu, m, l1p)) if with_zero else terms
     d_eta_eta = -mu * (1 + y / theta) / (1 + m) ** 2
     d_eta_a = -e * m / (1 + m)
 

@@ -101,9 +101,17 @@ def family_terms(family: str, y, lgy, zero, s, eta, a=None, *, order: int = 1,
             out.update({f"d_{k}_{j}": torch.zeros_like(eta) for k, j in _pairs(keys)})
         return Terms(-softplus(s), **out)
     y0 = torch.zeros((), dtype=eta.dtype, device=eta.device)
-    c0 = count_terms(family, y0, y0, eta, a, order) if kind != "positive" or part == "hurdle" \
-        else None  # fmt: skip
-    c = c0 if kind == "zero" else count_terms(family, y, lgy, eta, a, order, pre)
+    if part == "hurdle" and kind == "positive" and order == 1:  # f(y) and f(0), shared parts
+        if a is None:
+            c = poisson_terms(y, lgy, eta, 1)
+            mu = y - c.d_eta
+            c0 = Terms(-mu, d_eta=-mu)
+        else:
+            c, c0 = nb_terms(y, lgy, eta, a, 1, pre, with_zero=True)
+    else:
+        c0 = count_terms(family, y0, y0, eta, a, order) \
+            if kind != "positive" or part == "hurdle" else None  # fmt: skip
+        c = c0 if kind == "zero" else count_terms(family, y, lgy, eta, a, order, pre)
     sig = torch.sigmoid(s)
     sigc = torch.sigmoid(-s) if order > 1 or part == "hurdle" else None  # σ(−s) when needed
     out = {}
@@ -137,6 +145,10 @@ def family_terms(family: str, y, lgy, zero, s, eta, a=None, *, order: int = 1,
         return Terms(ll, **out)
     # Hurdle: log(1 − f(0)) = log(−expm1(L0)) stays accurate when f(0) is near 1.
     trunc = torch.log(-torch.expm1(c0.ll))
+    if kind == "positive" and order == 1:  # the engine's positive rows: no where() passes
+        r = torch.expm1(-c0.ll).reciprocal()
+        first = {f"d_{k}": _first(c, k) + r * _first(c0, k) for k in keys}
+        return Terms(c.ll - trunc - softplus(-s), d_s=sigc, **first)
     ll = torch.where(zero, -softplus(s), c.ll - trunc - softplus(-s))
     if order == 0:
         return Terms(ll)
