@@ -2,7 +2,9 @@
 
 Starts `mlflow server` bound to 127.0.0.1 with one worker and GenAI job execution off (else
 seven job processes start: ~2.5 GB instead of ~0.5 GB), and prints the link that opens the
-experiment's 'Model training' runs table with its nested runs.
+experiment's 'Model training' runs table with its nested runs. The terminal stays quiet: no
+line per HTTP request (uvicorn's access log is off), while the server's startup messages and
+errors still show.
 
 The launcher owns its server's lifetime (`serve`, also used by `make dashboard`): the server
 runs in its own process group, SIGTERM, SIGHUP and SIGINT (Ctrl-C) to the launcher stop the
@@ -12,9 +14,11 @@ whole group, and no exit path leaves it behind (only SIGKILL to the launcher can
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -130,16 +134,29 @@ def server_command(workdir: Path, port: int, host: str = "127.0.0.1") -> list[st
         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
         "--artifacts-destination", str(store / "artifacts"),
         "--host", host, "--port", str(port), "--workers", "1",
+        # Forwarded to uvicorn (mlflow/server/__init__.py, `_build_uvicorn_command`): without it
+        # every request of the browser prints a line. Errors go through uvicorn's own logger.
+        "--uvicorn-opts=--no-access-log",
     ]  # fmt: skip
 
 
+# MLflow 3.17's server imports `starlette.middleware.wsgi`, which warns at every start: a
+# note for MLflow's developers, not for someone browsing runs.
+_STARLETTE_WSGI_WARNING = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
+
+
 def server_env() -> dict[str, str]:
-    """Environment for the server: no GenAI job processes, no telemetry."""
+    """Environment for the server: no GenAI job processes, no telemetry, no deprecation note.
+
+    A `PYTHONWARNINGS` of the user's is kept, after ours (later filters take precedence).
+    """
+    warnings = [_STARLETTE_WSGI_WARNING, os.environ.get("PYTHONWARNINGS", "")]
     return {
         **os.environ,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "GIT_PYTHON_REFRESH": "quiet",
+        "PYTHONWARNINGS": ",".join(w for w in warnings if w),
     }
 
 
@@ -151,6 +168,22 @@ def experiment_url(port: int, experiment_id: str | None, host: str = "127.0.0.1"
     return f"{base}#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether another program holds `host:port`, so that the server could not bind it.
+
+    MLflow 3.17's `mlflow server` exits 0 after its uvicorn fails to bind (it ignores the
+    status), so the launcher checks first. It binds as uvicorn does (`SO_REUSEADDR`: a port
+    left in TIME_WAIT is free); any other failure is left to the server to report.
+    """
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            return err.errno == errno.EADDRINUSE
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser("Browse the study's MLflow runs.")
     p.add_argument("--port", type=int, default=5000)
@@ -159,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     db = args.workdir / "mlruns" / "mlflow.db"
     if not db.exists():
         raise UserError(f"{db}: no tracking store yet (run `make data` or `make all` first)")
+    if port_in_use(args.port):
+        raise UserError(
+            f"127.0.0.1:{args.port} is in use (another `make ui`?); choose another port, "
+            f"e.g. `make ui PORT={args.port + 1}`"
+        )
 
     experiment_id = Tracker(params.tracking.experiment, root=args.workdir).experiment_id
     print(f"MLflow UI: {experiment_url(args.port, experiment_id)}  (Ctrl-C to stop)", flush=True)

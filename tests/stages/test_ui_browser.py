@@ -1,35 +1,37 @@
-"""The MLflow UI serves the study: runs in the table and a fit's convergence.png.
+"""The MLflow UI as users meet it: the runs table, a fit's run page, its charts and its plot.
 
 Starts `make ui`'s server (pipeline.stages.ui) on a free loopback port over a tiny study and
-loads the
-experiment page in headless Chromium (Debian's package; never a browser download). Skipped
-when Chromium is absent; `.ci/run` installs it. Run by hand (not in CI), it also saves a
-screenshot to reports/mlflow-ui.png for the README.
+drives headless Chromium (Debian's package; never a browser download) over the DevTools
+protocol (`test_ui_devtools.Browser`). Skipped when Chromium is absent; `.ci/run` installs it.
+Run by hand (not in CI), it also saves a screenshot to reports/mlflow-ui.png for the README.
+
+What MLflow 3.17.2's UI does, measured here: the app chooses its GenAI or model-training
+layout from the URL's `workflowType` (else from the browser's `localStorage`, set only by the
+sidebar's GenAI / Model training switch; default GenAI). The experiment tag
+`mlflow.experimentKind = custom_model_development` is set (checked below), but the layout does
+not follow it; a run's tabs ('Overview', 'Model metrics', ...) are the same in both layouts, while
+the GenAI one shows the breadcrumb 'Evaluations' and a sidebar of traces, judges and
+'Evaluation runs'.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_ui_devtools import CHROMIUM, Browser
 
-from pipeline.stages.ui import experiment_url, server_command, server_env
+from pipeline.stages.ui import experiment_url, server_command, server_env, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROME_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--virtual-time-budget=30000", "--window-size=1400,900",
-]  # fmt: skip
 
 TINY = """
 seed: 3
@@ -49,6 +51,55 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed"),
 ]
 
+# The run page, once the app has drawn it: its tabs, its breadcrumb and its text.
+RUN_PAGE = """(() => {
+  const tabs = [...document.querySelectorAll('[role=tab]')].map(e => e.textContent.trim());
+  const crumb = document.querySelector('[data-testid=experiment-observatory-link-runs]');
+  if (!tabs.length || !crumb) return null;
+  return {tabs, crumb: crumb.textContent.trim(), text: document.body.innerText};
+})()"""
+
+# The number of points on the line of the 'nll' chart card, once plotly has drawn it. The UI
+# draws only the cards in view: scroll the next empty card into view until 'nll' is drawn.
+NLL_LINE_POINTS = """(() => {
+  const grid = document.querySelector('[data-testid=draggable-chart-cards-grid]');
+  const cards = grid ? [...grid.children] : [];
+  const card = cards.find(c => c.innerText.split('\\n')[0].trim() === 'nll');
+  if (!card) {
+    const empty = cards.find(c => !c.innerText.trim());
+    if (empty) empty.scrollIntoView();
+    return null;
+  }
+  const line = card.querySelector('.js-plotly-plot .scatterlayer .js-line');
+  const path = line ? line.getAttribute('d') || '' : '';
+  return path ? path.split('L').length : null;
+})()"""
+
+
+@dataclass(frozen=True)
+class UI:
+    """The running UI over the tiny study: its address, its experiment and its runs."""
+
+    base: str
+    port: int
+    experiment: dict
+    runs: list[dict]
+
+    def fit(self) -> dict:
+        """A fit run (the lowest level of the run tree)."""
+        fits = [r for r in self.runs if _tags(r).get("zip.level") == "fit"]
+        assert fits, f"no fit runs in the store: {sorted(r['info']['run_name'] for r in self.runs)}"
+        return fits[0]
+
+    def run_url(self, run_id: str, tab: str = "") -> str:
+        """A run page (`tab`: '', 'model-metrics', ...) in the model-training layout."""
+        page = f"#/experiments/{self.experiment['experiment_id']}/runs/{run_id}"
+        return f"{self.base}/{page}{'/' + tab if tab else ''}?workflowType=machine_learning"
+
+
+def _tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -56,24 +107,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+def _api(url: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.load(resp)
 
 
-def _chromium(args: list[str], profile: Path) -> str:
-    out = subprocess.run(
-        [CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    return out.stdout
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def ui(tmp_path_factory):
     work = tmp_path_factory.mktemp("ui")
     params = work / "params.yaml"
     params.write_text(TINY)
@@ -83,10 +125,12 @@ def server(tmp_path_factory):
         cmd = [sys.executable, "-m", f"pipeline.{stage}", "--params", str(params)]
         subprocess.run([*cmd, "--workdir", str(work)], check=True, env=env, cwd=ROOT)
     port = _free_port()
-    proc = subprocess.Popen(
-        server_command(work, port), env=server_env(), cwd=work,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    log = work / "server.log"
+    with log.open("w") as out:  # its own group, stopped whole as `make ui` stops it
+        proc = subprocess.Popen(
+            server_command(work, port), env=server_env(), cwd=work,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -97,58 +141,68 @@ def server(tmp_path_factory):
             except OSError:
                 time.sleep(0.5)
         else:
-            pytest.fail("the MLflow server did not come up within 60 s")
-        yield base, port
+            pytest.fail(f"the MLflow server did not come up within 60 s:\n{log.read_text()}")
+        api = f"{base}/api/2.0/mlflow"
+        exp = _api(f"{api}/experiments/get-by-name?experiment_name=browser-check")["experiment"]
+        body = {"experiment_ids": [exp["experiment_id"]], "max_results": 1000}
+        yield UI(base, port, exp, _api(f"{api}/runs/search", body)["runs"])
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_group(proc, grace=10)
 
 
-def test_ui_lists_the_runs_and_serves_a_convergence_plot(server, tmp_path):
-    base, port = server
-    with urllib.request.urlopen(
-        f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=browser-check", timeout=30
-    ) as resp:
-        exp = json.load(resp)["experiment"]
-    runs = _post(
-        f"{base}/api/2.0/mlflow/runs/search",
-        {"experiment_ids": [exp["experiment_id"]], "max_results": 1000},
-    )["runs"]
-    names = {r["info"]["run_name"] for r in runs}
-    fits = [r for r in runs if {"key": "zip.level", "value": "fit"} in r["data"].get("tags", [])]
-    assert fits, f"no fit runs in the store; run names: {sorted(names)[:10]}"
+@pytest.fixture
+def browser(tmp_path):
+    browser = Browser(tmp_path / "profile")
+    yield browser
+    browser.close()
 
+
+def test_the_printed_link_shows_the_top_level_runs(ui, browser):
     # The table shows the top-level (invocation) runs, their stages and fits nested inside.
-    top = {
-        r["info"]["run_name"]
-        for r in runs
-        if not any(t["key"] == "mlflow.parentRunId" for t in r["data"].get("tags", []))
-    }
+    top = {r["info"]["run_name"] for r in ui.runs if "mlflow.parentRunId" not in _tags(r)}
     assert top, "no top-level runs"
-    url = experiment_url(port, exp["experiment_id"])
-    dom = ""
-    for attempt in range(3):  # the SPA renders after its API calls; retry a slow first load
-        dom = _chromium(["--dump-dom", url], tmp_path / f"profile{attempt}")
-        if all(name in dom for name in top):
-            break
-    missing = sorted(name for name in top if name not in dom)
-    assert not missing, f"the runs table in the browser does not show {missing}"
+    browser.open(experiment_url(ui.port, ui.experiment["experiment_id"]))
+    names = json.dumps(sorted(top))
+    shown = browser.wait_for(f"{names}.every(n => document.body.innerText.includes(n))")
+    assert shown, f"the runs table in the browser does not show all of {sorted(top)}"
+    if os.environ.get("CI", "").lower() not in {"1", "true"}:
+        (ROOT / "reports").mkdir(exist_ok=True)
+        browser.screenshot(ROOT / "reports" / "mlflow-ui.png")
 
-    fit_id = fits[0]["info"]["run_id"]
-    art = f"{base}/get-artifact?run_id={fit_id}&path=convergence.png"
+
+def test_a_fit_run_page_opens_in_the_model_training_layout(ui, browser):
+    tags = {t["key"]: t["value"] for t in ui.experiment.get("tags", [])}
+    assert tags.get("mlflow.experimentKind") == "custom_model_development"
+    fit = ui.fit()
+    browser.open(ui.run_url(fit["info"]["run_id"]))
+    page = browser.wait_for(RUN_PAGE)
+    assert page, "the run page did not render within 30 s"
+    assert fit["info"]["run_name"] in page["text"]
+    assert {"Overview", "Model metrics"} <= set(page["tabs"]), page["tabs"]
+    assert "Evaluations" not in page["tabs"], page["tabs"]
+    # The GenAI layout would say 'Evaluations' here and list 'Evaluation runs' in the sidebar.
+    assert page["crumb"] == "Runs", f"breadcrumb {page['crumb']!r}: not the model-training one"
+    assert "Evaluation runs" not in page["text"]
+
+
+def test_a_fit_run_charts_its_nll_history(ui, browser):
+    fit_id = ui.fit()["info"]["run_id"]
+    history = _api(f"{ui.base}/api/2.0/mlflow/metrics/get-history?run_id={fit_id}&metric_key=nll")
+    assert len(history["metrics"]) >= 3, "the fit logged too short an nll history to chart"
+    browser.open(ui.run_url(fit_id, "model-metrics"))
+    points = browser.wait_for(NLL_LINE_POINTS)
+    assert points and points >= 3, "the 'Model metrics' tab draws no nll line"
+
+
+def test_a_fit_run_serves_its_convergence_plot(ui, browser):
+    art = f"{ui.base}/get-artifact?run_id={ui.fit()['info']['run_id']}&path=convergence.png"
     with urllib.request.urlopen(art, timeout=30) as resp:
         png = resp.read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
-    # The browser itself loads the artifact as an image: naturalWidth > 0 means it decoded.
-    page = tmp_path / "artifact.html"
-    page.write_text(
-        f'<img id="plot" src="{art}" '
-        "onload=\"document.title='loaded '+this.naturalWidth\" "
-        "onerror=\"document.title='failed'\">"
+    # The browser itself decodes it: an image's naturalWidth is 0 unless it could show it.
+    browser.open("about:blank")
+    width = browser.evaluate(
+        "new Promise(done => { const img = new Image(); img.onload = () => done(img.naturalWidth);"
+        f" img.onerror = () => done(0); img.src = {json.dumps(art)}; }})"
     )
-    dom = _chromium(["--dump-dom", page.as_uri()], tmp_path / "profile-art")
-    assert "<title>loaded " in dom and "<title>loaded 0<" not in dom, "Chromium cannot show it"
-
-    if os.environ.get("CI", "").lower() not in {"1", "true"}:
-        (ROOT / "reports").mkdir(exist_ok=True)
-        _chromium([f"--screenshot={ROOT / 'reports' / 'mlflow-ui.png'}", url], tmp_path / "p-s")
+    assert width > 0, "Chromium cannot show convergence.png"
