@@ -19,12 +19,12 @@ export ZIP_INVOCATION := $(shell date -u +%Y%m%dT%H%M%S)-$(shell od -An -N3 -tx1
 
 # The modules each stage imports (checked against the import graph by tests/test_makefile.py).
 GENERATE_MODULES := __init__ core/__init__ core/count_dists core/count_parts core/count_sampling core/count_terms core/countreg core/countreg_newton core/countreg_terms core/covariates core/design core/distributions core/errors core/families core/histogram core/mle core/seeds core/simulate core/zipreg core/zipreg_terms generate report/__init__ report/plots stages/__init__ stages/cli stages/config stages/config_data stages/generate stages/generate_regression stages/params_file store/__init__ store/datasets store/files store/reg_data tracking/__init__ tracking/interrupts tracking/quiet tracking/runs tracking/values
-SWEEP_MODULES := __init__ analysis/__init__ analysis/blog analysis/objective analysis/recovery analysis/reg_batch analysis/regression core/__init__ core/count_parts core/count_terms core/countreg core/countreg_newton core/countreg_terms core/covariates core/distributions core/engine core/errors core/families core/histogram core/likelihood core/optim core/outcome core/reg_designs core/reg_engine core/seeds core/zipreg core/zipreg_terms report/__init__ report/convergence report/plots report/reg_convergence stages/__init__ stages/cli stages/config stages/config_data stages/params_file stages/sweep stages/sweep_steps store/__init__ store/datasets store/files store/reg_data sweep tracking/__init__ tracking/fit_runs tracking/interrupts tracking/quiet tracking/reg_payloads tracking/runs tracking/study tracking/trial tracking/values
+SWEEP_MODULES := __init__ analysis/__init__ analysis/blog analysis/objective analysis/recovery analysis/reg_batch analysis/regression core/__init__ core/count_parts core/count_terms core/countreg core/countreg_newton core/countreg_terms core/covariates core/distributions core/engine core/errors core/families core/histogram core/likelihood core/optim core/outcome core/reg_designs core/reg_engine core/seeds core/zipreg core/zipreg_terms report/__init__ report/convergence report/plots report/reg_convergence stages/__init__ stages/cli stages/config stages/config_data stages/params_file stages/sweep stages/sweep_steps store/__init__ store/datasets store/files store/reg_data sweep tracking/__init__ tracking/fit_runs tracking/interrupts tracking/quiet tracking/heartbeat tracking/reg_payloads tracking/runs tracking/storage tracking/study tracking/trial tracking/values
 AGGREGATE_MODULES := __init__ aggregate analysis/__init__ analysis/reach analysis/recovery analysis/reg_recovery analysis/statistics core/__init__ core/covariates core/distributions core/errors core/histogram core/mle report/__init__ report/figures report/findings report/markdown report/reg_findings report/reg_sections stages/__init__ stages/aggregate stages/aggregate_regression stages/cli stages/config stages/config_data stages/params_file store/__init__ store/files tracking/__init__ tracking/interrupts tracking/quiet tracking/runs tracking/values
 src = $(addprefix pipeline/,$(addsuffix .py,$(1)))
 WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS),)
 
-.PHONY: help install all data sweep report tune fit-counts ui dashboard test lint format bench clean FORCE
+.PHONY: help install all data sweep report tune fit-counts ui dashboard services services-stop test lint format bench clean FORCE
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -89,6 +89,18 @@ ui: $(VENV)/.installed ## browse the MLflow runs at http://127.0.0.1:$(PORT)
 dashboard: $(VENV)/.installed ## browse the Optuna studies at http://127.0.0.1:$(DASHBOARD_PORT)
 	@$(PY) -m pipeline.dashboard --params "$$ZIP_PARAMS" --port $(DASHBOARD_PORT)
 
+# Workers on several machines: a throwaway PostgreSQL + MLflow server (README "Scaling out").
+# SERVICES_HOST: the address(es) they listen on (default loopback only); ALLOW: a network (CIDR)
+# whose workers may connect. Passed through the environment, never spliced into the recipe.
+unexport SERVICES_HOST ALLOW
+services: export ZIP_SERVICES_HOST := $(value SERVICES_HOST)
+services: export ZIP_ALLOW := $(value ALLOW)
+services: $(VENV)/.installed ## start PostgreSQL + an MLflow server for workers [SERVICES_HOST=addr ALLOW=cidr]
+	@$(PY) -m pipeline.services start --host="$${ZIP_SERVICES_HOST:-127.0.0.1}" $${ZIP_ALLOW:+--allow="$$ZIP_ALLOW"}
+
+services-stop: $(VENV)/.installed ## stop the services and delete their data
+	@$(PY) -m pipeline.services stop
+
 test: $(VENV)/.installed ## run the test suite
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
@@ -104,6 +116,6 @@ bench: $(VENV)/.installed ## run the benchmarks (by hand; numbers go to benchmar
 	$(PY) benchmarks/bench_engine.py
 
 clean: ## remove generated data, reports, stamps and the tracking store
-	rm -rf data reports .stamps mlruns/mlflow.db mlruns/artifacts mlruns/optuna.log
+	rm -rf data reports .stamps mlruns/mlflow.db mlruns/mlflow.db-wal mlruns/mlflow.db-shm mlruns/artifacts mlruns/optuna.log
 
 FORCE:

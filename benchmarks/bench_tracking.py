@@ -12,7 +12,14 @@ convergence.png) into a fresh SQLite store under a temp folder, in several ways:
 
 and times each client call of the serial path. Run:
 
-    .venv/bin/python benchmarks/bench_tracking.py [--fits 200] [--repeat 2]
+    .venv/bin/python benchmarks/bench_tracking.py [--replicates 10] [--inits 5] [--repeat 2]
+
+`--stores` instead compares tracking stores with 1, 2 and 4 writer processes (`FitLogger`),
+the same payloads (PNG included) each time: the local SQLite store with MLflow's default
+rollback journal and with write-ahead logging (`PRAGMA journal_mode`), and an `mlflow server`
+on a throwaway PostgreSQL (`pipeline.stages.services`, artifacts proxied over HTTP):
+
+    .venv/bin/python benchmarks/bench_tracking.py --stores [--writers 1 2 4] [--repeat 2]
 
 Numbers go to benchmarks/README.md ("Tracking").
 """
@@ -23,6 +30,7 @@ import argparse
 import dataclasses
 import os
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -113,10 +121,15 @@ def time_serial_calls(tracker, payloads, parent) -> dict[str, float]:
     return {k: 1e3 * v / len(payloads) for k, v in spent.items()}
 
 
-def runs_per_second(folder: Path, payloads, processes: int) -> float:
+def runs_per_second(folder: Path, payloads, processes: int, journal: str | None = None) -> float:
+    """Fit runs per second logged by `processes` writers into a fresh store under `folder`
+    (or the server of `MLFLOW_TRACKING_URI`); `journal` sets a SQLite store's journal mode."""
     from pipeline.tracking.fit_runs import FitLogger
 
     tracker = fresh_tracker(folder)
+    if journal is not None:  # persistent in the file: the logger processes see it too
+        with sqlite3.connect(folder / "mlruns" / "mlflow.db") as db:
+            assert db.execute(f"PRAGMA journal_mode={journal}").fetchone()[0] == journal.lower()
     parent = tracker.start("trial", "trial")
     logger = FitLogger(tracker, "bench", folder, processes)
     if processes > 1:  # warm the logger processes: their start-up is paid once per stage
@@ -129,12 +142,48 @@ def runs_per_second(folder: Path, payloads, processes: int) -> float:
     return len(payloads) / seconds
 
 
+def compare_stores(base: Path, payloads, writers: list[int], repeat: int) -> None:
+    """Print fit runs / s per store and number of writers (a markdown table)."""
+    from pipeline.stages import services
+
+    rates: dict[tuple[str, int], list[float]] = {}
+    stores = ("SQLite, rollback journal", "SQLite, WAL", "server on PostgreSQL")
+    pg = services.start_postgres()
+    server = services.start_mlflow(pg, base / "artifacts")
+    try:
+        for i in range(repeat):  # alternate the stores: a busy moment hits them all alike
+            for n in writers:
+                for store, journal in zip(stores, ("DELETE", "WAL", None)):
+                    if journal is None:
+                        os.environ["MLFLOW_TRACKING_URI"] = server.url
+                    else:
+                        os.environ.pop("MLFLOW_TRACKING_URI", None)
+                    folder = base / f"{len(rates)}-{i}-{n}-{journal}"
+                    rate = runs_per_second(folder, payloads, n, journal)
+                    rates.setdefault((store, n), []).append(rate)
+                    print(f"  {store}, {n} writer(s): {rate:.1f} fit runs/s", flush=True)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        services.stop_mlflow(server)
+        services.stop_postgres(pg)
+    print("\n| store | " + " | ".join(f"{n} writer{'s' * (n > 1)}" for n in writers) + " |")
+    print("|---|" + "---|" * len(writers))
+    for store in stores:
+        cells = []
+        for n in writers:
+            r = rates[(store, n)]
+            cells.append(f"{statistics.median(r):.1f} ({min(r):.1f}-{max(r):.1f})")
+        print(f"| {store} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     quiet_libraries()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--replicates", type=int, default=10)
     p.add_argument("--inits", type=int, default=5)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--stores", action="store_true", help="compare SQLite and PostgreSQL stores")
+    p.add_argument("--writers", type=int, nargs="+", default=[1, 2, 4])
     args = p.parse_args()
     from pipeline.analysis.objective import fit_histories
     from pipeline.tracking.fit_runs import fit_payloads
@@ -150,6 +199,11 @@ def main() -> None:
         f"payloads {build_ms:.2f} ms/fit; >= {points} points per series"
     )
     base = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
+    if args.stores:
+        compare_stores(base, payloads, args.writers, args.repeat)
+        print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
+        shutil.rmtree(base, ignore_errors=True)
+        return
     tracker = fresh_tracker(base / "calls")
     calls = time_serial_calls(tracker, payloads, tracker.start("trial", "trial"))
     print(

@@ -3,13 +3,16 @@
 The module map (imports point down the list; each room imports only the rooms below it):
 
 - `pipeline/<stage>.py` (entry): `python -m pipeline.generate | sweep | aggregate | fit_counts
-  | config | ui | dashboard`; each only runs its stage's `main`. The Makefile calls these.
+  | config | ui | dashboard | services`; each only runs its stage's `main`. The Makefile calls
+  these.
 - `pipeline/stages/`: one module per stage with a thin `main()` (generate, sweep with
-  sweep_steps, aggregate, fit_counts, ui, dashboard), the params (`config`, its data block
-  `config_data`) and the CLI plumbing (`cli`: one-line errors, exit codes, progress bars).
+  sweep_steps, aggregate, fit_counts, ui, dashboard, services: PostgreSQL + MLflow server for
+  workers), the params (`config`, its data block `config_data`) and the CLI plumbing (`cli`:
+  one-line errors, exit codes, progress bars).
 - `pipeline/tracking/`: MLflow runs (`runs`), values shaped for MLflow (`values`), per-fit
-  logging (`fit_runs`, regression payloads `reg_payloads`), the Optuna study and its grid
-  queue (`study`), one trial (`trial`), safe interrupts, quiet libraries.
+  logging (`fit_runs`, regression payloads `reg_payloads`), the Optuna storage (`storage`),
+  the study and its grid queue (`study`), dead workers' trials (`heartbeat`), one trial
+  (`trial`), safe interrupts, quiet libraries.
 - `pipeline/report/`: words and figures: the report's markdown and plots, per-fit convergence
   plots, the fit_counts text and rootogram.
 - `pipeline/analysis/`: pure functions of frames: the sweep's problem and objective,

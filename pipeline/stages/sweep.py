@@ -14,9 +14,16 @@ COMPLETE trials' rows (and `data/histories.parquet` from their paths), refits th
 table at the best learning rate into `data/blog.parquet` (`make sweep` only), logs the
 study's figures and prints a summary table.
 
+Workers on several machines (`OPTUNA_STORAGE` a database, `MLFLOW_TRACKING_URI` a tracking
+server, README "Scaling out"): every `python -m pipeline.sweep` creates or joins the study
+(refused if its params differ from a live study's: `storage.check_params`), runs trials with
+heartbeats, retries dead workers' trials (`heartbeat`), waits for the others' trials, then
+assembles the tables, fetching the other hosts' trial files from their MLflow trial runs.
+
 Ctrl-C or SIGTERM stops every process at its next safe point (`interrupts`): the running
 trials end FAIL, the open MLflow runs KILLED, exit status 130. After a SIGKILL the next start
-closes the orphaned runs as FAILED and re-runs the trials of dead processes.
+closes the orphaned runs as FAILED and re-runs the trials of dead processes (on a database,
+live workers on any host do it by heartbeat).
 """
 
 from __future__ import annotations
@@ -46,16 +53,11 @@ from pipeline.stages.sweep_steps import check_datasets, finish_stage, start_stag
 from pipeline.store import datasets, files, reg_data
 from pipeline.tracking import interrupts
 from pipeline.tracking.fit_runs import FitLogger
+from pipeline.tracking.heartbeat import Heartbeat, supersede_failed
 from pipeline.tracking.quiet import quiet_libraries
-from pipeline.tracking.runs import Tracker
-from pipeline.tracking.study import (
-    DONE,
-    load_study,
-    open_storage,
-    planned_trials,
-    run_trials,
-    supersede_failed,
-)
+from pipeline.tracking.runs import Tracker, tracking_uri
+from pipeline.tracking.storage import check_server, open_storage
+from pipeline.tracking.study import DONE, load_study, planned_trials, run_trials
 from pipeline.tracking.trial import TrialSetup, make_objective
 
 _BIG_TRIAL = 64  # fits per trial from which logging is shared with spawned logger processes
@@ -85,14 +87,14 @@ def load_reg_problems(layout, params, cfg) -> tuple:
     return tuple(p for p in built if p is not None)
 
 
-def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> int:
+def work(plan: Plan, params, tracker, heartbeat: Heartbeat, on_fits=None, on_done=None) -> int:
     """Run trials of the study in this process until it has all it needs.
 
     Args:
         plan: the study, stage run and this worker's index.
         params: the validated params.
         tracker: this process's `Tracker`.
-        storage: the Optuna storage.
+        heartbeat: this process's `Heartbeat`, attached to the Optuna storage.
         on_fits, on_done: progress callbacks (fits logged, trial finished).
 
     Returns:
@@ -110,6 +112,7 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
     logger = FitLogger(tracker, params.tracking.experiment, workdir, processes)
     logger.start()
     # Resumed or parallel TPE workers must not replay the same seeded suggestions.
+    storage = heartbeat.storage
     probe = load_study(storage, plan.study, cfg, seeds.sampler_seed(params.seed))
     trials = len(probe.get_trials(deepcopy=False))
     seed = seeds.sampler_seed(params.seed, plan.worker, trials)
@@ -118,7 +121,7 @@ def work(plan: Plan, params, tracker, storage, on_fits=None, on_done=None) -> in
                        plan.stage, layout, stamp, on_fits, reg_problems)  # fmt: skip
     interrupted = True
     try:
-        ran = run_trials(study, cfg, make_objective(setup), on_done)
+        ran = run_trials(study, cfg, make_objective(setup), on_done, heartbeat)
         interrupted = False
     finally:
         logger.close(interrupted=interrupted)
@@ -140,8 +143,10 @@ def worker_main(plan: Plan, errors=None) -> None:
     tracker = Tracker(params.tracking.experiment, root=Path(plan.workdir))
     code = 0
     try:
-        storage, _ = open_storage(plan.storage_url, Path(plan.workdir), tracker.uri)
-        work(plan, params, tracker, storage)
+        heartbeat = Heartbeat(tracker)
+        storage, _ = open_storage(plan.storage_url, Path(plan.workdir), tracker.uri,
+                                  heartbeat.on_stale)  # fmt: skip
+        work(plan, params, tracker, heartbeat.attach(storage))
     except KeyboardInterrupt:
         tracker.end_all("KILLED")
         code = 130
@@ -215,19 +220,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"fit.device: {err}") from None
     files.check_writable(files.Layout(workdir).data, workdir / "mlruns")
     check_datasets(workdir, params)  # before any run or study exists
+    check_server(tracking_uri(workdir))  # one line, not minutes of retries, when it is down
     restore = interrupts.install()
     tracker = Tracker(params.tracking.experiment, root=workdir)
     try:
         url = os.environ.get("OPTUNA_STORAGE") or cfg.storage
-        storage, where = open_storage(url, workdir, tracker.uri)
+        heartbeat = Heartbeat(tracker)
+        storage, where = open_storage(url, workdir, tracker.uri, heartbeat.on_stale)
+        heartbeat.attach(storage)
         with tracker.stage_run(stage, stamp, params.digest()) as stage_run:
             start = time.perf_counter()
-            study, todo = start_stage(tracker, stage_run, storage, params, stage, where)
+            study, todo = start_stage(tracker, stage_run, heartbeat, params, stage, where)
             plans = [Plan(str(args.params.resolve()), str(workdir), stage, where, study_name,
                           stage_run, i, workers) for i in range(workers)]  # fmt: skip
             if todo > 0:
                 try:
-                    _run(plans, params, tracker, storage, study, cfg)
+                    _run(plans, params, tracker, heartbeat, study, cfg)
                 except KeyboardInterrupt:
                     with contextlib.suppress(Exception):  # best effort; the next start redoes it
                         supersede_failed(study, tracker)
@@ -240,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run(plans, params, tracker, storage, study, cfg) -> None:
+def _run(plans, params, tracker, heartbeat, study, cfg) -> None:
 
     total = planned_trials(study, cfg)
 
@@ -263,7 +271,7 @@ def _run(plans, params, tracker, storage, study, cfg) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        work(plans[0], params, tracker, storage, on_fits, lambda _: bar.update(1))
+        work(plans[0], params, tracker, heartbeat, on_fits, lambda _: bar.update(1))
     finally:
         torch.set_num_threads(threads)
         bar.close()

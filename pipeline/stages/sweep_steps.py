@@ -21,14 +21,10 @@ from pipeline.core.errors import UserError
 from pipeline.stages import config
 from pipeline.store import datasets, files
 from pipeline.tracking.fit_runs import log_study
-from pipeline.tracking.study import (
-    DONE,
-    enqueue_grid,
-    fail_stale_trials,
-    load_study,
-    planned_trials,
-    supersede_failed,
-)
+from pipeline.tracking.heartbeat import fail_stale_trials, supersede_failed
+from pipeline.tracking.storage import check_params, record_params
+from pipeline.tracking.study import DONE, enqueue_grid, load_study, planned_trials
+from pipeline.tracking.trial import fetch_trial_files
 from pipeline.tracking.values import flatten, redact
 
 
@@ -49,22 +45,34 @@ def check_datasets(workdir: Path, params) -> None:
               f"{names}")  # fmt: skip
 
 
-def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
-    """Create or resume the study and record the stage's settings on its run.
+def start_stage(tracker, run_id: str, heartbeat, params, stage: str, where: str):
+    """Create or resume (or, on a shared database, join) the study and record the stage's
+    settings on its run.
 
     Args:
         tracker: the parent's `Tracker`; `run_id` the stage run (`Tracker.stage_run`).
-        storage: the Optuna storage; `where` its URL or path (printed, password hidden).
+        heartbeat: the parent's `Heartbeat`, attached to the Optuna storage; `where` the
+            storage's URL or path (printed, password hidden).
         params: the validated params; `stage` "sweep" or "tune".
 
     Returns:
         (study, number of trials still to run).
+
+    Raises:
+        UserError: the study runs other params (`storage.check_params`).
     """
 
-    cfg, _, study_name = params.study(stage)
+    cfg, study_hash, study_name = params.study(stage)
     where = redact(where)
-    study = load_study(storage, study_name, cfg, seeds.sampler_seed(params.seed), create=True)
-    stale = fail_stale_trials(study)
+    check_params(heartbeat.storage, study_name, study_hash)
+    study = load_study(heartbeat.storage, study_name, cfg, seeds.sampler_seed(params.seed),
+                       create=True)  # fmt: skip
+    record_params(study, study_hash)
+    if heartbeat.active:  # a database: dead workers of any host, by heartbeat
+        heartbeat.recover(study)
+        stale = heartbeat.recovered
+    else:  # the journal file: dead processes of this host
+        stale = fail_stale_trials(study)
     superseded = supersede_failed(study, tracker)
     if cfg.sampler == "grid":
         enqueue_grid(study, cfg)
@@ -84,11 +92,12 @@ def start_stage(tracker, run_id: str, storage, params, stage: str, where: str):
     return study, planned - done
 
 
-def assemble(study, layout: files.Layout, stage: str, params) -> files.File:
+def assemble(study, layout: files.Layout, stage: str, params, tracker) -> files.File:
     """The stage's tables from its COMPLETE trials: fits, histories and (sweep) the blog's.
 
-    Each trial's rows and paths are read from `data/trials/<study>/`; the per-fit table is
-    written last (it is the make target). Every write is atomic.
+    Each trial's rows and paths are read from `data/trials/<study>/`, where trials that ran
+    on other hosts are first fetched from their MLflow runs (`trial.fetch_trial_files`); the
+    per-fit table is written last (it is the make target). Every write is atomic.
 
     Returns:
         The per-fit table's file.
@@ -96,7 +105,11 @@ def assemble(study, layout: files.Layout, stage: str, params) -> files.File:
     _, study_hash, name = params.study(stage)
     stamp = params.digest(*config.STAGE_BLOCKS[stage])
     fits, paths = [], []
+    regression = [] if not params.data.regression.scenarios else ["histories", "coefs", "fits"]
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        fetch_trial_files(tracker, t, [layout.trial_fits(name, t.number),
+                                       layout.trial_histories(name, t.number)],
+                          [layout.trial_reg(name, t.number, r) for r in regression])  # fmt: skip
         fits.append(files.read(layout.trial_fits(name, t.number), study_hash))
         paths.append(files.read(layout.trial_histories(name, t.number), study_hash))
     table = pl.concat(fits, how="diagonal") if fits else pl.DataFrame()
@@ -161,7 +174,7 @@ def finish_stage(tracker, run_id: str, study, params, stage: str, workdir: Path,
                  seconds: float) -> None:  # fmt: skip
     """Assemble the fits table, log the study to the stage run and print the summary."""
 
-    table = assemble(study, files.Layout(workdir), stage, params)
+    table = assemble(study, files.Layout(workdir), stage, params, tracker)
     log_study(tracker, run_id, study, table.path)
     trials = study.get_trials(deepcopy=False)
     fit_s = sum(t.user_attrs.get("fit_seconds", 0.0) for t in trials)

@@ -13,73 +13,28 @@ and never retries a point whose trial FAILED. TPE workers `ask` until COMPLETE +
 RUNNING + WAITING trials reach `n_trials`, so a resumed study counts what it already has.
 
 A trial killed outright (SIGKILL, power loss) stays RUNNING in the storage. Each trial
-records its host and pid; the next start marks RUNNING trials of dead processes on this
-host FAIL (`fail_stale_trials`), and the grid re-enqueues their points.
+records its host and pid; on the journal file (one machine) the next start marks RUNNING
+trials of dead processes on this host FAIL (`heartbeat.fail_stale_trials`), and the grid
+re-enqueues their points. On a database, live workers of any host do it by heartbeat while
+they run (`heartbeat.Heartbeat`), and wait for each other's trials before the stage ends.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import socket
+import sys
+import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from pipeline.core.errors import UserError
 from pipeline.tracking import interrupts
-from pipeline.tracking.runs import alive
-from pipeline.tracking.values import redact
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def open_storage(url: str | None, workdir: Path, tracking_uri: str):
-    """The Optuna storage: `url` (any Optuna storage URL, or a journal file path), else the
-    journal file `workdir/mlruns/optuna.log` (safe for several processes on one machine).
-
-    Args:
-        url: `OPTUNA_STORAGE` or `sweep.storage`, or None.
-        workdir: the workdir.
-        tracking_uri: MLflow's URI; Optuna must not share MLflow's SQLite file.
-
-    Returns:
-        (storage, its URL or path for messages and `make dashboard`).
-
-    Raises:
-        UserError: the storage cannot be opened (one line).
-    """
-
-    if not url:
-        url = str(workdir / "mlruns" / "optuna.log")
-    # Relative file paths belong to the work directory, not to wherever the stage was started
-    # (a copied or moved work directory then keeps its own study).
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_absolute():
-        url = f"sqlite:///{workdir / url[len('sqlite:///') :]}"
-    elif "://" not in url and not Path(url).is_absolute():
-        url = str(workdir / url)
-    mlflow_db = (
-        tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
-    )
-    if url.startswith("sqlite:///") and mlflow_db is not None:
-        if Path(url[len("sqlite:///") :]).resolve() == Path(mlflow_db).resolve():
-            raise UserError(
-                f"Optuna storage {redact(url)!r} is MLflow's store: use a separate file"
-            )
-    try:
-        if "://" not in url:
-            Path(url).parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(url)), url
-        return RDBStorage(url), url
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        where = redact(url)
-        raise UserError(f"Optuna storage {where!r} cannot be opened: {first[:200]}") from None
 
 
 class QueueOnly(optuna.samplers.BaseSampler):
@@ -132,50 +87,6 @@ def load_study(storage, name: str, cfg, sampler_seed: int, create: bool = False)
         raise UserError(f"Optuna study {name!r} cannot be opened: {first[:200]}") from None
 
 
-def fail_stale_trials(study, orphan_after_s: float = 30.0) -> int:
-    """Mark RUNNING trials of dead processes FAIL; returns how many.
-
-    A trial is stale when its worker (user attrs `host`, `pid`) is this host's and is dead,
-    or when it never recorded a worker (killed in the milliseconds between its claim and its
-    first user attr) and started more than `orphan_after_s` ago. Trials of other hosts are
-    left alone (their pids mean nothing here).
-    """
-
-    host = socket.gethostname()
-    failed = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = int(t.user_attrs.get("pid", 0))
-        if pid:
-            stale = t.user_attrs.get("host") == host and pid != os.getpid()
-            stale = stale and not alive(pid)
-        else:
-            start = t.datetime_start  # aware (UTC) from a journal, naive from some storages
-            age = (datetime.datetime.now(start.tzinfo) - start).total_seconds() if start else 0
-            stale = age > orphan_after_s
-        if stale:
-            study.tell(t.number, state=TrialState.FAIL)
-            failed += 1
-    return failed
-
-
-def supersede_failed(study, tracker) -> int:
-    """Mark the fit runs of the study's FAIL trials KILLED (`Tracker.supersede`).
-
-    A trial interrupted or killed after some of its fit runs were logged left them FINISHED;
-    its grid point runs again as a new trial, and only COMPLETE trials reach the report.
-
-    Returns:
-        How many fit runs were marked.
-    """
-    marked = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        marked += tracker.supersede(
-            f"tags.`zip.level` = 'fit' and tags.`zip.study` = '{study.study_name}' and "
-            f"tags.`zip.trial` = '{t.number}'"
-        )
-    return marked
-
-
 def grid_points(cfg) -> list[dict]:
     """The grid in run order (each optimizer, each lr), cut to `n_trials` when set."""
     points = [{"lr": lr, "optimizer": opt} for opt in cfg.optimizers for lr in cfg.lr_grid]
@@ -208,6 +119,22 @@ def enqueue_grid(study, cfg) -> int:
     return queued
 
 
+def requeue(study, trial) -> bool:
+    """Queue the grid point of a failed trial again, unless a trial already holds it.
+
+    A TPE trial (no `grid_lr` user attr) is not queued: TPE workers ask for a new one.
+    """
+    if "grid_lr" not in trial.user_attrs:
+        return False
+    lr, optimizer = _point(trial)
+    live = (*DONE, TrialState.RUNNING, TrialState.WAITING)
+    if any(_point(t) == (lr, optimizer) for t in study.get_trials(deepcopy=False, states=live)):
+        return False
+    attrs = {"grid_lr": lr, "grid_optimizer": optimizer, "retry_of": trial.number}
+    study.enqueue_trial({"lr": lr, "optimizer": optimizer}, user_attrs=attrs)
+    return True
+
+
 def _duplicate_of(study, trial) -> int | None:
     """The number of a trial that owns `trial`'s grid point, if any (see the module doc)."""
     mine = (trial.user_attrs.get("grid_lr"), trial.user_attrs.get("grid_optimizer"))
@@ -224,15 +151,23 @@ def planned_trials(study, cfg) -> int:
     return len(grid_points(cfg)) if cfg.sampler == "grid" else int(cfg.n_trials)
 
 
+def _ask(study):
+    """`study.ask()`, without Optuna's warning that heartbeats are meant for `optimize`: the
+    sweep beats for its trials itself (`heartbeat.Heartbeat.beating`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        return study.ask()
+
+
 def next_trial(study, cfg):
     """Claim the next trial of this worker, or None when the study has all it needs."""
     if cfg.sampler != "grid":
         states = (*DONE, TrialState.RUNNING, TrialState.WAITING)
         if len(study.get_trials(deepcopy=False, states=states)) >= cfg.n_trials:
             return None
-        return study.ask()
+        return _ask(study)
     while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        trial = study.ask()  # takes a queued trial if one is left (atomic claim)
+        trial = _ask(study)  # takes a queued trial if one is left (atomic claim)
         try:
             trial.suggest_float("lr", *lr_range(cfg), log=True)
         except QueueEmpty:
@@ -254,7 +189,8 @@ def lr_range(cfg) -> tuple[float, float]:
     return cfg.lr_min, cfg.lr_max
 
 
-def run_trials(study, cfg, objective: Callable, on_done: Callable | None = None) -> int:
+def run_trials(study, cfg, objective: Callable, on_done: Callable | None = None,
+               heartbeat=None) -> int:  # fmt: skip
     """Run trials until `next_trial` has none; each ends COMPLETE, PRUNED or FAIL.
 
     Args:
@@ -262,6 +198,8 @@ def run_trials(study, cfg, objective: Callable, on_done: Callable | None = None)
         cfg: the sweep settings.
         objective: `objective(trial) -> float`; raises `optuna.TrialPruned` when pruned.
         on_done: called with each finished `FrozenTrial`.
+        heartbeat: a `heartbeat.Heartbeat`: on a database, beat for each trial, retry dead
+            workers' trials and wait for the others' before returning; None: neither.
 
     Returns:
         The number of trials this worker ran.
@@ -274,22 +212,35 @@ def run_trials(study, cfg, objective: Callable, on_done: Callable | None = None)
     ran = 0
     while True:
         interrupts.check()  # between trials
+        if heartbeat is not None:
+            heartbeat.recover(study)
         trial = next_trial(study, cfg)
         if trial is None:
+            if heartbeat is not None and heartbeat.wait_for_others(study, cfg):
+                continue
             return ran
-        # First thing after the claim: who runs it, so that a later start can tell if it died.
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
-        try:
-            value = objective(trial)
-        except optuna.TrialPruned:
-            frozen = study.tell(trial, state=TrialState.PRUNED)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                study.tell(trial, state=TrialState.FAIL)
-            raise
-        else:
-            frozen = study.tell(trial, value)
+        beating = heartbeat.beating(trial) if heartbeat is not None else contextlib.nullcontext()
+        with beating:
+            # First thing after the claim: who runs it, so a later start can tell if it died.
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
+            try:
+                value = objective(trial)
+                frozen = study.tell(trial, value, skip_if_finished=True)
+            except optuna.TrialPruned:
+                frozen = study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # This worker missed its beats for the grace period, so another declared it
+                # dead and retries its point: its result must not count twice.
+                print(f"trial {trial.number} was failed by another worker (missed heartbeats)",
+                      file=sys.stderr)  # fmt: skip
+                continue
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    study.tell(trial, state=TrialState.FAIL)
+                raise
+        if frozen.state not in DONE:
+            continue
         ran += 1
         if on_done is not None:
             on_done(frozen)

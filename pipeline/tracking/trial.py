@@ -11,10 +11,13 @@ marks the trial done), and returns the objective (`sweep_objective`) or raises
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import mlflow.artifacts
 import numpy as np
 import optuna
 import polars as pl
@@ -30,6 +33,7 @@ from pipeline.analysis.objective import (
 from pipeline.analysis.reg_batch import combine, run_combined
 from pipeline.analysis.regression import charged_gaps, reg_tables
 from pipeline.core import seeds
+from pipeline.core.errors import UserError
 from pipeline.report.convergence import trial_figures
 from pipeline.store import files
 from pipeline.tracking import interrupts
@@ -181,11 +185,14 @@ def make_objective(setup: TrialSetup) -> Callable:
             for name, table in zip(("histories", "coefs", "fits"), (reg[2], reg[1], reg_fits)):
                 file = setup.layout.trial_reg(setup.study, trial.number, name)
                 files.write(table, file, setup.stamp, **meta)
+                tracker.log_artifact(run_id, file.path, "data")
         history_file = setup.layout.trial_histories(setup.study, trial.number)
         files.write(path_rows, history_file, setup.stamp, **meta)
         fits_file = setup.layout.trial_fits(setup.study, trial.number)
         files.write(rows, fits_file, setup.stamp, **meta)  # after its histories: it marks done
-        tracker.log_artifact(run_id, fits_file.path, "data")
+        # Workers on other hosts assemble the tables from these (`fetch_trial_files`).
+        for file in (history_file, fits_file):
+            tracker.log_artifact(run_id, file.path, "data")
         tracking_seconds = time.perf_counter() - start - fit_seconds
         for key, value in parts.items():
             trial.set_user_attr(key, value)
@@ -216,3 +223,36 @@ def make_objective(setup: TrialSetup) -> Callable:
         return parts["objective"]
 
     return objective
+
+
+def fetch_trial_files(tracker, trial, wanted: list, optional: list = ()) -> None:
+    """Bring a trial's files that this work directory lacks from its MLflow trial run.
+
+    Without a shared disk, each worker writes its trials' stamped parquet files to its own
+    work directory and logs them to its trial run (artifact folder `data/`); whoever assembles
+    the study downloads the others' (their stamps are checked when read, as local files are).
+
+    Args:
+        tracker: this process's `Tracker` (its tracking URI).
+        trial: the COMPLETE `FrozenTrial` (user attr `mlflow_run_id`).
+        wanted: the `files.File`s the trial must have; `optional` those it may lack.
+
+    Raises:
+        UserError: a wanted file is neither here nor in the trial's run.
+    """
+    missing = [(f, True) for f in wanted if not f.path.exists()]
+    missing += [(f, False) for f in optional if not f.path.exists()]
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    for file, needed in missing:
+        file.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(dir=file.path.parent) as tmp:
+                got = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=f"data/{file.path.name}", dst_path=tmp,
+                    tracking_uri=tracker.uri)  # fmt: skip
+                os.replace(got, file.path)  # whole or absent
+        except Exception as err:
+            if needed:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                raise UserError(f"trial {trial.number}: {file.path} is not here and not in its "
+                                f"MLflow run {run_id}: {first}") from None  # fmt: skip

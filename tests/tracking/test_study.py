@@ -8,10 +8,10 @@ import pytest
 from optuna.trial import TrialState
 
 from pipeline.stages import config
+from pipeline.tracking.heartbeat import fail_stale_trials
 from pipeline.tracking.study import (
     DONE,
     enqueue_grid,
-    fail_stale_trials,
     grid_points,
     lr_range,
     make_pruner,
@@ -113,7 +113,7 @@ def test_relative_storage_paths_belong_to_the_work_directory(tmp_path):
     """The audit's item 12: `sqlite:///mlruns/mlflow.db` resolved against the current folder,
     slipped past the guard and failed on MLflow's schema."""
     from pipeline.core.errors import UserError
-    from pipeline.tracking.study import open_storage
+    from pipeline.tracking.storage import open_storage
 
     mlflow_uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     with pytest.raises(UserError, match="is MLflow's store"):
@@ -127,8 +127,8 @@ def test_fit_runs_of_failed_trials_are_superseded(isolated_mlflow, tmp_path, pyt
     """The audit's item 11: an interrupted trial's fit runs stayed FINISHED after a resume."""
     from tracking_setup import EXPERIMENT, fresh_store
 
+    from pipeline.tracking.heartbeat import supersede_failed
     from pipeline.tracking.runs import Tracker
-    from pipeline.tracking.study import supersede_failed
 
     tracker = Tracker(EXPERIMENT, root=fresh_store(tmp_path, pytestconfig, tmp_path_factory))
     cfg = _cfg(lr_grid=(0.1, 1.0), optimizers=("adam",))

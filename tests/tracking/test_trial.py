@@ -161,7 +161,7 @@ def test_the_trial_run_holds_params_metrics_and_the_intermediate_history(complet
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert figures == {"figures/trajectories.png", "figures/pmf_vs_data.png"}
     data = [a.path for a in client.list_artifacts(run.info.run_id, "data")]
-    assert data == ["data/00000.parquet"]
+    assert sorted(data) == ["data/00000.histories.parquet", "data/00000.parquet"]
 
 
 def test_fit_runs_nest_in_the_trial_run_and_their_ids_are_in_the_rows(complete):

@@ -1,0 +1,185 @@
+"""Where the study lives: a journal file on one machine, or a database for several (DESIGN §4, §8).
+
+`open_storage` opens `OPTUNA_STORAGE` / `sweep.storage`, else the journal file
+`mlruns/optuna.log` (several processes on one machine). A database URL opens an `RDBStorage`
+with Optuna's heartbeat: every running trial records a heartbeat each `ZIP_HEARTBEAT_INTERVAL`
+seconds (default 10), and a trial silent for `ZIP_GRACE_PERIOD` seconds (default 60) is failed
+by whichever live worker looks next, which then re-runs its grid point (`heartbeat`). Only
+`RDBStorage` has heartbeats; the journal file keeps the host/pid check of `study`.
+
+`check_params` keeps workers with different params files apart: on a shared database, a
+worker refuses to start a second study beside a live one of the same name but other params.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from pipeline.core.errors import UserError
+from pipeline.tracking.values import redact
+
+HEARTBEAT_ENV, GRACE_ENV = "ZIP_HEARTBEAT_INTERVAL", "ZIP_GRACE_PERIOD"
+# A trial's worker misses a few beats on a busy machine; `grace` must outlast that, and a
+# dead worker's trial waits this long before another worker retries it.
+DEFAULT_HEARTBEAT_S, DEFAULT_GRACE_S = 10, 60
+_PARAMS_HASH = "params_hash"  # study user attr: the full hash of the blocks the study uses
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds, from the environment or the defaults.
+
+    Raises:
+        UserError: not whole positive seconds, or a grace period not above the interval.
+    """
+    values = []
+    for key, default in ((HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S), (GRACE_ENV, DEFAULT_GRACE_S)):
+        text = os.environ.get(key) or str(default)
+        if not text.isdigit() or int(text) < 1:
+            raise UserError(f"{key}: must be a whole number of seconds >= 1, got {text!r}")
+        values.append(int(text))
+    if values[1] <= values[0]:
+        raise UserError(f"{GRACE_ENV} ({values[1]} s) must exceed {HEARTBEAT_ENV} ({values[0]} s)")
+    return values[0], values[1]
+
+
+def _rdb(url: str, on_stale):
+    interval, grace = heartbeat_settings()
+    with warnings.catch_warnings():  # heartbeat_interval is 'experimental' since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Several workers starting at once on an empty database race to create the tables
+        # (PostgreSQL: duplicate key in pg_type); the loser retries and finds them made.
+        for attempt in range(5):
+            try:
+                return RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
+                                  heartbeat_stale_trial_callback=on_stale)  # fmt: skip
+            except Exception as err:
+                text = str(err).lower()
+                if attempt == 4 or not ("duplicate key" in text or "already exists" in text):
+                    raise
+                time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def open_storage(url: str | None, workdir: Path, tracking_uri: str, on_stale=None):
+    """The Optuna storage: `url` (any Optuna storage URL, or a journal file path), else the
+    journal file `workdir/mlruns/optuna.log` (safe for several processes on one machine).
+
+    Args:
+        url: `OPTUNA_STORAGE` or `sweep.storage`, or None.
+        workdir: the workdir.
+        tracking_uri: MLflow's URI; Optuna must not share MLflow's SQLite file.
+        on_stale: for a database, `on_stale(study, frozen_trial)` runs after a live worker
+            failed a trial whose heartbeat stopped (`heartbeat.Heartbeat`).
+
+    Returns:
+        (storage, its URL or path for messages and `make dashboard`).
+
+    Raises:
+        UserError: the storage cannot be opened (one line).
+    """
+
+    if not url:
+        url = str(workdir / "mlruns" / "optuna.log")
+    # Relative file paths belong to the work directory, not to wherever the stage was started
+    # (a copied or moved work directory then keeps its own study).
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_absolute():
+        url = f"sqlite:///{workdir / url[len('sqlite:///') :]}"
+    elif "://" not in url and not Path(url).is_absolute():
+        url = str(workdir / url)
+    mlflow_db = (
+        tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
+    )
+    if url.startswith("sqlite:///") and mlflow_db is not None:
+        if Path(url[len("sqlite:///") :]).resolve() == Path(mlflow_db).resolve():
+            raise UserError(
+                f"Optuna storage {redact(url)!r} is MLflow's store: use a separate file"
+            )
+    try:
+        if "://" not in url:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(url)), url
+        return _rdb(url, on_stale), url
+    except UserError:
+        raise
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        where = redact(url)
+        raise UserError(f"Optuna storage {where!r} cannot be opened: {first[:200]}") from None
+
+
+def has_heartbeat(storage) -> bool:
+    """Whether trials in `storage` record heartbeats (a database opened by `open_storage`)."""
+    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+
+
+def check_params(storage, name: str, stamp: str) -> None:
+    """Refuse a worker whose params differ from the study's (DESIGN §8).
+
+    The study's name carries the first 8 hex of `stamp`; its user attr `params_hash` the whole
+    hash, set by the worker that created it. A worker refuses when its study exists with
+    another hash, or, on a shared database, when its study does not exist yet but a study of
+    the same base name (other params) has trials waiting or running.
+
+    Raises:
+        UserError: one line naming both hashes.
+    """
+    names = optuna.study.get_all_study_names(storage)
+    where = redact(getattr(storage, "url", "") or "the storage")
+    if name in names:
+        theirs = optuna.load_study(study_name=name, storage=storage).user_attrs.get(_PARAMS_HASH)
+        others = [(name, theirs)] if theirs not in (None, stamp) else []
+    elif isinstance(storage, RDBStorage):
+        base = name.rsplit("-", 1)[0]
+        live = (TrialState.WAITING, TrialState.RUNNING)
+        others = []
+        for other in names:
+            if other.rsplit("-", 1)[0] == base:
+                study = optuna.load_study(study_name=other, storage=storage)
+                if study.get_trials(deepcopy=False, states=live):
+                    others.append((other, study.user_attrs.get(_PARAMS_HASH) or other[-8:]))
+    else:
+        others = []
+    for other, theirs in others[:1]:
+        raise UserError(
+            f"study {other} on {where} runs other params (hash {theirs[:8]}; this worker's "
+            f"{stamp[:8]}): give every worker the same params file"
+        )
+
+
+def record_params(study, stamp: str) -> None:
+    """Write the study's full params hash once (its creator's); see `check_params`."""
+    if _PARAMS_HASH not in study.user_attrs:
+        study.set_user_attr(_PARAMS_HASH, stamp)
+
+
+def check_server(uri: str, timeout: float = 10.0) -> None:
+    """For an http(s) tracking URI, check that the server answers /health, in one line.
+
+    (MLflow's client would retry for minutes before failing with a traceback.)
+
+    Raises:
+        UserError: the server does not answer.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as reply:
+            if reply.status == 200:
+                return
+            problem = f"HTTP {reply.status}"
+    except Exception as err:  # refused, unknown host, timeout, HTTP error
+        problem = str(getattr(err, "reason", None) or err).strip() or type(err).__name__
+    with contextlib.suppress(Exception):
+        problem = problem.splitlines()[0][:200]
+    raise UserError(f"MLflow tracking server {redact(uri)!r} does not answer: {problem}")
