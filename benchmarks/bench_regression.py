@@ -14,7 +14,7 @@ coefficients, DESIGN §7):
      `distributions.zip_log_prob`, all the steps, no stop rule) timed on a few fits, and
      against statsmodels per fit (from 1);
   3  the memory-traffic floor: this machine's streaming bandwidth (`copy_` of a 256 MB
-     float64 tensor) and the engine's time per step (`reg_engine._loss_grad`) against the
+     float64 tensor) and the engine's time per step (`reg_loss.loss_grad`) against the
      time it takes just to read the designs once.
 No timed assertions: run by hand (not part of the tests):
 
@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.core import reg_designs, reg_engine  # noqa: E402
+from pipeline.core import reg_designs, reg_engine, reg_loss  # noqa: E402
 from pipeline.core.covariates import Covariate, draw_covariates  # noqa: E402
 from pipeline.core.design import design_matrix, simulate_counts  # noqa: E402
 from pipeline.core.distributions import zip_log_prob  # noqa: E402
@@ -266,8 +266,8 @@ def section_floor(designs, F: int, args):
     floor = design_bytes / bw
     theta = torch.as_tensor(np.random.default_rng(3).uniform(-0.3, 0.3, (D, q + p, F)),
                             dtype=designs.X.dtype)  # fmt: skip
-    reg_engine._loss_grad(designs, theta)  # warm
-    _, times = clock(lambda: reg_engine._loss_grad(designs, theta), 3 if args.quick else 7)
+    reg_loss.loss_grad(designs, theta)  # warm
+    _, times = clock(lambda: reg_loss.loss_grad(designs, theta), 3 if args.quick else 7)
     step = statistics.median(times)
     per_elem = step / (D * n * F) * 1e9
     elem_floor = D * n * F * 8 * 1 / bw  # one float64 (D, n, F) temporary written once
@@ -276,7 +276,7 @@ def section_floor(designs, F: int, args):
          f"{32 if args.quick else 256} MB float64, best of 5"),
         ("3", "floor per step: designs read once", "", f"{floor * 1e3:.2f} ms",
          f"D n (p + q) 8 B = {design_bytes / 2**20:.0f} MiB / bandwidth"),
-        ("3", "engine `_loss_grad` per step, float64", "", f"{step * 1e3:.1f} ms",
+        ("3", "engine `loss_grad` per step, float64", "", f"{step * 1e3:.1f} ms",
          f"median of {len(times)} calls, D={D}, n={n}, F={F}"),
         ("3", "engine step / design-read floor", "", f"{step / floor:.0f}x", ""),
         ("3", "engine step per (row x fit) element", "", f"{per_elem:.2f} ns",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # "stalled" (regression engine only): the stop rule held on a plateau at infinity, the zero
-# part saturated (`reg_engine.SATURATED_LOGIT`), not at a finite maximum.
+# part saturated (`reg_loss.SATURATED_LOGIT`), not at a finite maximum.
 STATUSES = ("running", "converged", "max_steps", "diverged", "stopped", "stalled")
 RUNNING, CONVERGED, MAX_STEPS, DIVERGED, STOPPED, STALLED = range(len(STATUSES))
 

@@ -13,7 +13,8 @@ import torch
 
 from pipeline.core.count_terms import FAMILIES, family_terms, has_dispersion, zero_part
 from pipeline.core.reg_designs import stack_designs
-from pipeline.core.reg_engine import _loss_grad, fit_regression
+from pipeline.core.reg_engine import fit_regression
+from pipeline.core.reg_loss import loss_grad
 
 
 def _data(family, n=400, D=2, seed=0):
@@ -50,7 +51,7 @@ def test_loss_and_gradient_match_autograd(family, dtype):
     q, p, k = Zs[0].shape[1], 2, int(has_dispersion(family))
     rng = np.random.default_rng(1)
     theta = rng.normal(0, 0.3, size=(2, q + p + k, 3))
-    loss, grad, ok, _ = _loss_grad(data, torch.as_tensor(theta, dtype=dtype), None, family)
+    loss, grad, ok, _ = loss_grad(data, torch.as_tensor(theta, dtype=dtype), None, family)
     assert bool(ok.all())
     # float32: ~1e-6 relative rounding per term, sums of 400 terms.
     rtol = 1e-10 if dtype == torch.float64 else 2e-4
