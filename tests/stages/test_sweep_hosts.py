@@ -70,12 +70,15 @@ def _worker(hosts, i: int, workdir: Path, env: dict) -> subprocess.Popen:
                             text=True, start_new_session=True)  # fmt: skip
 
 
-def _victims_trial(study_name: str, storage, pid: int, deadline: float) -> int:
-    """Wait until worker `pid` (the sweep, after `exec`) runs a trial; returns its number.
+def _victims_trial(study_name: str, storage, proc: subprocess.Popen, deadline: float) -> int:
+    """Wait until worker `proc` (the sweep, after `exec`) runs a trial; returns its number.
 
     `storage` is one `RDBStorage` for all the polls (a URL would open a new connection pool
     each time, and PostgreSQL refuses clients past its 100 connections)."""
+    pid = proc.pid
     while time.monotonic() < deadline:
+        if proc.poll() is not None:  # it died before running a trial: say why
+            raise AssertionError(f"the victim exited {proc.returncode}: {proc.stdout.read()}")
         try:
             study = optuna.load_study(study_name=study_name, storage=storage)
         except KeyError:  # not created yet
@@ -115,7 +118,10 @@ def test_three_hosts_one_killed(tmp_path, isolated_mlflow):
     try:
         running = services_setup.start(tmp_path / "services", hosts.address, hosts.clients)
         env = _env(running.storage, running.tracking_uri)
-        procs = [_worker(hosts, i, tmp_path / f"host{i}", env) for i in range(3)]
+        # The victim starts first and the others once it runs a trial: however fast they are,
+        # it cannot find the grid taken (a CI run once saw it start last and get no trial).
+        procs = [None, None, None]
+        procs[VICTIM] = _worker(hosts, VICTIM, tmp_path / f"host{VICTIM}", env)
         # The reference: one process, SQLite for MLflow and Optuna, same params.
         ref = tmp_path / "reference"
         ref.mkdir()
@@ -124,7 +130,9 @@ def test_three_hosts_one_killed(tmp_path, isolated_mlflow):
         subprocess.run(_stage(ref, "generate"), env=ref_env, check=True, capture_output=True)
         name = config.load(ref / "params.yaml").study("sweep")[2]
         storage = optuna.storages.RDBStorage(running.storage)
-        victim = _victims_trial(name, storage, procs[VICTIM].pid, time.monotonic() + 120)
+        victim = _victims_trial(name, storage, procs[VICTIM], time.monotonic() + 180)
+        for i in (0, 2):
+            procs[i] = _worker(hosts, i, tmp_path / f"host{i}", env)
         os.killpg(procs[VICTIM].pid, signal.SIGKILL)  # the host dies: nothing of it runs on
         done = subprocess.run(_stage(ref, "sweep", "--workers", "1"), env=ref_env,
                               capture_output=True, text=True, timeout=240)  # fmt: skip
@@ -166,7 +174,7 @@ def test_three_hosts_one_killed(tmp_path, isolated_mlflow):
             got = _frame(tmp_path / f"host{i}" / "data" / "fits.parquet")
             assert got.equals(expected), f"host {i}'s fits.parquet differs from the reference"
     finally:
-        for proc in procs or ():
+        for proc in [p for p in procs or () if p is not None]:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
