@@ -27,8 +27,9 @@ TAG = "zip."
 _STORE_DIR = "mlruns"
 
 
-# The MLflow 3.17 UI opens a run of an experiment without this tag in its GenAI 'Evaluations'
-# layout; with it, in the model-training layout (metrics charts, params) these runs are.
+# The experiment kind MLflow's UI keys its layouts on (model training, not GenAI). MLflow
+# 3.17.2's UI does not read it yet (the URL's `workflowType` decides; README "Browsing the
+# runs"); the tag says what these runs are for the versions that do.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
@@ -68,7 +69,8 @@ class Tracker:
             self.experiment_id = self._experiment(experiment, store if local else None)
             if local:  # write-ahead log: several writers log faster (benchmarks/README.md)
                 with contextlib.suppress(sqlite3.Error):  # a busy store switches next time
-                    con = sqlite3.connect(store / "mlflow.db", 2)  # the mode persists in the file
+                    # The store's own file (MLFLOW_TRACKING_URI may name any sqlite path).
+                    con = sqlite3.connect(uri.removeprefix("sqlite:///"), 2)  # mode persists
                     con.execute("PRAGMA journal_mode=WAL").close()
                     con.close()
         except UserError:

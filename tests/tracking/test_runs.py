@@ -94,6 +94,18 @@ def test_tracker_follows_mlflow_tracking_uri(workdir, pytestconfig, tmp_path_fac
     assert MlflowClient(tracking_uri=uri).get_run(run_id).info.run_name == "s"
 
 
+def test_a_store_under_another_name_is_switched_to_wal_in_place(tmp_path, monkeypatch):
+    """The journal mode is set on the URI's own file: no stray mlflow.db beside it."""
+    import sqlite3
+
+    db = tmp_path / "custom.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    Tracker(EXPERIMENT, root=tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 # -- runs --------------------------------------------------------------------------------------
 def test_start_tags_level_host_pid_and_prefixes_tags(tracker):
     parent = tracker.start("parent", "stage")
