@@ -17,11 +17,9 @@ DASHBOARD_PORT ?= 8080
 # One id per `make` call: every stage it runs nests its MLflow runs under one invocation run.
 export ZIP_INVOCATION := $(shell date -u +%Y%m%dT%H%M%S)-$(shell od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 
-# The modules each stage imports (checked against the import graph by tests/test_makefile.py).
-GENERATE_MODULES := __init__ core/__init__ core/count_dists core/count_parts core/count_sampling core/count_terms core/countreg core/countreg_newton core/countreg_terms core/covariates core/design core/distributions core/errors core/families core/histogram core/mle core/seeds core/simulate core/zipreg core/zipreg_terms generate report/__init__ report/plots stages/__init__ stages/cli stages/config stages/config_data stages/generate stages/generate_regression stages/params_file store/__init__ store/datasets store/files store/reg_data tracking/__init__ tracking/interrupts tracking/quiet tracking/runs tracking/values
-SWEEP_MODULES := __init__ analysis/__init__ analysis/blog analysis/objective analysis/recovery analysis/reg_batch analysis/regression core/__init__ core/count_parts core/count_terms core/countreg core/countreg_newton core/countreg_terms core/covariates core/distributions core/engine core/errors core/families core/histogram core/likelihood core/optim core/outcome core/reg_designs core/reg_engine core/reg_loss core/seeds core/zipreg core/zipreg_terms report/__init__ report/convergence report/plots report/reg_convergence stages/__init__ stages/cli stages/config stages/config_data stages/params_file stages/sweep stages/sweep_steps store/__init__ store/datasets store/files store/reg_data sweep tracking/__init__ tracking/fit_runs tracking/heartbeat tracking/interrupts tracking/quiet tracking/reg_payloads tracking/runs tracking/storage tracking/study tracking/trial tracking/values
-AGGREGATE_MODULES := __init__ aggregate analysis/__init__ analysis/reach analysis/recovery analysis/reg_recovery analysis/statistics core/__init__ core/covariates core/distributions core/errors core/histogram core/mle report/__init__ report/figures report/findings report/markdown report/reg_findings report/reg_sections stages/__init__ stages/aggregate stages/aggregate_regression stages/cli stages/config stages/config_data stages/params_file store/__init__ store/files tracking/__init__ tracking/interrupts tracking/quiet tracking/runs tracking/values
-src = $(addprefix pipeline/,$(addsuffix .py,$(1)))
+# The module files each stage imports, read from the import graph (`pipeline/modules.py`,
+# standard library only): a stage reruns when its code changes, and only then.
+stage_modules = $(shell $(PYTHON) -m pipeline.modules $(1))
 WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS),)
 
 .PHONY: help install all data sweep report tune fit-counts ui dashboard services services-stop test lint format bench clean FORCE
@@ -42,13 +40,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PY) -m pipeline.config --params "$$ZIP_PARAMS" --stamp $* > $@.tmp || { rm -f $@.tmp; exit 2; }
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 
-data/summary.parquet: .stamps/generate.params $(call src,$(GENERATE_MODULES))
+data/summary.parquet: .stamps/generate.params $(call stage_modules,generate)
 	$(PY) -m pipeline.generate --params "$$ZIP_PARAMS"
 
-data/fits.parquet: .stamps/sweep.params data/summary.parquet $(call src,$(SWEEP_MODULES))
+data/fits.parquet: .stamps/sweep.params data/summary.parquet $(call stage_modules,sweep)
 	$(PY) -m pipeline.sweep --params "$$ZIP_PARAMS" $(WORKERS_ARG)
 
-reports/recovery.parquet: .stamps/aggregate.params data/fits.parquet $(call src,$(AGGREGATE_MODULES))
+reports/recovery.parquet: .stamps/aggregate.params data/fits.parquet $(call stage_modules,aggregate)
 	$(PY) -m pipeline.aggregate --params "$$ZIP_PARAMS"
 
 data: data/summary.parquet ## simulate the datasets (+ exact MLE per dataset)

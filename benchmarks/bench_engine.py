@@ -1,4 +1,5 @@
-"""Speed and accuracy of the batched engine (`pipeline.core.engine.fit_zip`) against its references.
+"""Speed and accuracy of the batched engine (`pipeline.core.descent.engine.fit_zip`) against its
+references.
 
 Measured side by side in one run, on the blog's scenario (pi = 0.5, lambda = 5):
   A  the blog's method (one fit at a time, per-sample full-batch loss through
@@ -33,9 +34,9 @@ from torch.distributions import Categorical, MixtureSameFamily, Poisson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.core.engine import fit_zip, stack_histograms  # noqa: E402
+from pipeline.core.descent.engine import fit_zip, stack_histograms  # noqa: E402
 from pipeline.core.histogram import histogram, merge_histograms  # noqa: E402
-from pipeline.core.mle import exact_mle  # noqa: E402
+from pipeline.core.oracle.mle import exact_mle  # noqa: E402
 
 PI, LAM = 0.5, 5.0
 CHUNK = 10_000_000  # draws per chunk when generating large n

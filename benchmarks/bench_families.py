@@ -40,8 +40,8 @@ from statsmodels.discrete.truncated_model import TruncatedLFNegativeBinomialP, T
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.core.count_terms import FAMILIES, has_dispersion, zero_part  # noqa: E402
-from pipeline.core.countreg import fit_count_regression  # noqa: E402
+from pipeline.core.laws.count_terms import FAMILIES, has_dispersion, zero_part  # noqa: E402
+from pipeline.core.oracle.countreg import fit_count_regression  # noqa: E402
 
 BETA = np.array([0.8, 0.3, -0.2])
 GAMMA = np.array([-0.5, 0.7, 0.3])  # logit pi (zero-inflated) or logit P(Y > 0) (hurdle)

@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_regression import COVARIATES  # noqa: E402
 
-from pipeline.core import count_dists, reg_designs, reg_engine  # noqa: E402
-from pipeline.core.count_terms import FAMILIES, has_dispersion, zero_part  # noqa: E402
-from pipeline.core.covariates import draw_covariates  # noqa: E402
-from pipeline.core.design import design_matrix  # noqa: E402
+from pipeline.core.descent import reg_designs, reg_engine  # noqa: E402
+from pipeline.core.laws import count_dists
+from pipeline.core.laws.count_terms import FAMILIES, has_dispersion, zero_part  # noqa: E402
+from pipeline.core.simulation.covariates import draw_covariates  # noqa: E402
+from pipeline.core.simulation.design import design_matrix  # noqa: E402
 
 
 def datasets(n: int, D: int):

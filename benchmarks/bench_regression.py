@@ -38,11 +38,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.core import reg_designs, reg_engine, reg_loss  # noqa: E402
-from pipeline.core.covariates import Covariate, draw_covariates  # noqa: E402
-from pipeline.core.design import design_matrix, simulate_counts  # noqa: E402
-from pipeline.core.distributions import zip_log_prob  # noqa: E402
-from pipeline.core.zipreg import fit_zip_regression  # noqa: E402
+from pipeline.core.descent import reg_designs, reg_engine, reg_loss  # noqa: E402
+from pipeline.core.laws.distributions import zip_log_prob  # noqa: E402
+from pipeline.core.oracle.zipreg import fit_zip_regression  # noqa: E402
+from pipeline.core.simulation.covariates import Covariate, draw_covariates  # noqa: E402
+from pipeline.core.simulation.design import design_matrix, simulate_counts  # noqa: E402
 
 COVARIATES = (
     Covariate("x_norm", "normal"),

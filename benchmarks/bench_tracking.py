@@ -49,8 +49,8 @@ def make_trial(replicates: int, inits: int):
     import polars as pl
 
     from pipeline.analysis.objective import build_problem, fit_rows, run_fits
-    from pipeline.core import mle
-    from pipeline.core.engine import fit_zip  # noqa: F401 (imported here to time torch apart)
+    from pipeline.core.descent.engine import fit_zip  # noqa: F401 (imported here to time torch apart)
+    from pipeline.core.oracle import mle
     from pipeline.stages import config
 
     params = config.load(Path(__file__).resolve().parent.parent / "params.yaml")

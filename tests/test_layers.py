@@ -14,7 +14,8 @@ from __future__ import annotations
 import sys
 
 import pytest
-from import_graph import PACKAGE, imports, local_imports, modules
+
+from pipeline.modules import PACKAGE, imports, local_imports, modules
 
 RANK = {"core": 0, "analysis": 1, "store": 1, "report": 2, "tracking": 3, "stages": 4}
 THIRD_PARTY = {

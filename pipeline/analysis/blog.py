@@ -18,7 +18,7 @@ import polars as pl
 
 from pipeline.analysis.recovery import best_lr, optimisation_table
 from pipeline.core import seeds
-from pipeline.core.engine import fit_zip, stack_histograms
+from pipeline.core.descent.engine import fit_zip, stack_histograms
 from pipeline.core.histogram import Histogram
 
 BLOG_COLUMNS = ("err", "mixture", "lambda", "mixture_init", "lambda_init")

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.core import seeds
-from pipeline.core.engine import fit_zip, stack_histograms
+from pipeline.core.descent.engine import fit_zip, stack_histograms
 from pipeline.core.histogram import Histogram
 
 if TYPE_CHECKING:

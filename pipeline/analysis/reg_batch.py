@@ -1,5 +1,6 @@
 """The sweep's regression fits as engine batches: every scenario of one family × standardize
-variant in one call of `core.reg_engine.fit_regression` per batch size, and the results split
+variant in one call of `core.descent.reg_engine.fit_regression` per batch size, and the results
+split
 back per scenario and variant. Pure functions of the `regression.RegProblem`s.
 """
 
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.analysis.regression import RegProblem
-from pipeline.core.reg_designs import Designs, RegResult, stack_designs
-from pipeline.core.reg_engine import fit_regression
+from pipeline.core.descent.reg_designs import Designs, RegResult, stack_designs
+from pipeline.core.descent.reg_engine import fit_regression
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ covariates, mapped to the original scale, so a start means the same whatever the
 units and the raw and standardised fits of a dataset start from the same point. The draws come
 from the `inits` stream of the seed tree, keyed by scenario and replicate.
 
-The judge of a fit is its dataset's Newton oracle (`core.zipreg` for the ZIP, `core.countreg`
+The judge of a fit is its dataset's Newton oracle (`core.oracle.zipreg` for the ZIP,
+`core.oracle.countreg`
 for the other families): the full-data NLL gap, and every parameter's error in oracle
 standard errors (log α excluded where its oracle is on the boundary α = 0: no SE there).
 Mini-batch fits never pass the convergence test (SGD noise), so they end at `max_steps` and
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.core import countreg, seeds, zipreg_terms
-from pipeline.core.reg_designs import Designs, stack_designs
+from pipeline.core import seeds
+from pipeline.core.descent.reg_designs import Designs, stack_designs
+from pipeline.core.oracle import countreg, zipreg_terms
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class RegProblem:
         start: (B, P) starting coefficients (original scale).
         oracle, oracle_se: (B, P) the oracle's estimate and SE of each fit's dataset.
         arrays: per dataset (X, Z, y) in numpy, for standard errors at the GD estimates.
-        family: the scenario's count family (`core.count_terms.FAMILIES`).
+        family: the scenario's count family (`core.laws.count_terms.FAMILIES`).
     """
 
     scenario: str

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.analysis.recovery import DATASET, GROUP, PARAMETERS, best_fits, ordered
-from pipeline.core.mle import fisher_information
+from pipeline.core.oracle.mle import fisher_information
 
 
 def wald_se(pi, lam, n, scale: str = "natural") -> tuple[np.ndarray, np.ndarray]:

@@ -11,10 +11,11 @@ import math
 
 import numpy as np
 
-from pipeline.core import inference, profile
-from pipeline.core.asymptotics import wald_or_profile
 from pipeline.core.histogram import Histogram
-from pipeline.core.mle import exact_mle
+from pipeline.core.inference import intercept as inference
+from pipeline.core.inference import profile
+from pipeline.core.inference.asymptotics import wald_or_profile
+from pipeline.core.oracle.mle import exact_mle
 from pipeline.report import fit_checks
 from pipeline.report.fit_checks import (
     frequency_rows,

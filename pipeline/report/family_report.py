@@ -20,9 +20,9 @@ import textwrap
 
 import numpy as np
 
-from pipeline.core.inference import FrequencyTable
-from pipeline.core.model_choice import gof_bound_p
-from pipeline.core.model_tests import TITLES
+from pipeline.core.inference.intercept import FrequencyTable
+from pipeline.core.inference.model_choice import gof_bound_p
+from pipeline.core.inference.model_tests import TITLES
 from pipeline.report.fit_checks import frequency_lines, misfit_warning, p_text, small_sample_warning
 from pipeline.report.plots import figure
 from pipeline.report.reg_report import coefficients

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from pipeline.core import goodness
-from pipeline.core.asymptotics import Interval, sample_size_floor
-from pipeline.core.model_choice import gof_bound_p
+from pipeline.core.inference import goodness
+from pipeline.core.inference.asymptotics import Interval, sample_size_floor
+from pipeline.core.inference.model_choice import gof_bound_p
 
 P_FLOOR = 1e-300  # smaller p-values print as this bound; the JSON keeps log10 p
 

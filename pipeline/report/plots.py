@@ -13,8 +13,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline.core.distributions import zip_log_pmf
 from pipeline.core.histogram import Histogram
+from pipeline.core.laws.distributions import zip_log_pmf
 
 _MAX_GRID = 2000  # pmf points drawn per curve; wider supports are sampled, not enumerated
 

@@ -6,9 +6,11 @@ text, `markdown_frequencies` and `metrics` give the MLflow artifacts and metrics
 
 A coefficient whose standard error is not finite (or not positive) gets no z, p-value or
 interval (null in the JSON, "n/a" in the text) and a note; the frequency table's rows are
-chosen from the data (`core.goodness.count_bins`), each model's expected frequencies summed
+chosen from the data (`core.inference.goodness.count_bins`), each model's expected frequencies
+summed
 over the rows' fitted distributions, with Pearson's goodness-of-fit test per model; a sample
-below `core.asymptotics.sample_size_floor` (10 counts per parameter, at least 30) opens the
+below `core.inference.asymptotics.sample_size_floor` (10 counts per parameter, at least 30) opens
+the
 text with a warning and withholds Vuong's test.
 
 Coefficients follow pscl's `zeroinfl` naming: the count part models log lambda, the zero part
@@ -35,10 +37,10 @@ import numpy as np
 from scipy import stats
 from scipy.special import expit
 
-from pipeline.core import goodness
-from pipeline.core.asymptotics import wald_or_profile
-from pipeline.core.inference import zip_cdf, zip_sf
-from pipeline.core.zipreg_terms import loglik_terms
+from pipeline.core.inference import goodness
+from pipeline.core.inference.asymptotics import wald_or_profile
+from pipeline.core.inference.intercept import zip_cdf, zip_sf
+from pipeline.core.oracle.zipreg_terms import loglik_terms
 from pipeline.report import fit_checks
 from pipeline.report.fit_checks import (
     frequency_rows,

@@ -5,7 +5,7 @@ a bar of height sqrt(observed_k) hangs from the curve sqrt(expected_k), so its b
 sqrt(expected_k) - sqrt(observed_k). A bar ending above zero means the model over-predicts k,
 below zero that it under-predicts k; the square root makes the deviations comparable across
 rare and common counts (the Poisson variance equals the mean). Where the table groups counts
-into rows (a range of counts, `core.goodness.count_bins`), each bar is one row: its
+into rows (a range of counts, `core.inference.goodness.count_bins`), each bar is one row: its
 frequencies summed over the range.
 
 Figures are built on an Agg canvas (`plots.figure`), never through pyplot.
@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.core.inference import FrequencyTable
+from pipeline.core.inference.intercept import FrequencyTable
 from pipeline.report.plots import figure
 
 if TYPE_CHECKING:  # torch is imported only where the engine runs
-    from pipeline.core.outcome import FitResult
+    from pipeline.core.descent.outcome import FitResult
 
 
 def _labels(counts: np.ndarray) -> list[str]:

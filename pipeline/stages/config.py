@@ -21,7 +21,8 @@ from pipeline.stages.config_data import RegressionScenario as RegressionScenario
 from pipeline.stages.config_data import Scenario as Scenario
 from pipeline.stages.params_file import as_raw, build, check_name, fail, read_yaml
 
-# The engine's optimizers (`core.optim.OPTIMIZERS`; tests/stages/test_config.py checks they agree).
+# The engine's optimizers (`core.descent.optim.OPTIMIZERS`; tests/stages/test_config.py checks they
+# agree).
 Optimizer = Literal["adam", "sgd", "rmsprop"]
 
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.core.covariates import INTERCEPT, Covariate, check_covariates, columns
+from pipeline.core.simulation.covariates import INTERCEPT, Covariate, check_covariates, columns
 from pipeline.stages.params_file import check_name, fail, key_text
 
 MAX_N = 10**10  # counts per dataset: 1e10 int64 counts are ~10 GB of parquet and hours to draw
@@ -39,7 +39,8 @@ class Scenario:
 
 @dataclass(frozen=True)
 class CovariateSpec:
-    """One simulated covariate (`core.covariates.Covariate`; only its `dist`'s fields are used)."""
+    """One simulated covariate (`core.simulation.covariates.Covariate`; only its `dist`'s fields
+    are used)."""
 
     name: str
     dist: Literal["normal", "bernoulli", "poisson", "uniform", "categorical"]
@@ -65,7 +66,7 @@ Family = Literal["poisson", "nb", "zip", "zinb", "hurdle_poisson", "hurdle_nb"]
 
 @dataclass(frozen=True)
 class RegressionScenario:
-    """A count regression of one family (`core.count_terms`): log mean = x'beta (`count`),
+    """A count regression of one family (`core.laws.count_terms`): log mean = x'beta (`count`),
     and where the family has a zero part, z'gamma (`zero`) = logit pi (zip, zinb: pi the
     probability of a structural zero) or logit P(Y > 0) (hurdles); NB families have the
     dispersion alpha (variance mu + alpha mu^2)."""

@@ -31,8 +31,8 @@ import numpy as np
 
 from pipeline.core import seeds
 from pipeline.core.errors import NotIdentifiableError, UserError
-from pipeline.core.families import FAMILIES
 from pipeline.core.histogram import Histogram
+from pipeline.core.laws.families import FAMILIES
 from pipeline.stages import config
 from pipeline.stages.cli import logged, parser, progress
 from pipeline.store import files
@@ -61,7 +61,7 @@ def descend(hist: Histogram, params: config.Params, rng: np.random.Generator, ex
     """
     import torch
 
-    from pipeline.core.engine import fit_zip, histogram_nll, stack_histograms
+    from pipeline.core.descent.engine import fit_zip, histogram_nll, stack_histograms
 
     fc, fit = params.fit_counts, params.fit
     values, freqs = stack_histograms([hist], device=fit.device)
@@ -91,7 +91,7 @@ def descend(hist: Histogram, params: config.Params, rng: np.random.Generator, ex
 
 def log_run(tracker, args, params: config.Params, report: dict, text: str, result, best):
     """One MLflow run (under the invocation) with params, metrics, tables and both figures."""
-    from pipeline.core.inference import FrequencyTable
+    from pipeline.core.inference.intercept import FrequencyTable
     from pipeline.report.count_report import jsonable, markdown_frequencies, metrics
     from pipeline.report.rootogram import convergence_figure, rootogram_figure
     from pipeline.tracking.runs import invocation_id
@@ -155,7 +155,7 @@ def analyse(args) -> dict:
                         "zero, so pi and lambda are not identifiable") from None  # fmt: skip
     report = {"file": str(args.file), "column": args.column, "where": args.where,
               "rows": counts.rows, **report}  # fmt: skip
-    from pipeline.core.engine import check_device
+    from pipeline.core.descent.engine import check_device
     from pipeline.tracking.runs import Tracker  # MLflow loads only when it is used
 
     try:

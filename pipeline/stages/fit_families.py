@@ -2,11 +2,11 @@
 
 The count-family path of `fit_counts` (its `main` reads the counts or the design, then hands
 over here). Fits the requested family, or all six with the same regressors, by the float64
-Newton oracle (`core.countreg`); a family whose fit fails keeps its row with the reason and
+Newton oracle (`core.oracle.countreg`); a family whose fit fails keeps its row with the reason and
 the others are still compared. For each fitted family: per-observation log-likelihoods (Vuong),
 the robust sandwich covariance, expected frequencies on rows chosen from the observed counts
 (`goodness.count_bins`, the same rows for every family) and Pearson's goodness-of-fit test.
-Then the comparison (AIC, BIC, likelihood-ratio and Vuong tests, `core.model_choice`), the
+Then the comparison (AIC, BIC, likelihood-ratio and Vuong tests, `core.inference.model_choice`), the
 recommendation (family "all" only), the report and its text (`report.family_report`), and
 one MLflow run with the text, JSON, frequency table and one rootogram per family.
 
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core import goodness
-from pipeline.core.count_cdf import binned_expected
-from pipeline.core.count_terms import FAMILIES, zero_part
-from pipeline.core.countreg import fit_count_regression, loglik_terms, sandwich_covariance
 from pipeline.core.errors import NotIdentifiableError, UserError
-from pipeline.core.model_choice import compare, recommend
-from pipeline.core.model_tests import TITLES
+from pipeline.core.inference import goodness
+from pipeline.core.inference.model_choice import compare, recommend
+from pipeline.core.inference.model_tests import TITLES
+from pipeline.core.laws.count_cdf import binned_expected
+from pipeline.core.laws.count_terms import FAMILIES, zero_part
+from pipeline.core.oracle.countreg import fit_count_regression, loglik_terms, sandwich_covariance
 from pipeline.report.count_report import jsonable
 from pipeline.report.family_report import render_families, rootograms_figure, summarise_families
 from pipeline.report.fit_checks import frequency_rows, gof_entry, markdown_frequencies

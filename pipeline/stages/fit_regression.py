@@ -2,7 +2,8 @@
 
 The formula path of `fit_counts` (its `main` reads the design, then hands over here, so a bad
 file or formula is refused before torch loads). Fits the ZIP regression by the float64 Newton
-oracle (`core.zipreg`) and by gradient descent (`core.reg_engine`, `fit_counts.inits` seeded
+oracle (`core.oracle.zipreg`) and by gradient descent (`core.descent.reg_engine`,
+`fit_counts.inits` seeded
 random starts, best kept) beside it, fits the Poisson regression with the same count
 regressors, tests for zero inflation (likelihood ratio, Vuong with its caveat; the references
 are in `report.reg_report`), gives AIC/BIC, observed against expected frequencies on rows
@@ -33,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 
-from pipeline.core import seeds, zipreg
-from pipeline.core.engine import check_device
+from pipeline.core import seeds
+from pipeline.core.descent.engine import check_device
+from pipeline.core.descent.reg_designs import RegResult, stack_designs
+from pipeline.core.descent.reg_engine import fit_regression
 from pipeline.core.errors import NotIdentifiableError, UserError
-from pipeline.core.inference import FrequencyTable
-from pipeline.core.reg_designs import RegResult, stack_designs
-from pipeline.core.reg_engine import fit_regression
+from pipeline.core.inference.intercept import FrequencyTable
+from pipeline.core.oracle import zipreg
 from pipeline.report.count_report import jsonable
 from pipeline.report.reg_report import markdown_frequencies, metrics, summarise
 from pipeline.report.reg_text import render

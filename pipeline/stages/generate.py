@@ -6,7 +6,8 @@
 - `summary.parquet`: one row per dataset with its seed, moments and exact MLE with SEs.
 Every file is stamped with `params.digest("seed", "data")` (see `pipeline.store.datasets`).
 
-Sampling and the dataset files are in `pipeline.core.simulate`; this module is the stage around
+Sampling and the dataset files are in `pipeline.core.simulation.simulate`; this module is the stage
+around
 them: the exact MLE per dataset, the summary tables, MLflow logging and the entry point.
 """
 
@@ -22,10 +23,11 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.core import seeds, simulate
+from pipeline.core import seeds
 from pipeline.core.errors import NotIdentifiableError, UserError
 from pipeline.core.histogram import Histogram
-from pipeline.core.mle import exact_mle
+from pipeline.core.oracle.mle import exact_mle
+from pipeline.core.simulation import simulate
 from pipeline.report.plots import figure, pmf_vs_histogram
 from pipeline.stages import config
 from pipeline.stages.cli import parser, progress

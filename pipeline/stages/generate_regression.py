@@ -2,10 +2,11 @@
 
 Each dataset draws from its own stream of the seed tree, `seeds.stream(seed, "data",
 name_key(scenario), replicate)` (names are unique across both kinds of scenario): child 0
-draws the covariates, child 1 the counts of the scenario's family (`core.design` for the ZIP,
-`core.count_dists` for the others). Every replicate of a scenario goes to
-`data/regression/<scenario>.parquet`; the oracle's fit of each dataset (`core.zipreg` for the
-ZIP, `core.countreg` for the others) to `data/reg_summary.parquet`, one row per parameter:
+draws the covariates, child 1 the counts of the scenario's family (`core.simulation.design` for the
+ZIP,
+`core.laws.count_dists` for the others). Every replicate of a scenario goes to
+`data/regression/<scenario>.parquet`; the oracle's fit of each dataset (`core.oracle.zipreg` for the
+ZIP, `core.oracle.countreg` for the others) to `data/reg_summary.parquet`, one row per parameter:
 zero part, count part, then the NB families' log dispersion (`store.reg_data`).
 """
 
@@ -16,10 +17,13 @@ import math
 import numpy as np
 import polars as pl
 
-from pipeline.core import count_dists, countreg, design, seeds, zipreg
-from pipeline.core.count_terms import zero_part
-from pipeline.core.covariates import draw_covariates
+from pipeline.core import seeds
 from pipeline.core.errors import NotIdentifiableError, UserError
+from pipeline.core.laws import count_dists
+from pipeline.core.laws.count_terms import zero_part
+from pipeline.core.oracle import countreg, zipreg
+from pipeline.core.simulation import design
+from pipeline.core.simulation.covariates import draw_covariates
 from pipeline.store import files, reg_data
 
 PARTS = ("zero", "count")  # parameter order everywhere: zero part (gamma) first, as statsmodels
@@ -75,7 +79,7 @@ def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth,
         scenario, replicate, seed: the dataset.
         X, Z, y: its designs and counts.
         names: ((part, term), ...) in parameter order; `truth` the true values in that order.
-        family: the scenario's family (`core.count_terms.FAMILIES`).
+        family: the scenario's family (`core.laws.count_terms.FAMILIES`).
 
     Returns:
         Dicts with the oracle's estimate and SE (NaN when every count is zero; log α = −inf

@@ -45,7 +45,7 @@ import torch
 from pipeline.analysis.objective import build_problem
 from pipeline.analysis.regression import build_reg_problem
 from pipeline.core import seeds
-from pipeline.core.engine import check_device
+from pipeline.core.descent.engine import check_device
 from pipeline.core.errors import UserError, environment_problem
 from pipeline.stages import config
 from pipeline.stages.cli import parser, progress

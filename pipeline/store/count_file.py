@@ -196,9 +196,12 @@ def read_counts(path: str | Path, column: str, where: str | None = None) -> Coun
     for name, cond in problems.items():
         if found[name]:
             row, value = _first(lf, keep & cond, column)
-            if isinstance(value, float) and value.is_integer():
+            if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
                 value = int(value)
-            shown = "" if value is None else f" ({value!r})"
+            if value is None:
+                shown = ""
+            else:  # a float's %g keeps a 1e300 to one short cell
+                shown = f" ({value:.6g})" if isinstance(value, float) else f" ({value!r})"
             raise UserError(f"{path}: column {column!r} has {found[name]} {name} value(s), "
                             f"first at row {row}{shown}; counts must be non-negative "
                             "integers")  # fmt: skip

@@ -15,9 +15,9 @@ import torch
 from recovery_frames import fits_frame
 
 from pipeline.analysis.blog import BLOG_COLUMNS, blog_fits, blog_inits, blog_table
-from pipeline.core.distributions import zip_mixture
 from pipeline.core.histogram import histogram
-from pipeline.core.mle import exact_mle
+from pipeline.core.laws.distributions import zip_mixture
+from pipeline.core.oracle.mle import exact_mle
 from pipeline.stages.config import BlogConfig, FitConfig, SweepConfig
 
 DEV_COLUMNS = ["mixture_dev_se", "lambda_dev_se"]

@@ -6,8 +6,8 @@ import pytest
 
 from pipeline.analysis.reg_batch import combine, run_combined
 from pipeline.analysis.regression import build_reg_problem, matrices, reg_tables, standard_starts
-from pipeline.core import zipreg
-from pipeline.core.reg_engine import fit_regression
+from pipeline.core.descent.reg_engine import fit_regression
+from pipeline.core.oracle import zipreg
 from pipeline.stages.generate_regression import oracle_rows
 
 

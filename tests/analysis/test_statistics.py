@@ -13,7 +13,7 @@ from recovery_frames import fits_frame, summary_frame
 
 from pipeline.analysis import statistics
 from pipeline.core.histogram import histogram
-from pipeline.core.mle import exact_mle
+from pipeline.core.oracle.mle import exact_mle
 
 
 def brute_force_lambda_se(pi: float, lam: float, n: int) -> float:

@@ -16,7 +16,7 @@ from statsmodels.discrete.count_model import ZeroInflatedNegativeBinomialP, Zero
 from statsmodels.discrete.discrete_model import Logit, NegativeBinomial, Poisson
 from statsmodels.discrete.truncated_model import TruncatedLFNegativeBinomialP, TruncatedLFPoisson
 
-from pipeline.core.count_terms import family_terms, has_dispersion, zero_part
+from pipeline.core.laws.count_terms import family_terms, has_dispersion, zero_part
 
 BETA = np.array([0.8, 0.3, -0.2])
 GAMMA = np.array([-0.5, 0.7, 0.3])  # logit pi (zero-inflated) or logit P(Y > 0) (hurdle)

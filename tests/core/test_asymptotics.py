@@ -1,4 +1,5 @@
-"""Tests of `pipeline.core.asymptotics`: which interval a parameter gets, and the sample-size
+"""Tests of `pipeline.core.inference.asymptotics`: which interval a parameter gets, and the
+sample-size
 floor. Every case is constructed so that the right choice is known."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import math
 import pytest
 from scipy import stats
 
-from pipeline.core.asymptotics import Interval, sample_size_floor, wald_or_profile
+from pipeline.core.inference.asymptotics import Interval, sample_size_floor, wald_or_profile
 
 Z95 = stats.norm.ppf(0.975)
 PROFILE = (0.1, 0.3)

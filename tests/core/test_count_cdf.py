@@ -1,4 +1,4 @@
-"""Tests of pipeline/core/count_cdf.py: binned expected frequencies against countreg's
+"""Tests of pipeline/core/laws/count_cdf.py: binned expected frequencies against countreg's
 value-by-value sums, frequency weights against expanded rows, and the boundary α = 0."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.core.count_cdf import binned_expected, row_cdf_sf
-from pipeline.core.count_terms import FAMILIES, zero_part
-from pipeline.core.countreg import expected_frequencies, fit_count_regression
+from pipeline.core.laws.count_cdf import binned_expected, row_cdf_sf
+from pipeline.core.laws.count_terms import FAMILIES, zero_part
+from pipeline.core.oracle.countreg import expected_frequencies, fit_count_regression
 
 
 def _design(n=400, seed=0):

@@ -1,4 +1,5 @@
-"""Tests for pipeline.core.count_dists (and the sampler in count_sampling): log-pmf against scipy
+"""Tests for pipeline.core.laws.count_dists (and the sampler in count_sampling): log-pmf against
+scipy
 and mpmath, identities, gradients, moments, and goodness of fit of both samplers.
 
 Sampling tests use fixed seeds, so they are deterministic; each chi-square asks p > 1e-4, so
@@ -15,7 +16,7 @@ import torch
 from conftest import pooled_chisquare_p
 from scipy import stats
 
-from pipeline.core.count_dists import (
+from pipeline.core.laws.count_dists import (
     HurdleNegativeBinomial,
     HurdlePoisson,
     NegativeBinomial2,
@@ -23,8 +24,8 @@ from pipeline.core.count_dists import (
     family_log_prob,
     sample_counts,
 )
-from pipeline.core.count_terms import FAMILIES, has_dispersion, zero_part
-from pipeline.core.distributions import ZeroInflatedPoisson
+from pipeline.core.laws.count_terms import FAMILIES, has_dispersion, zero_part
+from pipeline.core.laws.distributions import ZeroInflatedPoisson
 
 F64 = torch.float64
 EPS = float(torch.finfo(F64).eps)

@@ -1,4 +1,4 @@
-"""Tests for pipeline.core.count_terms: derivatives against autograd, NB2 against mpmath.
+"""Tests for pipeline.core.laws.count_terms: derivatives against autograd, NB2 against mpmath.
 
 Tolerances follow from float64 (eps = 2.2e-16), not from measurement: every value here is a
 sum of at most ~8 terms, none larger than `_scale` (1 + y(1 + |η| + log(1 + y)) + μ + |value|,
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.count_dists import family_log_prob
-from pipeline.core.count_parts import nb_terms, poisson_terms
-from pipeline.core.count_terms import (
+from pipeline.core.laws.count_dists import family_log_prob
+from pipeline.core.laws.count_parts import nb_terms, poisson_terms
+from pipeline.core.laws.count_terms import (
     FAMILIES,
     family_terms,
     has_dispersion,

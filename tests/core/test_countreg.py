@@ -1,4 +1,4 @@
-"""Tests for pipeline.core.countreg (and countreg_terms): the float64 Newton oracle for every
+"""Tests for pipeline.core.oracle.countreg (and countreg_terms): the float64 Newton oracle for every
 count family, at interior optima.
 
 Independent references: statsmodels 0.15's NegativeBinomial (nb2), ZeroInflatedNegativeBinomialP
@@ -13,8 +13,9 @@ import pytest
 import torch
 from count_samples import scipy_pmf, simulate, statsmodels_fit, torch_loglik
 
-from pipeline.core.count_terms import FAMILIES
-from pipeline.core.countreg import (
+from pipeline.core.errors import NotIdentifiableError
+from pipeline.core.laws.count_terms import FAMILIES
+from pipeline.core.oracle.countreg import (
     STATUSES,
     expected_frequencies,
     fit_count_regression,
@@ -22,8 +23,7 @@ from pipeline.core.countreg import (
     loglik_terms,
     scores,
 )
-from pipeline.core.errors import NotIdentifiableError
-from pipeline.core.zipreg import fit_poisson_regression, fit_zip_regression
+from pipeline.core.oracle.zipreg import fit_poisson_regression, fit_zip_regression
 
 SEEDS = dict(zip(FAMILIES, range(21, 27)))
 

@@ -1,4 +1,4 @@
-"""Tests for pipeline.core.countreg at its limits: the alpha -> 0 boundary, separation,
+"""Tests for pipeline.core.oracle.countreg at its limits: the alpha -> 0 boundary, separation,
 frequency weights and the sandwich covariance.
 
 Independent references: the nested fits (Poisson, ZIP, hurdle Poisson), the NB's closed-form
@@ -12,8 +12,8 @@ from count_samples import simulate, statsmodels_fit
 from statsmodels.discrete.discrete_model import Poisson
 from statsmodels.discrete.truncated_model import TruncatedLFPoisson
 
-from pipeline.core.count_terms import FAMILIES, POISSON_LIMIT
-from pipeline.core.countreg import (
+from pipeline.core.laws.count_terms import FAMILIES, POISSON_LIMIT
+from pipeline.core.oracle.countreg import (
     alpha_score,
     fit_count_regression,
     gradient_hessian,
@@ -21,7 +21,7 @@ from pipeline.core.countreg import (
     sandwich_covariance,
     scores,
 )
-from pipeline.core.countreg_terms import check_weights, count_data
+from pipeline.core.oracle.countreg_terms import check_weights, count_data
 
 
 def _poisson_data_with_negative_score(family):

@@ -1,4 +1,5 @@
-"""ZIP-regression scenarios (core.covariates, core.design): covariate checks and draws, design
+"""ZIP-regression scenarios (core.simulation.covariates, core.simulation.design): covariate checks
+and draws, design
 matrices, predictor checks, counts.
 
 Statistical assertions use 5-sigma bounds (normal approximation): a false alarm of ~5.7e-7 per
@@ -13,8 +14,13 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from pipeline.core import design
-from pipeline.core.covariates import Covariate, check_covariates, columns, draw_covariates
+from pipeline.core.simulation import design
+from pipeline.core.simulation.covariates import (
+    Covariate,
+    check_covariates,
+    columns,
+    draw_covariates,
+)
 
 SIGMA = 5.0  # two-sided 5-sigma: P(false alarm) ~ 5.7e-7 per assertion
 N = 100_000

@@ -1,4 +1,5 @@
-"""Tests for pipeline.core.distributions against mpmath, scipy, torch's Poisson and sampling."""
+"""Tests for pipeline.core.laws.distributions against mpmath, scipy, torch's Poisson and
+sampling."""
 
 import mpmath
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 from conftest import pooled_chisquare_p
 from scipy import stats
 
-from pipeline.core.distributions import ZeroInflatedPoisson, zip_log_prob, zip_mixture
+from pipeline.core.laws.distributions import ZeroInflatedPoisson, zip_log_prob, zip_mixture
 
 GATES = [0.0, 1e-12, 0.2, 0.5, 0.8, 1 - 1e-12, 1.0]
 RATES = [1e-10, 1e-3, 0.5, 5.0, 100.0, 1e4]

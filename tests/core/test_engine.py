@@ -1,4 +1,4 @@
-"""Tests of the batched gradient-descent engine (`pipeline.core.engine`); its likelihood and
+"""Tests of the batched gradient-descent engine (`pipeline.core.descent.engine`); its likelihood and
 optimizers have their own files (test_likelihood.py, test_optim.py).
 
 References are independent of the engine: the closed-form exact MLE (`mle.exact_mle`), and
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.engine import MODELS, fit_zip, histogram_nll, stack_histograms
+from pipeline.core.descent.engine import MODELS, fit_zip, histogram_nll, stack_histograms
+from pipeline.core.descent.outcome import ChunkReport
 from pipeline.core.histogram import histogram
-from pipeline.core.mle import exact_mle
-from pipeline.core.outcome import ChunkReport
+from pipeline.core.oracle.mle import exact_mle
 
 N = 10_000
 # (name, pi, lambda, data seed). Seed 4 of the Poisson case puts the MLE on the boundary pi = 0.

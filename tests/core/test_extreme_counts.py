@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.engine import histogram_nll
+from pipeline.core.descent.engine import histogram_nll
+from pipeline.core.descent.likelihood import closed_form, sufficient_stats
 from pipeline.core.histogram import Histogram
-from pipeline.core.likelihood import closed_form, sufficient_stats
-from pipeline.core.mle import exact_mle
-from pipeline.core.profile import profile_intervals
+from pipeline.core.inference.profile import profile_intervals
+from pipeline.core.oracle.mle import exact_mle
 
 HUGE = 4 * 10**18  # below the 2**62 cap; three of them overflow int64 when summed
 

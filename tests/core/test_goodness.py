@@ -1,4 +1,5 @@
-"""Tests of `pipeline.core.goodness`: frequency rows chosen from the data, expected frequencies
+"""Tests of `pipeline.core.inference.goodness`: frequency rows chosen from the data, expected
+frequencies
 by cdf differences, Pearson's test. References: brute-force sums of scipy's pmf over each row,
 X2 by hand, the chi2(1) tail through the normal's log tail, and simulation (the test's level,
 with its false-alarm rate stated)."""
@@ -13,8 +14,10 @@ from scipy import stats
 from scipy.special import log_ndtr
 from zip_samples import binomial_band, simulate
 
-from pipeline.core import goodness, inference, mle
 from pipeline.core.histogram import histogram, histogram_from_bincount
+from pipeline.core.inference import goodness
+from pipeline.core.inference import intercept as inference
+from pipeline.core.oracle import mle
 
 
 def bins_of(y, **kwargs):

@@ -1,4 +1,5 @@
-"""Tests of `pipeline.core.inference`: fits, tests and intervals against independent references.
+"""Tests of `pipeline.core.inference.intercept`: fits, tests and intervals against independent
+references.
 
 References: statsmodels' ZeroInflatedPoisson (point estimates, log-likelihood, AIC/BIC), brute
 force (expected information by summing over counts, profiles by grid search, Vuong by looping
@@ -16,9 +17,9 @@ from scipy import stats
 from scipy.special import expit
 from zip_samples import SCENARIOS, binomial_band, log_pmf, simulate
 
-from pipeline.core import inference as inf
-from pipeline.core import mle
 from pipeline.core.histogram import histogram, histogram_from_bincount
+from pipeline.core.inference import intercept as inf
+from pipeline.core.oracle import mle
 
 
 @pytest.mark.parametrize("pi, lam, seed", SCENARIOS)

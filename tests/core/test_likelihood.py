@@ -1,4 +1,4 @@
-"""Tests of `pipeline.core.likelihood`: the closed form, its gradient and the three models.
+"""Tests of `pipeline.core.descent.likelihood`: the closed form, its gradient and the three models.
 
 References are independent of the closed form: autograd through `distributions.zip_log_prob`
 and through `MixtureSameFamily` over histograms and raw samples, scipy's Poisson pmf, and
@@ -14,10 +14,10 @@ import pytest
 import scipy.stats
 import torch
 
-from pipeline.core import likelihood
-from pipeline.core.distributions import zip_log_prob
+from pipeline.core.descent import likelihood
+from pipeline.core.descent.likelihood import MODELS, histogram_nll, nll_per_sample
 from pipeline.core.histogram import histogram
-from pipeline.core.likelihood import MODELS, histogram_nll, nll_per_sample
+from pipeline.core.laws.distributions import zip_log_prob
 
 
 def counts(pi: float, lam: float, seed: int, n: int = 3000) -> np.ndarray:

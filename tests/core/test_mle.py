@@ -1,4 +1,4 @@
-"""Tests for pipeline.core.mle: exact ZIP MLE and Fisher information (histograms:
+"""Tests for pipeline.core.oracle.mle: exact ZIP MLE and Fisher information (histograms:
 test_histogram.py).
 
 Independent references: DESIGN.md reference numbers, statsmodels point estimates, a numerical
@@ -18,7 +18,13 @@ from scipy.special import expit, lambertw, logit
 
 from pipeline.core.errors import NotIdentifiableError
 from pipeline.core.histogram import Histogram, histogram
-from pipeline.core.mle import exact_mle, fisher_information, poisson_mle, zip_nll, zip_nll_grid
+from pipeline.core.oracle.mle import (
+    exact_mle,
+    fisher_information,
+    poisson_mle,
+    zip_nll,
+    zip_nll_grid,
+)
 
 SCENARIOS = [(0.5, 5.0), (0.3, 0.5), (0.9, 3.0), (0.02, 8.0), (0.2, 1.0)]
 

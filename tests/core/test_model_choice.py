@@ -1,4 +1,5 @@
-"""Tests of pipeline/core/model_choice.py: the comparison table, the recommendation rule on
+"""Tests of pipeline/core/inference/model_choice.py: the comparison table, the recommendation rule
+on
 constructed comparisons, and the rule on simulated counts whose family is known.
 
 The simulated cases fit all six families with `countreg` (~0.2-1 s each). False-alarm rate of
@@ -16,18 +17,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.core import goodness
-from pipeline.core.count_cdf import binned_expected
-from pipeline.core.count_terms import FAMILIES, zero_part
-from pipeline.core.countreg import fit_count_regression, loglik_terms
-from pipeline.core.model_choice import (
+from pipeline.core.inference import goodness
+from pipeline.core.inference.model_choice import (
     Comparison,
     ModelRow,
     compare,
     gof_bound_p,
     recommend,
 )
-from pipeline.core.model_tests import LRTest, VuongTest
+from pipeline.core.inference.model_tests import LRTest, VuongTest
+from pipeline.core.laws.count_cdf import binned_expected
+from pipeline.core.laws.count_terms import FAMILIES, zero_part
+from pipeline.core.oracle.countreg import fit_count_regression, loglik_terms
 
 
 def fake(loglik, k, status="converged"):

@@ -1,4 +1,5 @@
-"""Tests of pipeline/core/model_tests.py: LR references against scipy, Vuong's z against its
+"""Tests of pipeline/core/inference/model_tests.py: LR references against scipy, Vuong's z against
+its
 formula and against expanded rows, underflow, and which pairs are nested."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.core.model_tests import (
+from pipeline.core.inference.model_tests import (
     INTERCEPT_NESTED,
     NESTED,
     NON_NESTED,

@@ -1,4 +1,4 @@
-"""Tests of `pipeline.core.optim`: the vectorised optimizers against `torch.optim`.
+"""Tests of `pipeline.core.descent.optim`: the vectorised optimizers against `torch.optim`.
 
 The reference is `torch.optim` itself, one optimizer per fit, fed the same parameters and
 gradients; in float64 every update must be bit-identical.
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core import optim
+from pipeline.core.descent import optim
 
 TORCH_OPTIMIZERS = {
     "adam": (torch.optim.Adam, {}),

@@ -1,4 +1,5 @@
-"""Profile likelihoods and profile-likelihood intervals (`pipeline.core.profile`) against grid
+"""Profile likelihoods and profile-likelihood intervals (`pipeline.core.inference.profile`) against
+grid
 searches, the likelihood-ratio equation, Wald intervals at large n and their coverage."""
 
 from __future__ import annotations
@@ -8,10 +9,10 @@ import pytest
 from scipy import optimize, stats
 from zip_samples import SCENARIOS, binomial_band, simulate
 
-from pipeline.core import inference as inf
-from pipeline.core import mle
-from pipeline.core import profile as prof
 from pipeline.core.histogram import histogram, histogram_from_bincount
+from pipeline.core.inference import intercept as inf
+from pipeline.core.inference import profile as prof
+from pipeline.core.oracle import mle
 
 
 @pytest.mark.parametrize("pi, lam, seed", SCENARIOS[:2] + [(0.0, 2.0, 4)])

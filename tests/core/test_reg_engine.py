@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core import reg_designs, reg_engine, zipreg
-from pipeline.core.engine import fit_zip, stack_histograms
+from pipeline.core.descent import reg_designs, reg_engine
+from pipeline.core.descent.engine import fit_zip, stack_histograms
 from pipeline.core.histogram import histogram
+from pipeline.core.oracle import zipreg
 
 N = 2000
 

@@ -11,10 +11,10 @@ import pytest
 import scipy.optimize
 import torch
 
-from pipeline.core.count_terms import FAMILIES, family_terms, has_dispersion, zero_part
-from pipeline.core.reg_designs import stack_designs
-from pipeline.core.reg_engine import fit_regression
-from pipeline.core.reg_loss import loss_grad
+from pipeline.core.descent.reg_designs import stack_designs
+from pipeline.core.descent.reg_engine import fit_regression
+from pipeline.core.descent.reg_loss import loss_grad
+from pipeline.core.laws.count_terms import FAMILIES, family_terms, has_dispersion, zero_part
 
 
 def _data(family, n=400, D=2, seed=0):

@@ -7,8 +7,9 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from pipeline.core import seeds, simulate
+from pipeline.core import seeds
 from pipeline.core.histogram import histogram
+from pipeline.core.simulation import simulate
 from pipeline.store import datasets, files
 from pipeline.store.files import File
 

@@ -1,4 +1,5 @@
-"""Tests for pipeline.core.zipreg and zipreg_terms: the float64 Newton oracle for ZIP regression.
+"""Tests for pipeline.core.oracle.zipreg and zipreg_terms: the float64 Newton oracle for ZIP
+regression.
 
 Independent references: statsmodels' ZeroInflatedPoisson and Poisson point estimates (its own
 Newton code), torch autograd Hessians of the project's one ZIP log-pmf (`zip_log_prob`), the
@@ -15,12 +16,12 @@ from scipy.special import expit
 from statsmodels.discrete.count_model import ZeroInflatedPoisson
 from statsmodels.discrete.discrete_model import Poisson
 
-from pipeline.core.distributions import zip_log_prob
 from pipeline.core.errors import NotIdentifiableError
 from pipeline.core.histogram import histogram
-from pipeline.core.mle import exact_mle
-from pipeline.core.zipreg import STATUSES, fit_poisson_regression, fit_zip_regression
-from pipeline.core.zipreg_terms import (
+from pipeline.core.laws.distributions import zip_log_prob
+from pipeline.core.oracle.mle import exact_mle
+from pipeline.core.oracle.zipreg import STATUSES, fit_poisson_regression, fit_zip_regression
+from pipeline.core.oracle.zipreg_terms import (
     covariance,
     expected_frequencies,
     gradient_hessian,

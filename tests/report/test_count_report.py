@@ -18,7 +18,7 @@ import scipy.optimize
 import scipy.stats
 
 from pipeline.core.histogram import histogram
-from pipeline.core.mle import exact_mle
+from pipeline.core.oracle.mle import exact_mle
 from pipeline.report import count_report
 from pipeline.report.count_report import descent_summary, summarise
 from pipeline.report.count_text import render

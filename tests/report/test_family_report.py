@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.core import goodness
-from pipeline.core.count_cdf import binned_expected
-from pipeline.core.count_terms import FAMILIES, zero_part
-from pipeline.core.countreg import fit_count_regression, loglik_terms, sandwich_covariance
-from pipeline.core.model_choice import compare, recommend
+from pipeline.core.inference import goodness
+from pipeline.core.inference.model_choice import compare, recommend
+from pipeline.core.laws.count_cdf import binned_expected
+from pipeline.core.laws.count_terms import FAMILIES, zero_part
+from pipeline.core.oracle.countreg import fit_count_regression, loglik_terms, sandwich_covariance
 from pipeline.report.count_report import jsonable
 from pipeline.report.family_report import (
     model_entry,

@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 from scipy.special import expit, log_ndtr
 
-from pipeline.core import zipreg
+from pipeline.core.oracle import zipreg
 from pipeline.report.count_report import jsonable
 from pipeline.report.reg_report import coefficients, expected_rows, summarise
 from pipeline.report.reg_text import render

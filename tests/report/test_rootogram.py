@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from pipeline.core.engine import fit_zip, stack_histograms
+from pipeline.core.descent.engine import fit_zip, stack_histograms
 from pipeline.core.histogram import histogram
-from pipeline.core.inference import FrequencyTable, frequency_table
-from pipeline.core.mle import exact_mle
+from pipeline.core.inference.intercept import FrequencyTable, frequency_table
+from pipeline.core.oracle.mle import exact_mle
 from pipeline.report.plots import figure
 from pipeline.report.rootogram import convergence_figure, hanging_rootogram, rootogram_figure
 

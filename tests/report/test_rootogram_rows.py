@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.histogram import histogram
-from pipeline.core.inference import frequency_table
-from pipeline.core.mle import exact_mle
+from pipeline.core.inference.intercept import frequency_table
+from pipeline.core.oracle.mle import exact_mle
 from pipeline.report.plots import figure
 from pipeline.report.rootogram import hanging_rootogram
 

@@ -297,6 +297,6 @@ def test_exponent_numbers_are_numbers_and_quoted_numbers_are_not(tmp_path):
 def test_the_params_optimizers_are_the_engines():
     import typing
 
-    from pipeline.core import optim
+    from pipeline.core.descent import optim
 
     assert typing.get_args(config.Optimizer) == optim.OPTIMIZERS

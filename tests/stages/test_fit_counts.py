@@ -19,8 +19,8 @@ import polars as pl
 import pytest
 from conftest import leaves, write_csv, zip_sample
 
-from pipeline.core import mle
 from pipeline.core.histogram import histogram
+from pipeline.core.oracle import mle
 from pipeline.stages.cli import ROOT
 
 EXAMPLE = ROOT / "examples" / "fish_caught.csv"

@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 from conftest import leaves
 
-from pipeline.core import zipreg
+from pipeline.core.oracle import zipreg
 from pipeline.stages.cli import ROOT
 
 EXAMPLE = ROOT / "examples" / "fish_caught.csv"

@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.core.errors import UserError
 from pipeline.core.histogram import histogram
-from pipeline.core.mle import exact_mle
+from pipeline.core.oracle.mle import exact_mle
 from pipeline.stages import config, generate
 from pipeline.store import datasets, files
 from pipeline.store.files import Layout

@@ -9,7 +9,7 @@ import pytest
 from conftest import TINY, merge
 
 from pipeline.analysis.regression import matrices
-from pipeline.core import zipreg
+from pipeline.core.oracle import zipreg
 from pipeline.stages import config
 from pipeline.stages.generate_regression import generate_regression
 from pipeline.stages.params_file import ConfigError

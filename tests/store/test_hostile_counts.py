@@ -6,7 +6,7 @@ nulls, non-integer floats, all zeros, a single positive, sums past int64; writte
 and parquet. The reference is computed here without polars: the values as written (parquet)
 or the file's text parsed with the `csv` module (CSV/TSV, whose column the reader documents as
 read as Float64), a histogram from `collections.Counter` and the exact MLE of
-`pipeline.core.mle` on it.
+`pipeline.core.oracle.mle` on it.
 
 - `read_counts` (in-process, many examples): the histogram of the reference, exactly, or one
   `UserError` line naming the file, the column and the reference's first problem and its row.
@@ -46,7 +46,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.errors import UserError
 from pipeline.core.histogram import Histogram
-from pipeline.core.mle import exact_mle
+from pipeline.core.oracle.mle import exact_mle
 from pipeline.store.count_file import NULL_VALUES, read_counts
 
 READ_SECONDS = 20.0  # read_counts takes milliseconds on these files

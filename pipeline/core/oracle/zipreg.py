@@ -16,7 +16,14 @@ import scipy.linalg
 import scipy.linalg.lapack
 
 from pipeline.core.errors import NotIdentifiableError
-from pipeline.core.zipreg_terms import Split, derivatives, design_arrays, evaluate, inverse, split
+from pipeline.core.oracle.zipreg_terms import (
+    Split,
+    derivatives,
+    design_arrays,
+    evaluate,
+    inverse,
+    split,
+)
 
 STATUSES = ("converged", "max_iter", "singular", "separated")
 

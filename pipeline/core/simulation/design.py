@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.special import expit
 
-from pipeline.core.covariates import INTERCEPT
+from pipeline.core.simulation.covariates import INTERCEPT
 
 # Rates above 1e6 are far beyond count data, e^-lambda underflows, and in float32 the Poisson
 # term already loses ~1.5e-3 nats at 1e4 (DESIGN section 2); below 1e-8 a row almost surely

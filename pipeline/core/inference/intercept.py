@@ -7,8 +7,10 @@ S (sum of the counts) and C (sum of log y!):
 
 so every profile below costs O(1) per evaluation, whatever n is.
 
-Profile-likelihood intervals are in `core.profile`, the choice between them and Wald intervals
-in `core.asymptotics`, the frequency table's rows and Pearson's test in `core.goodness`.
+Profile-likelihood intervals are in `core.inference.profile`, the choice between them and Wald
+intervals
+in `core.inference.asymptotics`, the frequency table's rows and Pearson's test in
+`core.inference.goodness`.
 
 Pure numpy/scipy: no I/O, no module state.
 """
@@ -22,11 +24,11 @@ import torch
 from scipy import stats
 from scipy.special import gammaln
 
-from pipeline.core import goodness
-from pipeline.core.distributions import zip_log_pmf
+from pipeline.core.descent.likelihood import closed_form
 from pipeline.core.histogram import Histogram
-from pipeline.core.likelihood import closed_form
-from pipeline.core.mle import ZipMLE
+from pipeline.core.inference import goodness
+from pipeline.core.laws.distributions import zip_log_pmf
+from pipeline.core.oracle.mle import ZipMLE
 
 VUONG_CAVEAT = (
     "Poisson is ZIP with pi = 0, a point on the boundary of the ZIP parameter space, so the "

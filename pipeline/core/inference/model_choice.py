@@ -15,9 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.core.asymptotics import sample_size_floor
-from pipeline.core.count_terms import FAMILIES
-from pipeline.core.model_tests import (
+from pipeline.core.inference.asymptotics import sample_size_floor
+from pipeline.core.inference.model_tests import (
     TITLES,
     USABLE,
     LRTest,
@@ -27,6 +26,7 @@ from pipeline.core.model_tests import (
     pairs,
     vuong_test,
 )
+from pipeline.core.laws.count_terms import FAMILIES
 
 TIE_BIC = 2.0  # |ΔBIC| below this is "not worth more than a bare mention" (Kass & Raftery 1995)
 

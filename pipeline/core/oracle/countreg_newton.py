@@ -16,9 +16,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.core.count_terms import has_dispersion, zero_part
-from pipeline.core.countreg_terms import CountData, Point, evaluate
-from pipeline.core.zipreg import newton_direction
+from pipeline.core.laws.count_terms import has_dispersion, zero_part
+from pipeline.core.oracle.countreg_terms import CountData, Point, evaluate
+from pipeline.core.oracle.zipreg import newton_direction
 
 DECREMENT_TOL = 1e-20  # squared Newton step in standard-error units: ~1e-10 SE from the optimum
 ALPHA_FLOOR = math.log(1e-8)  # log α below which a falling log α means α̂ = 0

@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from pipeline.core import optim
-from pipeline.core.histogram import Histogram
-from pipeline.core.likelihood import MODELS, loss_and_grad, sufficient_stats
-from pipeline.core.likelihood import histogram_nll as histogram_nll  # re-exported: part of this API
-from pipeline.core.likelihood import nll_per_sample as nll_per_sample
-from pipeline.core.outcome import (
+from pipeline.core.descent import optim
+from pipeline.core.descent.likelihood import MODELS, loss_and_grad, sufficient_stats
+from pipeline.core.descent.likelihood import (
+    histogram_nll as histogram_nll,  # re-exported: part of this API
+)
+from pipeline.core.descent.likelihood import nll_per_sample as nll_per_sample
+from pipeline.core.descent.outcome import (
     CONVERGED,
     DIVERGED,
     MAX_STEPS,
@@ -36,6 +37,7 @@ from pipeline.core.outcome import (
     FitResult,
     Outcome,
 )
+from pipeline.core.histogram import Histogram
 
 # |log lambda| beyond this (lambda > 2.7e43 or < 3.7e-44) is a runaway rate, not a count model;
 # exp(eta) itself overflows float64 only at eta ~ 709.8, after many wasted steps.

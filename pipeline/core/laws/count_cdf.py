@@ -21,8 +21,8 @@ import numpy as np
 from scipy import stats
 from scipy.special import expit
 
-from pipeline.core.count_terms import has_dispersion, zero_part
-from pipeline.core.goodness import binned_probabilities
+from pipeline.core.inference.goodness import binned_probabilities
+from pipeline.core.laws.count_terms import has_dispersion, zero_part
 
 
 def _count_part(family: str, mu: np.ndarray, log_alpha: float | None):

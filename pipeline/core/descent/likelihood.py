@@ -28,7 +28,7 @@ Pure torch: no I/O, no module state.
 
 import torch
 
-from pipeline.core.distributions import softplus, zip_log_prob, zip_mixture
+from pipeline.core.laws.distributions import softplus, zip_log_prob, zip_mixture
 
 MODELS = ("zip", "zip_autograd", "mixture")
 

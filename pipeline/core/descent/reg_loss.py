@@ -15,11 +15,11 @@ import math
 
 import torch
 
-from pipeline.core.count_parts import nb_count_parts
-from pipeline.core.count_terms import family_terms
-from pipeline.core.distributions import softplus
-from pipeline.core.engine import MAX_LOG_RATE
-from pipeline.core.reg_designs import Designs
+from pipeline.core.descent.engine import MAX_LOG_RATE
+from pipeline.core.descent.reg_designs import Designs
+from pipeline.core.laws.count_parts import nb_count_parts
+from pipeline.core.laws.count_terms import family_terms
+from pipeline.core.laws.distributions import softplus
 
 # Rows per block of the per-observation work: (D, rows, F) temporaries of ~2^16 elements
 # (512 kB in float64) stay in cache and under glibc's mmap threshold. One (D, n, F) pass

@@ -13,9 +13,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import lambertw
 
-from pipeline.core.distributions import zip_log_pmf
 from pipeline.core.errors import NotIdentifiableError
 from pipeline.core.histogram import Histogram
+from pipeline.core.laws.distributions import zip_log_pmf
 
 
 class ZipMLE(NamedTuple):

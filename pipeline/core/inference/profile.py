@@ -20,8 +20,8 @@ import numpy as np
 from scipy import optimize, stats
 
 from pipeline.core.histogram import Histogram
-from pipeline.core.inference import SuffStats, suff_loglik, suff_stats
-from pipeline.core.mle import ZipMLE
+from pipeline.core.inference.intercept import SuffStats, suff_loglik, suff_stats
+from pipeline.core.oracle.mle import ZipMLE
 
 _GRID = 33  # grid points for the inner maximisation in lam at fixed pi
 _PI_CAP = 1.0 - 1e-15  # largest pi tried when bracketing the upper profile limit

@@ -19,9 +19,9 @@ import torch
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import broadcast_all, lazy_property
 
-from pipeline.core.count_sampling import draw, numpy_draws, torch_draws
-from pipeline.core.count_terms import check_family, family_terms, has_dispersion, zero_part
-from pipeline.core.distributions import softplus, zip_log_prob
+from pipeline.core.laws.count_sampling import draw, numpy_draws, torch_draws
+from pipeline.core.laws.count_terms import check_family, family_terms, has_dispersion, zero_part
+from pipeline.core.laws.distributions import softplus, zip_log_prob
 
 _F64 = torch.float64
 # α < e^−700 (1e-304) counts as e^−700, so θ stays finite; log f(y) moves by ~α((y − μ)² − y)/2.

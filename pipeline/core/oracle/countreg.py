@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from pipeline.core.count_terms import POISSON_LIMIT, has_dispersion, zero_part
-from pipeline.core.countreg_newton import ALPHA_FLOOR, Run, newton
-from pipeline.core.countreg_terms import (
+from pipeline.core.errors import NotIdentifiableError
+from pipeline.core.laws.count_terms import POISSON_LIMIT, has_dispersion, zero_part
+from pipeline.core.oracle.countreg_newton import ALPHA_FLOOR, Run, newton
+from pipeline.core.oracle.countreg_terms import (
     CountData,
     block_inverse,
     blocks,
@@ -40,8 +41,7 @@ from pipeline.core.countreg_terms import (
     scores,
     terms,
 )
-from pipeline.core.errors import NotIdentifiableError
-from pipeline.core.zipreg import independent_columns
+from pipeline.core.oracle.zipreg import independent_columns
 
 __all__ = ["STATUSES", "CountFit", "alpha_score", "expected_frequencies", "fit_count_regression",
            "gradient_hessian", "loglik_terms", "sandwich_covariance", "scores"]  # fmt: skip

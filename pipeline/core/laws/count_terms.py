@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.core.count_parts import Terms, nb_terms, poisson_terms
-from pipeline.core.distributions import softplus as _softplus
-from pipeline.core.families import (  # noqa: F401 (re-exported: the families' names)
+from pipeline.core.laws.count_parts import Terms, nb_terms, poisson_terms
+from pipeline.core.laws.distributions import softplus as _softplus
+from pipeline.core.laws.families import (  # noqa: F401 (re-exported: the families' names)
     FAMILIES,
     POISSON_LIMIT,
     check_family,

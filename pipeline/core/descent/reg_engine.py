@@ -39,9 +39,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from pipeline.core import optim
-from pipeline.core.count_terms import check_family, has_dispersion, zero_part
-from pipeline.core.outcome import (
+from pipeline.core.descent import optim
+from pipeline.core.descent.outcome import (
     CONVERGED,
     DIVERGED,
     MAX_STEPS,
@@ -50,8 +49,9 @@ from pipeline.core.outcome import (
     STATUSES,
     STOPPED,
 )
-from pipeline.core.reg_designs import Designs, RegChunkReport, RegResult, scalings
-from pipeline.core.reg_loss import loss_grad
+from pipeline.core.descent.reg_designs import Designs, RegChunkReport, RegResult, scalings
+from pipeline.core.descent.reg_loss import loss_grad
+from pipeline.core.laws.count_terms import check_family, has_dispersion, zero_part
 
 
 def _require(ok, what: str, value) -> None:

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import torch
 
-from pipeline.core.count_terms import zero_part
+from pipeline.core.laws.count_terms import zero_part
 
 
 def numpy_draws(rng, shape):

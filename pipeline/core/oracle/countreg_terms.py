@@ -17,14 +17,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from pipeline.core.count_terms import (
+from pipeline.core.laws.count_terms import (
     POISSON_LIMIT,
     check_family,
     family_terms,
     has_dispersion,
     zero_part,
 )
-from pipeline.core.zipreg_terms import design_arrays, inverse
+from pipeline.core.oracle.zipreg_terms import design_arrays, inverse
 
 
 class CountData(NamedTuple):

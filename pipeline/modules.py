@@ -1,16 +1,20 @@
-"""The package's import graph, parsed from the source (nothing is imported).
+"""`python -m pipeline.modules STAGE`: the package modules a stage imports, for the Makefile.
 
-Modules are named by their path under `pipeline/` without `.py` (`core/mle`, `__init__`,
-`core/__init__`), as the Makefile lists them.
+The package's import graph, parsed from the source (nothing is imported; standard library only,
+so make can run it before the virtual environment exists). A stage's target depends on exactly
+these files, so it reruns when its code changes and only then. `tests/test_layers.py` checks the
+house's import rules on the same graph. Modules are named by their path under `pipeline/`
+without `.py` (`core/oracle/mle`, `__init__`, `core/__init__`).
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "pipeline"
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent
 TYPING = {"TYPE_CHECKING", "typing.TYPE_CHECKING"}
 
 
@@ -19,7 +23,8 @@ def modules() -> list[str]:
 
 
 def _name(dotted: str) -> str | None:
-    """`pipeline.core.mle` -> `core/mle`; a package -> its `__init__`; outside -> None."""
+    """`pipeline.core.oracle.mle` -> `core/oracle/mle`; a package -> its `__init__`; outside ->
+    None."""
     parts = dotted.split(".")
     if parts[0] != "pipeline":
         return None
@@ -82,3 +87,21 @@ def closure(module: str) -> set[str]:
             seen.add(mod)
             todo.extend(local_imports(mod))
     return seen | {"__init__"}
+
+
+def main(argv: list[str]) -> int:
+    """Print the sorted module files (`pipeline/...py`) the entry module of each named stage
+    reaches."""
+    if not argv or any(not (PACKAGE / f"{stage}.py").exists() for stage in argv):
+        print(
+            f"usage: python -m pipeline.modules STAGE... (entry modules under {PACKAGE.name}/)",
+            file=sys.stderr,
+        )
+        return 2
+    found = set().union(*(closure(stage) for stage in argv))
+    print(" ".join(f"pipeline/{m}.py" for m in sorted(found)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Gradient descent: the batched engines, their losses, optimizers and outcomes."""

@@ -1,0 +1,1 @@
+"""Simulated data: covariates, designs and chunked ZIP draws."""
