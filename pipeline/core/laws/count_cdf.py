@@ -22,12 +22,12 @@ from scipy import stats
 from scipy.special import expit
 
 from pipeline.core.inference.goodness import binned_probabilities
-from pipeline.core.laws.count_terms import has_dispersion, zero_part
+from pipeline.core.model import family as family_of
 
 
 def _count_part(family: str, mu: np.ndarray, log_alpha: float | None):
     """The frozen scipy distribution of the count part, one per row."""
-    if log_alpha is None or not has_dispersion(family) or log_alpha == -np.inf:
+    if log_alpha is None or not family_of(family).dispersion or log_alpha == -np.inf:
         return stats.poisson(mu)
     alpha = float(np.exp(log_alpha))
     return stats.nbinom(1.0 / alpha, 1.0 / (1.0 + alpha * mu))
@@ -47,10 +47,11 @@ def row_cdf_sf(family: str, X, Z, params):
     X, Z = np.atleast_2d(np.asarray(X, float)), np.asarray(Z, float).reshape(len(X), -1)
     params = np.asarray(params, float)
     q, p = Z.shape[1], X.shape[1]
-    log_alpha = float(params[q + p]) if has_dispersion(family) else None
+    fam = family_of(family)
+    log_alpha = float(params[q + p]) if fam.dispersion else None
     with np.errstate(over="ignore"):
         count = _count_part(family, np.exp(X @ params[q : q + p]), log_alpha)
-    part = zero_part(family)
+    part = fam.zero
     if part is None:
         return count.cdf, count.sf
     share = expit(Z @ params[:q])  # π (zero-inflated) or p⁺ (hurdle)

@@ -20,8 +20,9 @@ from torch.distributions import Distribution, constraints
 from torch.distributions.utils import broadcast_all, lazy_property
 
 from pipeline.core.laws.count_sampling import draw, numpy_draws, torch_draws
-from pipeline.core.laws.count_terms import check_family, family_terms, has_dispersion, zero_part
+from pipeline.core.laws.count_terms import family_terms
 from pipeline.core.laws.distributions import softplus, zip_log_prob
+from pipeline.core.model import family as family_of
 
 _F64 = torch.float64
 # α < e^−700 (1e-304) counts as e^−700, so θ stays finite; log f(y) moves by ~α((y − μ)² − y)/2.
@@ -48,8 +49,8 @@ def family_log_prob(family, value, *, zero_logits=None, log_mean, log_dispersion
     Raises:
         ValueError: unknown family, missing parameter, or a value not a non-negative integer.
     """
-    check_family(family)
-    part, nb = zero_part(family), has_dispersion(family)
+    fam = family_of(family)
+    part, nb = fam.zero, fam.dispersion
     needs = ("zero_logits " * bool(part) + "log_dispersion" * nb).strip()
     if (part and zero_logits is None) or (nb and log_dispersion is None):
         raise ValueError(f"family {family!r} needs {needs}")
@@ -106,8 +107,8 @@ def sample_counts(family, rng, *, s=None, eta, log_alpha=None) -> np.ndarray:
     Returns:
         int64 array of counts, shape broadcast(s, eta).
     """
-    check_family(family)
-    part, nb = zero_part(family), has_dispersion(family)
+    fam = family_of(family)
+    part, nb = fam.zero, fam.dispersion
     needs = ("s " * bool(part) + "log_alpha" * nb).strip()
     if (part and s is None) or (nb and log_alpha is None):
         raise ValueError(f"family {family!r} needs {needs}")
@@ -155,7 +156,7 @@ class _CountDistribution(Distribution):
     def _predictors(self):
         """(s or None, η, a or None), as `family_log_prob` takes them."""
         s = getattr(self, f"{self._zero}_logits") if self._zero else None
-        a = self.log_dispersion if has_dispersion(self.family) else None
+        a = self.log_dispersion if family_of(self.family).dispersion else None
         return s, torch.log(getattr(self, self._mean)), a
 
     def expand(self, batch_shape, _instance=None):

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import torch
 
-from pipeline.core.laws.count_terms import zero_part
+from pipeline.core.model import family as family_of
 
 
 def numpy_draws(rng, shape):
@@ -87,7 +87,7 @@ def draw(family, xp, draws, s, eta, a):
     Returns:
         Counts: int64 (numpy Poisson part) or float64 arrays of eta's shape.
     """
-    part = zero_part(family)
+    part = family_of(family).zero
     if part is not None:
         u = draws.uniform()
         hit = xp.log(u) - xp.log1p(-u) < s  # probability sigmoid(s), on the grid of u

@@ -36,12 +36,13 @@ from pipeline.core.laws.families import (  # noqa: F401 (re-exported: the famili
     has_dispersion,
     zero_part,
 )
+from pipeline.core.model import family as family_of
 
 
 def count_terms(family: str, y, lgy, eta, a, order: int, pre=None) -> Terms:
     """The count part of `family` at y: Poisson terms, or NB2 terms when it has a dispersion
     (`pre`: `count_parts.nb_count_parts(y, a)` when the caller has it)."""
-    if has_dispersion(family):
+    if family_of(family).dispersion:
         return nb_terms(y, lgy, eta, a, order, pre)
     return poisson_terms(y, lgy, eta, order)
 
@@ -80,8 +81,9 @@ def family_terms(family: str, y, lgy, zero, s, eta, a=None, *, order: int = 1,
     Returns:
         The `Terms`; derivatives of absent parameters are None.
     """
-    part = zero_part(family)
-    a = a if has_dispersion(family) else None
+    fam = family_of(family)
+    part = fam.zero
+    a = a if fam.dispersion else None
     keys = ("eta",) if a is None else ("eta", "a")
     if part is None:
         if kind == "zero":  # every y is 0: the closed forms of f(0)

@@ -1,29 +1,25 @@
-"""The count families by name: which has a zero part (and which kind) and which a dispersion.
-
-No torch here: the command line (`fit_counts --family`) and the params checks read these
-without loading the maths (`count_terms` computes the families' likelihoods).
+"""Name-level views of `core.model.family` for code that still passes family names (the descent
+engine, benchmarks): whether a named family has a zero part (and which) and a dispersion.
 """
 
-FAMILIES = ("poisson", "nb", "zip", "zinb", "hurdle_poisson", "hurdle_nb")
+from pipeline.core.model import FAMILIES, family
+
+__all__ = ["FAMILIES", "POISSON_LIMIT", "check_family", "has_dispersion", "zero_part"]
+
 # The nested baseline of each family with a dispersion (α → 0 on the boundary).
-POISSON_LIMIT = {"nb": "poisson", "zinb": "zip", "hurdle_nb": "hurdle_poisson"}
+POISSON_LIMIT = {f: family(f).nested for f in FAMILIES if family(f).dispersion}
 
 
-def check_family(family: str) -> None:
-    """Raise ValueError naming the known families when `family` is not one of them."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
+def check_family(name: str) -> None:
+    """Raise ValueError naming the known families when `name` is not one of them."""
+    family(name)
 
 
-def zero_part(family: str) -> str | None:
+def zero_part(name: str) -> str | None:
     """'inflation' (zip, zinb), 'hurdle' (hurdle_*) or None (poisson, nb)."""
-    check_family(family)
-    if family.startswith("hurdle"):
-        return "hurdle"
-    return "inflation" if family.startswith("zi") else None
+    return family(name).zero
 
 
-def has_dispersion(family: str) -> bool:
+def has_dispersion(name: str) -> bool:
     """Whether the family has the NB dispersion log α as a parameter."""
-    check_family(family)
-    return family in POISSON_LIMIT
+    return family(name).dispersion
