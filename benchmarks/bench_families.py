@@ -2,7 +2,7 @@
 
 For each family of `count_terms.FAMILIES`, on simulated data of that family (n rows, default
 1e4; an intercept, a normal and a binary covariate in the count part and in the zero part:
-3 + 3 columns; NB dispersion alpha = 0.5), `countreg.fit_count_regression` against the
+3 + 3 columns; NB dispersion alpha = 0.5), `oracle.fit.fit_model` against the
 statsmodels 0.15 fit of the same model:
     poisson         Poisson(y, X)                                   fit(method="newton")
     nb              NegativeBinomial(y, X, loglike_method="nb2")    fit(method="newton")
@@ -41,7 +41,8 @@ from statsmodels.discrete.truncated_model import TruncatedLFNegativeBinomialP, T
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.core.laws.count_terms import FAMILIES, has_dispersion, zero_part  # noqa: E402
-from pipeline.core.oracle.countreg import fit_count_regression  # noqa: E402
+from pipeline.core.model import fit_data  # noqa: E402
+from pipeline.core.oracle.fit import fit_model  # noqa: E402
 
 BETA = np.array([0.8, 0.3, -0.2])
 GAMMA = np.array([-0.5, 0.7, 0.3])  # logit pi (zero-inflated) or logit P(Y > 0) (hurdle)
@@ -139,8 +140,8 @@ def main(argv=None) -> int:
     print("|" + "---|" * len(header))
     for i, family in enumerate(FAMILIES):
         X, Z, y = dataset(family, args.n, args.seed + i)
-        fit_count_regression(family, X, Z, y)  # warm-up (first torch calls)
-        fit, ours = clock(partial(fit_count_regression, family, X, Z, y), args.repeat)
+        fit_model(family, fit_data(X, Z, y))  # warm-up (first torch calls)
+        fit, ours = clock(partial(fit_model, family, fit_data(X, Z, y)), args.repeat)
         (ref, how), theirs = clock(partial(statsmodels_fit, family, X, Z, y, fit.params),
                                    args.repeat)  # fmt: skip
         rel = float(np.max(np.abs(fit.params - ref) / np.abs(ref)))

@@ -6,10 +6,9 @@ covariates, mapped to the original scale, so a start means the same whatever the
 units and the raw and standardised fits of a dataset start from the same point. The draws come
 from the `inits` stream of the seed tree, keyed by scenario and replicate.
 
-The judge of a fit is its dataset's Newton oracle (`core.oracle.zipreg` for the ZIP,
-`core.oracle.countreg`
-for the other families): the full-data NLL gap, and every parameter's error in oracle
-standard errors (log α excluded where its oracle is on the boundary α = 0: no SE there).
+The judge of a fit is its dataset's Newton oracle (`core.oracle.fit`): the full-data NLL
+gap, and every parameter's error in oracle standard errors (log α excluded where its oracle
+is on the boundary α = 0: no SE there).
 Mini-batch fits never pass the convergence test (SGD noise), so they end at `max_steps` and
 are judged by their gap there.
 """
@@ -23,7 +22,8 @@ import polars as pl
 
 from pipeline.core import seeds
 from pipeline.core.descent.reg_designs import Designs, stack_designs
-from pipeline.core.oracle import countreg, zipreg_terms
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.terms import gradient_hessian, inverse
 
 
 @dataclass(frozen=True)
@@ -157,14 +157,10 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
 
 def _se_at(problem: RegProblem, X, Z, y, params) -> np.ndarray:
     """Standard errors from the observed information at any point (NaN where singular)."""
-    q = Z.shape[1]
     with np.errstate(all="ignore"):
-        if problem.family == "zip":
-            cov = zipreg_terms.covariance(X, Z, y, params[:q], params[q:])
-        else:
-            _, _, hess = countreg.gradient_hessian(problem.family, X, Z, y, params)
-            inv = zipreg_terms.inverse(-hess)
-            cov = np.full_like(hess, np.nan) if inv is None else inv
+        _, _, hess = gradient_hessian(problem.family, fit_data(X, Z, y), params)
+        inv = inverse(-hess)
+        cov = np.full_like(hess, np.nan) if inv is None else inv
         return np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
 
 

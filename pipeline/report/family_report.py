@@ -61,8 +61,8 @@ def model_entry(fit, robust_cov, names: dict, gof: dict | None, level: float) ->
     """One family's fit as JSON: fit statistics, coefficient tables (model and robust SE), GOF.
 
     Args:
-        fit: its `countreg.CountFit`.
-        robust_cov: its `countreg.sandwich_covariance`.
+        fit: its `oracle.fit.OracleFit`.
+        robust_cov: its `OracleFit.robust_cov`.
         names: {"count": count-part term names, "zero": zero-part term names}.
         gof: its `fit_checks.gof_entry`, or None.
         level: interval coverage.
@@ -74,7 +74,7 @@ def model_entry(fit, robust_cov, names: dict, gof: dict | None, level: float) ->
     est, se = fit.params, fit.se
     with np.errstate(invalid="ignore"):
         robust = np.sqrt(np.diag(robust_cov))
-    title = TITLES[fit.family]
+    title = TITLES[fit.family.name]
     if gof is not None:
         bound = gof_bound_p(gof["statistic"], gof["groups"])
         gof = {**gof, "p_value_bound": bound[0], "log10_p_value_bound": bound[1]}
@@ -101,7 +101,7 @@ def summarise_families(fits: dict, robust: dict, gof: dict, comparison, recommen
     """The fits, tests and choice as one dict of numbers (and a few lines of text).
 
     Args:
-        fits: family -> `countreg.CountFit`, or a string saying why its fit failed.
+        fits: family -> `oracle.fit.OracleFit`, or a string saying why its fit failed.
         robust: family -> sandwich covariance (fitted families).
         gof: family -> `fit_checks.gof_entry` (fitted families).
         comparison: `model_choice.Comparison` (None for a single family).

@@ -40,7 +40,8 @@ from scipy.special import expit
 from pipeline.core.inference import goodness
 from pipeline.core.inference.asymptotics import wald_or_profile
 from pipeline.core.inference.intercept import zip_cdf, zip_sf
-from pipeline.core.oracle.zipreg_terms import loglik_terms
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.terms import loglik_terms
 from pipeline.report import fit_checks
 from pipeline.report.fit_checks import (
     frequency_rows,
@@ -155,7 +156,7 @@ def summarise(design, zip_fit, poisson_fit, level: float) -> dict:
 
     Args:
         design: the `store.formula.Design`.
-        zip_fit, poisson_fit: `zipreg.RegFit` of the ZIP and the Poisson regression.
+        zip_fit, poisson_fit: `oracle.fit.OracleFit` of the ZIP and the Poisson regression.
         level: interval coverage; the tests' level is 1 - level.
 
     Returns:
@@ -163,9 +164,9 @@ def summarise(design, zip_fit, poisson_fit, level: float) -> dict:
     """
     y, n = design.y, len(design.y)
     q, p = design.Z.shape[1], design.X.shape[1]
-    no_zero = design.Z[:, :0]  # the Poisson: a zero part without columns
-    terms = (loglik_terms(design.X, design.Z, y, zip_fit.gamma, zip_fit.beta),
-             loglik_terms(design.X, no_zero, y, np.zeros(0), poisson_fit.beta))  # fmt: skip
+    data = fit_data(design.X, design.Z, y)
+    terms = (loglik_terms("zip", data, zip_fit.params),
+             loglik_terms("poisson", data, poisson_fit.params))  # fmt: skip
     rows, gof = frequencies(design, zip_fit, poisson_fit)
 
     def model(fit, k: int, parts: dict) -> dict:

@@ -2,7 +2,7 @@
 
 The count-family path of `fit_counts` (its `main` reads the counts or the design, then hands
 over here). Fits the requested family, or all six with the same regressors, by the float64
-Newton oracle (`core.oracle.countreg`); a family whose fit fails keeps its row with the reason and
+Newton oracle (`core.oracle.fit`); a family whose fit fails keeps its row with the reason and
 the others are still compared. For each fitted family: per-observation log-likelihoods (Vuong),
 the robust sandwich covariance, expected frequencies on rows chosen from the observed counts
 (`goodness.count_bins`, the same rows for every family) and Pearson's goodness-of-fit test.
@@ -28,8 +28,9 @@ from pipeline.core.inference import goodness
 from pipeline.core.inference.model_choice import compare, recommend
 from pipeline.core.inference.model_tests import TITLES
 from pipeline.core.laws.count_cdf import binned_expected
-from pipeline.core.laws.count_terms import FAMILIES, zero_part
-from pipeline.core.oracle.countreg import fit_count_regression, loglik_terms, sandwich_covariance
+from pipeline.core.model import FAMILIES, fit_data
+from pipeline.core.oracle.fit import fit_model
+from pipeline.core.oracle.terms import loglik_terms, zero_design
 from pipeline.report.count_report import jsonable
 from pipeline.report.family_report import render_families, rootograms_figure, summarise_families
 from pipeline.report.fit_checks import frequency_rows, gof_entry, markdown_frequencies
@@ -71,12 +72,13 @@ def fit_family(family: str, X, Z, y, weights, starts, observed) -> dict:
     Raises:
         UserError: every count is zero (no family is identifiable then).
     """
-    Zf = Z if zero_part(family) else Z[:, :0]
     try:
-        fit = fit_count_regression(family, X, Zf, y, weights=weights)
-        ll = loglik_terms(family, X, Zf, y, fit.params)
-        robust = sandwich_covariance(family, X, Zf, y, fit, weights=weights)
-        expected = binned_expected(family, X, Zf, fit.params, starts, weights)
+        data = fit_data(X, Z, y, weights=weights)
+        fit = fit_model(family, data)
+        ll = loglik_terms(family, data, fit.params)
+        robust = fit.robust_cov
+        expected = binned_expected(family, X, zero_design(fit.family, data), fit.params, starts,
+                                   weights)  # fmt: skip
     except NotIdentifiableError:
         raise UserError("all counts are zero: no count model is identifiable") from None
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
@@ -133,7 +135,7 @@ def analyse_families(args, params: config.Params, X, Z, y, weights, names: dict,
             zero part); y: (rows,) counts.
         weights: (rows,) frequency weights, or None (each row once).
         names: {"count": p names, "zero": q names}.
-        family: "all" or one of `count_terms.FAMILIES`.
+        family: "all" or one of `core.model.FAMILIES`.
         source: what was read, for the header and JSON (file, column or formula, where, rows).
 
     Returns:

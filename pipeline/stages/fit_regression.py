@@ -2,7 +2,7 @@
 
 The formula path of `fit_counts` (its `main` reads the design, then hands over here, so a bad
 file or formula is refused before torch loads). Fits the ZIP regression by the float64 Newton
-oracle (`core.oracle.zipreg`) and by gradient descent (`core.descent.reg_engine`,
+oracle (`core.oracle.fit`) and by gradient descent (`core.descent.reg_engine`,
 `fit_counts.inits` seeded
 random starts, best kept) beside it, fits the Poisson regression with the same count
 regressors, tests for zero inflation (likelihood ratio, Vuong with its caveat; the references
@@ -40,7 +40,8 @@ from pipeline.core.descent.reg_designs import RegResult, stack_designs
 from pipeline.core.descent.reg_engine import fit_regression
 from pipeline.core.errors import NotIdentifiableError, UserError
 from pipeline.core.inference.intercept import FrequencyTable
-from pipeline.core.oracle import zipreg
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.fit import OracleFit, fit_model
 from pipeline.report.count_report import jsonable
 from pipeline.report.reg_report import markdown_frequencies, metrics, summarise
 from pipeline.report.reg_text import render
@@ -54,7 +55,7 @@ from pipeline.tracking.values import flatten, thin
 START_SD = 0.5  # spread of the random starts per coefficient, on the standardised scale
 
 
-def oracle_fits(design: Design, where: str) -> tuple[zipreg.RegFit, zipreg.RegFit]:
+def oracle_fits(design: Design, where: str) -> tuple[OracleFit, OracleFit]:
     """The Newton fits of the ZIP and the Poisson regression, problems as one line.
 
     Args:
@@ -68,8 +69,8 @@ def oracle_fits(design: Design, where: str) -> tuple[zipreg.RegFit, zipreg.RegFi
         UserError: all counts zero, or the ZIP fit is separated or singular.
     """
     try:
-        zip_fit = zipreg.fit_zip_regression(design.X, design.Z, design.y)
-        poisson_fit = zipreg.fit_poisson_regression(design.X, design.y)
+        zip_fit = fit_model("zip", fit_data(design.X, design.Z, design.y))
+        poisson_fit = fit_model("poisson", fit_data(design.X, None, design.y))
     except NotIdentifiableError:
         raise UserError(f"{where}: all {len(design.y):,} counts of {design.response!r} are zero, "
                         "so the regression is not identifiable") from None  # fmt: skip

@@ -5,8 +5,8 @@ name_key(scenario), replicate)` (names are unique across both kinds of scenario)
 draws the covariates, child 1 the counts of the scenario's family (`core.simulation.design` for the
 ZIP,
 `core.laws.count_dists` for the others). Every replicate of a scenario goes to
-`data/regression/<scenario>.parquet`; the oracle's fit of each dataset (`core.oracle.zipreg` for the
-ZIP, `core.oracle.countreg` for the others) to `data/reg_summary.parquet`, one row per parameter:
+`data/regression/<scenario>.parquet`; the oracle's fit of each dataset (`core.oracle.fit`) to
+`data/reg_summary.parquet`, one row per parameter:
 zero part, count part, then the NB families' log dispersion (`store.reg_data`).
 """
 
@@ -20,8 +20,9 @@ import polars as pl
 from pipeline.core import seeds
 from pipeline.core.errors import NotIdentifiableError, UserError
 from pipeline.core.laws import count_dists
-from pipeline.core.laws.count_terms import zero_part
-from pipeline.core.oracle import countreg, zipreg
+from pipeline.core.model import family as family_of
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.fit import fit_model
 from pipeline.core.simulation import design
 from pipeline.core.simulation.covariates import draw_covariates
 from pipeline.store import files, reg_data
@@ -42,7 +43,7 @@ def simulate(params, index: int, replicate: int):
     cov_rng, count_rng = seeds.children(seq, 2)
     values = draw_covariates([c.covariate() for c in scenario.covariates], reg.n, cov_rng)
     X, x_names, beta = design.design_matrix(values, scenario.part_coefficients("count"), n=reg.n)
-    if zero_part(scenario.family):
+    if family_of(scenario.family).zero:
         zero = scenario.part_coefficients("zero")
         Z, z_names, gamma = design.design_matrix(values, zero, n=reg.n)
     else:
@@ -63,11 +64,8 @@ def simulate(params, index: int, replicate: int):
 
 
 def _oracle(family: str, X, Z, y):
-    """(estimates, SEs, fit) in parameter order; the ZIP keeps its own oracle."""
-    if family == "zip":
-        fit = zipreg.fit_zip_regression(X, Z, y)
-        return [*fit.gamma, *fit.beta], [*fit.se_gamma, *fit.se_beta], fit
-    fit = countreg.fit_count_regression(family, X, Z, y)
+    """(estimates, SEs, fit) in parameter order."""
+    fit = fit_model(family, fit_data(X, Z, y))
     return list(fit.params), list(fit.se), fit
 
 
@@ -79,7 +77,7 @@ def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth,
         scenario, replicate, seed: the dataset.
         X, Z, y: its designs and counts.
         names: ((part, term), ...) in parameter order; `truth` the true values in that order.
-        family: the scenario's family (`core.laws.count_terms.FAMILIES`).
+        family: the scenario's family (`core.model.FAMILIES`).
 
     Returns:
         Dicts with the oracle's estimate and SE (NaN when every count is zero; log α = −inf

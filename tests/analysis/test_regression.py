@@ -7,7 +7,8 @@ import pytest
 from pipeline.analysis.reg_batch import combine, run_combined
 from pipeline.analysis.regression import build_reg_problem, matrices, reg_tables, standard_starts
 from pipeline.core.descent.reg_engine import fit_regression
-from pipeline.core.oracle import zipreg
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.fit import fit_model
 from pipeline.stages.generate_regression import oracle_rows
 
 
@@ -69,7 +70,7 @@ def test_problem_holds_the_oracle_and_the_truth(problems):
     assert wide.names[:2] == (("zero", "intercept"), ("zero", "x0"))
     assert wide.fits.height == 2 * Cfg.inits and wide.start.shape == (4, 6)
     X, Z, y = wide.arrays[1]
-    fit = zipreg.fit_zip_regression(X, Z, y)
+    fit = fit_model("zip", fit_data(X, Z, y))
     assert np.allclose(wide.oracle[-1], np.r_[fit.gamma, fit.beta], atol=1e-12)
 
 

@@ -1,4 +1,4 @@
-"""Simulated count-family regressions and independent references the countreg tests share.
+"""Simulated count-family regressions and independent references the oracle tests share.
 
 References: scipy.stats pmfs (written out per family, independent of `count_terms`), a torch
 log-likelihood from `count_terms.family_terms(order=0)` for autograd, statsmodels' fits.
@@ -17,6 +17,15 @@ from statsmodels.discrete.discrete_model import Logit, NegativeBinomial, Poisson
 from statsmodels.discrete.truncated_model import TruncatedLFNegativeBinomialP, TruncatedLFPoisson
 
 from pipeline.core.laws.count_terms import family_terms, has_dispersion, zero_part
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.fit import fit_model
+
+
+def fit_arrays(family, X, Z, y, *, weights=None, offset_x=None, offset_z=None, **options):
+    """`fit_model` of arrays (Z None or 0 columns: no zero design); options: start, max_iter."""
+    data = fit_data(X, Z, y, weights=weights, offset_x=offset_x, offset_z=offset_z)
+    return fit_model(family, data, **options)
+
 
 BETA = np.array([0.8, 0.3, -0.2])
 GAMMA = np.array([-0.5, 0.7, 0.3])  # logit pi (zero-inflated) or logit P(Y > 0) (hurdle)

@@ -7,7 +7,8 @@ import torch
 from pipeline.core.descent import reg_designs, reg_engine
 from pipeline.core.descent.engine import fit_zip, stack_histograms
 from pipeline.core.histogram import histogram
-from pipeline.core.oracle import zipreg
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.fit import fit_model
 
 N = 2000
 
@@ -28,7 +29,7 @@ def dataset(seed: int, n: int = N, shift: float = 0.0):
 @pytest.fixture(scope="module")
 def two():
     sets = [dataset(1), dataset(2)]
-    oracles = [zipreg.fit_zip_regression(*s) for s in sets]
+    oracles = [fit_model("zip", fit_data(*s)) for s in sets]
     assert all(o.status == "converged" for o in oracles)
     return sets, oracles
 
@@ -54,7 +55,7 @@ def test_reaches_the_oracle_from_random_starts(two):
 
 def test_standardised_fits_report_on_the_original_scale():
     X, Z, y = dataset(3, shift=20.0)  # x around 20: the raw problem is ill-conditioned
-    oracle = zipreg.fit_zip_regression(X, Z, y)
+    oracle = fit_model("zip", fit_data(X, Z, y))
     data = reg_designs.stack_designs([X], [Z], [y])
     start = np.zeros((2, 5))
     std = reg_engine.fit_regression(data, [0, 0], start, 0.1, max_steps=3000, standardize=True)

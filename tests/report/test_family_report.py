@@ -13,7 +13,9 @@ from pipeline.core.inference import goodness
 from pipeline.core.inference.model_choice import compare, recommend
 from pipeline.core.laws.count_cdf import binned_expected
 from pipeline.core.laws.count_terms import FAMILIES, zero_part
-from pipeline.core.oracle.countreg import fit_count_regression, loglik_terms, sandwich_covariance
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.fit import fit_model
+from pipeline.core.oracle.terms import loglik_terms
 from pipeline.report.count_report import jsonable
 from pipeline.report.family_report import (
     model_entry,
@@ -37,9 +39,9 @@ def report_of(y, X, families=FAMILIES, family="all", failed=()):
             fits[f] = "LinAlgError: singular matrix"
             continue
         Zf = X if zero_part(f) else X[:, :0]
-        fit = fits[f] = fit_count_regression(f, X, Zf, y)
-        ll[f] = loglik_terms(f, X, Zf, y, fit.params)
-        robust[f] = sandwich_covariance(f, X, Zf, y, fit)
+        fit = fits[f] = fit_model(f, fit_data(X, Zf, y))
+        ll[f] = loglik_terms(f, fit_data(X, Zf, y), fit.params)
+        robust[f] = fit.robust_cov
         expected[f] = binned_expected(f, X, Zf, fit.params, starts)
         gof[f] = gof_entry(observed, expected[f], fit.n_params)
     ok = {f: v for f, v in fits.items() if not isinstance(v, str)}
@@ -91,8 +93,8 @@ def test_robust_se_warning_flags_the_overdispersed_poisson(nb_report):
 def test_no_warning_on_a_fitting_poisson():
     rng, x, X = design(800, 1)
     y = rng.poisson(np.exp(0.5 + 0.3 * x))
-    fit = fit_count_regression("poisson", X, X[:, :0], y)
-    entry = model_entry(fit, sandwich_covariance("poisson", X, X[:, :0], y, fit), NAMES, None,
+    fit = fit_model("poisson", fit_data(X, None, y))
+    entry = model_entry(fit, fit.robust_cov, NAMES, None,
                         0.95)  # fmt: skip
     assert 1 / 1.5 < entry["se_ratio_max"] < 1.5 and entry["se_warning"] == ""
 

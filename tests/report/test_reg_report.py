@@ -14,7 +14,8 @@ import pytest
 from scipy import stats
 from scipy.special import expit, log_ndtr
 
-from pipeline.core.oracle import zipreg
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.fit import fit_model
 from pipeline.report.count_report import jsonable
 from pipeline.report.reg_report import coefficients, expected_rows, summarise
 from pipeline.report.reg_text import render
@@ -37,8 +38,8 @@ def design(n: int, seed: int, rate: float = 5.0, pi: float = 0.3) -> Design:
 
 
 def report(d: Design, zip_fit=None, poisson_fit=None, level=0.95) -> dict:
-    zip_fit = zip_fit or zipreg.fit_zip_regression(d.X, d.Z, d.y)
-    poisson_fit = poisson_fit or zipreg.fit_poisson_regression(d.X, d.y)
+    zip_fit = zip_fit or fit_model("zip", fit_data(d.X, d.Z, d.y))
+    poisson_fit = poisson_fit or fit_model("poisson", fit_data(d.X, None, d.y))
     r = summarise(d, zip_fit, poisson_fit, level)
     return {"file": "data.csv", "where": None, **r, "gradient_descent": GD}
 
@@ -60,8 +61,10 @@ def test_coefficients_without_a_finite_se_get_no_numbers_made_from_it():
 
 def test_a_fit_with_nan_standard_errors_says_so_in_text_and_json():
     d = design(400, 1)
-    fit = zipreg.fit_zip_regression(d.X, d.Z, d.y)
-    broken = dataclasses.replace(fit, se_gamma=np.array([math.nan, math.nan]))
+    fit = fit_model("zip", fit_data(d.X, d.Z, d.y))
+    cov = fit.cov.copy()
+    cov[:2], cov[:, :2] = math.nan, math.nan  # the zero part's SEs NaN
+    broken = dataclasses.replace(fit, cov=cov)
     r = report(d, zip_fit=broken)
     assert r["notes"] == [
         f"  * ZIP zero: {t}: no interval or z-test: its SE is not finite "
@@ -81,7 +84,7 @@ def test_expected_rows_sum_each_observations_pmf_over_the_row():
     """Against scipy's ZIP pmf summed over each row's counts for every observation (brute
     force, n x 600 values), on rows a mean of ~200 spreads over the positive counts."""
     d = design(300, 2, rate=200.0)
-    fit = zipreg.fit_zip_regression(d.X, d.Z, d.y)
+    fit = fit_model("zip", fit_data(d.X, d.Z, d.y))
     r = report(d, zip_fit=fit)
     rows = r["frequencies"]
     assert 10 <= len(rows) <= 20 and rows[0]["label"] == "0" and "-" in rows[1]["label"]

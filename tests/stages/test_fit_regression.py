@@ -1,7 +1,7 @@
 """Tests of `fit_counts --formula` (pipeline/stages/fit_regression.py): the report, `--json`,
 categorical regressors, the MLflow run, bad input (exit 2, one line) and FORMULA through make.
 
-Reading the design: tests/store/ (formula); the oracle: tests/core/test_zipreg.py. Stage runs
+Reading the design: tests/store/ (formula); the oracle: tests/core/test_oracle_*.py. Stage runs
 are in-process (`fit_counts.main`, one torch import per worker) with `--workdir tmp_path`.
 """
 
@@ -19,7 +19,8 @@ import polars as pl
 import pytest
 from conftest import leaves
 
-from pipeline.core.oracle import zipreg
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.fit import fit_model
 from pipeline.stages.cli import ROOT
 
 EXAMPLE = ROOT / "examples" / "fish_caught.csv"
@@ -71,7 +72,7 @@ def test_json_holds_both_parts_and_the_oracle(params, tmp_path, capsys):
     gamma = [c["estimate"] for c in r["zip"]["zero"]]
     beta = [c["estimate"] for c in r["zip"]["count"]]
     np.testing.assert_allclose(np.r_[gamma, beta], sm.params, atol=1e-6)
-    fit = zipreg.fit_zip_regression(X, Z, y)
+    fit = fit_model("zip", fit_data(X, Z, y))
     np.testing.assert_allclose([c["se"] for c in r["zip"]["zero"]], fit.se_gamma, rtol=1e-12)
     assert r["n"] == r["rows"] == 250 and r["dropped"] == 0
     assert r["zip"]["loglik"] == pytest.approx(fit.loglik, rel=1e-12)
@@ -99,7 +100,7 @@ def test_string_column_is_treatment_coded_and_q1_uses_the_boundary_mixture(param
                                                       "site[T.south]"]  # fmt: skip
     assert [c["term"] for c in r["zip"]["zero"]] == ["intercept"]
     X = np.c_[np.ones(300), site == "north", site == "south"].astype(float)
-    fit = zipreg.fit_zip_regression(X, np.ones((300, 1)), y)
+    fit = fit_model("zip", fit_data(X, np.ones((300, 1)), y))
     np.testing.assert_allclose([c["estimate"] for c in r["zip"]["count"]], fit.beta, atol=1e-9)
     assert r["lr_test"]["reference"] == "0.5*chi2(0) + 0.5*chi2(1)" and r["lr_test"]["note"] == ""
 

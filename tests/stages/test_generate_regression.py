@@ -9,7 +9,8 @@ import pytest
 from conftest import TINY, merge
 
 from pipeline.analysis.regression import matrices
-from pipeline.core.oracle import zipreg
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.fit import fit_model
 from pipeline.stages import config
 from pipeline.stages.generate_regression import generate_regression
 from pipeline.stages.params_file import ConfigError
@@ -106,7 +107,7 @@ def test_files_hold_the_design_and_the_oracle(generated):
         mine = summary.filter(pl.col("replicate") == rep)
         X, Z, y = matrices(rows.filter(pl.col("replicate") == rep),
                            ["intercept", "age", "health[poor]"], ["intercept", "age"])  # fmt: skip
-        fit = zipreg.fit_zip_regression(X, Z, y)
+        fit = fit_model("zip", fit_data(X, Z, y))
         assert (mine["oracle_status"] == "converged").all()
         assert np.allclose(mine["estimate"].to_numpy(), np.r_[fit.gamma, fit.beta], atol=1e-12)
         assert np.allclose(mine["se"].to_numpy(), np.r_[fit.se_gamma, fit.se_beta], rtol=1e-10)

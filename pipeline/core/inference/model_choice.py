@@ -69,7 +69,7 @@ def compare(fits: Mapping, per_obs_ll: Mapping[str, np.ndarray], weights, n: flo
     """The comparison table and tests of the fitted families.
 
     Args:
-        fits: family -> fit with `loglik`, `n_params` and `status` (a `countreg.CountFit`);
+        fits: family -> fit with `loglik`, `n_params` and `status` (an `oracle.fit.OracleFit`);
             families that failed are simply absent.
         per_obs_ll: family -> (rows,) per-row log-likelihoods (Vuong's test).
         weights: (rows,) frequency weights, or None.

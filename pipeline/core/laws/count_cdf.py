@@ -9,9 +9,9 @@ with size θ = 1/α and p = 1/(1 + αμ_i), scipy's `nbinom`):
     plain        F(k), S(k)
     zero-infl.   π + (1 − π)F(k), (1 − π)S(k),             π = σ(z_iᵀγ)
     hurdle       (1 − p⁺) + p⁺(F(k) − F(0))/S(0), p⁺S(k)/S(0),   p⁺ = σ(z_iᵀγ)
-with parameters in `countreg` order [γ, β, log α] (log α = −inf: the Poisson limit). scipy's
+with parameters in the oracle's order [γ, β, log α] (log α = −inf: the Poisson limit). scipy's
 NB cdf loses relative accuracy as θ grows (~1e-7 at θ = 1e10): harmless for a frequency table,
-and countreg puts α̂ < 1e-8 on the boundary (the Poisson) anyway.
+and the oracle puts α̂ < 1e-8 on the boundary (the Poisson) anyway.
 Core layer: numpy/scipy, pure functions, no I/O.
 """
 
@@ -39,7 +39,7 @@ def row_cdf_sf(family: str, X, Z, params):
     Args:
         family: one of `count_terms.FAMILIES`.
         X: (n, p) count design; Z: (n, q) zero design (q = 0 for poisson/nb).
-        params: [γ, β, (log α)] as `countreg.CountFit.params`.
+        params: [γ, β, (log α)] as `oracle.fit.OracleFit.params`.
 
     Returns:
         (cdf, sf), functions of an integer k >= 0.

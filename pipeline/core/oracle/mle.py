@@ -110,6 +110,21 @@ def _standard_errors(pi: float, lam: float, n: int) -> tuple[float, float, float
     return se_pi, se_lam, se_logit_pi, se_lam / lam
 
 
+def zip_estimate(n, n_pos, total) -> tuple[float, float]:
+    """(π̂, λ̂) of the intercept-only ZIP from its sufficient statistics (frequency weights may
+    be real): n = Σ w, n_pos = Σ w over positive counts (> 0), total = Σ w y; π̂ = 0, λ̂ = the
+    mean on the boundary.
+    """
+    excess = (total - n_pos) / n_pos  # c - 1 from exact integers: no rounding of c near 1
+    pi = 0.0
+    if excess > 0:
+        lam = _solve_rate(excess)
+        pi = float(1.0 - (n_pos / n) / -np.expm1(-lam))
+    if pi <= 0:
+        pi, lam = 0.0, total / n
+    return pi, lam
+
+
 def exact_mle(hist: Histogram) -> ZipMLE:
     """Closed-form ZIP maximum-likelihood estimate.
 
@@ -130,14 +145,7 @@ def exact_mle(hist: Histogram) -> ZipMLE:
     n_pos = n - n_zero
     if n_pos == 0:
         raise NotIdentifiableError("all counts are zero: pi and lambda are not identifiable")
-    total = hist.total  # exact: an int64 dot product wraps for huge counts
-    excess = (total - n_pos) / n_pos  # c - 1 from exact integers: no rounding of c near 1
-    pi = 0.0
-    if excess > 0:
-        lam = _solve_rate(excess)
-        pi = float(1.0 - (n_pos / n) / -np.expm1(-lam))
-    if pi <= 0:
-        pi, lam = 0.0, total / n
+    pi, lam = zip_estimate(n, n_pos, hist.total)  # exact: an int64 dot product wraps
     nll = zip_nll(hist, pi, lam)
     return ZipMLE(pi, lam, nll, *_standard_errors(pi, lam, n), boundary=bool(pi == 0.0), n=n)
 

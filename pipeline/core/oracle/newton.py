@@ -1,7 +1,7 @@
-"""Damped Newton ascent for the count-family regressions of `countreg`, over any subset of the
-parameters [γ, β, (log α)] (the two parts of a hurdle are fitted apart).
+"""Damped Newton ascent of a count model's log-likelihood (`terms.evaluate`) over any subset of
+the parameters [γ, β, (log α)] (`fit` fits the two parts of a hurdle apart).
 
-The rules are `zipreg`'s: the Levenberg-damped direction `zipreg.newton_direction`, a trust
+The one Newton loop of the oracle: a Levenberg-damped direction (`newton_direction`), a trust
 region of 5 on every linear predictor (and on log α), an Armijo line search, convergence on a
 squared Newton decrement <= 1e-20 (the step is < 1e-10 standard errors). A coefficient that
 keeps running past a shift of 30 on its linear predictor while the likelihood only creeps up
@@ -15,17 +15,16 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+import scipy.linalg
 
-from pipeline.core.laws.count_terms import has_dispersion, zero_part
-from pipeline.core.oracle.countreg_terms import CountData, Point, evaluate
-from pipeline.core.oracle.zipreg import newton_direction
+from pipeline.core.oracle.terms import Point, Prepared, evaluate
 
 DECREMENT_TOL = 1e-20  # squared Newton step in standard-error units: ~1e-10 SE from the optimum
 ALPHA_FLOOR = math.log(1e-8)  # log α below which a falling log α means α̂ = 0
 _NEWTON_REGION = 1e-6  # decrement below which a full Newton step is trusted (line search is noise)
 _RUNOFF = 30.0  # logit/log shift of one coefficient beyond which a probability is 0/1 in float64
 _MAX_MOVE = 5.0  # largest change of any s_i, eta_i or of log α in one step
-_RUNOFF_STEPS = 3  # consecutive growing steps past _RUNOFF (or _ALPHA_FLOOR) that decide
+_RUNOFF_STEPS = 3  # consecutive growing steps past _RUNOFF (or ALPHA_FLOOR) that decide
 _CREEP = 1e-9  # mean log-likelihood gain per step of a runaway parameter
 
 
@@ -39,11 +38,39 @@ class Run(NamedTuple):
     iterations: int
 
 
-def newton(data: CountData, theta, free, max_iter: int) -> Run:
+def newton_direction(grad, hess):
+    """Newton direction for ascent; Levenberg-damped (in diagonally scaled coordinates) when
+    -H is not positive definite.
+
+    Args:
+        grad, hess: gradient (k,) and Hessian (k, k) of the log-likelihood.
+
+    Returns:
+        (direction (k,), squared Newton decrement, or inf when damped or gradient ascent).
+    """
+    info = -hess
+    d = np.abs(np.diag(info))
+    scale = 1.0 / np.sqrt(np.where(d > 0, d, 1.0))
+    a, g = info * scale[:, None] * scale[None, :], grad * scale
+    tau = 0.0
+    while True:
+        try:
+            c = scipy.linalg.cho_factor(a + tau * np.eye(len(g)))
+            step = scipy.linalg.cho_solve(c, g)
+            if np.isfinite(step).all():
+                return step * scale, (float(g @ step) if tau == 0 else np.inf)
+        except np.linalg.LinAlgError:
+            pass
+        tau = 1e-8 if tau == 0 else tau * 10
+        if tau > 1e12:
+            return grad, np.inf  # plain gradient ascent
+
+
+def newton(data: Prepared, theta, free, max_iter: int) -> Run:
     """Damped Newton ascent of the log-likelihood over the parameters `free`, others fixed.
 
     Args:
-        data: the `CountData`; theta: (k,) start (finite); free: indices that move;
+        data: the `Prepared` data; theta: (k,) start (finite); free: indices that move;
         max_iter: iteration limit.
 
     Returns:
@@ -54,18 +81,18 @@ def newton(data: CountData, theta, free, max_iter: int) -> Run:
         return _loop(data, np.asarray(theta, dtype=float).copy(), np.asarray(free), max_iter)
 
 
-def _move(data: CountData, step) -> float:
+def _move(data: Prepared, step) -> float:
     """Largest change of a linear predictor (or of log α) that `step` makes."""
     q, p = data.Z.shape[1], data.X.shape[1]
     moves = [np.abs(data.X @ step[q : q + p]).max(initial=0)]
     if q:
         moves.append(np.abs(data.Z @ step[:q]).max(initial=0))
-    if has_dispersion(data.family):
+    if data.family.dispersion:
         moves.append(abs(step[-1]))
     return max(moves)
 
 
-def _loop(data: CountData, theta, free, max_iter):
+def _loop(data: Prepared, theta, free, max_iter):
     point = evaluate(data, theta)
     total_weight, streak, last = float(data.w.sum()), 0, None
     sizes = _column_sizes(data)
@@ -112,10 +139,10 @@ def _loop(data: CountData, theta, free, max_iter):
     return Run(theta, point.ll, "max_iter", f"no convergence in {max_iter} iterations", max_iter)
 
 
-def _column_sizes(data: CountData) -> np.ndarray:
+def _column_sizes(data: Prepared) -> np.ndarray:
     """Largest |entry| of each design column, in parameter order (1 for log α)."""
     sizes = [np.abs(data.Z).max(axis=0, initial=0), np.abs(data.X).max(axis=0, initial=0)]
-    return np.concatenate([*sizes, np.ones(int(has_dispersion(data.family)))])
+    return np.concatenate([*sizes, np.ones(int(data.family.dispersion))])
 
 
 def _growth(hit, old, new, sizes) -> float:
@@ -126,13 +153,13 @@ def _growth(hit, old, new, sizes) -> float:
     return float((abs(new[j]) - abs(old[j])) * sizes[j])
 
 
-def _runoff(data: CountData, theta, point: Point, free, sizes):
+def _runoff(data: Prepared, theta, point: Point, free, sizes):
     """(index, message, kind) of a free parameter that drives a probability to 0/1 or the mean
     to 0 numerically, or of log α below ALPHA_FLOOR, else None."""
     q, p = data.Z.shape[1], data.X.shape[1]
     movable = np.zeros(len(theta), dtype=bool)
     movable[free] = True
-    part = zero_part(data.family)
+    part = data.family.zero
     zero_gone = q > 0 and np.abs(point.s).max(initial=0) > _RUNOFF
     mean_gone = point.eta.min(initial=0) < -_RUNOFF
     for name, gone, first, width in (("zero", zero_gone, 0, q), ("count", mean_gone, q, p)):
@@ -153,6 +180,6 @@ def _runoff(data: CountData, theta, point: Point, free, sizes):
             side = "+inf" if up else "-inf"
             return j, f"{name}-part coefficient {j - first} runs off to {side} ({limit})", name
     k = len(theta) - 1
-    if has_dispersion(data.family) and movable[k] and theta[k] < ALPHA_FLOOR:
+    if data.family.dispersion and movable[k] and theta[k] < ALPHA_FLOOR:
         return k, "log alpha runs off to -inf", "dispersion"
     return None

@@ -1,4 +1,4 @@
-"""Tests for pipeline.core.oracle.countreg at its limits: the alpha -> 0 boundary, separation,
+"""Tests for pipeline.core.oracle.fit at its limits: the alpha -> 0 boundary, separation,
 frequency weights and the sandwich covariance.
 
 Independent references: the nested fits (Poisson, ZIP, hurdle Poisson), the NB's closed-form
@@ -8,20 +8,15 @@ expanded by their frequencies, and the intercept-only Poisson sandwich in closed
 
 import numpy as np
 import pytest
-from count_samples import simulate, statsmodels_fit
+from count_samples import fit_arrays, simulate, statsmodels_fit
 from statsmodels.discrete.discrete_model import Poisson
 from statsmodels.discrete.truncated_model import TruncatedLFPoisson
 
-from pipeline.core.laws.count_terms import FAMILIES, POISSON_LIMIT
-from pipeline.core.oracle.countreg import (
-    alpha_score,
-    fit_count_regression,
-    gradient_hessian,
-    loglik_terms,
-    sandwich_covariance,
-    scores,
-)
-from pipeline.core.oracle.countreg_terms import check_weights, count_data
+from pipeline.core.model import FAMILIES, fit_data
+from pipeline.core.oracle.fit import alpha_score
+from pipeline.core.oracle.terms import gradient_hessian, loglik_terms, prepare, scores
+
+POISSON_LIMIT = {"nb": "poisson", "zinb": "zip", "hurdle_nb": "hurdle_poisson"}
 
 
 def _poisson_data_with_negative_score(family):
@@ -29,8 +24,8 @@ def _poisson_data_with_negative_score(family):
     the first seed from 50 with an underdispersed sample (about half of them are)."""
     for seed in range(50, 80):
         X, Z, y = simulate(family, 1500, seed, alpha=0.0)
-        nest = fit_count_regression(POISSON_LIMIT[family], X, Z, y)
-        data = count_data(family, X, Z, y, check_weights(None, len(y)))
+        nest = fit_arrays(POISSON_LIMIT[family], X, Z, y)
+        data = prepare(family, fit_data(X, Z, y))
         if alpha_score(data, nest.params) < 0:
             return X, Z, y, nest
     raise AssertionError("no underdispersed sample")
@@ -39,7 +34,7 @@ def _poisson_data_with_negative_score(family):
 @pytest.mark.parametrize("family", ["nb", "zinb", "hurdle_nb"])
 def test_negative_score_puts_alpha_on_the_boundary(family):
     X, Z, y, nest = _poisson_data_with_negative_score(family)
-    fit = fit_count_regression(family, X, Z, y)
+    fit = fit_arrays(family, X, Z, y)
     assert fit.status == "boundary" and "alpha_hat = 0" in fit.message, fit.message
     assert fit.log_alpha == -np.inf and fit.alpha == 0.0 and fit.n_params == nest.n_params + 1
     np.testing.assert_array_equal(fit.params[:-1], nest.params)
@@ -48,7 +43,7 @@ def test_negative_score_puts_alpha_on_the_boundary(family):
     np.testing.assert_array_equal(fit.cov[:k, :k], nest.cov)
     assert np.isnan(fit.cov[k]).all() and np.isnan(fit.cov[:, k]).all()
     # Newton from a dispersed start runs log alpha off to -inf and ends at the same place.
-    run = fit_count_regression(family, X, Z, y, start=np.r_[nest.params, np.log(0.5)])
+    run = fit_arrays(family, X, Z, y, start=np.r_[nest.params, np.log(0.5)])
     assert run.status == "boundary" and "log alpha ran below" in run.message, run.message
     np.testing.assert_allclose(run.params[:-1], nest.params, rtol=1e-8, atol=1e-10)
     assert run.loglik == pytest.approx(nest.loglik, rel=1e-13) and run.log_alpha == -np.inf
@@ -58,9 +53,9 @@ def test_alpha_score_is_the_nb_closed_form():
     # d l / d alpha at alpha = 0 for the NB2 is sum((y - mu)^2 - y) / 2 (Cameron & Trivedi).
     for seed in (1, 2):
         X, Z, y = simulate("nb", 1000, seed, alpha=0.1)
-        beta = fit_count_regression("poisson", X, Z, y).beta
+        beta = fit_arrays("poisson", X, Z, y).beta
         mu = np.exp(X @ beta)
-        data = count_data("nb", X, Z, y, check_weights(None, len(y)))
+        data = prepare("nb", fit_data(X, Z, y))
         ref = ((y - mu) ** 2 - y).sum() / 2
         # count_terms at alpha = 1e-10 carries ~1e-7 relative rounding (log1p(u) - u with
         # u ~ 1e-10 (y - mu) cancels) and an O(alpha) bias ~1e-9: 1e-6 is the honest bound.
@@ -73,15 +68,16 @@ def test_boundary_values_are_the_nested_models(family):
     params = np.r_[nest.params, -np.inf]
     inner = POISSON_LIMIT[family]
     np.testing.assert_array_equal(
-        loglik_terms(family, X, Z, y, params), loglik_terms(inner, X, Z, y, nest.params)
+        loglik_terms(family, fit_data(X, Z, y), params),
+        loglik_terms(inner, fit_data(X, Z, y), nest.params),
     )
-    ll, grad, hess = gradient_hessian(family, X, Z, y, params)
-    ll0, grad0, hess0 = gradient_hessian(inner, X, Z, y, nest.params)
+    ll, grad, hess = gradient_hessian(family, fit_data(X, Z, y), params)
+    ll0, grad0, hess0 = gradient_hessian(inner, fit_data(X, Z, y), nest.params)
     assert ll == ll0 and grad[-1] == 0 and (hess[-1] == 0).all() and (hess[:, -1] == 0).all()
     np.testing.assert_array_equal(hess[:-1, :-1], hess0)
-    assert (scores(family, X, Z, y, params)[:, -1] == 0).all()
+    assert (scores(family, fit_data(X, Z, y), params)[:, -1] == 0).all()
     # The limit is continuous: log alpha = -40 gives the nested values to ~alpha = 4e-18.
-    near = gradient_hessian(family, X, Z, y, np.r_[nest.params, -40.0])
+    near = gradient_hessian(family, fit_data(X, Z, y), np.r_[nest.params, -40.0])
     assert near[0] == pytest.approx(ll0, rel=1e-12)
     np.testing.assert_allclose(near[2][:-1, :-1], hess0, rtol=1e-10)
 
@@ -89,7 +85,7 @@ def test_boundary_values_are_the_nested_models(family):
 def test_hurdle_on_all_positive_counts_separates_and_keeps_the_truncated_fit():
     X, Z, y = simulate("hurdle_poisson", 2000, 60)
     y = y + (y == 0)  # every count positive: P(Y > 0) -> 1
-    fit = fit_count_regression("hurdle_poisson", X, Z, y)
+    fit = fit_arrays("hurdle_poisson", X, Z, y)
     assert fit.status == "separated" and "zero-part coefficient 0" in fit.message
     assert "P(Y>0) -> 1" in fit.message and fit.gamma[0] > 30
     ref = TruncatedLFPoisson(y, X).fit(method="newton", disp=0, maxiter=100)
@@ -104,7 +100,7 @@ def test_hurdle_on_all_positive_counts_separates_and_keeps_the_truncated_fit():
 def test_zinb_without_zeros_separates_towards_the_nb():
     X, Z, y = simulate("zinb", 2000, 61)
     y = y + (y == 0)
-    fit, nb = fit_count_regression("zinb", X, Z, y), fit_count_regression("nb", X, Z[:, :0], y)
+    fit, nb = fit_arrays("zinb", X, Z, y), fit_arrays("nb", X, Z[:, :0], y)
     assert fit.status == "separated" and "pi -> 0" in fit.message, fit.message
     # pi ~ e^-30 at most where the run stops: the count part is the NB's to ~1e-6 relative.
     np.testing.assert_allclose(fit.params[3:], nb.params, rtol=1e-6)
@@ -127,21 +123,19 @@ def _with_duplicates(family, seed):
 def test_frequency_weights_equal_the_expanded_data(family):
     (X, Z, y), (Xu, Zu, yu, freq) = _with_duplicates(family, 70 + FAMILIES.index(family))
     assert len(yu) < len(y) / 4
-    full = fit_count_regression(family, X, Z, y)
-    weighted = fit_count_regression(family, Xu, Zu, yu, weights=freq)
+    full = fit_arrays(family, X, Z, y)
+    weighted = fit_arrays(family, Xu, Zu, yu, weights=freq)
     assert weighted.status == full.status == "converged", weighted.message
     # Same sums in another order: both runs stop ~1e-10 SE from the same optimum.
     np.testing.assert_allclose(weighted.params, full.params, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(weighted.cov, full.cov, rtol=1e-7, atol=1e-12)
     assert weighted.loglik == pytest.approx(full.loglik, rel=1e-12)
     assert weighted.nll == pytest.approx(full.nll, rel=1e-12)
-    robust = sandwich_covariance(family, Xu, Zu, yu, weighted, weights=freq)
-    np.testing.assert_allclose(
-        robust, sandwich_covariance(family, X, Z, y, full), rtol=1e-7, atol=1e-12
-    )
+    robust = weighted.robust_cov
+    np.testing.assert_allclose(robust, full.robust_cov, rtol=1e-7, atol=1e-12)
     # Rows of weight 0 are as good as absent.
     Xp, Zp, yp = (np.concatenate([A, A[:5]]) for A in (Xu, Zu, yu))
-    zero = fit_count_regression(family, Xp, Zp, yp, weights=np.r_[freq, np.zeros(5)])
+    zero = fit_arrays(family, Xp, Zp, yp, weights=np.r_[freq, np.zeros(5)])
     np.testing.assert_array_equal(zero.params, weighted.params)
 
 
@@ -150,18 +144,16 @@ def test_intercept_only_histogram_equals_the_counts(family):
     X, Z, y = simulate(family, 5000, 80)
     values, freq = np.unique(y, return_counts=True)
     ones = np.ones((len(y), 1))
-    full = fit_count_regression(family, ones, ones, y)
-    hist = fit_count_regression(
-        family, ones[: len(values)], ones[: len(values)], values, weights=freq
-    )
+    full = fit_arrays(family, ones, ones, y)
+    hist = fit_arrays(family, ones[: len(values)], ones[: len(values)], values, weights=freq)
     np.testing.assert_allclose(hist.params, full.params, rtol=1e-8, atol=1e-10)
     assert hist.loglik == pytest.approx(full.loglik, rel=1e-12)
 
 
 def test_sandwich_equals_the_model_covariance_when_the_model_is_right():
     X, Z, y = simulate("nb", 40_000, 90)
-    fit = fit_count_regression("nb", X, Z, y)
-    robust = sandwich_covariance("nb", X, Z, y, fit)
+    fit = fit_arrays("nb", X, Z, y)
+    robust = fit.robust_cov
     # Information equality: E[g g'] = -E[H]. Each sandwich SE estimates its model-based
     # counterpart with a relative sampling error ~ sqrt(kurtosis / n): within 1.2 % over four
     # seeds at n = 4e4 (log alpha, with the heaviest-tailed score, the widest); 5 % is ~4 sigma.
@@ -173,8 +165,8 @@ def test_sandwich_equals_the_model_covariance_when_the_model_is_right():
 def test_sandwich_of_a_poisson_on_overdispersed_data():
     X, Z, y = simulate("nb", 20_000, 91, alpha=0.5)
     ones = np.ones((len(y), 1))
-    fit = fit_count_regression("poisson", ones, Z, y)
-    robust = sandwich_covariance("poisson", ones, Z, y, fit)
+    fit = fit_arrays("poisson", ones, Z, y)
+    robust = fit.robust_cov
     # Intercept-only Poisson: score y_i - ybar, information n ybar: the sandwich is exactly
     # sum((y - ybar)^2) / (n ybar)^2, the model variance 1 / (n ybar).
     n, ybar = len(y), y.mean()
@@ -187,30 +179,24 @@ def test_sandwich_of_a_poisson_on_overdispersed_data():
     known = 1 + 0.5 * (mu**2).mean() / mu.mean() + mu.var() / mu.mean()
     assert robust[0, 0] / fit.cov[0, 0] == pytest.approx(known, rel=0.1)
     # With covariates: statsmodels' HC0 (no small-sample factor) is the same estimator.
-    fit = fit_count_regression("poisson", X, Z, y)
+    fit = fit_arrays("poisson", X, Z, y)
     ref = Poisson(y, X).fit(method="newton", disp=0, cov_type="HC0")
-    np.testing.assert_allclose(
-        sandwich_covariance("poisson", X, Z, y, fit), ref.cov_params(), rtol=1e-8
-    )
-    assert (np.diag(sandwich_covariance("poisson", X, Z, y, fit)) > 1.5 * np.diag(fit.cov)).all()
+    np.testing.assert_allclose(fit.robust_cov, ref.cov_params(), rtol=1e-8)
+    assert (np.diag(fit.robust_cov) > 1.5 * np.diag(fit.cov)).all()
 
 
-def test_sandwich_at_the_boundary_and_of_the_wrong_family():
+def test_sandwich_at_the_boundary():
     X, Z, y, nest = _poisson_data_with_negative_score("nb")
-    fit = fit_count_regression("nb", X, Z, y)
-    robust = sandwich_covariance("nb", X, Z, y, fit)
-    np.testing.assert_allclose(
-        robust[:-1, :-1], sandwich_covariance("poisson", X, Z, y, nest), rtol=1e-12
-    )
+    fit = fit_arrays("nb", X, Z, y)
+    robust = fit.robust_cov
+    np.testing.assert_allclose(robust[:-1, :-1], nest.robust_cov, rtol=1e-12)
     assert np.isnan(robust[-1]).all() and np.isnan(robust[:, -1]).all()
-    with pytest.raises(ValueError, match="family"):
-        sandwich_covariance("poisson", X, Z, y, fit)
 
 
 def test_statsmodels_nb_agrees_at_an_interior_optimum_after_a_boundary_check():
     # Overdispersed data: the score at alpha = 0 is positive and Newton finds alpha inside.
     X, Z, y = simulate("nb", 3000, 92, alpha=0.05)
-    fit = fit_count_regression("nb", X, Z, y)
+    fit = fit_arrays("nb", X, Z, y)
     assert fit.status == "converged" and np.isfinite(fit.log_alpha)
     ref, llf, _ = statsmodels_fit("nb", X, Z, y, fit.params)
     np.testing.assert_allclose(fit.params, ref, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""Tests for pipeline.core.oracle.countreg (and countreg_terms): the float64 Newton oracle for every
+"""Tests for pipeline.core.oracle.fit (with terms and newton): the float64 Newton oracle for every
 count family, at interior optima.
 
 Independent references: statsmodels 0.15's NegativeBinomial (nb2), ZeroInflatedNegativeBinomialP
@@ -11,19 +11,12 @@ sandwich are in test_countreg_limits.py.
 import numpy as np
 import pytest
 import torch
-from count_samples import scipy_pmf, simulate, statsmodels_fit, torch_loglik
+from count_samples import fit_arrays, scipy_pmf, simulate, statsmodels_fit, torch_loglik
 
 from pipeline.core.errors import NotIdentifiableError
-from pipeline.core.laws.count_terms import FAMILIES
-from pipeline.core.oracle.countreg import (
-    STATUSES,
-    expected_frequencies,
-    fit_count_regression,
-    gradient_hessian,
-    loglik_terms,
-    scores,
-)
-from pipeline.core.oracle.zipreg import fit_poisson_regression, fit_zip_regression
+from pipeline.core.model import FAMILIES, fit_data
+from pipeline.core.oracle.fit import STATUSES
+from pipeline.core.oracle.terms import expected_frequencies, gradient_hessian, loglik_terms, scores
 
 SEEDS = dict(zip(FAMILIES, range(21, 27)))
 
@@ -33,13 +26,13 @@ def fitted(request):
     """(family, X, Z, y, fit) on n = 2000 simulated rows of that family (alpha = 0.5)."""
     family = request.param
     X, Z, y = simulate(family, 2000, SEEDS[family])
-    return family, X, Z, y, fit_count_regression(family, X, Z, y)
+    return family, X, Z, y, fit_arrays(family, X, Z, y)
 
 
 def test_fit_converges_with_consistent_fields(fitted):
     family, X, Z, y, fit = fitted
     assert fit.status == "converged" and fit.status in STATUSES, fit.message
-    assert fit.family == family and fit.grad_norm < 1e-10
+    assert fit.family.name == family and fit.grad_norm < 1e-10
     k = Z.shape[1] + X.shape[1] + (family in ("nb", "zinb", "hurdle_nb"))
     assert fit.params.shape == (k,) and fit.cov.shape == (k, k) and fit.n_params == k
     assert fit.nll == pytest.approx(-fit.loglik / len(y), rel=1e-15)
@@ -58,25 +51,20 @@ def test_estimates_match_statsmodels(fitted):
     assert fit.loglik == pytest.approx(llf, rel=1e-12)
 
 
-def test_zip_and_poisson_give_the_zipreg_estimates():
+def test_a_family_without_zero_part_ignores_z():
     X, Z, y = simulate("zip", 3000, 31)
-    ours, ref = fit_count_regression("zip", X, Z, y), fit_zip_regression(X, Z, y)
-    # Two Newton runs to a decrement of 1e-20 from different starts: both ~1e-10 SE away.
-    np.testing.assert_allclose(ours.params, np.r_[ref.gamma, ref.beta], rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(ours.cov, ref.cov, rtol=1e-8, atol=1e-14)
-    assert ours.loglik == pytest.approx(ref.loglik, rel=1e-13)
-    X, Z, y = simulate("poisson", 3000, 32)
-    ours, ref = fit_count_regression("poisson", X, Z, y), fit_poisson_regression(X, y)
-    np.testing.assert_allclose(ours.beta, ref.beta, rtol=1e-8)
-    np.testing.assert_allclose(ours.cov, ref.cov, rtol=1e-8)
+    ours, ref = fit_arrays("poisson", X, Z, y), fit_arrays("poisson", X, None, y)
+    np.testing.assert_array_equal(ours.params, ref.params)
+    np.testing.assert_array_equal(ours.cov, ref.cov)
     assert ours.gamma.shape == (0,) and ours.log_alpha is None and ours.alpha is None
+    assert ours.se_beta.shape == (3,) and ours.se_gamma.shape == (0,) and ours.q == 0
 
 
 def test_hessian_and_gradient_match_autograd(fitted):
     family, X, Z, y, fit = fitted
     loglik = torch_loglik(family, X, Z, y)
     for theta in (fit.params, fit.params + np.linspace(-0.2, 0.2, len(fit.params))):
-        ll, grad, hess = gradient_hessian(family, X, Z, y, theta)
+        ll, grad, hess = gradient_hessian(family, fit_data(X, Z, y), theta)
         t = torch.as_tensor(theta)
         ref_hess = torch.autograd.functional.hessian(loglik, t).numpy()
         ref_grad = torch.func.grad(loglik)(t).numpy()
@@ -100,8 +88,8 @@ def test_hessian_and_gradient_match_autograd(fitted):
 def test_scores_sum_to_the_gradient(fitted):
     family, X, Z, y, fit = fitted
     theta = fit.params + 0.05
-    g = scores(family, X, Z, y, theta)
-    _, grad, _ = gradient_hessian(family, X, Z, y, theta)
+    g = scores(family, fit_data(X, Z, y), theta)
+    _, grad, _ = gradient_hessian(family, fit_data(X, Z, y), theta)
     assert g.shape == (len(y), len(theta))
     np.testing.assert_allclose(g.sum(axis=0), grad, rtol=1e-12, atol=1e-9)
 
@@ -110,45 +98,45 @@ def test_loglik_terms_match_scipy(fitted):
     family, X, Z, y, fit = fitted
     ref = np.log(scipy_pmf(family, y, X, Z, fit.params)[np.arange(len(y)), np.arange(len(y))])
     # scipy's pmfs go through other formulas (betaln/xlogy): agreement to ~1e-12 relative.
-    np.testing.assert_allclose(loglik_terms(family, X, Z, y, fit.params), ref, rtol=1e-10)
+    np.testing.assert_allclose(loglik_terms(family, fit_data(X, Z, y), fit.params), ref, rtol=1e-10)
 
 
 def test_expected_frequencies_sum_to_n_and_match_scipy(fitted):
     family, X, Z, y, fit = fitted
     values = np.arange(400)  # means up to e^1.1 ~ 3 with alpha ~ 0.5: the tail past 400 is nil
-    freq = expected_frequencies(family, X, Z, fit.params, values)
+    freq = expected_frequencies(family, fit_data(X, Z, y), fit.params, values)
     assert freq.sum() == pytest.approx(len(y), rel=1e-10)
     head = values[:12]
     ref = scipy_pmf(family, head, X, Z, fit.params).sum(axis=1)
     np.testing.assert_allclose(freq[:12], ref, rtol=1e-10)
-    grid = expected_frequencies(family, X, Z, fit.params, head.reshape(3, 4))
+    grid = expected_frequencies(family, fit_data(X, Z, y), fit.params, head.reshape(3, 4))
     np.testing.assert_array_equal(grid, freq[:12].reshape(3, 4))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bad_input_is_rejected(family):
     X, Z, y = simulate(family, 300, 40)
-    Zq = np.ones((300, 1)) if Z.shape[1] == 0 else Z[:, :0]  # the wrong width for the family
-    with pytest.raises(ValueError, match="Z"):
-        fit_count_regression(family, X, Zq, y)
+    if Z.shape[1]:
+        with pytest.raises(ValueError, match="needs at least one zero-part column in Z"):
+            fit_arrays(family, X, Z[:, :0], y)
     with pytest.raises(ValueError):
-        fit_count_regression(family, X, Z, y - 1.0 * (y.max() + 1))
+        fit_arrays(family, X, Z, y - 1.0 * (y.max() + 1))
     with pytest.raises(ValueError):
-        fit_count_regression(family, X, Z, y, weights=-np.ones(300))
+        fit_arrays(family, X, Z, y, weights=-np.ones(300))
     with pytest.raises(ValueError):
-        fit_count_regression(family, X, Z, y, start=np.zeros(2))
+        fit_arrays(family, X, Z, y, start=np.zeros(2))
     with pytest.raises(NotIdentifiableError):
-        fit_count_regression(family, X, Z, np.zeros(300))
+        fit_arrays(family, X, Z, np.zeros(300))
     with pytest.raises(NotIdentifiableError):  # the positive counts all carry weight 0
-        fit_count_regression(family, X, Z, y, weights=(y == 0).astype(float))
+        fit_arrays(family, X, Z, y, weights=(y == 0).astype(float))
     with pytest.raises(ValueError, match="unknown family"):
-        fit_count_regression("zigp", X, Z, y)
+        fit_arrays("zigp", X, Z, y)
 
 
 def test_collinear_columns_are_fixed_at_zero_and_singular():
     X, Z, y = simulate("zinb", 1500, 41)
     Xc = np.column_stack([X, X[:, 1] - 2 * X[:, 2]])
-    fit, full = fit_count_regression("zinb", Xc, Z, y), fit_count_regression("zinb", X, Z, y)
+    fit, full = fit_arrays("zinb", Xc, Z, y), fit_arrays("zinb", X, Z, y)
     assert fit.status == "singular" and "count 3" in fit.message
     assert fit.beta[3] == 0 and np.isnan(fit.cov).all()
     assert fit.loglik == pytest.approx(full.loglik, rel=1e-12)
@@ -156,15 +144,15 @@ def test_collinear_columns_are_fixed_at_zero_and_singular():
 
 def test_max_iter_is_reported():
     X, Z, y = simulate("zinb", 500, 42)
-    fit = fit_count_regression("zinb", X, Z, y, start=np.zeros(7), max_iter=1)
+    fit = fit_arrays("zinb", X, Z, y, start=np.zeros(7), max_iter=1)
     assert fit.status == "max_iter" and "1 iterations" in fit.message
 
 
 @pytest.mark.parametrize("family", ["nb", "zinb", "hurdle_nb"])
 def test_starts_far_away_reach_the_same_optimum(family):
     X, Z, y = simulate(family, 1500, 43)
-    fit = fit_count_regression(family, X, Z, y)
+    fit = fit_arrays(family, X, Z, y)
     k = len(fit.params)
-    wild = fit_count_regression(family, X, Z, y, start=np.random.default_rng(1).normal(size=k))
+    wild = fit_arrays(family, X, Z, y, start=np.random.default_rng(1).normal(size=k))
     assert wild.status == "converged", wild.message
     np.testing.assert_allclose(wild.params, fit.params, rtol=1e-8, atol=1e-9)
