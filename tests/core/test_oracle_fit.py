@@ -2,10 +2,10 @@
 count family, at interior optima.
 
 Independent references: statsmodels 0.15's NegativeBinomial (nb2), ZeroInflatedNegativeBinomialP
-(p=2), Logit + TruncatedLFPoisson / TruncatedLFNegativeBinomialP(p=2) for the hurdles; the
-ZIP/Poisson oracle `zipreg`; scipy.stats pmfs; torch autograd Hessians of the log-likelihood
+(p=2), Logit + TruncatedLFPoisson / TruncatedLFNegativeBinomialP(p=2) for the hurdles;
+scipy.stats pmfs; torch autograd Hessians of the log-likelihood
 written from `count_terms.family_terms(order=0)`. Boundaries, separation, weights and the
-sandwich are in test_countreg_limits.py.
+sandwich are in test_oracle_fit_limits.py; the ZIP and Poisson in test_oracle_zip.py.
 """
 
 import numpy as np
