@@ -30,7 +30,7 @@ def p_cell(p, log10_p=None) -> str:
     """A p-value in at most `P_WIDTH` characters, always a readable number.
 
     '0.0342'; below `P_FLOOR` from its log10 with two digits ('2.3e-412'), or '< 1e-300' without
-    one (and '< 1e-99999' past five exponent digits); 'n/a' for None or NaN.
+    one (and '<1e-99999' past five exponent digits); 'n/a' for None or NaN.
     """
     if p is None or math.isnan(p):
         return "n/a"
@@ -43,7 +43,7 @@ def p_cell(p, log10_p=None) -> str:
     if mantissa >= 10.0:
         mantissa, exponent = 1.0, exponent + 1
     text = f"{mantissa:.1f}e{exponent}"
-    return text if len(text) <= P_WIDTH else "< 1e-99999"
+    return text if len(text) <= P_WIDTH else "<1e-99999"
 
 
 def num_cell(x, fmt: str, width: int) -> str:
