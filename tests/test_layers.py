@@ -22,7 +22,7 @@ THIRD_PARTY = {
     "core": {"torch", "numpy", "scipy"},
     "analysis": {"numpy", "polars"},
     "store": {"numpy", "polars", "pyarrow", "formulaic"},
-    "report": {"numpy", "polars", "scipy", "matplotlib", "PIL", "optuna"},
+    "report": {"numpy", "polars", "matplotlib", "PIL", "optuna"},
     "tracking": {"numpy", "polars", "optuna", "mlflow"},
 }
 LAZY = {"stages/fit_counts", "tracking/runs"}

@@ -15,9 +15,12 @@ from pipeline.core.histogram import Histogram
 from pipeline.core.inference import intercept as inference
 from pipeline.core.inference import profile
 from pipeline.core.inference.asymptotics import wald_or_profile
+from pipeline.core.inference.goodness import screen_level
+from pipeline.core.inference.model_choice import information_criteria
 from pipeline.core.oracle.mle import exact_mle
 from pipeline.report import fit_checks
 from pipeline.report.fit_checks import (
+    ZIP_VUONG_CAVEAT,
     frequency_rows,
     gof_entry,
     interval_entry,
@@ -47,9 +50,9 @@ def summarise(hist: Histogram, level: float) -> dict:
         NotIdentifiableError: every count is zero.
     """
     mle, pois, n = exact_mle(hist), inference.fit_poisson(hist), hist.n
-    zip_ic, pois_ic = inference.information_criteria(mle.nll, n, 2), \
-        inference.information_criteria(pois.nll, n, 1)  # fmt: skip
-    lr = inference.lr_test(hist, mle)
+    zip_ic, pois_ic = information_criteria(-n * mle.nll, 2, n), \
+        information_criteria(-n * pois.nll, 1, n)  # fmt: skip
+    lr, vuong = inference.zip_poisson_tests(hist, mle)
     table = inference.frequency_table(hist, mle.pi, mle.lam, pois.lam)
     zeros = int(hist.freqs[hist.values == 0].sum())
     prof = profile.profile_intervals(hist, mle, level)
@@ -64,8 +67,8 @@ def summarise(hist: Histogram, level: float) -> dict:
     gof = {"zip": gof_entry(table.observed, table.zip, 2),
            "poisson": gof_entry(table.observed, table.poisson, 1)}  # fmt: skip
     small = small_sample_warning(n, 2)
-    warnings = [w for w in (small, misfit_warning("ZIP", gof["zip"], level)) if w]
-    vuong = {k: t._asdict() for k, t in inference.vuong_tests(hist, mle).items()}
+    warnings = [w for w in (small, misfit_warning("ZIP", gof["zip"], screen_level(level))) if w]
+    vuong = {k: t._asdict() for k, t in vuong.items()}
     if small:  # a mean of skewed log-likelihood ratios: its normal reference needs a large n
         vuong = {k: {key: math.nan for key in t} for k, t in vuong.items()}
     notes = []
@@ -120,9 +123,9 @@ def summarise(hist: Histogram, level: float) -> dict:
             "statistic": lr.statistic,
             "p_value": lr.p_value,
             "log10_p_value": lr.log10_p_value,
-            "reference": inference.LR_REFERENCE,
+            "reference": lr.reference,
         },  # fmt: skip
-        "vuong": {**vuong, "reported": not small, "caveat": inference.VUONG_CAVEAT},
+        "vuong": {**vuong, "reported": not small, "caveat": ZIP_VUONG_CAVEAT},
         "frequencies": frequency_rows(table.counts, table.observed,
                                       {"zip": table.zip, "poisson": table.poisson}),
         "notes": notes,

@@ -102,7 +102,6 @@ def render(r: dict) -> str:
         "Likelihood-ratio test for zero inflation (H0: pi = 0, Poisson)",
         f"  T = {_num(lr['statistic'], '.4g')}, {p_text(lr['p_value'])}"
         f"   (reference {lr['reference']})",
-        "Vuong test, ZIP against Poisson (one-sided p for 'ZIP is closer')",
         *vuong_lines(r["vuong"]),
         *textwrap.wrap("caveat: " + r["vuong"]["caveat"], 92, initial_indent="  ",
                        subsequent_indent="    "),

@@ -20,10 +20,19 @@ import textwrap
 
 import numpy as np
 
+from pipeline.core.inference.goodness import gof_bound_p, screen_level
 from pipeline.core.inference.intercept import FrequencyTable
-from pipeline.core.inference.model_choice import gof_bound_p
-from pipeline.core.inference.model_tests import TITLES
-from pipeline.report.fit_checks import frequency_lines, misfit_warning, p_text, small_sample_warning
+from pipeline.core.inference.model_tests import TITLES, VUONG_P
+from pipeline.report.fit_checks import (
+    GOF_HEADER,
+    frequency_lines,
+    gof_notes,
+    misfit_warning,
+    num_cell,
+    p_cell,
+    p_text,
+    small_sample_warning,
+)
 from pipeline.report.plots import figure
 from pipeline.report.reg_report import coefficients
 from pipeline.report.rootogram import hanging_rootogram
@@ -133,9 +142,11 @@ def summarise_families(fits: dict, robust: dict, gof: dict, comparison, recommen
     warnings = [small] if small else []
     if detail in models and models[detail]["status"] != "failed":
         shown = models[detail]
-        g = shown["gof"]  # warned only where even the lenient bound rejects (the choice's rule)
-        misfit = misfit_warning(shown["title"], g, level) if g and g["p_value_bound"] < 1 - level \
-            else ""  # fmt: skip
+        # The choice's own rule and level: a family it recommends is warned about only when
+        # the screen rejected it too (every family misfitting).
+        screen = recommendation.screen if recommendation is not None else screen_level(level)
+        g = shown["gof"]
+        misfit = misfit_warning(shown["title"], g, screen) if g else ""
         warnings += [w for w in (misfit, shown["se_warning"]) if w]
     return {
         "source": source, "family": family, "n": data["n"], "level": level, "data": data,
@@ -156,10 +167,8 @@ def _num(x, fmt: str = ".6g") -> str:
 
 
 def _p(p, log10_p) -> str:
-    """p to 3 digits; below the float range from its log10 ('10^-412.3')."""
-    if p is None or log10_p is None or math.isnan(log10_p):
-        return "n/a"
-    return f"{p:.3g}" if p > 1e-300 else f"10^{log10_p:.1f}"
+    """p to 3 digits; below the float range from its log10 ('4.6e-413'): `fit_checks.p_cell`."""
+    return p_cell(p, log10_p)
 
 
 def _wrap(text: str, indent: str = "  ") -> list[str]:
@@ -167,7 +176,7 @@ def _wrap(text: str, indent: str = "  ") -> list[str]:
 
 
 def _comparison_lines(r: dict) -> list[str]:
-    form = "  {:<16}{:>14}{:>5}{:>13}{:>13}{:>9}{:>11}   {}"
+    form = "  {:<16}{:>14}{:>5}{:>13}{:>13}{:>10}{:>12}   {}"
     lines = [form.format("family", "log-lik", "k", "AIC", "BIC", "dBIC", "GOF p*", "status")]
     for m in r["models"].values():
         if m["status"] == "failed":
@@ -175,9 +184,11 @@ def _comparison_lines(r: dict) -> list[str]:
             continue
         g = m["gof"] or {}
         gof_p = _p(g.get("p_value_bound"), g.get("log10_p_value_bound"))
-        lines.append(form.format(m["title"], _num(m["loglik"], ".2f"), m["parameters"],
-                                 _num(m.get("aic"), ".2f"), _num(m.get("bic"), ".2f"),
-                                 _num(m.get("delta_bic"), ".2f"), gof_p, m["status"]))  # fmt: skip
+        lines.append(form.format(m["title"], num_cell(m["loglik"], ".2f", 14), m["parameters"],
+                                 num_cell(m.get("aic"), ".2f", 13),
+                                 num_cell(m.get("bic"), ".2f", 13),
+                                 num_cell(m.get("delta_bic"), ".2f", 10), gof_p,
+                                 m["status"]))  # fmt: skip
     return [*lines, "  * Pearson's p against chi2(G-1), the lenient end of its null law (below)"]
 
 
@@ -186,11 +197,11 @@ def _test_lines(r: dict) -> list[str]:
     for t in r["lr_tests"].values():
         pair = f"{TITLES[t['smaller']]} in {TITLES[t['larger']]}"
         p = _p(t["p_value"], t["log10_p_value"])
-        lines.append(f"  {pair:<28}{t['null']:<14}T = {_num(t['statistic'], '<9.4g')}"
-                     f"p = {p:<10}{t['reference']}")  # fmt: skip
+        lines.append(f"  {pair:<28}{t['null']:<14}T = {_num(t['statistic'], '.4g'):<11}"
+                     f"p = {p:<12}{t['reference']}")  # fmt: skip
         lines += _wrap(f"note: {t['note']}", "    ") if t["note"] else []
     if r["vuong"]:
-        lines += ["Vuong tests (non-nested pairs; two-sided p; z > 0 favours the first)"]
+        lines += [f"Vuong tests (non-nested pairs; {VUONG_P.format(first='first')})"]
     for v in r["vuong"].values():
         pair = f"{TITLES[v['first']]} vs {TITLES[v['second']]}"
         if v["identical"]:
@@ -198,14 +209,14 @@ def _test_lines(r: dict) -> list[str]:
         elif r["vuong_withheld"]:
             lines.append(f"  {pair:<28}withheld: too few counts for its normal reference")
         else:
-            lines.append(f"  {pair:<28}z = {_num(v['statistic'], '<9.3g')}p = "
-                         f"{_p(v['p_value'], v['log10_p_value']):<11}(BIC-corrected z = "
+            lines.append(f"  {pair:<28}z = {_num(v['statistic'], '.3g'):<11}p = "
+                         f"{_p(v['p_value'], v['log10_p_value']):<12}(BIC-corrected z = "
                          f"{_num(v['bic_statistic'], '.3g')})")  # fmt: skip
     return lines + _wrap("caveat: " + r["vuong_caveat"])
 
 
 def _detail_lines(m: dict, pct: str) -> list[str]:
-    form = "  {:<20}{:>11}{:>10}{:>10}{:>6}{:>7}{:>10}   {}"
+    form = "  {:<20}{:>12}{:>10}{:>10}{:>8}{:>10}{:>11}   {}"
     part = "hurdle" if m["title"].startswith("hurdle") else "inflation"
     lines = _wrap(f"{m['title']}: {m['status']} ({m['message']})", "")
     for key in ("count", "zero", "dispersion"):
@@ -215,9 +226,11 @@ def _detail_lines(m: dict, pct: str) -> list[str]:
                   form.format("term", "estimate", "model SE", "robust SE", "ratio", "z", "p",
                               f"{pct} interval")]  # fmt: skip
         for c in m[key]:
-            lines.append(form.format(c["term"][:19], _num(c["estimate"]), _num(c["se"], ".4g"),
-                                     _num(c["robust_se"], ".4g"), _num(c["se_ratio"], ".2f"),
-                                     _num(c["z"], ".2f"), _p(c["p_value"], c["log10_p_value"]),
+            lines.append(form.format(c["term"][:19], num_cell(c["estimate"], ".6g", 12),
+                                     num_cell(c["se"], ".4g", 10),
+                                     num_cell(c["robust_se"], ".4g", 10),
+                                     num_cell(c["se_ratio"], ".2f", 8), num_cell(c["z"], ".2f", 10),
+                                     _p(c["p_value"], c["log10_p_value"]),
                                      f"[{_num(c['lower'])}, {_num(c['upper'])}]"))  # fmt: skip
     if m["alpha"] is not None:
         lines.append(f"  alpha = {_num(m['alpha'])}" + ("  (on the boundary: the Poisson limit)"
@@ -251,17 +264,17 @@ def render_families(r: dict) -> str:
     fitted = [(f, m) for f, m in r["models"].items() if m["status"] != "failed"]
     if r["detail"] in r["models"] and r["models"][r["detail"]]["status"] != "failed":
         lines += ["", *_detail_lines(r["models"][r["detail"]], pct)]
-    lines += [
-        "",
-        "Goodness of fit: Pearson X2 over G groups of rows (each expecting >= 5); its null law",
-        "  lies between chi2(G-1-k) and chi2(G-1) (Chernoff & Lehmann 1954): p for both",
-    ]
+    lines += ["", *GOF_HEADER, "  G groups, k parameters: its null law lies between chi2(G-1-k) "
+              "and chi2(G-1)", "  (Chernoff & Lehmann 1954): p for both"]  # fmt: skip
     for _, m in fitted:
         g = m["gof"]
         poor = "; poor chi-square reference" if g["poor_reference"] else ""
+        bound = p_cell(g["p_value_bound"], g["log10_p_value_bound"])
         lines.append(f"  {m['title']:<16}X2 = {g['statistic']:<10.4g}G = {g['groups']:<4d}"
-                     f"{p_text(g['p_value']):<14}.. {p_text(g['p_value_bound'])[4:]:<10}"
+                     f"{p_text(g['p_value'], g['log10_p_value']):<14}.. {bound:<11}"
                      f"(df {g['df']} .. {max(1, g['groups'] - 1)}{poor})")  # fmt: skip
+    for _, m in fitted:
+        lines += gof_notes(m["title"], m["gof"])
     lines += ["", "Observed against expected frequencies (summed over the rows' fitted laws)",
               *frequency_lines(r["frequencies"], [(f, COLUMNS[f]) for f, _ in fitted])]  # fmt: skip
     return "\n".join(line.rstrip() for line in lines)

@@ -14,21 +14,51 @@ import numpy as np
 
 from pipeline.core.inference import goodness
 from pipeline.core.inference.asymptotics import Interval, sample_size_floor
-from pipeline.core.inference.model_choice import gof_bound_p
+from pipeline.core.inference.model_tests import VUONG_P
 
-P_FLOOR = 1e-300  # smaller p-values print as this bound; the JSON keeps log10 p
+P_FLOOR = 1e-300  # smaller p-values print from their log10, or as this bound; JSON keeps log10 p
+P_WIDTH = 10  # the most characters a p-value cell takes: '2.3e-41235'
+ZIP_VUONG_CAVEAT = (
+    "Poisson is ZIP with pi = 0 (in every row: logit pi -> -inf), a point on the boundary of "
+    "the ZIP parameter space, so the models are nested and Vuong's non-nested test is not a "
+    "valid test of zero inflation (Wilson 2015, Economics Letters 127:51-53); use the "
+    "likelihood-ratio test above."
+)
 
 
-def p_cell(p) -> str:
-    """'0.0342', '< 1e-300' (below float resolution of a tail; 0 included) or 'n/a'."""
+def p_cell(p, log10_p=None) -> str:
+    """A p-value in at most `P_WIDTH` characters, always a readable number.
+
+    '0.0342'; below `P_FLOOR` from its log10 with two digits ('2.3e-412'), or '< 1e-300' without
+    one (and '<1e-99999' past five exponent digits); 'n/a' for None or NaN.
+    """
     if p is None or math.isnan(p):
         return "n/a"
-    return f"< {P_FLOOR:g}" if p < P_FLOOR else f"{p:.3g}"
+    if p >= P_FLOOR:
+        return f"{p:.3g}"
+    if log10_p is None or not math.isfinite(log10_p):
+        return f"< {P_FLOOR:g}"
+    exponent = math.floor(log10_p)
+    mantissa = round(10.0 ** (log10_p - exponent), 1)
+    if mantissa >= 10.0:
+        mantissa, exponent = 1.0, exponent + 1
+    text = f"{mantissa:.1f}e{exponent}"
+    return text if len(text) <= P_WIDTH else "<1e-99999"
 
 
-def p_text(p) -> str:
-    """'p = 0.0342', 'p < 1e-300' or 'p = n/a' (see `p_cell`)."""
-    cell = p_cell(p)
+def num_cell(x, fmt: str, width: int) -> str:
+    """x formatted by `fmt`, right-aligned in `width` characters with at least one blank before
+    it; where `fmt` would fill the column, 3 significant digits instead ('1.66e+04'); 'n/a'
+    for None or a value that is not finite."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a".rjust(width)
+    text = format(x, fmt)
+    return (text if len(text) < width else format(x, ".3g")).rjust(width)
+
+
+def p_text(p, log10_p=None) -> str:
+    """'p = 0.0342', 'p = 2.3e-412', 'p < 1e-300' or 'p = n/a' (see `p_cell`)."""
+    cell = p_cell(p, log10_p)
     return f"p {cell}" if cell.startswith("<") else f"p = {cell}"
 
 
@@ -73,42 +103,53 @@ def _parameters(k: int) -> str:
     return _plural(k, "fitted parameter")
 
 
+GOF_HEADER = [  # what `goodness.pearson_test` does, exceptions included
+    "Goodness of fit: Pearson X2 over the table's rows, adjacent rows merged until each group",
+    "  expects >= 5 (left unmerged where merging would leave no df; a df below 1 raised to 1)",
+]
+
+
+def gof_notes(name: str, g: dict) -> list[str]:
+    """What the test did beyond the header's rule: groups left expecting < 5, a df raised to 1."""
+    lines = []
+    if g["small_groups"]:
+        lines.append(f"  {name}: {g['small_groups']} of {_plural(g['groups'], 'group')} expect "
+                     "< 5 (merging would leave no df): poor chi-square reference")  # fmt: skip
+    raw = g.get("raw_df", g["df"])
+    if raw < 1:
+        lines.append(f"  {name}: {_plural(g['groups'], 'group')} - 1 - {g['parameters']} "
+                     f"parameters = {raw} df, raised to 1: poor chi-square reference")  # fmt: skip
+    return lines
+
+
 def gof_lines(models: list[tuple[str, dict]]) -> list[str]:
-    """The goodness-of-fit section: one line per model, then one per poor reference."""
-    lines = ["Goodness of fit: Pearson X2 over the table's rows, merged until each expects >= 5"]
+    """The goodness-of-fit section: one line per model, then what was done beyond the rule."""
+    lines = list(GOF_HEADER)
     for name, g in models:
         lines.append(f"  {name:<10}X2 = {g['statistic']:<11.4g}df = {g['df']:<5d}"
                      f"{p_text(g['p_value']):<15}({_plural(g['groups'], 'group')}, "
                      f"{_parameters(g['parameters'])})")  # fmt: skip
     for name, g in models:
-        if g["small_groups"]:
-            lines.append(
-                f"  {name}: {g['small_groups']} of {_plural(g['groups'], 'group')} expect "
-                "< 5 (merging leaves no df): poor chi-square reference"
-            )
-        elif g["poor_reference"]:
-            lines.append(
-                f"  {name}: only {_plural(g['groups'], 'group')} for "
-                f"{_parameters(g['parameters'])}: poor chi-square reference"
-            )
+        lines += gof_notes(name, g)
     return lines
 
 
-def misfit_warning(name: str, gof: dict, level: float) -> str:
-    """A one-line warning when `name` misfits at the report's level 1 - `level` ("" else).
+def misfit_warning(name: str, gof: dict, screen: float) -> str:
+    """A one-line warning when `name` misfits at the level `screen` ("" else).
 
-    Misfit means Pearson's X2 rejects even against chi2(G - 1), the lenient end of its null
-    law (`model_choice.gof_bound_p`, as the comparison of families screens): against
-    chi2(G - 1 - k) alone a regression with k ~ G parameters would be flagged on data drawn
-    from it (the shipped example's ZIP regression: df 1, p = 0.004)."""
-    alpha = 1.0 - level
-    lenient, _ = gof_bound_p(gof["statistic"], gof["groups"])
-    if not lenient < alpha:
+    Misfit is `goodness.misfits`, the rule the comparison of families screens with: Pearson's X2
+    rejects even against chi2(G - 1), the lenient end of its null law, at `screen`
+    (`goodness.screen_level`: 1 - level for one model, (1 - level)/m where m families were
+    screened). Against chi2(G - 1 - k) alone a regression with k ~ G parameters would be
+    flagged on data drawn from it (the shipped example's ZIP regression: df 1, p = 0.004)."""
+    if not goodness.misfits(gof["statistic"], gof["groups"], screen):
         return ""
+    lenient, log10_lenient = goodness.gof_bound_p(gof["statistic"], gof["groups"])
     poor = "; poor chi-square reference" if gof["poor_reference"] else ""
     return (
         f"warning: the {name} misfits (Pearson X2 = {gof['statistic']:.4g} on {gof['groups']} "
-        f"groups, {p_text(lenient)} vs chi2({gof['groups'] - 1}){poor}): SEs assume a fit"
+        f"groups, {p_text(lenient, log10_lenient)} vs chi2({gof['groups'] - 1}) < {screen:.2g}"
+        f"{poor}): SEs assume a fit"
     )
 
 
@@ -173,17 +214,21 @@ def markdown_frequencies(rows: list[dict], models: list[tuple[str, str]]) -> str
 
 
 def vuong_lines(v: dict) -> list[str]:
-    """The Vuong test's lines (raw, AIC- and BIC-corrected z and p), or why it is withheld.
+    """The Vuong test's heading (with its p convention), then its raw, AIC- and BIC-corrected z
+    and p, or why it is withheld.
 
     Args:
         v: the report's `vuong` entry (`reported`, and `raw`/`aic`/`bic` with statistic and
             p_value).
     """
+    head = f"Vuong test, ZIP against Poisson ({VUONG_P.format(first='ZIP')})"
     if not v["reported"]:
-        return ["  withheld: too few counts for its normal reference (see the warning above)"]
+        return [head, "  withheld: too few counts for its normal reference (see the warning "
+                "above)"]  # fmt: skip
     rows = (("raw", "raw"), ("AIC-corrected", "aic"), ("BIC-corrected", "bic"))
-    return [f"  {name:<18}z = {_g4(v[key]['statistic']):<10}{p_text(v[key]['p_value'])}"
-            for name, key in rows]  # fmt: skip
+    return [head] + [f"  {name:<18}z = {_g4(v[key]['statistic']):<10}"
+                     f"{p_text(v[key]['p_value'], v[key]['log10_p_value'])}"
+                     for name, key in rows]  # fmt: skip
 
 
 def _g4(x) -> str:

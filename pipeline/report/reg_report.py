@@ -7,25 +7,19 @@ text, `markdown_frequencies` and `metrics` give the MLflow artifacts and metrics
 A coefficient whose standard error is not finite (or not positive) gets no z, p-value or
 interval (null in the JSON, "n/a" in the text) and a note; the frequency table's rows are
 chosen from the data (`core.inference.goodness.count_bins`), each model's expected frequencies
-summed
-over the rows' fitted distributions, with Pearson's goodness-of-fit test per model; a sample
-below `core.inference.asymptotics.sample_size_floor` (10 counts per parameter, at least 30) opens
-the
-text with a warning and withholds Vuong's test.
+summed over the rows' fitted distributions, with Pearson's goodness-of-fit test per model; a
+sample below `core.inference.asymptotics.sample_size_floor` (10 counts per parameter, at least
+30) opens the text with a warning and withholds Vuong's test.
 
 Coefficients follow pscl's `zeroinfl` naming: the count part models log lambda, the zero part
 logit pi (pi = P(structural zero)); statsmodels orders the zero part first, as the parameter
 vectors here do.
 
-Likelihood-ratio test, ZIP against Poisson: the Poisson is the ZIP with pi = 0 in every row,
-i.e. logit pi -> -inf, on the boundary of the parameter space. With an intercept-only zero
-part (q = 1) the statistic is asymptotically 0.5 chi2(0) + 0.5 chi2(1) (Self & Liang 1987), the
-reference used. With q > 1 the null leaves the zero part's other coefficients unidentified
-(they multiply a vanishing pi: Davies' problem), so no standard reference is exact. We use
-chi2(q), the customary choice: it is conservative against the chi-bar-squared mixture of
-chi2(0..q) that boundary theory gives when the nuisance coefficients are identified, but with
-them unidentified the true law is that of a supremum over them and is not bounded by chi2(q)
-in general, so the report calls its p-value approximate.
+Every statistic comes from `core.inference` (the report only assembles and formats):
+coefficients' Wald z and p, the likelihood-ratio test of the Poisson (pi = 0 in every row, on
+the boundary: ½χ²₀ + ½χ²₁ for an intercept-only zero part, χ²_q flagged approximate beyond)
+and Vuong's z with its two-sided p are `core.inference.model_tests`', the same code as the
+intercept-only and family reports.
 """
 
 from __future__ import annotations
@@ -34,16 +28,18 @@ import math
 import re
 
 import numpy as np
-from scipy import stats
-from scipy.special import expit
 
 from pipeline.core.inference import goodness
 from pipeline.core.inference.asymptotics import wald_or_profile
-from pipeline.core.inference.intercept import zip_cdf, zip_sf
+from pipeline.core.inference.goodness import screen_level
+from pipeline.core.inference.model_choice import information_criteria
+from pipeline.core.inference.model_tests import lr_test, vuong_statistics, wald_test
+from pipeline.core.laws.count_cdf import binned_expected
 from pipeline.core.model import fit_data
 from pipeline.core.oracle.terms import loglik_terms
 from pipeline.report import fit_checks
 from pipeline.report.fit_checks import (
+    ZIP_VUONG_CAVEAT,
     frequency_rows,
     gof_entry,
     interval_entry,
@@ -66,69 +62,28 @@ def coefficients(names, estimate, se, level: float) -> list[dict]:
     for name, b, s in zip(names, estimate, se):
         b, s = float(b), float(s)
         iv = wald_or_profile(b, s, level)
-        z = b / s if iv.method == "wald" else math.nan
-        log_p = (math.log(2.0) + float(stats.norm.logsf(abs(z)))) / LN10
-        rows.append({"term": name, "estimate": b, "se": s, "z": z,
-                     "p_value": float(2 * stats.norm.sf(abs(z))), "log10_p_value": log_p,
-                     "lower": iv.lower, "upper": iv.upper,
+        z, p, log10_p = wald_test(b, s) if iv.method == "wald" else (math.nan,) * 3
+        rows.append({"term": name, "estimate": b, "se": s, "z": z, "p_value": p,
+                     "log10_p_value": log10_p, "lower": iv.lower, "upper": iv.upper,
                      "interval": interval_entry(iv)})  # fmt: skip
     return rows
 
 
-def lr_test(zip_loglik: float, poisson_loglik: float, q: int) -> dict:
-    """Likelihood-ratio test of the Poisson (pi = 0) against the ZIP (module docstring)."""
-    stat = max(0.0, 2.0 * (zip_loglik - poisson_loglik))
-    if q == 1:
-        reference, note = "0.5*chi2(0) + 0.5*chi2(1)", ""
-        p = 1.0 if stat == 0 else float(0.5 * stats.chi2.sf(stat, 1))
-        log_p = 0.0 if stat == 0 else (goodness.chi2_logsf(stat, 1) - math.log(2.0)) / LN10
-    else:
-        reference = f"chi2({q})"
-        p, log_p = float(stats.chi2.sf(stat, q)), goodness.chi2_logsf(stat, q) / LN10
-        note = (f"with {q} zero-part coefficients the null pi = 0 (logit pi -> -inf) leaves the "
-                f"others unidentified, so no reference is exact; chi2({q}) is the usual choice, "
-                "conservative where the boundary mixture of chi2(0..q) applies: read the p-value "
-                "as approximate")  # fmt: skip
-    return {"statistic": stat, "df": q, "p_value": p, "log10_p_value": log_p,
-            "reference": reference, "note": note}  # fmt: skip
-
-
-def vuong(terms_zip: np.ndarray, terms_poisson: np.ndarray, extra: int) -> dict:
-    """Vuong's z for ZIP against Poisson, raw and AIC/BIC-corrected as pscl (one-sided p).
-
-    z = (sum m_i - correction) / (sqrt(n) sd(m)), m_i the per-row log-likelihood difference;
-    corrections 0, `extra` (AIC) and `extra` log(n) / 2 (BIC), `extra` = q extra parameters.
-    """
-    m = terms_zip - terms_poisson
-    n = len(m)
-    sd = float(np.std(m, ddof=1)) if n > 1 else math.nan
-    out = {}
-    for name, corr in (("raw", 0.0), ("aic", float(extra)), ("bic", extra * math.log(n) / 2)):
-        z = (float(m.sum()) - corr) / (math.sqrt(n) * sd) if sd > 0 else math.nan
-        p, log_p = float(stats.norm.sf(z)), float(stats.norm.logsf(z)) / LN10
-        out[name] = {"statistic": z, "p_value": p, "log10_p_value": log_p}
-    return out
+def lr_entry(zip_loglik: float, poisson_loglik: float, q: int) -> dict:
+    """The likelihood-ratio test of the Poisson (pi = 0) against the ZIP as JSON
+    (`model_tests.lr_test`: ½χ²₀ + ½χ²₁ for q = 1, χ²_q flagged approximate beyond)."""
+    t = lr_test("poisson", "zip", "pi = 0", poisson_loglik, zip_loglik, q)
+    return {"statistic": t.statistic, "df": t.df, "p_value": t.p_value,
+            "log10_p_value": t.log10_p_value, "reference": t.reference,
+            "note": t.note}  # fmt: skip
 
 
 def expected_rows(starts, X, Z, gamma, beta) -> np.ndarray:
-    """Expected frequency of each row [starts[j], starts[j+1]) summed over the observations.
-
-    Each observation's row probabilities are cdf (or survival-function) differences of its
-    fitted ZIP (`goodness.binned_probabilities`): O(n x rows), whatever the rows span.
-
-    Args:
-        starts: lower edges of the rows (the last row open).
-        X, Z, gamma, beta: designs and coefficients (Z without columns: the Poisson).
-
-    Returns:
-        (rows,) float64.
-    """
-    with np.errstate(over="ignore"):
-        lam = np.exp(X @ np.asarray(beta, float))
-    pi = expit(Z @ np.asarray(gamma, float)) if Z.shape[1] else np.zeros(len(X))
-    probs = goodness.binned_probabilities(starts, lambda k: zip_cdf(k, pi, lam),
-                                          lambda k: zip_sf(k, pi, lam))  # fmt: skip
-    return probs.sum(axis=1)
+    """Expected frequency of each row [starts[j], starts[j+1]) summed over the observations
+    (`count_cdf.binned_expected`; Z without columns: the Poisson)."""
+    if Z.shape[1]:
+        return binned_expected("zip", X, Z, np.r_[gamma, beta], starts)
+    return binned_expected("poisson", X, Z, np.asarray(beta, float), starts)
 
 
 def frequencies(design, zip_fit, poisson_fit) -> tuple[list[dict], dict]:
@@ -170,9 +125,9 @@ def summarise(design, zip_fit, poisson_fit, level: float) -> dict:
     rows, gof = frequencies(design, zip_fit, poisson_fit)
 
     def model(fit, k: int, parts: dict) -> dict:
-        return {**parts, "loglik": fit.loglik, "nll": fit.nll, "parameters": k,
-                "aic": 2 * k - 2 * fit.loglik, "bic": k * math.log(n) - 2 * fit.loglik,
-                "status": fit.status, "iterations": fit.iterations}  # fmt: skip
+        aic, bic = information_criteria(fit.loglik, k, n)
+        return {**parts, "loglik": fit.loglik, "nll": fit.nll, "parameters": k, "aic": aic,
+                "bic": bic, "status": fit.status, "iterations": fit.iterations}  # fmt: skip
 
     zip_model = model(
         zip_fit,
@@ -187,8 +142,8 @@ def summarise(design, zip_fit, poisson_fit, level: float) -> dict:
         "count": coefficients(design.x_names, poisson_fit.beta, poisson_fit.se_beta, level),
         "gof": gof["poisson"]})  # fmt: skip
     small = small_sample_warning(n, q + p)
-    warnings = [w for w in (small, misfit_warning("ZIP", gof["zip"], level)) if w]
-    tests = vuong(*terms, q)
+    warnings = [w for w in (small, misfit_warning("ZIP", gof["zip"], screen_level(level))) if w]
+    tests = {k: t._asdict() for k, t in vuong_statistics(*terms, None, q)[0].items()}
     if small:  # a mean of skewed log-likelihood ratios: its normal reference needs a large n
         tests = {k: {key: math.nan for key in t} for k, t in tests.items()}
     notes = [interval_note(f"{label}: {c['term']}", c["interval"])
@@ -204,19 +159,11 @@ def summarise(design, zip_fit, poisson_fit, level: float) -> dict:
                  "variance": float(y.var(ddof=1)) if n > 1 else math.nan, "max": int(y.max())},
         "zip": zip_model,
         "poisson": poisson_model,
-        "lr_test": lr_test(zip_fit.loglik, poisson_fit.loglik, q),
-        "vuong": {**tests, "reported": not small, "caveat": VUONG_CAVEAT},
+        "lr_test": lr_entry(zip_fit.loglik, poisson_fit.loglik, q),
+        "vuong": {**tests, "reported": not small, "caveat": ZIP_VUONG_CAVEAT},
         "frequencies": rows,
         "notes": notes,
     }  # fmt: skip
-
-
-VUONG_CAVEAT = (
-    "Poisson is ZIP with pi = 0 in every row (logit pi -> -inf), a point on the boundary of the "
-    "ZIP parameter space, so the models are nested and Vuong's non-nested test is not a valid "
-    "test of zero inflation (Wilson 2015, Economics Letters 127:51-53); use the "
-    "likelihood-ratio test above."
-)
 
 
 def markdown_frequencies(report: dict) -> str:

@@ -77,7 +77,6 @@ def render(r: dict) -> str:
         f"  T = {_num(lr['statistic'], '.4g')}, {p_text(lr['p_value'])}"
         f"   (reference {lr['reference']})",
         *(_wrap("note: " + lr["note"]) if lr["note"] else []),
-        "Vuong test, ZIP against Poisson (one-sided p for 'ZIP is closer')",
         *vuong_lines(r["vuong"]),
         *_wrap("caveat: " + r["vuong"]["caveat"]),
         "",

@@ -15,7 +15,7 @@ from scipy.special import log_ndtr
 from zip_samples import binomial_band, simulate
 
 from pipeline.core.histogram import histogram, histogram_from_bincount
-from pipeline.core.inference import goodness
+from pipeline.core.inference import goodness, model_tests
 from pipeline.core.inference import intercept as inference
 from pipeline.core.oracle import mle
 
@@ -136,16 +136,16 @@ def test_log10_p_stays_finite_where_p_underflows():
     reference = (math.log(2.0) + log_ndtr(-math.sqrt(g.statistic))) / math.log(10.0)
     assert g.log10_p_value == pytest.approx(reference, rel=1e-10)
     assert math.isfinite(g.log10_p_value) and g.log10_p_value < -1000
-    assert goodness.log_p_value(math.log(0.25)) == (pytest.approx(0.25), pytest.approx(-0.60206))
+    assert model_tests.log_p_value(math.log(0.25)) == (pytest.approx(0.25), pytest.approx(-0.60206))
 
 
 @pytest.mark.parametrize("x", [10.0, 1400.0, 1e4, 5e6])
 def test_chi2_logsf_beyond_scipys_range(x):
     """scipy's chi2.logsf is -inf past x ~ 1500 (df = 1); the reference is log_ndtr."""
     reference = math.log(2.0) + log_ndtr(-math.sqrt(x))
-    assert goodness.chi2_logsf(x, 1) == pytest.approx(reference, rel=1e-12)
+    assert model_tests.chi2_logsf(x, 1) == pytest.approx(reference, rel=1e-12)
     # larger df: against the Gamma(df/2) density's leading term as a bound from below
-    assert goodness.chi2_logsf(x, 10) >= float(stats.chi2.logpdf(x, 10)) - 1e-9
+    assert model_tests.chi2_logsf(x, 10) >= float(stats.chi2.logpdf(x, 10)) - 1e-9
 
 
 def test_pearson_level_on_data_the_zip_generated():

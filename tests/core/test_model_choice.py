@@ -226,3 +226,14 @@ def test_histogram_weights_give_the_expanded_table():
     for a, b in zip(hist.vuong_tests, full.vuong_tests):
         assert a.statistic == pytest.approx(b.statistic, rel=1e-6)
     assert r_hist.family == r_full.family
+
+
+def test_no_test_is_cited_against_a_fit_the_screen_excluded():
+    """The ZINB misfits and is screened out: the NB is recommended and no reason cites the LR
+    test of the NB against the ZINB (before, "rejects it, but the ZINB misfits or failed")."""
+    rows = {"nb": row("nb", 800.0), "zinb": row("zinb", 805.0, 3)}
+    c = Comparison(rows, [lr("nb", "zinb", 1e-9, null="pi = 0")], [], 500, False)
+    r = recommend(c, {"nb": gof_dict(0.5), "zinb": gof_dict(1e-6)}, 0.95)
+    assert r.family == "nb" and r.screen == pytest.approx(0.05 / 2)
+    assert not any("LR test" in x and "ZINB" in x for x in r.reasons)
+    assert any("rejects" in x and "ZINB" in x for x in r.reasons)  # the screen says why

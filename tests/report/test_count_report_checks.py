@@ -147,3 +147,17 @@ def test_p_values_below_the_float_range_keep_their_log10():
     assert all(math.isfinite(out["vuong"][k]["log10_p_value"]) for k in ("raw", "aic", "bic"))
     lines = render(r).splitlines()
     assert any(line.startswith("  T = ") and "p < 1e-300" in line for line in lines)
+
+
+def test_goodness_of_fit_text_says_what_was_done():
+    """Three rows for three parameters: merging would leave no df, so the rows stay unmerged
+    (one expects < 5) and the df 3 - 1 - 3 = -1 is raised to 1: the text says both, and its
+    header no longer claims every group expects >= 5."""
+    from pipeline.report.fit_checks import gof_entry, gof_lines
+
+    g = gof_entry([40, 50, 10], [45.0, 52.0, 3.0], 3)
+    assert (g["df"], g["raw_df"], g["small_groups"], g["groups"]) == (1, -1, 1, 3)
+    text = "\n".join(gof_lines([("ZINB", g)]))
+    assert "left unmerged where merging would leave no df" in text
+    assert "ZINB: 3 groups - 1 - 3 parameters = -1 df, raised to 1" in text
+    assert "ZINB: 1 of 3 groups expect < 5" in text

@@ -28,8 +28,9 @@ from pipeline.report.fit_checks import frequency_rows, gof_entry
 NAMES = {"count": ["intercept", "x"], "zero": ["intercept", "x"]}
 
 
-def report_of(y, X, families=FAMILIES, family="all", failed=()):
-    """The report as `stages.fit_families` builds it (families in `failed` fail)."""
+def report_of(y, X, families=FAMILIES, family="all", failed=(), gof_edit=None):
+    """The report as `stages.fit_families` builds it (families in `failed` fail; `gof_edit`
+    changes the goodness-of-fit entries before the choice)."""
     values, freqs = np.unique(y, return_counts=True)
     starts = goodness.count_bins(values, freqs)
     observed = goodness.bin_observed(values, freqs, starts)
@@ -44,6 +45,8 @@ def report_of(y, X, families=FAMILIES, family="all", failed=()):
         robust[f] = fit.robust_cov
         expected[f] = binned_expected(f, X, Zf, fit.params, starts)
         gof[f] = gof_entry(observed, expected[f], fit.n_params)
+    if gof_edit is not None:
+        gof_edit(gof)
     ok = {f: v for f, v in fits.items() if not isinstance(v, str)}
     c = compare(ok, ll, None, float(len(y)), X.shape[1])
     rec = recommend(c, gof, 0.95) if family == "all" else None
@@ -128,7 +131,7 @@ def test_underflowing_p_prints_from_its_log(nb_report):
     report = json.loads(json.dumps(jsonable(nb_report)))
     t = report["lr_tests"]["poisson_vs_nb"]
     t["p_value"], t["log10_p_value"] = 0.0, -412.34
-    assert "p = 10^-412.3" in render_families(report)
+    assert "p = 4.6e-413" in render_families(report)  # 10^-412.34 = 4.57e-413
 
 
 @pytest.mark.parametrize("count", [6, 4, 1])
@@ -141,3 +144,48 @@ def test_rootograms_one_panel_per_model(nb_report, tmp_path, count):
     top = max(math.sqrt(r[f]) for r in nb_report["frequencies"] for f, _ in models)
     assert high > top  # the shared axis shows every panel's curve
     fig.savefig(tmp_path / "rootograms.png")
+
+
+def test_every_cell_stays_a_readable_number_in_its_column(nb_report):
+    """A dBIC of 16641.57 beside a GOF p of 10^-17800.8 once printed '16641.5710^-17800.8';
+    each cell is now a number of its own, p from its log10 (at most `P_WIDTH` characters)."""
+    report = json.loads(json.dumps(jsonable(nb_report)))
+    m = report["models"]["poisson"]
+    m["delta_bic"], m["gof"]["p_value_bound"], m["gof"]["log10_p_value_bound"] = (
+        16641.57, 0.0, -17800.8)  # fmt: skip
+    detail = report["models"][report["detail"]]
+    c = detail["count"][0]
+    c["estimate"], c["z"], c["p_value"], c["log10_p_value"] = -1.5e7, -16641.57, 0.0, -6.1e7
+    t = report["lr_tests"]["poisson_vs_nb"]
+    t["statistic"], t["p_value"], t["log10_p_value"] = 81967.3, 0.0, -17800.8
+    lines = render_families(report).splitlines()
+    row = next(line for line in lines if line.startswith("  Poisson    "))
+    assert row.split()[1:8] == [f"{m['loglik']:.2f}", str(m["parameters"]),
+                                f"{m['aic']:.2f}", f"{m['bic']:.2f}", "16641.57", "1.6e-17801",
+                                m["status"]]  # fmt: skip
+    lr_row = next(line for line in lines if line.startswith("  Poisson in NB"))
+    assert lr_row.split()[8:12] == ["8.197e+04", "p", "=", "1.6e-17801"]
+    coef = next(line for line in lines if line.startswith(f"  {c['term']}  "))
+    cells = coef.split()[1:7]
+    assert cells[0] == "-1.5e+07" and cells[4] == "-16641.57" and cells[5] == "<1e-99999"
+    [float(x.lstrip("<")) for x in cells]  # every cell parses as a number (else ValueError)
+
+
+def test_the_recommended_family_is_warned_about_by_the_choice_s_own_rule():
+    """The chosen family's lenient GOF p set to 0.02: above the screen (0.05 over the usable
+    families), so it passes and is recommended; the warning uses the same rule (before, it
+    used 0.05 and flagged the family it had just recommended)."""
+    from scipy import stats
+
+    def edit(gof):
+        g = gof["nb"]
+        g["statistic"] = float(stats.chi2.isf(0.02, g["groups"] - 1))
+
+    rng, x, X = design(800, 0)
+    mu = np.exp(0.7 + 0.3 * x)
+    r = report_of(rng.negative_binomial(1.25, 1 / (1 + 0.8 * mu)), X, gof_edit=edit)
+    assert r["recommendation"]["family"] == r["detail"] == "nb"
+    assert r["recommendation"]["screen"] < 0.02  # 0.05 / (the usable families)
+    assert r["models"]["nb"]["gof"]["p_value_bound"] == pytest.approx(0.02)
+    assert not any("misfits" in w for w in r["warnings"])
+    assert r["recommendation"]["all_misfit"] is False

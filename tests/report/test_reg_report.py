@@ -136,3 +136,30 @@ def test_p_values_below_the_float_range_keep_their_log10():
     assert "p < 1e-300   (reference 0.5*chi2(0) + 0.5*chi2(1))" in text
     row = next(line for line in text.splitlines() if line.startswith("  intercept"))
     assert "< 1e-300" in row
+
+
+def test_one_vuong_convention_through_every_path():
+    """The same counts through the intercept-only report (exact MLE, histogram), the regression
+    report (ones-designs, Newton) and the family comparison's test give one Vuong p: two-sided
+    (`model_tests.VUONG_P`). Before, the first two printed P(N >= z), the third twice that."""
+    from pipeline.core.histogram import histogram
+    from pipeline.core.inference.model_tests import vuong_test
+    from pipeline.core.laws.distributions import zip_log_pmf
+    from pipeline.report.count_report import summarise as summarise_column
+
+    y = design(400, 11).y
+    ones = np.ones((len(y), 1))
+    d = Design("y ~ 1", "y", y, ones, ("intercept",), ones, ("intercept",), len(y), 0)
+    column, formula = summarise_column(histogram(y), 0.95), report(d)
+    z = column["zip"]
+    family = vuong_test("zip", "poisson", zip_log_pmf(y, z["pi"], z["lambda"]),
+                        zip_log_pmf(y, 0.0, y.mean()), None, 2, 1)  # fmt: skip
+    # Newton and the closed form agree to ~1e-10 in the estimates: z to far better than 1e-6.
+    assert formula["vuong"]["raw"]["statistic"] == pytest.approx(family.statistic, rel=1e-6)
+    for key in ("raw", "aic", "bic"):
+        assert formula["vuong"][key]["p_value"] == pytest.approx(
+            column["vuong"][key]["p_value"], rel=1e-6
+        )
+    zv = family.statistic
+    assert column["vuong"]["raw"]["p_value"] == pytest.approx(family.p_value, rel=1e-6)
+    assert family.p_value == pytest.approx(2 * stats.norm.sf(abs(zv)), rel=1e-9)

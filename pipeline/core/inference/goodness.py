@@ -18,19 +18,28 @@ Pearson's test (`pearson_test`) merges adjacent rows until every expected freque
 (Cochran's rule) and refers X2 to chi2(groups - 1 - parameters). The parameters are maximum-
 likelihood estimates from the ungrouped counts, so the exact null law lies between that and
 chi2(groups - 1) (Chernoff & Lehmann 1954, Ann. Math. Statist. 25:579): the p-value errs on
-the small side, towards flagging misfit.
+the small side, towards flagging misfit. Where merging would leave no degrees of freedom the
+rows stay unmerged (some groups then expect fewer than 5: `small_groups`), and a df
+groups - 1 - parameters below 1 is raised to 1 (`raw_df` keeps what it was): both are reported,
+and the reference is flagged poor.
 
-Core layer: numpy/scipy only, pure functions, no I/O, no module state.
+Misfit (`misfits`): one rule for the reports' warnings and the choice among families. A model
+misfits when X2 rejects even against chi2(groups - 1), the lenient end of its null law
+(`gof_bound_p`), at the screening level: 1 - level for one model, (1 - level) / m when m
+families are screened together (Bonferroni, `screen_level`).
+
+Core layer: numpy/scipy only (tails from `model_tests`), pure functions, no I/O, no module
+state.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+
+from pipeline.core.inference.model_tests import chi2_p
 
 MAX_ROWS = 20  # rows of a frequency table: what a terminal shows at a glance
 MIN_ROW = 5  # observed counts a grouped row needs (Cochran's 5, on the observed side)
@@ -42,13 +51,14 @@ class GofTest(NamedTuple):
 
     Attributes:
         statistic: X2 = sum (observed - expected)^2 / expected over the groups.
-        df: groups - 1 - parameters, at least 1.
+        df: groups - 1 - parameters, raised to 1 where it is smaller (see `raw_df`).
         p_value, log10_p_value: P(chi2(df) >= X2) and its log10 (finite where p underflows).
         groups: rows left after merging until every expected frequency is >= 5.
         parameters: estimated parameters subtracted from the df.
         small_groups: groups expecting fewer than 5 (left unmerged: see `pearson_test`).
-        poor_reference: True when groups - 1 - parameters < 1 (df forced to 1) or some group
+        poor_reference: True when groups - 1 - parameters < 1 (df raised to 1) or some group
             expects fewer than 5: the chi-square reference is poor then.
+        raw_df: groups - 1 - parameters before raising it to 1.
     """
 
     statistic: float
@@ -59,6 +69,7 @@ class GofTest(NamedTuple):
     parameters: int
     small_groups: int
     poor_reference: bool
+    raw_df: int
 
 
 def group_starts(weights, minimum: float) -> np.ndarray:
@@ -168,52 +179,6 @@ def binned_probabilities(
     return np.maximum(np.stack(np.broadcast_arrays(*rows)), 0.0)
 
 
-def chi2_logsf(x: float, df: float) -> float:
-    """log P(chi2(df) >= x), finite far beyond where scipy's `chi2.logsf` returns -inf.
-
-    scipy takes the log of a tail that has underflowed (x > ~1500 at df = 1). There the
-    upper incomplete gamma Q(a, x/2), a = df/2, comes from its continued fraction in log
-    space (modified Lentz; Numerical Recipes 3rd ed. section 6.2), which converges fast for
-    x/2 > a + 1.
-
-    Args:
-        x: the statistic (>= 0).
-        df: degrees of freedom (> 0).
-
-    Returns:
-        The natural log of the p-value.
-    """
-    value = float(stats.chi2.logsf(x, df))
-    if math.isfinite(value) or not math.isfinite(x) or x / 2 <= df / 2 + 1:
-        return value
-    a, half = df / 2, x / 2
-    tiny = 1e-300
-    b = half + 1.0 - a
-    c, d = 1.0 / tiny, 1.0 / b
-    h = d
-    for i in range(1, 10_000):
-        an = -i * (i - a)
-        b += 2.0
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        h *= d * c
-        if abs(d * c - 1.0) < 1e-16:
-            break
-    return -half + a * math.log(half) - math.lgamma(a) + math.log(h)
-
-
-def log_p_value(log_p: float) -> tuple[float, float]:
-    """(p, log10 p) from the natural log of a p-value (e.g. `scipy.stats.chi2.logsf`).
-
-    The log stays finite far below the float range, where p itself underflows to 0.
-    """
-    log_p = float(log_p)
-    return math.exp(log_p) if not math.isnan(log_p) else math.nan, log_p / math.log(10.0)
-
-
 def pearson_test(observed, expected, parameters: int, minimum: float = MIN_EXPECTED) -> GofTest:
     """Pearson's X2 over rows merged until every expected frequency is >= `minimum`.
 
@@ -243,5 +208,29 @@ def pearson_test(observed, expected, parameters: int, minimum: float = MIN_EXPEC
     raw_df = len(cuts) - 1 - parameters
     df = max(1, raw_df)
     small = int((exp < minimum).sum())
-    p, log10_p = log_p_value(chi2_logsf(stat, df))
-    return GofTest(stat, df, p, log10_p, len(cuts), parameters, small, raw_df < 1 or small > 0)
+    p, log10_p = chi2_p(stat, df)
+    return GofTest(stat, df, p, log10_p, len(cuts), parameters, small, raw_df < 1 or small > 0,
+                   raw_df)  # fmt: skip
+
+
+def gof_bound_p(statistic: float, groups: int) -> tuple[float, float]:
+    """(p, log10 p) of Pearson's X2 against chi2(groups - 1), the upper end of its null law.
+
+    With k parameters estimated from the ungrouped counts, X2's null law lies between
+    chi2(G - 1 - k) (the p `pearson_test` reports) and chi2(G - 1) (Chernoff & Lehmann 1954,
+    Ann. Math. Statist. 25:579); with covariates k can leave G - 1 - k at 1. A model is called
+    misfitting only when even this bound rejects (`misfits`).
+    """
+    return chi2_p(statistic, max(1, int(groups) - 1))
+
+
+def screen_level(level: float, models: int = 1) -> float:
+    """The level at which `misfits` screens: (1 - level) / models (Bonferroni over the models
+    screened together; 1 for a report about one model)."""
+    return (1.0 - level) / max(1, int(models))
+
+
+def misfits(statistic: float, groups: int, screen: float) -> bool:
+    """True when Pearson's X2 rejects even against chi2(groups - 1) at `screen` (module doc);
+    False where the statistic is NaN (no test)."""
+    return bool(gof_bound_p(statistic, groups)[0] < screen)

@@ -1,4 +1,5 @@
-"""Inference for the intercept-only ZIP against plain Poisson: tests, intervals, fit tables.
+"""What is truly intercept-only about the ZIP against the plain Poisson: the sufficient
+statistics, the Poisson fit, the frequency table, and the glue that hands them to the tests.
 
 The ZIP log-likelihood depends on the data only through n0 (zeros), n+ (positive counts),
 S (sum of the counts) and C (sum of log y!):
@@ -7,9 +8,10 @@ S (sum of the counts) and C (sum of log y!):
 
 so every profile below costs O(1) per evaluation, whatever n is.
 
-Profile-likelihood intervals are in `core.inference.profile`, the choice between them and Wald
-intervals
-in `core.inference.asymptotics`, the frequency table's rows and Pearson's test in
+The tests themselves (likelihood ratio, Vuong) are `core.inference.model_tests`', shared with
+the regression and family reports; profile-likelihood intervals are in
+`core.inference.profile`, the choice between them and Wald intervals in
+`core.inference.asymptotics`, the frequency table's rows and Pearson's test in
 `core.inference.goodness`.
 
 Pure numpy/scipy: no I/O, no module state.
@@ -27,24 +29,9 @@ from scipy.special import gammaln
 from pipeline.core.descent.likelihood import closed_form
 from pipeline.core.histogram import Histogram
 from pipeline.core.inference import goodness
+from pipeline.core.inference.model_tests import LRTest, Test, lr_test, vuong_statistics
 from pipeline.core.laws.distributions import zip_log_pmf
 from pipeline.core.oracle.mle import ZipMLE
-
-VUONG_CAVEAT = (
-    "Poisson is ZIP with pi = 0, a point on the boundary of the ZIP parameter space, so the "
-    "models are nested and Vuong's non-nested test is not a valid test of zero inflation "
-    "(Wilson 2015, Economics Letters 127:51-53); use the likelihood-ratio test above."
-)
-LR_REFERENCE = "0.5*chi2(0) + 0.5*chi2(1)"
-
-
-class Test(NamedTuple):
-    """A test statistic, its p-value and log10 p-value (NaN when undefined); the log stays
-    finite where p underflows to 0."""
-
-    statistic: float
-    p_value: float
-    log10_p_value: float
 
 
 class PoissonFit(NamedTuple):
@@ -127,87 +114,29 @@ def fit_poisson(hist: Histogram) -> PoissonFit:
     return PoissonFit(lam, -suff_loglik(st, 0.0, lam) / st.n, float(np.sqrt(lam / st.n)))
 
 
-def lr_test(hist: Histogram, zip_fit: ZipMLE) -> Test:
-    """Likelihood-ratio test of H0: pi = 0 (Poisson) against pi > 0 (ZIP).
+def zip_poisson_tests(hist: Histogram, zip_fit: ZipMLE) -> tuple[LRTest, dict[str, Test]]:
+    """The likelihood-ratio and Vuong tests of the Poisson against the ZIP on a histogram.
 
-    pi = 0 is on the boundary, so under H0 the statistic T is 0 with probability 1/2 and
-    chi2(1) otherwise: P(T >= t) = chi2_1.sf(t) / 2 for t > 0 and 1 for t = 0.
+    Both come from `model_tests` (one implementation for every report): the LR statistic from
+    the sufficient statistics against ½χ²₀ + ½χ²₁ (π = 0 is on the boundary), Vuong's z from
+    the per-count log-likelihoods weighted by their frequencies (two-sided p, `VUONG_P`).
 
     Args:
         hist: histogram of the counts.
         zip_fit: the exact ZIP MLE of `hist`.
 
     Returns:
-        `Test(T, p, log10 p)`; T = 0 and p = 1 on the boundary.
+        (the `LRTest`, {"raw", "aic", "bic"} -> Vuong `Test`); on the boundary T = 0, p = 1 and
+        Vuong's z is NaN (both fits coincide).
     """
-    if zip_fit.boundary:
-        return Test(0.0, 1.0, 0.0)
     st = suff_stats(hist)
-    gain = suff_loglik(st, zip_fit.pi, zip_fit.lam) - suff_loglik(st, 0.0, st.total / st.n)
-    stat = max(0.0, 2.0 * gain)
-    if stat == 0:
-        return Test(0.0, 1.0, 0.0)
-    return Test(stat, *goodness.log_p_value(goodness.chi2_logsf(stat, 1) - np.log(2.0)))
-
-
-def vuong_tests(hist: Histogram, zip_fit: ZipMLE) -> dict[str, Test]:
-    """Vuong's z statistic for ZIP against Poisson, raw and AIC/BIC-corrected (as pscl).
-
-    z = (sum m_i - correction) / (sqrt(n) sd(m)), m_i = log f_zip(y_i) - log f_pois(y_i),
-    correction 0 (raw), 1 (AIC: one extra parameter) or log(n)/2 (BIC). The p-value is
-    one-sided for "ZIP is closer": P(N(0,1) >= z). See `VUONG_CAVEAT`: not a valid test here.
-
-    Args:
-        hist: histogram of the counts.
-        zip_fit: the exact ZIP MLE of `hist`.
-
-    Returns:
-        {"raw", "aic", "bic"} -> `Test`; NaN on the boundary, where both fits coincide.
-    """
-    n = hist.n
-    if zip_fit.boundary or n < 2:
-        nan = Test(float("nan"), float("nan"), float("nan"))
-        return {"raw": nan, "aic": nan, "bic": nan}
+    ll_pois = suff_loglik(st, 0.0, st.total / st.n)
+    ll_zip = ll_pois if zip_fit.boundary else suff_loglik(st, zip_fit.pi, zip_fit.lam)
+    lr = lr_test("poisson", "zip", "pi = 0", ll_pois, ll_zip, 1)
     y = hist.values
-    m = zip_log_pmf(y, zip_fit.pi, zip_fit.lam) - zip_log_pmf(y, 0.0, hist.mean)
-    f = hist.freqs.astype(float)
-    mean = float(np.dot(m, f) / n)
-    sd = float(np.sqrt(np.dot(f, (m - mean) ** 2) / (n - 1)))
-    out = {}
-    for name, corr in (("raw", 0.0), ("aic", 1.0), ("bic", np.log(n) / 2)):
-        z = (mean * n - corr) / (np.sqrt(n) * sd) if sd > 0 else float("nan")
-        out[name] = Test(float(z), *goodness.log_p_value(stats.norm.logsf(z)))
-    return out
-
-
-def information_criteria(nll: float, n: int, k: int) -> tuple[float, float]:
-    """AIC and BIC from a mean NLL per observation.
-
-    Args:
-        nll: mean negative log-likelihood per observation.
-        n: number of observations.
-        k: number of free parameters.
-
-    Returns:
-        (AIC, BIC) = (2k + 2 n nll, k log n + 2 n nll).
-    """
-    return 2 * k + 2 * n * nll, k * np.log(n) + 2 * n * nll
-
-
-def wald_interval(estimate: float, se: float, level: float, lo=0.0, hi=np.inf):
-    """Wald interval estimate +- z se, clipped to the parameter space [lo, hi].
-
-    Args:
-        estimate: point estimate.
-        se: standard error.
-        level: coverage, e.g. 0.95.
-        lo, hi: bounds of the parameter space.
-
-    Returns:
-        (lower, upper).
-    """
-    z = stats.norm.ppf(0.5 + level / 2)
-    return float(max(lo, estimate - z * se)), float(min(hi, estimate + z * se))
+    rows_zip = zip_log_pmf(y, zip_fit.pi, zip_fit.lam)
+    vuong, _ = vuong_statistics(rows_zip, zip_log_pmf(y, 0.0, hist.mean), hist.freqs, 1)
+    return lr, vuong
 
 
 def zip_cdf(k: int, pi, lam):

@@ -16,12 +16,12 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.core.inference.asymptotics import sample_size_floor
+from pipeline.core.inference.goodness import gof_bound_p, screen_level
 from pipeline.core.inference.model_tests import (
     TITLES,
     USABLE,
     LRTest,
     VuongTest,
-    chi2_logsf,
     lr_test,
     pairs,
     vuong_test,
@@ -56,12 +56,19 @@ class Comparison(NamedTuple):
 
 class Recommendation(NamedTuple):
     """The chosen family (None when nothing is usable), why, the families it cannot be told
-    apart from, and whether every family misfits."""
+    apart from, whether every family misfits, and the level of the goodness-of-fit screen
+    (`goodness.screen_level`; the report's misfit warning uses the same)."""
 
     family: str | None
     reasons: list[str]
     tied: tuple[str, ...] = ()
     all_misfit: bool = False
+    screen: float = math.nan
+
+
+def information_criteria(loglik: float, k: int, n: float) -> tuple[float, float]:
+    """(AIC, BIC) = (2k − 2ℓ, k log n − 2ℓ) of a fit with k parameters on n observations."""
+    return 2 * k - 2 * loglik, k * math.log(n) - 2 * loglik
 
 
 def compare(fits: Mapping, per_obs_ll: Mapping[str, np.ndarray], weights, n: float,
@@ -86,8 +93,8 @@ def compare(fits: Mapping, per_obs_ll: Mapping[str, np.ndarray], weights, n: flo
         if family in fits:
             fit = fits[family]
             k, ll = int(fit.n_params), float(fit.loglik)
-            rows[family] = ModelRow(family, ll, k, 2 * k - 2 * ll, k * math.log(n) - 2 * ll,
-                                    fit.status, fit.status in USABLE)  # fmt: skip
+            rows[family] = ModelRow(family, ll, k, *information_criteria(ll, k, n), fit.status,
+                                    fit.status in USABLE)  # fmt: skip
     nested, non_nested = pairs(intercept_only)
     lr = [lr_test(s, b, null, rows[s].loglik, rows[b].loglik, q_zero, rows[b].status)
           for s, b, null in nested if s in rows and b in rows]  # fmt: skip
@@ -101,18 +108,6 @@ def compare(fits: Mapping, per_obs_ll: Mapping[str, np.ndarray], weights, n: flo
                 test = VuongTest(a, b, *[math.nan] * 6, None, False)
             vuong.append(test)
     return Comparison(rows, lr, vuong, float(n), withheld)
-
-
-def gof_bound_p(statistic: float, groups: int) -> tuple[float, float]:
-    """(p, log10 p) of Pearson's X2 against chi2(groups - 1), the upper end of its null law.
-
-    With k parameters estimated from the ungrouped counts, X2's null law lies between
-    chi2(G - 1 - k) (the p `goodness.pearson_test` reports) and chi2(G - 1) (Chernoff & Lehmann
-    1954, Ann. Math. Statist. 25:579); with covariates k can leave G - 1 - k at 1. A family is
-    called misfitting only when even this bound rejects.
-    """
-    log_p = chi2_logsf(statistic, max(1, int(groups) - 1))
-    return math.exp(log_p), log_p / math.log(10.0)
 
 
 def _gof_p(gof: Mapping, family: str) -> float:
@@ -151,12 +146,10 @@ def _parsimony(c: Comparison, best: str, pool: list[str], alpha: float, reasons:
         reasons.append(f"LR test of the {TITLES[t.smaller]} (H0 {t.null}) against the "
                        f"{TITLES[best]}: {_lr_text(t)}: what the {TITLES[best]} adds is "
                        "needed")  # fmt: skip
-    for t in c.lr_tests:
-        if t.smaller == best:
+    for t in c.lr_tests:  # never a test against a fit the screen has just excluded
+        if t.smaller == best and t.larger in pool:
             verdict = "finds nothing to add"
-            if t.p_value < alpha and t.larger not in pool:
-                verdict = f"rejects it, but the {TITLES[t.larger]} misfits or failed"
-            elif t.p_value < alpha:
+            if t.p_value < alpha:
                 verdict = ("rejects it, but BIC, at log(n) per parameter, still prefers the "
                            f"{TITLES[best]}")  # fmt: skip
             reasons.append(f"LR test of the {TITLES[best]} (H0 {t.null}) against the "
@@ -168,12 +161,14 @@ def recommend(comparison: Comparison, gof: Mapping, level: float) -> Recommendat
     """The family the numbers support, with its reasons.
 
     1. Screen: a usable family misfits when Pearson's X2 rejects even against chi2(G − 1)
-       (`gof_bound_p`) at (1 − level)/m, m the usable families (Bonferroni: the several
-       families that contain the truth, e.g. NB, ZINB and hurdle NB on NB counts, are all
-       screened out by chance with probability <= 1 − level, not each at that rate).
+       (`goodness.misfits`) at (1 − level)/m (`goodness.screen_level`), m the usable
+       families (Bonferroni: the several families that contain the truth, e.g. NB, ZINB and
+       hurdle NB on NB counts, are all screened out by chance with probability <= 1 − level,
+       not each at that rate).
     2. The lowest BIC among the families that pass (among all usable ones when none passes:
        the least bad, said so).
-    3. Stepped down while an LR test does not confirm what it adds to a nested family.
+    3. Stepped down while an LR test does not confirm what it adds to a nested family. Only
+       tests between families that passed the screen are cited.
     4. Ties: families within |ΔBIC| < 2 of it, or that Vuong's test cannot tell from it.
 
     Args:
@@ -191,7 +186,7 @@ def recommend(comparison: Comparison, gof: Mapping, level: float) -> Recommendat
                for f, r in rows.items() if not r.usable]  # fmt: skip
     if not usable:
         return Recommendation(None, [*reasons, "no family has a usable fit"])
-    screen = alpha / len(usable)
+    screen = screen_level(level, len(usable))
     fitting = [f for f in usable if not _gof_p(gof, f) < screen]
     pool = fitting or usable
     low = min(rows[f].bic for f in pool)  # ties up to rounding go to the first in FAMILIES
@@ -250,4 +245,4 @@ def recommend(comparison: Comparison, gof: Mapping, level: float) -> Recommendat
         if other not in tied:
             tied.append(other)
     return Recommendation(best, reasons, tuple(f for f in FAMILIES if f in tied),
-                          not fitting)  # fmt: skip
+                          not fitting, screen)  # fmt: skip
