@@ -84,7 +84,7 @@ def make_trial(replicates: int, inits: int):
     start = time.perf_counter()
     # No convergence test (grad_tol 0): every fit runs all 500 steps, 52 points per series.
     fit_cfg = dataclasses.replace(params.fit, grad_tol=0.0)
-    result = run_fits(problem, fit_cfg, 0.1, "adam", None, cfg.diverged_penalty)
+    result = run_fits(problem, fit_cfg, 0.1, "adam", None)
     fit_seconds = time.perf_counter() - start
     table = fit_rows(problem, result).with_columns(
         study=pl.lit("bench"), trial=pl.lit(0), optimizer=pl.lit("adam"), lr=pl.lit(0.1)

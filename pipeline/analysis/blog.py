@@ -148,7 +148,7 @@ def blog_fits(params, summary: pl.DataFrame, hists: dict, fits: pl.DataFrame) ->
     (`recovery.best_lr` over its optimisation table), as the report names it.
 
     Args:
-        params: the validated params (`blog`, `seed`, `fit`, `sweep.diverged_penalty`).
+        params: the validated params (`blog`, `seed`, `fit`).
         summary, hists: the data stage's summary and histograms.
         fits: the sweep's per-fit table.
 
@@ -161,7 +161,7 @@ def blog_fits(params, summary: pl.DataFrame, hists: dict, fits: pl.DataFrame) ->
     if row.height == 0 or not row["identifiable"][0]:
         return pl.DataFrame()
     part = fits.filter(pl.col("scenario") == blog.scenario)
-    choice = best_lr(optimisation_table(part, diverged_penalty=params.sweep.diverged_penalty))
+    choice = best_lr(optimisation_table(part, max_steps=params.fit.max_steps))
     lr = choice["lr"][0] if choice.height else None
     optimizer = choice["optimizer"][0] if choice.height else "adam"
     return blog_table(hists[(blog.scenario, 0)], row.row(0, named=True), blog, seed=params.seed,

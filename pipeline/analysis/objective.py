@@ -4,13 +4,15 @@ The data are loaded once per process into a `Problem`: the identifiable datasets
 histograms, and `inits` random starts per dataset drawn from seeded streams, so that every
 trial (learning rate) is scored on exactly the same fits.
 
-Objective (minimised): the mean over fits of the NLL gap to the dataset's exact MLE,
-    gap_f = NLL(θ̂_f) − NLL(θ̂_MLE)   in nats per observation, at the end of the step budget,
-with fits that diverged charged `diverged_penalty` instead. A converged fit has a gap of
-~1e-12 or less, a `max_steps` fit keeps the gap it reached, so the objective rewards
-learning rates that get there within the budget and never blow up. Its parts (share
-converged / diverged, median steps to convergence, worst gap, mean |error| in standard
-errors) are recorded beside it.
+Objective (minimised): the mean over fits of a bounded per-fit charge (`recovery.charge`):
+    1                                   for a fit that did not recover the exact MLE,
+    STEP_WEIGHT × steps / max_steps     for one that did (STEP_WEIGHT = 1e-6),
+where recovered is the report's `recovered`: converged and every parameter within 1 SE of the
+exact MLE (Newton oracle for regression fits). The objective is the share of fits not
+recovered, ties broken by the fewest steps, in [0, 1 + 1e-6]: a fit that diverged, stopped at
+`max_steps` or converged far from the MLE costs the same 1, however far off it ended, so one
+bad fit cannot swamp the rest. Its parts (share converged / diverged, median steps to
+convergence, worst gap, mean |error| in standard errors) are recorded beside it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from pipeline.analysis.recovery import charge, fit_charges, recovered
 from pipeline.core import seeds
 from pipeline.core.descent.engine import fit_zip, stack_histograms
 from pipeline.core.histogram import Histogram
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
 PARTS = (
+    "share_recovered",
     "share_converged",
     "share_diverged",
     "share_max_steps",
@@ -133,28 +137,9 @@ def build_problem(summary: pl.DataFrame, hists: dict, seed: int, cfg, device: st
     return Problem(values, freqs, chosen, fits, names)
 
 
-def intercept_charges(rows: pl.DataFrame, penalty: float) -> np.ndarray:
-    """Each fit's charge in the objective: its NLL gap (>= 0), `penalty` if it diverged."""
-    status = rows["status"].to_numpy()
-    charged = np.where(status == "diverged", penalty, np.maximum(rows["nll_gap"].to_numpy(), 0.0))
-    return np.where(np.isfinite(charged), charged, penalty)
-
-
-def objective_value(gap: np.ndarray, status: np.ndarray, penalty: float) -> float:
-    """Mean over fits of the NLL gap (clipped at 0), `penalty` for diverged fits.
-
-    Args:
-        gap: NLL gap to the exact MLE per fit.
-        status: fit statuses ("diverged" is charged `penalty`).
-        penalty: `diverged_penalty`.
-
-    Returns:
-        The objective (lower is better).
-    """
-    # A converged fit may sit a rounding error (~1e-16) below the closed-form NLL.
-    charged = np.where(status == "diverged", penalty, np.maximum(gap, 0.0))
-    charged = np.where(np.isfinite(charged), charged, penalty)
-    return float(np.mean(charged)) if len(charged) else float("nan")
+def objective_value(charges: np.ndarray) -> float:
+    """The objective: the mean of the fits' charges (`recovery.charge`), NaN without fits."""
+    return float(np.mean(charges)) if len(charges) else float("nan")
 
 
 def fit_rows(problem: Problem, result) -> pl.DataFrame:
@@ -218,17 +203,18 @@ def fit_histories(result) -> pl.DataFrame:
     )
 
 
-def objective_parts(rows: pl.DataFrame, penalty: float) -> dict[str, float]:
+def objective_parts(rows: pl.DataFrame, max_steps: int) -> dict[str, float]:
     """The objective and its parts from a trial's fit rows.
 
     Args:
         rows: from `fit_rows`.
-        penalty: `diverged_penalty`.
+        max_steps: the step budget (`fit.max_steps`).
 
     Returns:
         `{"objective": ..., **PARTS}`; NaN where a part is undefined (e.g. no fit converged).
     """
     status = rows["status"].to_numpy()
+    charges = fit_charges(rows, max_steps)
     ok = rows.filter(pl.col("status") != "diverged")
     converged = rows.filter(pl.col("status") == "converged")
 
@@ -238,7 +224,8 @@ def objective_parts(rows: pl.DataFrame, penalty: float) -> dict[str, float]:
         return float(x.mean()) if len(x) else float("nan")
 
     return {
-        "objective": objective_value(rows["nll_gap"].to_numpy(), status, penalty),
+        "objective": objective_value(charges),
+        "share_recovered": float(np.mean(charges < 1.0)),
         "share_converged": float(np.mean(status == "converged")),
         "share_diverged": float(np.mean(status == "diverged")),
         "share_max_steps": float(np.mean(status == "max_steps")),
@@ -250,7 +237,7 @@ def objective_parts(rows: pl.DataFrame, penalty: float) -> dict[str, float]:
 
 
 def run_fits(problem: Problem, fit_cfg, lr: float, optimizer: str,
-             on_chunk: Callable[[int, float], bool] | None, penalty: float):  # fmt: skip
+             on_chunk: Callable[[int, float], bool] | None):  # fmt: skip
     """All fits of `problem` at one learning rate, as one batched engine call.
 
     Args:
@@ -259,16 +246,27 @@ def run_fits(problem: Problem, fit_cfg, lr: float, optimizer: str,
         lr, optimizer: the trial's learning rate and optimizer.
         on_chunk: called after each chunk of steps with (step, objective so far); returning
             True stops the engine (pruning).
-        penalty: `diverged_penalty`, for the objective so far.
 
     Returns:
         The engine's `FitResult`.
     """
 
-    mle_nll = problem.fits["mle_nll"].to_numpy()
+    fits = problem.fits
+    mle = fits.select("mle_pi", "mle_lambda").to_numpy()
+    se = fits.select("se_pi", "se_lambda").to_numpy()
+    finished_at = np.full(fits.height, -1, dtype=np.int64)
 
     def callback(report) -> bool:
-        value = objective_value(report.nll - mle_nll, np.asarray(report.status), penalty)
+        # The objective so far: a running fit within 1 SE counts as recovered so far, charged
+        # the steps taken; a finished one the chunk it was first seen finished at (the engine
+        # reports no per-fit steps while it runs).
+        status = np.asarray(report.status)
+        finished_at[(status != "running") & (finished_at < 0)] = report.step
+        steps = np.where(finished_at < 0, report.step, finished_at)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            errors = (np.column_stack([report.pi, report.lam]) - mle) / se
+        value = objective_value(charge(recovered(status, errors, so_far=True), steps,
+                                       fit_cfg.max_steps))  # fmt: skip
         return bool(on_chunk(int(report.step), value))
 
     column = lambda name: problem.fits[name].to_numpy().copy()  # noqa: E731 (writable for torch)

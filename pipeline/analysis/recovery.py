@@ -13,6 +13,9 @@ Monte-Carlo standard errors (suffix `_se`) treat groups as independent draws: a 
 fits has SE sqrt(p (1 - p) / N), a bias over m datasets has SE sd / sqrt(m). Inits of the same
 dataset are not independent, so the SE of a share of fits is a lower bound when the outcome
 depends on the data rather than on the init.
+
+The sweep's objective is defined here, beside `recovered`, so that the study's best trial and
+the report's best learning rate are chosen by one rule (`fit_charges`).
 """
 
 from __future__ import annotations
@@ -20,12 +23,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 
 GROUP = ["scenario", "optimizer", "lr"]
 DATASET = ["scenario", "optimizer", "lr", "replicate"]
 OFF_SE = 1.0  # a fit that did not diverge but ends further than this from the MLE, in SEs
 COLLAPSED = 0.01  # ... with pi_hat below this fraction of the MLE's: pi collapsed towards 0
+# The objective's tie-break among recovered fits: this × steps / max_steps (far below the
+# 1 / fits a single fit more or less recovered moves the mean by, for any study < 1e6 fits).
+STEP_WEIGHT = 1e-6
+BEST_RULE = "the most fits recovered, then the fewest steps"  # what the objective ranks by
+# The objective's name on Optuna's dashboard and in `trials_dataframe` (`set_metric_names`).
+OBJECTIVE_NAME = f"share not recovered + {STEP_WEIGHT:g} x steps/max_steps"
 PARAMETERS = {
     "pi": ("pi_hat", "mle_pi", "pi_true"),
     "lambda": ("lambda_hat", "mle_lambda", "lambda_true"),
@@ -45,25 +55,115 @@ def ordered(df: pl.DataFrame, order: Sequence[str] | None, extra: Sequence = ())
     return df.sort([rank, "scenario", "optimizer", "lr", *extra])
 
 
-def objective(diverged_penalty: float) -> pl.Expr:
-    """The sweep's objective as an aggregation over fits (`sweep_objective.objective_value`).
-
-    Mean NLL gap clipped at 0 (a converged fit may sit a rounding error below the closed-form
-    NLL); a diverged fit, or one without a finite gap, counts `diverged_penalty`.
+def recovered(status: np.ndarray, errors: np.ndarray, *, so_far: bool = False) -> np.ndarray:
+    """Which fits recovered the exact MLE (oracle): converged, every parameter within `OFF_SE`.
 
     Args:
-        diverged_penalty: charge for a diverged fit (mean NLL units).
+        status: (B,) fit statuses.
+        errors: (B, P) each parameter's error in the MLE's standard errors (signed or not); a
+            NaN (no estimate, no SE) is never within.
+        so_far: a fit still "running" counts as converged (pruning's intermediate values).
+            A fit "stopped" by the pruner always does: it exists only in a pruned trial, whose
+            value is then its last intermediate value.
 
     Returns:
-        A polars expression to use inside `agg` over the per-fit table.
+        (B,) booleans.
     """
-    gap = pl.col("nll_gap").fill_null(float("nan"))
-    charged = pl.when((pl.col("status") == "diverged") | ~gap.is_finite())
-    return charged.then(diverged_penalty).otherwise(gap.clip(lower_bound=0.0)).mean()
+    done = np.isin(
+        status, ("converged", "stopped", "running") if so_far else ("converged", "stopped")
+    )
+    with np.errstate(invalid="ignore"):
+        within = (np.abs(np.asarray(errors, dtype=float)) <= OFF_SE).all(axis=1)
+    return done & within
+
+
+def charge(recovered: np.ndarray, steps: np.ndarray, max_steps: int) -> np.ndarray:
+    """Each fit's charge in the sweep's objective, in [0, 1 + `STEP_WEIGHT`].
+
+    1 for a fit that did not recover the MLE (whatever went wrong: diverged, stopped at
+    `max_steps`, converged far off); `STEP_WEIGHT` × steps / max_steps for one that did. The
+    mean over fits is then the share not recovered, ties broken by the fewest steps.
+
+    Args:
+        recovered: (B,) from `recovered`.
+        steps: (B,) optimizer steps each fit took (so far).
+        max_steps: the step budget.
+
+    Returns:
+        (B,) charges.
+    """
+    used = np.clip(np.asarray(steps, dtype=float) / max_steps, 0.0, 1.0)
+    return np.where(recovered, STEP_WEIGHT * used, 1.0)
+
+
+def fit_errors(fits: pl.DataFrame) -> np.ndarray:
+    """(B, P) each fit's parameter errors in the MLE's (oracle's) standard errors.
+
+    A regression table carries its largest coefficient error (`max_err_se`); an intercept-only
+    table its estimates, the exact MLE and its SEs (`PARAMETERS`).
+    """
+    if "max_err_se" in fits.columns:
+        return fits["max_err_se"].cast(pl.Float64).fill_null(float("nan")).to_numpy()[:, None]
+    cols = []
+    for name, (hat, mle, _) in PARAMETERS.items():
+        diff = (pl.col(hat) - pl.col(mle)) / pl.col(f"se_{name}")
+        cols.append(fits.select(diff.cast(pl.Float64).fill_null(float("nan"))).to_series())
+    return np.column_stack([c.to_numpy() for c in cols])
+
+
+def fit_charges(fits: pl.DataFrame, max_steps: int) -> np.ndarray:
+    """Each fit's charge in the sweep's objective (`charge` of `recovered`), in row order.
+
+    Args:
+        fits: a per-fit table, intercept-only or regression (status, steps and `fit_errors`).
+        max_steps: the step budget.
+
+    Returns:
+        (B,) charges; their mean is the objective.
+    """
+    done = recovered(fits["status"].to_numpy(), fit_errors(fits))
+    return charge(done, fits["steps"].to_numpy(), max_steps)
+
+
+def objective_table(tables: Sequence[pl.DataFrame], max_steps: int) -> pl.DataFrame:
+    """The study's objective per (optimizer, lr): the mean charge over every fit of every table.
+
+    This is each Optuna trial's value recomputed from the fits tables (a trial is one
+    optimizer × lr on every fit, intercept-only and regression).
+
+    Args:
+        tables: per-fit tables with optimizer and lr columns (empty ones are skipped).
+        max_steps: the step budget.
+
+    Returns:
+        One row per optimizer × lr: fits, objective, recovered (share), sorted best first
+        (lowest objective, then the smaller lr).
+    """
+    parts = [
+        t.select("optimizer", "lr").with_columns(
+            _charge=pl.Series(fit_charges(t, max_steps), dtype=pl.Float64)
+        )
+        for t in tables
+        if t.height
+    ]
+    if not parts:
+        schema = {"optimizer": pl.String, "lr": pl.Float64, "fits": pl.UInt32,
+                  "objective": pl.Float64, "recovered": pl.Float64}  # fmt: skip
+        return pl.DataFrame(schema=schema)
+    return (
+        pl.concat(parts)
+        .group_by("optimizer", "lr", maintain_order=True)
+        .agg(
+            pl.len().alias("fits"),
+            pl.col("_charge").mean().alias("objective"),
+            (pl.col("_charge") < 1.0).mean().alias("recovered"),
+        )
+        .sort("objective", "lr", "optimizer")
+    )
 
 
 def optimisation_table(
-    fits: pl.DataFrame, *, diverged_penalty: float, order: Sequence[str] | None = None
+    fits: pl.DataFrame, *, max_steps: int, order: Sequence[str] | None = None
 ) -> pl.DataFrame:
     """How well, how often and how fast gradient descent reached the exact MLE.
 
@@ -73,14 +173,15 @@ def optimisation_table(
     `converged_off` those among them flagged converged (stalled on a flat region), `recovered`
     the share flagged converged within `OFF_SE` of the MLE, and
     `off_collapsed` the share of those off fits whose pi_hat fell below `COLLAPSED` x the
-    MLE's. Errors are |theta_hat - theta_MLE| in units of the MLE's standard error; the spread
-    is, per dataset, max - min over its non-diverged inits (in SEs), averaged over datasets
-    with at least two such inits.
+    MLE's. `objective` is the sweep's objective over the group's fits (`fit_charges`: the
+    share not recovered, then the fewest steps). Errors are |theta_hat - theta_MLE| in units
+    of the MLE's standard error; the spread is, per dataset, max - min over its non-diverged
+    inits (in SEs), averaged over datasets with at least two such inits.
 
     Args:
         fits: the per-fit table (scenario, optimizer, lr, replicate, init, status, steps,
             nll_gap, pi_hat, lambda_hat, mle_pi, mle_lambda, se_pi, se_lambda, boundary).
-        diverged_penalty: the sweep's objective charge for a diverged fit.
+        max_steps: the step budget (the objective's tie-break).
         order: scenario order for the rows (default: by name).
 
     Returns:
@@ -90,7 +191,11 @@ def optimisation_table(
     conv = pl.col("status") == "converged"
     off = ok & ((pl.col("err_pi") > OFF_SE) | (pl.col("err_lambda") > OFF_SE)).fill_null(True)
     # Fixed row order: float sums (means) then do not depend on how the input was ordered.
-    fits = fits.sort([*DATASET, "init"]).with_columns(
+    fits = fits.sort([*DATASET, "init"])
+    done = recovered(fits["status"].to_numpy(), fit_errors(fits))
+    fits = fits.with_columns(
+        pl.Series("_recovered", done, dtype=pl.Boolean),
+        pl.Series("_charge", charge(done, fits["steps"].to_numpy(), max_steps), dtype=pl.Float64),
         ((pl.col("pi_hat") - pl.col("mle_pi")).abs() / pl.col("se_pi")).alias("err_pi"),
         ((pl.col("lambda_hat") - pl.col("mle_lambda")).abs() / pl.col("se_lambda")).alias(
             "err_lambda"
@@ -99,7 +204,7 @@ def optimisation_table(
     table = fits.group_by(GROUP, maintain_order=True).agg(
         pl.len().alias("fits"),
         pl.col("replicate").n_unique().alias("datasets"),
-        objective(diverged_penalty).alias("objective"),
+        pl.col("_charge").mean().alias("objective"),
         *_share(conv, "converged"),
         *_share(pl.col("status") == "max_steps", "max_steps"),
         *_share(pl.col("status") == "diverged", "diverged"),
@@ -113,7 +218,7 @@ def optimisation_table(
         pl.col("err_lambda").filter(ok).max().alias("err_lambda_max"),
         *_share(off, "off_mle"),
         *_share(conv & off, "converged_off"),
-        *_share(conv & ~off, "recovered"),
+        *_share(pl.col("_recovered"), "recovered"),
         # Why fits end far off: a step overshoots into pi ~ 0, where d NLL / d logit(pi) ~ pi.
         (pl.col("pi_hat") < COLLAPSED * pl.col("mle_pi"))
         .filter(off)
@@ -154,9 +259,11 @@ def optimisation_table(
 def best_lr(recovery: pl.DataFrame) -> pl.DataFrame:
     """Per scenario, the best (optimizer, lr) by the sweep's objective and by share recovered.
 
-    "Recovered" fits are flagged converged and end within `recovery.OFF_SE` standard errors of
-    the exact MLE (a fit can stop as converged on a flat region far from it). Ties go to fewer
-    median steps, then the smaller lr.
+    "Recovered" fits are flagged converged and end within `OFF_SE` standard errors of the
+    exact MLE (a fit can stop as converged on a flat region far from it). By the objective
+    (`fit_charges`): the most fits recovered, then the fewest steps (mean over recovered fits),
+    then the smaller lr — the rule `BEST_RULE` states. By share recovered: ties go to fewer
+    median steps to convergence, then the smaller lr.
 
     Args:
         recovery: the optimisation table.

@@ -231,11 +231,3 @@ def _histories(problem: RegProblem, result) -> pl.DataFrame:
         "value": values[fit_idx, :, col].ravel(),
     })  # fmt: skip
     return frame.sort("fit", "step", maintain_order=True)
-
-
-def charged_gaps(table: pl.DataFrame, penalty: float) -> np.ndarray:
-    """Each fit's objective charge: its NLL gap (≥ 0), `penalty` if it diverged."""
-    gap = table["nll_gap"].to_numpy()
-    diverged = table["status"].to_numpy() == "diverged"
-    charged = np.where(diverged, penalty, np.maximum(gap, 0.0))
-    return np.where(np.isfinite(charged), charged, penalty)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.analysis.recovery import best_lr
-from pipeline.report.findings import blog_finding, findings, pct, sig
+from pipeline.report.findings import blog_finding, findings, pct, sig, study_finding
 
 
 def with_mle_row(table: pl.DataFrame, mle: dict) -> pl.DataFrame:
@@ -104,6 +104,7 @@ def report(
     max_steps: int,
     level: float,
     reach: pl.DataFrame | None = None,
+    objective: pl.DataFrame | None = None,
 ) -> str:
     """The whole `reports/recovery.md`.
 
@@ -117,11 +118,14 @@ def report(
         max_steps: the step budget.
         level: the Wald intervals' nominal coverage.
         reach: `reach.reach_table` (steps to within 0.1 SE of the MLE).
+        objective: `recovery.objective_table` over every fit of the study (the study's best
+            by the objective opens the summary), or None.
 
     Returns:
         Markdown text.
     """
     best = best_lr(recovery)
+    opening = None if objective is None else study_finding(objective)
     at_best = statistics.join(
         best.select("scenario", "optimizer", "lr"), on=["scenario", "optimizer", "lr"], how="semi"
     )
@@ -132,6 +136,7 @@ def report(
         "",
         "## Summary (generated from the numbers below)",
         "",
+        *([opening] if opening else []),
         *findings(recovery, statistics, max_steps=max_steps, level=level, reach=reach),
         *([] if blog is None else [blog_finding(blog)]),
         "",

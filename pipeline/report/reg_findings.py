@@ -74,7 +74,8 @@ def line_sentence(rows: pl.DataFrame, label: str, max_steps: int) -> str:
             f"{label}: ends within 1 oracle SE (in {_at_least(loose[LOOSE].min())}) "
             f"at {lr_span(loose['lr'].to_list(), grid)} but not within 0.01 SE "
             f"({_at_most(loose[TIGHT].max())} there); closest at "
-            f"lr {top['lr']:g} (median largest error {sig(top['err_median'], 2)} SE)"
+            f"lr {top['lr']:g} by the median largest error of the fits that did not diverge "
+            f"({sig(top['err_median'], 2)} SE)"
         )
     else:
         scored = rows.filter(pl.col("err_median").is_not_null())
@@ -85,8 +86,9 @@ def line_sentence(rows: pl.DataFrame, label: str, max_steps: int) -> str:
         if scored.height:
             top = scored.sort("err_median_all", "err_median").row(0, named=True)
             text += (
-                f"; closest at lr {top['lr']:g} (median largest error "
-                f"{sig(top['err_median'], 2)} SE, {pct(top[LOOSE])} of fits within 1 SE, "
+                f"; closest at lr {top['lr']:g} by the median largest error over all fits, a "
+                f"diverged one counted infinitely far ({sig(top['err_median'], 2)} SE over "
+                f"those that did not diverge, {pct(top[LOOSE])} of fits within 1 SE, "
                 f"median NLL gap {sig(top['gap_median'], 2)} nats/obs)"
             )
         if rows["converged"].max() == 0 and rows["batch_size"][0] is None:
@@ -195,8 +197,9 @@ def reg_findings(
             head += f"; {left_out} left out: oracle not converged)" if left_out else ")"
         if b["optimizer"] is not None:
             head += (
-                f": closest to the oracle {variant_label(b, multi)} at lr {b['lr']:g} (median "
-                f"largest coefficient error {sig(b['err_median_all'], 2)} oracle SE, "
+                f": closest to the oracle {variant_label(b, multi)} at lr {b['lr']:g} by the "
+                f"median largest coefficient error over all fits, a diverged one counted "
+                f"infinitely far ({sig(b['err_median_all'], 2)} oracle SE, "
                 f"{pct(b['converged'])} converged)."
             )
         lines.append(head)

@@ -132,18 +132,20 @@ def aggregate(params: config.Params, workdir: Path, inputs=None) -> dict:
         inputs: `load_inputs(params, workdir)` when already loaded.
 
     Returns:
-        A dict with the tables (`recovery`, `statistics`, `blog`, `best`), the file paths
+        A dict with the tables (`recovery`, `statistics`, `blog`, `best`, `objective`: the
+        study's objective per optimizer × lr over every fit, best first), the file paths
         written (`files`), `fits` (their number) and `regression`
         (`aggregate_regression.aggregate_regression`, None without regression fits).
     """
     inputs = inputs or load_inputs(params, workdir)
     summary, fits, blog = inputs["summary"], inputs["fits"], inputs["blog"]
     order = [s.name for s in params.data.scenarios]
-    recovery = rc.optimisation_table(
-        fits, diverged_penalty=params.sweep.diverged_penalty, order=order
-    )
+    recovery = rc.optimisation_table(fits, max_steps=params.fit.max_steps, order=order)
     statistics = statistics_table(fits, summary, level=params.report.level, order=order)
     best = rc.best_lr(recovery)
+    reg_fits = (inputs.get("regression") or {}).get("fits")
+    tables = [fits] if reg_fits is None else [fits, reg_fits]
+    objective = rc.objective_table(tables, params.fit.max_steps)
     reach = reach_steps(inputs["histories"], fits, REACH_SE)
 
     layout = files.Layout(workdir)
@@ -176,6 +178,7 @@ def aggregate(params: config.Params, workdir: Path, inputs=None) -> dict:
         max_steps=params.fit.max_steps,
         level=params.report.level,
         reach=reach_table(reach),
+        objective=objective,
     )
     reg = reg_stage.aggregate_regression(params, workdir, inputs.get("regression"), stamp)
     if reg is not None:
@@ -191,6 +194,7 @@ def aggregate(params: config.Params, workdir: Path, inputs=None) -> dict:
         "statistics": statistics,
         "blog": blog,
         "best": best,
+        "objective": objective,
         "files": written,
         "fits": fits.height,
         "regression": reg,
@@ -203,6 +207,9 @@ def log_stage(
     """Log the report block, per-scenario best lr and every output file to the stage run."""
     flat = flatten({"report": config.as_dict(params.report)})
     metrics = {"fits": result["fits"], "groups": result["recovery"].height, "seconds": seconds}
+    if result["objective"].height:  # the study's best by the objective: Optuna's best trial
+        metrics["best_lr"] = result["objective"]["lr"][0]
+        metrics["best_objective"] = result["objective"]["objective"][0]
     for row in result["best"].iter_rows(named=True):
         metrics[f"{row['scenario']}.best_lr"] = row["lr"]
         metrics[f"{row['scenario']}.best_objective"] = row["objective"]
@@ -236,7 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_stage(tracker, run_id, params, result, workdir, seconds)
     print(headline(result["recovery"]))
     best = ", ".join(f"{r['scenario']} {r['lr']:g}" for r in result["best"].iter_rows(named=True))
-    print(f"best lr by objective: {best}")
+    if result["objective"].height:
+        top = result["objective"].row(0, named=True)
+        print(f"best: {top['optimizer']} lr={top['lr']:g}, objective {top['objective']:.4g} "
+              f"({rc.BEST_RULE}, over all {top['fits']:,} fits); per scenario: {best}")  # fmt: skip
+    else:
+        print(f"best lr by the objective ({rc.BEST_RULE}), per scenario: {best}")
     if result["regression"] is not None:
         print(f"regression, closest to the oracle: {reg_stage.best_line(result['regression'])}")
     print(

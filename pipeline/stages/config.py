@@ -94,7 +94,6 @@ class SweepConfig:
     inits: int = 5
     init_pi: tuple[float, float] = (0.0, 1.0)
     init_lambda: tuple[float, float] = (0.0, 10.0)
-    diverged_penalty: float = 1.0
     pruner: Literal["none", "median"] = "none"
     regression: RegressionSweep = RegressionSweep()
     pruner_startup_trials: int = 5
@@ -130,8 +129,6 @@ class SweepConfig:
         lo, hi = self.init_lambda
         if not 0.0 <= lo < hi < math.inf:
             fail(f"{path}.init_lambda", "must be [lo, hi] with 0 <= lo < hi", [lo, hi])
-        if not self.diverged_penalty > 0:
-            fail(f"{path}.diverged_penalty", "must be > 0", self.diverged_penalty)
         for key in ("pruner_startup_trials", "pruner_warmup_steps"):
             if getattr(self, key) < 0:
                 fail(f"{path}.{key}", "must be >= 0", getattr(self, key))

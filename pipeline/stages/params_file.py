@@ -27,6 +27,17 @@ from pipeline.core.errors import UserError
 _SHORT = reprlib.Repr()
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 6, 6, 3
 _MAX_SHOWN = 200  # characters of a bad value an error line shows
+# Keys that no longer exist, by key path, and what to do instead: refused with this reason
+# rather than "unknown key", and never silently ignored (a knob that does nothing misleads).
+_GONE = (
+    "was removed: the sweep's objective is now the share of fits not recovered, then the "
+    "fewest steps, bounded without a penalty (README, 'The objective'); delete this key"
+)
+MOVED = {
+    "report.blog": "has moved to a top-level `blog:` block (same keys)",
+    "sweep.diverged_penalty": _GONE,
+    "tune.diverged_penalty": _GONE,
+}
 _FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 
 
@@ -127,8 +138,9 @@ def build(cls: type, raw: Any, path: str):
         fail(where, "must be a mapping", raw)
     fields = {key_of(f): f for f in dataclasses.fields(cls)}
     for key in raw:
-        if path == "report" and key == "blog":
-            fail("report.blog", "has moved to a top-level `blog:` block (same keys)", raw[key])
+        moved = MOVED.get(f"{path}.{key}" if path else str(key))
+        if moved:
+            fail(f"{path}.{key}", moved, raw[key])
         if key not in fields:
             fail(
                 f"{path}.{key_text(key)}" if path else key_text(key),

@@ -31,6 +31,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import TrialState
 
+from pipeline.analysis.recovery import OBJECTIVE_NAME
 from pipeline.core.errors import UserError
 from pipeline.tracking import interrupts
 
@@ -75,12 +76,18 @@ def make_pruner(cfg):
 
 
 def load_study(storage, name: str, cfg, sampler_seed: int, create: bool = False):
-    """Create (`create=True`, parent only) or load the study, minimising the objective."""
+    """Create (`create=True`, parent only) or load the study, minimising the objective.
+
+    The parent names the objective (`analysis.recovery.OBJECTIVE_NAME`) in the storage, so
+    optuna-dashboard and `trials_dataframe` show what it is; workers read it from there.
+    """
     kwargs = dict(study_name=name, storage=storage, sampler=make_sampler(cfg, sampler_seed),
                   pruner=make_pruner(cfg))  # fmt: skip
     try:
         if create:
-            return optuna.create_study(direction="minimize", load_if_exists=True, **kwargs)
+            study = optuna.create_study(direction="minimize", load_if_exists=True, **kwargs)
+            study.set_metric_names([OBJECTIVE_NAME])  # else "Objective 0" on the dashboard
+            return study
         return optuna.load_study(**kwargs)
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]

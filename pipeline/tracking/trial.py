@@ -5,7 +5,8 @@ once per process). A trial reports the objective so far after each chunk of engi
 (Optuna prunes on it), logs its fit runs (`fit_logging.FitLogger`, in the background) while it
 draws its own figures, writes its fit rows and their histories to
 `data/trials/<study>/<number:05d>[.histories].parquet` (atomically, the rows last: their file
-marks the trial done), and returns the objective (`sweep_objective`) or raises
+marks the trial done), and returns the objective (`analysis.objective`: the share of fits not
+recovered, then the fewest steps, over intercept-only and regression fits) or raises
 `optuna.TrialPruned`. MLflow receives the same numbers; nothing reads them back from there.
 """
 
@@ -26,12 +27,13 @@ from pipeline.analysis.objective import (
     Problem,
     fit_histories,
     fit_rows,
-    intercept_charges,
     objective_parts,
+    objective_value,
     run_fits,
 )
+from pipeline.analysis.recovery import fit_charges
 from pipeline.analysis.reg_batch import combine, run_combined
-from pipeline.analysis.regression import charged_gaps, reg_tables
+from pipeline.analysis.regression import reg_tables
 from pipeline.core import seeds
 from pipeline.core.errors import UserError
 from pipeline.report.convergence import trial_figures
@@ -95,13 +97,15 @@ def regression_fits(setup: TrialSetup, lr: float, optimizer: str):
     return tuple(pl.concat([t[i] for t in tables]) for i in range(3))
 
 
-def reg_parts(rows: pl.DataFrame, reg_fits: pl.DataFrame, penalty: float) -> dict[str, float]:
+def reg_parts(rows: pl.DataFrame, reg_fits: pl.DataFrame, max_steps: int) -> dict[str, float]:
     """The objective over every fit (intercept-only and regression) and the regression parts."""
     status = reg_fits["status"].to_numpy()
     ok = reg_fits.filter(pl.col("status") != "diverged")
-    charged = np.concatenate([intercept_charges(rows, penalty), charged_gaps(reg_fits, penalty)])
+    reg_charges = fit_charges(reg_fits, max_steps)
+    charged = np.concatenate([fit_charges(rows, max_steps), reg_charges])
     return {
-        "objective": float(charged.mean()),
+        "objective": objective_value(charged),
+        "reg_share_recovered": float(np.mean(reg_charges < 1.0)),
         "reg_share_converged": float(np.mean(status == "converged")),
         "reg_share_diverged": float(np.mean(status == "diverged")),
         "reg_median_max_err_se": float(ok["max_err_se"].median()) if ok.height else float("nan"),
@@ -141,7 +145,7 @@ def make_objective(setup: TrialSetup) -> Callable:
             return trial.should_prune()
 
         start = time.perf_counter()
-        result = run_fits(setup.problem, fit_cfg, lr, optimizer, on_chunk, cfg.diverged_penalty)
+        result = run_fits(setup.problem, fit_cfg, lr, optimizer, on_chunk)
         rows = fit_rows(setup.problem, result)
         histories = fit_histories(result)
         rows = pl.DataFrame({"study": [setup.study] * rows.height}).with_columns(
@@ -149,13 +153,13 @@ def make_objective(setup: TrialSetup) -> Callable:
             lr=pl.lit(lr, pl.Float64),
         ).hstack(rows)  # fmt: skip
         pruned = bool((rows["status"] == "stopped").any())
-        parts = objective_parts(rows, cfg.diverged_penalty)
+        parts = objective_parts(rows, fit_cfg.max_steps)
         reg = None if pruned else regression_fits(setup, lr, optimizer)
         if reg is not None:
             reg = tuple(t.with_columns(trial=pl.lit(trial.number, pl.Int64)) for t in reg)
             reg = (reg[0].with_columns(study=pl.lit(setup.study), optimizer=pl.lit(optimizer),
                                        lr=pl.lit(lr, pl.Float64)), *reg[1:])  # fmt: skip
-            parts.update(reg_parts(rows, reg[0], cfg.diverged_penalty))
+            parts.update(reg_parts(rows, reg[0], fit_cfg.max_steps))
         fit_seconds = time.perf_counter() - start
         pending = None
         reg_pending = None
@@ -206,8 +210,7 @@ def make_objective(setup: TrialSetup) -> Callable:
             run_id,
             params={"lr": lr, "optimizer": optimizer, "fits": rows.height, "inits": cfg.inits,
                     "model": fit_cfg.model, "max_steps": fit_cfg.max_steps, "tol": fit_cfg.tol,
-                    "chunk_steps": fit_cfg.chunk_steps,
-                    "diverged_penalty": cfg.diverged_penalty},
+                    "chunk_steps": fit_cfg.chunk_steps},
             metrics={**parts, "fit_seconds": fit_seconds, "tracking_seconds": tracking_seconds,
                      "fit_runs_per_second": rows.height / tracking_seconds
                      if tracking.log_fits else float("nan")},

@@ -113,7 +113,7 @@ def trial():
     summary, hists = sweep_data(SCENARIOS, 2, 300, 1)
     problem = build_problem(summary, hists, 0, config.SweepConfig(inits=2))
     fit = config.FitConfig(max_steps=60, chunk_steps=20, record_every=10)
-    result = run_fits(problem, fit, 0.1, "adam", None, 1.0)
+    result = run_fits(problem, fit, 0.1, "adam", None)
     return problem, fit_rows(problem, result), fit_histories(result)
 
 

@@ -81,8 +81,8 @@ def test_markdown_table_from_the_optimisation_table():
     assert md.splitlines() == [
         "| lr | converged | steps_median | objective | gap_max |",
         "|---|---|---|---|---|",
-        "| 0.1 | 0.5 | 200 | 0.000172 | 0.001 |",  # objective 1.7167e-4 to 3 digits
-        "| 1 | 0.5 | 20 | 0.5 | 0 |",
+        "| 0.1 | 0.5 | 200 | 0.5 | 0.001 |",  # objective 0.5 + 2e-7: share not recovered
+        "| 1 | 0.333 | 15 | 0.667 | 0 |",
     ]
 
 
@@ -167,7 +167,7 @@ def test_report_lays_out_sections_tables_and_figures():
     # the optimisation table: header, rule and one row per lr
     at = lines.index(headings[2])
     header = lines.index("| " + " | ".join(report_md.OPTIMISATION_COLUMNS) + " |")
-    assert at < header and lines[header + 2].startswith("| s | adam | 0.1 | 6 | 0.000172 |")
+    assert at < header and lines[header + 2].startswith("| s | adam | 0.1 | 6 | 0.5 |")
     # statistics only at the best lr (0.1): one row per parameter
     rows = [line for line in lines if line.startswith("| s | adam |") and "| pi |" in line]
     assert len(rows) == 1 and rows[0].startswith("| s | adam | 0.1 | pi | 0.5 | 3 |")

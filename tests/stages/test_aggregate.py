@@ -7,7 +7,10 @@ twice from scratch to check that `reports/recovery.parquet` is byte-identical.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -53,7 +56,10 @@ def run_chain(workdir: Path, invocation: str, extra: dict | None = None) -> Path
         mp.chdir(workdir)
         argv = ["--params", str(path), "--workdir", str(workdir)]
         for stage in (generate, sweep, aggregate):
-            assert stage.main(argv) == 0
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                assert stage.main(argv) == 0
+            (workdir / f"{stage.__name__.rsplit('.', 1)[-1]}.out").write_text(printed.getvalue())
     return path
 
 
@@ -102,7 +108,12 @@ def test_optimisation_numbers_match_a_direct_numpy_computation(chain):
             assert row["steps_median"] is None
         ok = status != "diverged"
         gap = g["nll_gap"]
-        charged = np.where(ok & np.isfinite(gap), np.maximum(gap, 0), 1.0)
+        # The objective: 1 per fit not recovered (converged, both errors within 1 SE), else
+        # 1e-6 x steps / max_steps.
+        within = (np.abs(g["err_pi_se"]) <= 1) & (np.abs(g["err_lambda_se"]) <= 1)
+        done = (status == "converged") & within
+        assert row["recovered"] == pytest.approx(done.mean(), abs=1e-15)
+        charged = np.where(done, 1e-6 * g["steps"] / OVERRIDES["fit"]["max_steps"], 1.0)
         assert row["objective"] == pytest.approx(charged.mean(), rel=1e-12, abs=1e-15)
         if ok.any():
             assert row["gap_median"] == pytest.approx(np.median(gap[ok]), rel=1e-12, abs=1e-15)
@@ -173,6 +184,45 @@ def test_objective_per_trial_is_the_fit_weighted_mean_over_scenarios(chain):
         part = recovery.filter(pl.col("lr") == lr)
         mean = (part["objective"] * part["fits"]).sum() / part["fits"].sum()
         assert mean == pytest.approx(run.data.metrics["objective"], rel=1e-12, abs=1e-15)
+
+
+def test_the_printed_best_the_tag_optunas_best_trial_and_the_report_agree(chain):
+    """The sweep's printed best, its stage run's `zip.best_lr`, the Optuna study's best trial and
+    the report's best line (and the aggregate's printed best) name one learning rate."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from pipeline.stages import config
+    from pipeline.tracking.runs import Tracker
+
+    params = config.load(chain / "params.yaml")
+    _, _, name = params.study("sweep")
+    storage = JournalStorage(JournalFileBackend(str(chain / "mlruns" / "optuna.log")))
+    study = optuna.load_study(study_name=name, storage=storage)
+    best = study.best_trial
+    assert study.metric_names == ["share not recovered + 1e-06 x steps/max_steps"]
+    assert 0 <= best.value <= 1 + 1e-6
+    assert all(0 <= t.value <= 1 + 1e-6 for t in study.trials)  # bounded, whatever diverged
+    lr = best.params["lr"]
+    printed = re.search(r"^best: trial (\d+), adam lr=(\S+), ", (chain / "sweep.out").read_text(),
+                        re.M)  # fmt: skip
+    assert printed and (int(printed[1]), float(printed[2])) == (best.number, lr)
+    tracker = Tracker(TINY["tracking"]["experiment"], root=chain)
+    (run,) = tracker.search("tags.`zip.stage` = 'sweep' and tags.`zip.level` = 'stage'")
+    assert float(run.data.tags["zip.best_lr"]) == lr
+    report = Layout(chain).report_text.read_text()
+    assert (
+        f"- **The study**: best lr {lr:g} (adam) by the objective: the most fits recovered, "
+        "then the fewest steps" in report
+    )
+    assert (
+        f"best: adam lr={lr:g}, objective {best.value:.4g} "
+        in (chain / "aggregate.out").read_text()
+    )
+    # The grid's learning rates are not tied: the choice is not an accident of tie-breaking.
+    values = sorted(t.value for t in study.trials)
+    assert values[0] < values[1]
 
 
 def test_outputs_stage_run_and_blog_table(chain):

@@ -260,8 +260,16 @@ def test_whole_number_counts_accepted_in_any_yaml_spelling(write_params, written
 
 def test_an_integer_beyond_float_range_is_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(_merge(DEFAULT, {"sweep": {"diverged_penalty": 10**400}})))
-    with pytest.raises(ConfigError, match=r"^sweep.diverged_penalty: must be a number within"):
+    path.write_text(yaml.safe_dump(_merge(DEFAULT, {"fit": {"tol": 10**400}})))
+    with pytest.raises(ConfigError, match=r"^fit.tol: must be a number within"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("block", ["sweep", "tune"])
+def test_the_removed_diverged_penalty_is_refused_with_its_reason(write_params, block):
+    path = write_params({block: {"diverged_penalty": 1.0}})
+    with pytest.raises(ConfigError, match=rf"^{block}.diverged_penalty: was removed: .* not "
+                       r"recovered.*delete this key, got 1.0$"):  # fmt: skip
         config.load(path)
 
 

@@ -35,7 +35,7 @@ def fitted():
     rare-events init 1 runs to `max_steps`."""
     problem, _ = make_problem(inits=2)
     fit_cfg = config.FitConfig(max_steps=400, chunk_steps=50, record_every=10)
-    result = run_fits(problem, fit_cfg, 1.0, "adam", None, 1.0)
+    result = run_fits(problem, fit_cfg, 1.0, "adam", None)
     rows = fit_rows(problem, result).with_columns(
         optimizer=pl.lit("adam"), lr=pl.lit(1.0, pl.Float64)
     )
