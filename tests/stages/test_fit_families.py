@@ -75,14 +75,14 @@ def test_one_family(tmp_path, params):
 
 
 def test_a_failing_family_keeps_its_row(tmp_path, params, monkeypatch):
-    real = stage.fit_count_regression
+    real = stage.fit_model
 
     def flaky(family, *a, **kw):
         if family == "hurdle_nb":
             raise np.linalg.LinAlgError("singular matrix")
         return real(family, *a, **kw)
 
-    monkeypatch.setattr(stage, "fit_count_regression", flaky)
+    monkeypatch.setattr(stage, "fit_model", flaky)
     r = run_hist(tmp_path, params, counts())
     assert r["models"]["hurdle_nb"]["status"] == "failed"
     assert "hurdle NB       fit failed: LinAlgError: singular matrix" in r["text"]
