@@ -199,15 +199,19 @@ def test_a_fit_on_the_saturated_zero_plateau_is_stalled_not_converged():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_cuda_fits_equal_cpu_fits(family):
-    """The same batch on the GPU: float64 kernels differ from the CPU's only in summation
-    order, so the paths agree to ~1e-10 (Adam's steps amplify rounding near the optimum)."""
+def test_cuda_fits_equal_cpu_fits(family, weighted):
+    """The same batch on the GPU (with weights and a count offset, or without): float64
+    kernels differ from the CPU's only in summation order, so the paths agree to ~1e-10
+    (Adam's steps amplify rounding near the optimum)."""
     Xs, Zs, ys = _data(family, n=500, D=2, seed=5)
+    ws, ocs, _ = _weights_offsets(ys)
+    extra = {"weights": ws, "count_offsets": ocs} if weighted else {}
     P = Zs[0].shape[1] + 2 + int(has_dispersion(family))
     start = np.random.default_rng(0).normal(0, 0.3, size=(6, P))
     index = np.repeat(np.arange(2), 3)
-    out = [fit_designs(stack_designs(Xs, Zs, ys, device=dev), index, start, 0.05,
+    out = [fit_designs(stack_designs(Xs, Zs, ys, device=dev, **extra), index, start, 0.05,
                           max_steps=300, family=family) for dev in ("cpu", "cuda")]  # fmt: skip
     np.testing.assert_allclose(out[1].params, out[0].params, rtol=0, atol=1e-7)
     np.testing.assert_allclose(out[1].nll, out[0].nll, rtol=1e-10)
