@@ -54,6 +54,7 @@ from pipeline.core.descent.outcome import (
     ChunkReport,
     FitResult,
     StopRule,
+    require,
     status_names,
     to_result,
 )
@@ -69,11 +70,6 @@ BLOCK_ELEMENTS = 2**16
 # 0 or 1): there the gradient in γ vanishes without a finite maximum, e.g. the ZINB sliding
 # into its NB limit π → 0. A fit the stop rule would call converged there is "stalled".
 SATURATED_LOGIT = 15.0
-
-
-def _require(ok, what: str, value) -> None:
-    if not ok:
-        raise ValueError(f"{what}, got {value!r}")
 
 
 def _slots(index: np.ndarray, D: int) -> tuple[np.ndarray, int]:
@@ -136,24 +132,24 @@ def fit_designs(
     rule = StopRule(max_steps, tol, window, grad_tol, record_every, chunk_steps)
     D, n, q, p = data.shape
     check_family(family)
-    _require((zero_part(family) is None) == (q == 0),
-             f"family {family} needs a zero-part design with {'no' if q else '>= 1'} columns",
-             q)  # fmt: skip
+    require((zero_part(family) is None) == (q == 0),
+            f"family {family} needs a zero-part design with {'no' if q else '>= 1'} columns",
+            q)  # fmt: skip
     P = q + p + int(has_dispersion(family))
     dev, dtype = data.X.device, data.X.dtype
     index = np.asarray(dataset_index)
-    _require(index.ndim == 1 and index.dtype.kind in "iu" and len(index) > 0
-             and bool(((index >= 0) & (index < D)).all()),
-             f"dataset_index must be 1-D ints in [0, {D})", index)  # fmt: skip
+    require(index.ndim == 1 and index.dtype.kind in "iu" and len(index) > 0
+            and bool(((index >= 0) & (index < D)).all()),
+            f"dataset_index must be 1-D ints in [0, {D})", index)  # fmt: skip
     B = len(index)
     start = torch.as_tensor(np.asarray(start, float), dtype=dtype, device=dev)
-    _require(start.shape == (B, P), f"start must be ({B}, {P})", tuple(start.shape))
-    _require(bool(start.isfinite().all()), "start must be finite", start)
+    require(start.shape == (B, P), f"start must be ({B}, {P})", tuple(start.shape))
+    require(bool(start.isfinite().all()), "start must be finite", start)
     lr = torch.as_tensor(lr, dtype=dtype, device=dev).broadcast_to(B)
-    _require(bool(((lr > 0) & lr.isfinite()).all()), "lr must be positive, finite", lr)
+    require(bool(((lr > 0) & lr.isfinite()).all()), "lr must be positive, finite", lr)
     full = batch_size is None or batch_size >= n
-    _require(full or (int(batch_size) == batch_size and batch_size >= 1),
-             "batch_size must be a positive integer", batch_size)  # fmt: skip
+    require(full or (int(batch_size) == batch_size and batch_size >= 1),
+            "batch_size must be a positive integer", batch_size)  # fmt: skip
 
     slot, F = _slots(index, D)
     d_t = torch.as_tensor(index.copy(), device=dev)

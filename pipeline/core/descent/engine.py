@@ -34,6 +34,7 @@ from pipeline.core.descent.outcome import (
     FitResult,
     Outcome,
     StopRule,
+    require,
 )
 from pipeline.core.histogram import Histogram
 
@@ -80,11 +81,6 @@ def check_device(device: str) -> None:
     index = torch.device(device).index
     if index is not None and index >= torch.cuda.device_count():
         raise ValueError(f"{device!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
-
-
-def _require(ok, what: str, value) -> None:
-    if not ok:
-        raise ValueError(f"{what}, got {value!r}")
 
 
 @torch.no_grad()
@@ -143,15 +139,15 @@ def fit_zip(
         ValueError: on an unknown optimizer or model, or invalid inputs.
     """
     optim.check_optimizer(optimizer, momentum)
-    _require(model in MODELS, f"model must be one of {MODELS}", model)
+    require(model in MODELS, f"model must be one of {MODELS}", model)
     rule = StopRule(max_steps, tol, window, grad_tol, record_every, chunk_steps)
     values, freqs = (torch.as_tensor(x, device=device, dtype=dtype) for x in (values, freqs))
     shapes = (tuple(values.shape), tuple(freqs.shape))
-    _require(values.ndim == 2 and shapes[0] == shapes[1], "need two (D, K) histograms", shapes)
-    _require(bool((freqs.sum(-1) > 0).all()), "every dataset needs n > 0", freqs.sum(-1))
+    require(values.ndim == 2 and shapes[0] == shapes[1], "need two (D, K) histograms", shapes)
+    require(bool((freqs.sum(-1) > 0).all()), "every dataset needs n > 0", freqs.sum(-1))
     index = torch.as_tensor(dataset_index, device=device)
     valid = index.ndim == 1 and not index.is_floating_point()
-    _require(
+    require(
         valid and bool(((index >= 0) & (index < len(values))).all()),
         f"dataset_index must be 1-D ints in [0, {len(values)})",
         index,
@@ -161,9 +157,9 @@ def fit_zip(
         torch.as_tensor(x, device=device, dtype=dtype).broadcast_to(len(index))
         for x in (pi0, lam0, lr)
     )
-    _require(bool(((pi0 > 0) & (pi0 < 1)).all()), "pi0 must lie in (0, 1)", pi0)
+    require(bool(((pi0 > 0) & (pi0 < 1)).all()), "pi0 must lie in (0, 1)", pi0)
     for name, x in [("lam0", lam0), ("lr", lr)]:
-        _require(bool(((x > 0) & x.isfinite()).all()), f"{name} must be positive, finite", x)
+        require(bool(((x > 0) & x.isfinite()).all()), f"{name} must be positive, finite", x)
 
     # Batch last: each parameter and statistic is a contiguous (B,) row.
     if model == "zip":

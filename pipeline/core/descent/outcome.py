@@ -25,7 +25,8 @@ STATUSES = ("running", "converged", "max_steps", "diverged", "stopped", "stalled
 RUNNING, CONVERGED, MAX_STEPS, DIVERGED, STOPPED, STALLED = range(len(STATUSES))
 
 
-def _require(ok, what: str, value) -> None:
+def require(ok, what: str, value) -> None:
+    """Raise `ValueError("<what>, got <value>")` unless `ok` (the engines' input checks)."""
     if not ok:
         raise ValueError(f"{what}, got {value!r}")
 
@@ -60,8 +61,8 @@ class StopRule:
     def __post_init__(self):
         for name in ("max_steps", "window", "record_every", "chunk_steps"):
             value, low = getattr(self, name), 0 if name == "max_steps" else 1
-            _require(int(value) == value and value >= low, f"{name} must be an integer >= {low}",
-                     value)  # fmt: skip
+            require(int(value) == value and value >= low, f"{name} must be an integer >= {low}",
+                    value)  # fmt: skip
 
     def status(self, t: int, loss, prev_loss, streak, grad_norm, finite=None, saturated=None,
                converge: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
