@@ -79,7 +79,7 @@ def test_the_combined_batch_equals_one_engine_call_per_scenario_and_variant(prob
     assert len(together) == 4
     for problem, standardize, part in together:
         alone = fit_designs(problem.data, problem.fits["dataset"].to_numpy(), problem.start,
-                               0.1, max_steps=Fit.max_steps, standardize=standardize)  # fmt: skip
+                            0.1, max_steps=Fit.max_steps, standardize=standardize)  # fmt: skip
         assert (part.status == alone.status).all() and (part.steps == alone.steps).all()
         # Zero padding adds exact zeros to the products, but the sums may round differently;
         # Adam turns such rounding into full steps once a fit oscillates near its optimum

@@ -158,7 +158,7 @@ def test_full_batch_descent_reaches_the_likelihood_maximum(family):
     q, k = Zs[0].shape[1], int(has_dispersion(family))
     P = q + 2 + k
     res = fit_designs(data, np.zeros(2, np.int64), np.zeros((2, P)), [0.05, 0.02],
-                         max_steps=20000, family=family)  # fmt: skip
+                      max_steps=20000, family=family)  # fmt: skip
     assert list(res.status) == ["converged", "converged"]
 
     def fun(th):
@@ -193,7 +193,7 @@ def test_a_fit_on_the_saturated_zero_plateau_is_stalled_not_converged():
     start = np.zeros((2, P))
     start[0, 0] = -20.0  # zero-part intercept: pi = sigmoid(-20)
     res = fit_designs(data, np.zeros(2, np.int64), start, 0.02, max_steps=20000,
-                         family=family)  # fmt: skip
+                      family=family)  # fmt: skip
     assert list(res.status) == ["stalled", "converged"]
     assert res.nll[0] > res.nll[1] + 1e-3
 
@@ -212,6 +212,6 @@ def test_cuda_fits_equal_cpu_fits(family, weighted):
     start = np.random.default_rng(0).normal(0, 0.3, size=(6, P))
     index = np.repeat(np.arange(2), 3)
     out = [fit_designs(stack_designs(Xs, Zs, ys, device=dev, **extra), index, start, 0.05,
-                          max_steps=300, family=family) for dev in ("cpu", "cuda")]  # fmt: skip
+                       max_steps=300, family=family) for dev in ("cpu", "cuda")]  # fmt: skip
     np.testing.assert_allclose(out[1].params, out[0].params, rtol=0, atol=1e-7)
     np.testing.assert_allclose(out[1].nll, out[0].nll, rtol=1e-10)
