@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_regression import COVARIATES  # noqa: E402
 
-from pipeline.core.descent import reg_designs, reg_engine  # noqa: E402
+from pipeline.core.descent import design_engine  # noqa: E402
+from pipeline.core.descent.designs import stack_designs  # noqa: E402
 from pipeline.core.laws import count_dists
 from pipeline.core.laws.count_terms import FAMILIES, has_dispersion, zero_part  # noqa: E402
 from pipeline.core.simulation.covariates import draw_covariates  # noqa: E402
@@ -55,7 +56,7 @@ def batch(family: str, data, F: int, dtype, device: str):
     """The engine's inputs for D x F fits of `family`: (designs, index, start)."""
     Xs = [X for X, _, _ in data]
     Zs = [Z if zero_part(family) else Z[:, :0] for _, Z, _ in data]
-    designs = reg_designs.stack_designs(Xs, Zs, [y for _, _, y in data], dtype=dtype,
+    designs = stack_designs(Xs, Zs, [y for _, _, y in data], dtype=dtype,
                                         device=device)  # fmt: skip
     D, _, q, p = designs.shape
     P = q + p + int(has_dispersion(family))
@@ -69,7 +70,7 @@ def once(family: str, inputs, steps: int, device: str) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    reg_engine.fit_regression(designs, index, start, 0.05, max_steps=steps, tol=0.0,
+    design_engine.fit_designs(designs, index, start, 0.05, max_steps=steps, tol=0.0,
                               grad_tol=0.0, record_every=steps, chunk_steps=steps,
                               standardize=True, family=family)  # fmt: skip
     if device == "cuda":

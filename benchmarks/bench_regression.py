@@ -7,14 +7,14 @@ coefficients, DESIGN §7):
      `ZeroInflatedPoisson(..., inflation="logit").fit(method="newton")` (started from zeros,
      from the true values if that fails) on the same datasets: median time per fit and the
      max relative difference of the estimates;
-  2  the batched engine (`reg_designs.stack_designs` + `reg_engine.fit_regression`, Adam,
+  2  the batched engine (`designs.stack_designs` + `design_engine.fit_designs`, Adam,
      standardised covariates, <= `--steps` steps) on D datasets x F fits, float64 and
      float32, against a plain per-fit PyTorch loop the blog's way (an `nn.Module` with two
      `nn.Parameter`s, `torch.optim.Adam`, full batch, mean NLL from
      `distributions.zip_log_prob`, all the steps, no stop rule) timed on a few fits, and
      against statsmodels per fit (from 1);
   3  the memory-traffic floor: this machine's streaming bandwidth (`copy_` of a 256 MB
-     float64 tensor) and the engine's time per step (`reg_loss.loss_grad`) against the
+     float64 tensor) and the engine's time per step (`design_engine.loss_grad`) against the
      time it takes just to read the designs once.
 No timed assertions: run by hand (not part of the tests):
 
@@ -38,7 +38,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.core.descent import reg_designs, reg_engine, reg_loss  # noqa: E402
+from pipeline.core.descent import design_engine  # noqa: E402
+from pipeline.core.descent.designs import stack_designs  # noqa: E402
 from pipeline.core.laws.distributions import zip_log_prob  # noqa: E402
 from pipeline.core.model import fit_data  # noqa: E402
 from pipeline.core.oracle.fit import fit_model  # noqa: E402
@@ -154,10 +155,10 @@ def starts_for(data, fits: int, seed: int) -> np.ndarray:
 
 def run_engine(data, fits: int, steps: int, dtype, start):
     D = len(data)
-    designs = reg_designs.stack_designs([d[0] for d in data], [d[1] for d in data],
+    designs = stack_designs([d[0] for d in data], [d[1] for d in data],
                                        [d[2] for d in data], dtype=dtype)  # fmt: skip
     index = np.repeat(np.arange(D), fits)
-    result, times = clock(lambda: reg_engine.fit_regression(
+    result, times = clock(lambda: design_engine.fit_designs(
         designs, index, start, LR, max_steps=steps, standardize=True, record_every=steps or 1,
         chunk_steps=max(1, steps)))  # fmt: skip
     return designs, index, result, times[0]
@@ -274,8 +275,8 @@ def section_floor(designs, F: int, args):
     floor = design_bytes / bw
     theta = torch.as_tensor(np.random.default_rng(3).uniform(-0.3, 0.3, (D, q + p, F)),
                             dtype=designs.X.dtype)  # fmt: skip
-    reg_loss.loss_grad(designs, theta)  # warm
-    _, times = clock(lambda: reg_loss.loss_grad(designs, theta), 3 if args.quick else 7)
+    design_engine.loss_grad(designs, theta)  # warm
+    _, times = clock(lambda: design_engine.loss_grad(designs, theta), 3 if args.quick else 7)
     step = statistics.median(times)
     per_elem = step / (D * n * F) * 1e9
     elem_floor = D * n * F * 8 * 1 / bw  # one float64 (D, n, F) temporary written once

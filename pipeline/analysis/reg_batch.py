@@ -1,7 +1,6 @@
 """The sweep's regression fits as engine batches: every scenario of one family × standardize
-variant in one call of `core.descent.reg_engine.fit_regression` per batch size, and the results
-split
-back per scenario and variant. Pure functions of the `regression.RegProblem`s.
+variant in one call of `core.descent.design_engine.fit_designs` per batch size, and the results
+split back per scenario and variant. Pure functions of the `regression.RegProblem`s.
 """
 
 from __future__ import annotations
@@ -11,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.analysis.regression import RegProblem
-from pipeline.core.descent.reg_designs import Designs, RegResult, stack_designs
-from pipeline.core.descent.reg_engine import fit_regression
+from pipeline.core.descent.design_engine import fit_designs
+from pipeline.core.descent.designs import StackedDesigns, stack_designs
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class Combined:
         family: the family of every problem in it.
     """
 
-    data: Designs
+    data: StackedDesigns
     standardize: np.ndarray
     index: np.ndarray
     start: np.ndarray
@@ -81,8 +80,8 @@ def _combine(problems, variants, device: str, family: str) -> Combined:
 
 def run_combined(combined: Combined, fit_cfg, lr: float, optimizer: str,
                  batch_size: int | None, shuffle_seed: int) -> list:  # fmt: skip
-    """One engine call for every group; returns [(problem, standardize, RegResult), ...]."""
-    result = fit_regression(
+    """One engine call for every group; returns [(problem, standardize, FitResult), ...]."""
+    result = fit_designs(
         combined.data, combined.index, combined.start, lr,
         optimizer=optimizer, momentum=fit_cfg.momentum if optimizer == "sgd" else 0.0,
         max_steps=fit_cfg.max_steps, tol=fit_cfg.tol, window=fit_cfg.window,
@@ -90,14 +89,5 @@ def run_combined(combined: Combined, fit_cfg, lr: float, optimizer: str,
         chunk_steps=fit_cfg.chunk_steps, batch_size=batch_size, shuffle_seed=shuffle_seed,
         standardize=combined.standardize, family=combined.family,
     )  # fmt: skip
-    out = []
-    for problem, standardize, rows, cols in combined.groups:
-        part = RegResult(
-            params=result.params[rows][:, cols], nll=result.nll[rows],
-            steps=result.steps[rows], status=result.status[rows],
-            grad_norm=result.grad_norm[rows], history_step=result.history_step,
-            history_nll=result.history_nll[rows],
-            history_params=result.history_params[rows][:, cols],
-        )  # fmt: skip
-        out.append((problem, standardize, part))
-    return out
+    return [(problem, standardize, result.select(rows, cols))
+            for problem, standardize, rows, cols in combined.groups]  # fmt: skip

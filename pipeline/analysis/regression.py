@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.core import seeds
-from pipeline.core.descent.reg_designs import Designs, stack_designs
+from pipeline.core.descent.designs import StackedDesigns, stack_designs
 from pipeline.core.model import fit_data
 from pipeline.core.oracle.terms import gradient_hessian, inverse
 
@@ -32,7 +32,7 @@ class RegProblem:
 
     Attributes:
         scenario: its name.
-        data: the stacked designs (`reg_designs.Designs`).
+        data: the stacked designs (`designs.StackedDesigns`).
         names: ((part, term), ...) in parameter order (zero part first).
         truth: (P,) true coefficients.
         fits: one row per fit: dataset index, replicate, init, n, data_seed, init_seed,
@@ -44,7 +44,7 @@ class RegProblem:
     """
 
     scenario: str
-    data: Designs
+    data: StackedDesigns
     names: tuple[tuple[str, str], ...]
     truth: np.ndarray
     fits: pl.DataFrame

@@ -1,10 +1,11 @@
 """Figures of the sweep: one convergence PNG per fit, trial figures, study figures.
 
-A study logs thousands of `convergence.png`, so that one is drawn the cheap way: one reused
-Agg figure whose axes limits are fixed per scenario, its static parts (axes, ticks, labels)
-rendered once into a background, then per fit only the lines and the title are drawn over a
-restored copy of that background (matplotlib's blitting) and the RGB buffer is encoded by
-Pillow at a low compression level. That takes ~10 ms instead of ~40-130 ms for a full
+A study logs thousands of `convergence.png`, so that one is drawn the cheap way (`BlitPlot`,
+the base of this module's `ConvergencePlot` and of `reg_convergence.RegressionPlot`): one
+reused Agg figure whose axes limits are fixed per scenario, its static parts (axes, ticks,
+labels) rendered once into a background, then per fit only the lines and the title are drawn
+over a restored copy of that background (matplotlib's blitting) and the RGB buffer is encoded
+by Pillow at a low compression level. That takes ~10 ms instead of ~40-130 ms for a full
 `savefig` of the same three panels (benchmarks/README.md, "Tracking").
 
 Trial and study figures are few and are drawn normally.
@@ -31,8 +32,71 @@ from pipeline.report.plots import pmf_vs_histogram
 GAP_RANGE = (1e-16, 1e3)  # NLL gap axis (nats per observation); gaps below are drawn at 1e-16
 
 
-class ConvergencePlot:
-    """Renders `convergence.png` of one fit: NLL gap to the exact MLE, π and λ against step.
+class BlitPlot:
+    """The base of the per-fit `convergence.png` renderers: one reused Agg figure, one row of
+    panels, the first the NLL gap on a log axis; static parts rendered once per background key
+    and kept, per fit only the animated artists and the title blitted over a restored copy.
+
+    Subclasses make their animated artists (`animated=True`: left out of the background), call
+    `_restore` with the key and the y limits, draw their artists and call `_write`; they may
+    add static parts drawn into a new background by overriding `_static`.
+
+    Args:
+        width, height, dpi: figure size in inches and dots per inch of the PNG.
+        titles: one title per panel.
+        margins: `Figure.subplots_adjust` arguments.
+        title_x: figure x of the centre of the per-fit title.
+    """
+
+    def __init__(self, width: float, height: float, dpi: int, titles: Sequence[str],
+                 margins: Mapping[str, float], title_x: float):  # fmt: skip
+        self.fig = Figure(figsize=(width, height), dpi=dpi)
+        self.canvas = FigureCanvasAgg(self.fig)
+        self.axes = np.atleast_1d(self.fig.subplots(1, len(titles)))
+        self.fig.subplots_adjust(**margins)
+        self.axes[0].set_yscale("log")
+        for ax, label in zip(self.axes, titles):
+            ax.set_xlabel("step")
+            ax.set_title(label, fontsize="small")
+        # Text is costly to draw (~0.1 ms a glyph): the scenario goes into the background,
+        # only the short per-fit part is drawn each time.
+        self.scenario = self.fig.text(0.01, 0.96, "", fontsize="small", weight="bold", va="top")
+        self.title = self.fig.text(title_x, 0.96, "", fontsize="small", ha="center", va="top",
+                                   animated=True)  # fmt: skip
+        self._backgrounds: dict[tuple, object] = {}
+
+    def _static(self, key: tuple) -> None:
+        """Static parts that depend on the background key (drawn before it is rendered)."""
+
+    def _restore(self, key: tuple, scenario: str, max_step: float, ylims) -> None:
+        # The limits are set on every call: a cached background carries the pixels of its
+        # axes, but the fit's lines are drawn with the axes' current limits.
+        for ax, ylim in zip(self.axes, ylims):
+            ax.set_xlim(0, max_step)
+            ax.set_ylim(*ylim)
+        if key not in self._backgrounds:
+            self.scenario.set_text(scenario)
+            self._static(key)
+            self.canvas.draw()
+            self._backgrounds[key] = self.canvas.copy_from_bbox(self.fig.bbox)
+        self.canvas.restore_region(self._backgrounds[key])
+
+    @staticmethod
+    def _gap(plot: Mapping) -> np.ndarray:
+        """The NLL gap, gaps below the axis drawn at its bottom."""
+        return np.clip(np.asarray(plot["gap"], float), GAP_RANGE[0], None)
+
+    def _write(self, path: Path, title: str) -> None:
+        self.title.set_text(title)
+        self.fig.draw_artist(self.title)
+        size = self.canvas.get_width_height()
+        image = Image.frombuffer("RGBA", size, self.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+        image.convert("RGB").save(path, format="png", compress_level=1)
+
+
+class ConvergencePlot(BlitPlot):
+    """Renders `convergence.png` of one intercept-only fit: NLL gap to the exact MLE, π and λ
+    against step.
 
     Args:
         width, height: figure size in inches.
@@ -40,15 +104,10 @@ class ConvergencePlot:
     """
 
     def __init__(self, width: float = 7.5, height: float = 2.4, dpi: int = 80):
-        self.fig = Figure(figsize=(width, height), dpi=dpi)
-        self.canvas = FigureCanvasAgg(self.fig)
-        self.axes = self.fig.subplots(1, 3)
-        self.fig.subplots_adjust(left=0.08, right=0.98, bottom=0.2, top=0.8, wspace=0.32)
-        gap_ax, pi_ax, lam_ax = self.axes
-        gap_ax.set_yscale("log")
-        for ax, label in zip(self.axes, ("NLL − NLL(MLE)", "π", "λ")):
-            ax.set_xlabel("step")
-            ax.set_title(label, fontsize="small")
+        super().__init__(width, height, dpi, ("NLL − NLL(MLE)", "π", "λ"),
+                         dict(left=0.08, right=0.98, bottom=0.2, top=0.8, wspace=0.32),
+                         title_x=0.55)  # fmt: skip
+        lam_ax = self.axes[2]
         # Animated artists are left out of the background and drawn per fit.
         self.lines = [ax.plot([], [], color="C0", lw=1.2, animated=True)[0] for ax in self.axes]
         ref = dict(lw=0.9, animated=True)
@@ -56,25 +115,6 @@ class ConvergencePlot:
         self.mle = [ax.axhline(0, color="C3", ls="--", **ref) for ax in self.axes[1:]]
         lam_ax.legend([self.truth[1], self.mle[1]], ["true", "exact MLE"], fontsize="x-small",
                       loc="upper right")  # fmt: skip
-        # Text is costly to draw (~0.1 ms a glyph): the scenario goes into the background,
-        # only the short per-fit part is drawn each time.
-        self.scenario = self.fig.text(0.01, 0.96, "", fontsize="small", weight="bold", va="top")
-        self.title = self.fig.text(0.55, 0.96, "", fontsize="small", ha="center", va="top",
-                                   animated=True)  # fmt: skip
-        self._backgrounds: dict[tuple, object] = {}
-
-    def _background(self, scenario: str, max_step: float, lam_hi: float):
-        # The limits are set on every call: a cached background carries the pixels of its
-        # axes, but the fit's lines are drawn with the axes' current limits.
-        for ax, ylim in zip(self.axes, (GAP_RANGE, (0.0, 1.0), (0.0, lam_hi))):
-            ax.set_xlim(0, max_step)
-            ax.set_ylim(*ylim)
-        key = (scenario, max_step, lam_hi)
-        if key not in self._backgrounds:
-            self.scenario.set_text(scenario)
-            self.canvas.draw()
-            self._backgrounds[key] = self.canvas.copy_from_bbox(self.fig.bbox)
-        return self._backgrounds[key]
 
     def render(self, path: Path, plot: Mapping) -> None:
         """Draw one fit and write the PNG.
@@ -87,10 +127,10 @@ class ConvergencePlot:
                 background) and `title` (the fit's own line).
         """
 
-        background = self._background(plot["scenario"], plot["max_step"], plot["lam_hi"])
-        self.canvas.restore_region(background)
-        gap = np.clip(np.asarray(plot["gap"], float), GAP_RANGE[0], None)
-        for line, values in zip(self.lines, (gap, plot["pi"], plot["lam"])):
+        key = (plot["scenario"], plot["max_step"], plot["lam_hi"])
+        self._restore(key, plot["scenario"], plot["max_step"],
+                      (GAP_RANGE, (0.0, 1.0), (0.0, plot["lam_hi"])))  # fmt: skip
+        for line, values in zip(self.lines, (self._gap(plot), plot["pi"], plot["lam"])):
             line.set_data(plot["steps"], values)
         for line, value in zip(self.truth, (plot["pi_true"], plot["lam_true"])):
             line.set_ydata([value, value])
@@ -101,11 +141,7 @@ class ConvergencePlot:
                 ax.draw_artist(self.truth[i - 1])
                 ax.draw_artist(self.mle[i - 1])
             ax.draw_artist(self.lines[i])
-        self.title.set_text(plot["title"])
-        self.fig.draw_artist(self.title)
-        size = self.canvas.get_width_height()
-        image = Image.frombuffer("RGBA", size, self.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
-        image.convert("RGB").save(path, format="png", compress_level=1)
+        self._write(path, plot["title"])
 
 
 def trajectories_figure(panels: Sequence[Mapping], title: str):
@@ -173,9 +209,9 @@ def trial_figures(problem, rows, histories, title: str) -> dict[str, object]:
     """The trial's figures: every fit's trajectory, and fitted pmfs against the data.
 
     Args:
-        problem: the `sweep_objective.Problem` that was fitted.
+        problem: the `objective.Problem` that was fitted.
         rows: the trial's fit rows (same order as the fits of `problem`).
-        histories: `sweep_objective.fit_histories` of those fits.
+        histories: `objective.fit_histories` of those fits.
         title: a title naming the trial.
 
     Returns:

@@ -1,9 +1,9 @@
 """The per-fit `convergence.png` of a ZIP regression fit: NLL gap to the Newton oracle and
 every coefficient's error in oracle standard errors, against step.
 
-Drawn like the intercept-only `ConvergencePlot`: one reused Agg figure, its static parts (axes,
-the ±1 SE band, the legend, the scenario) rendered once per (scenario, max_step, coefficients)
-into a background, then per fit only the lines and the title are blitted over a restored copy.
+Drawn by blitting like the intercept-only `ConvergencePlot` (their base: `convergence.BlitPlot`):
+its static parts (axes, the ±1 SE band, the legend, the scenario) rendered once per (scenario,
+max_step, coefficients) into a background, then per fit only the lines and the title.
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from PIL import Image
 
-from pipeline.report.convergence import GAP_RANGE
+from pipeline.report.convergence import GAP_RANGE, BlitPlot
 
 ERR_LIMIT = 1e3  # error axis (oracle SEs, symlog, linear within ±1); beyond it drawn at the edge
 LABEL_CHARS = 16  # legend names are cut to this many characters
@@ -34,7 +31,7 @@ def _style(i: int, part: str) -> dict:
     return {"color": f"C{i % 10}", "ls": "-" if part == "count" else (0, (4, 1.5))}
 
 
-class RegressionPlot:
+class RegressionPlot(BlitPlot):
     """Renders `convergence.png` of one regression fit (two panels).
 
     Args:
@@ -43,16 +40,11 @@ class RegressionPlot:
     """
 
     def __init__(self, width: float = 8.0, height: float = 2.6, dpi: int = 80):
-        self.fig = Figure(figsize=(width, height), dpi=dpi)
-        self.canvas = FigureCanvasAgg(self.fig)
-        self.axes = self.fig.subplots(1, 2)
-        self.fig.subplots_adjust(left=0.07, right=0.8, bottom=0.19, top=0.8, wspace=0.28)
+        super().__init__(width, height, dpi, ("NLL − NLL(oracle)", "(coef − oracle) / SE"),
+                         dict(left=0.07, right=0.8, bottom=0.19, top=0.8, wspace=0.28),
+                         title_x=0.45)  # fmt: skip
         gap_ax, err_ax = self.axes
-        gap_ax.set_yscale("log")
         err_ax.set_yscale("symlog", linthresh=1.0)
-        for ax, label in zip(self.axes, ("NLL − NLL(oracle)", "(coef − oracle) / SE")):
-            ax.set_xlabel("step")
-            ax.set_title(label, fontsize="small")
         err_ax.axhspan(-1.0, 1.0, color="0.92", lw=0)
         for edge in (-1.0, 1.0):
             err_ax.axhline(edge, color="0.5", ls="--", lw=0.8)
@@ -60,35 +52,22 @@ class RegressionPlot:
         self.gap_line = gap_ax.plot([], [], color="C0", lw=1.2, animated=True)[0]
         self.lines: list[Line2D] = []  # one per coefficient, grown on demand
         self.legend = None
-        self.scenario = self.fig.text(0.01, 0.96, "", fontsize="small", weight="bold", va="top")
-        self.title = self.fig.text(0.45, 0.96, "", fontsize="small", ha="center", va="top",
-                                   animated=True)  # fmt: skip
-        self._backgrounds: dict[tuple, object] = {}
 
     def _line(self, i: int) -> Line2D:
         while len(self.lines) <= i:
             self.lines.append(self.axes[1].plot([], [], lw=1.0, animated=True)[0])
         return self.lines[i]
 
-    def _background(self, scenario: str, max_step: float, labels, parts):
-        # The limits are set on every call: the fit's lines are drawn with the current ones.
-        for ax, ylim in zip(self.axes, (GAP_RANGE, (-ERR_LIMIT, ERR_LIMIT))):
-            ax.set_xlim(0, max_step)
-            ax.set_ylim(*ylim)
-        key = (scenario, max_step, tuple(labels), tuple(parts))
-        if key not in self._backgrounds:
-            self.scenario.set_text(scenario)
-            if self.legend is not None:
-                self.legend.remove()
-            # Proxy handles: copies of the animated lines would be animated too (not drawn).
-            handles = [Line2D([], [], lw=1.0, **_style(i, p)) for i, p in enumerate(parts)]
-            self.legend = self.axes[1].legend(
-                handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False,
-                fontsize="x-small" if len(labels) <= 12 else "xx-small", handlelength=1.8,
-            )  # fmt: skip
-            self.canvas.draw()
-            self._backgrounds[key] = self.canvas.copy_from_bbox(self.fig.bbox)
-        return self._backgrounds[key]
+    def _static(self, key: tuple) -> None:
+        _, _, labels, parts = key
+        if self.legend is not None:
+            self.legend.remove()
+        # Proxy handles: copies of the animated lines would be animated too (not drawn).
+        handles = [Line2D([], [], lw=1.0, **_style(i, p)) for i, p in enumerate(parts)]
+        self.legend = self.axes[1].legend(
+            handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False,
+            fontsize="x-small" if len(labels) <= 12 else "xx-small", handlelength=1.8,
+        )  # fmt: skip
 
     def render(self, path: Path, plot: Mapping) -> None:
         """Draw one fit and write the PNG.
@@ -102,10 +81,10 @@ class RegressionPlot:
         """
 
         parts = list(plot["parts"])
-        background = self._background(plot["scenario"], plot["max_step"], plot["labels"], parts)
-        self.canvas.restore_region(background)
-        gap = np.clip(np.asarray(plot["gap"], float), GAP_RANGE[0], None)
-        self.gap_line.set_data(plot["steps"], gap)
+        key = (plot["scenario"], plot["max_step"], tuple(plot["labels"]), tuple(parts))
+        self._restore(key, plot["scenario"], plot["max_step"],
+                      (GAP_RANGE, (-ERR_LIMIT, ERR_LIMIT)))  # fmt: skip
+        self.gap_line.set_data(plot["steps"], self._gap(plot))
         self.axes[0].draw_artist(self.gap_line)
         for i, ((steps, err), part) in enumerate(zip(plot["errors"], parts)):
             line = self._line(i)
@@ -114,8 +93,4 @@ class RegressionPlot:
             line.set_color(style["color"])
             line.set_linestyle(style["ls"])
             self.axes[1].draw_artist(line)
-        self.title.set_text(plot["title"])
-        self.fig.draw_artist(self.title)
-        size = self.canvas.get_width_height()
-        image = Image.frombuffer("RGBA", size, self.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
-        image.convert("RGB").save(path, format="png", compress_level=1)
+        self._write(path, plot["title"])

@@ -2,7 +2,7 @@
 
 The formula path of `fit_counts` (its `main` reads the design, then hands over here, so a bad
 file or formula is refused before torch loads). Fits the ZIP regression by the float64 Newton
-oracle (`core.oracle.fit`) and by gradient descent (`core.descent.reg_engine`,
+oracle (`core.oracle.fit`) and by gradient descent (`core.descent.design_engine`,
 `fit_counts.inits` seeded
 random starts, best kept) beside it, fits the Poisson regression with the same count
 regressors, tests for zero inflation (likelihood ratio, Vuong with its caveat; the references
@@ -14,7 +14,7 @@ or a misfitting ZIP, open the text with a one-line warning.
 Standardisation (`fit_counts.standardize`, on by default): the descent runs on the design
 with every non-constant column scaled to unit SD and centred where its part has an intercept
 (`scaling`); estimates and paths are mapped back to the original scale. The same transform
-as `reg_engine.fit_regression(standardize=True)`, done here because the starts below are
+as `design_engine.fit_designs(standardize=True)`, done here because the starts below are
 drawn on the standardised scale and need its matrix too.
 
 Random starts (the oracle's estimate is never one): every coefficient is drawn on the fitting
@@ -35,9 +35,10 @@ import numpy as np
 import scipy.linalg
 
 from pipeline.core import seeds
+from pipeline.core.descent.design_engine import fit_designs
+from pipeline.core.descent.designs import stack_designs
 from pipeline.core.descent.engine import check_device
-from pipeline.core.descent.reg_designs import RegResult, stack_designs
-from pipeline.core.descent.reg_engine import fit_regression
+from pipeline.core.descent.outcome import FitResult
 from pipeline.core.errors import NotIdentifiableError, UserError
 from pipeline.core.inference.intercept import FrequencyTable
 from pipeline.core.model import fit_data
@@ -127,7 +128,7 @@ def starts(design: Design, rng: np.random.Generator, inits: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def descend(design: Design, params: config.Params, rng: np.random.Generator) -> RegResult:
+def descend(design: Design, params: config.Params, rng: np.random.Generator) -> FitResult:
     """The ZIP regression fitted by the batched engine from `starts` (one dataset, B inits),
     on the standardised design when `fit_counts.standardize`; results on the original scale."""
     fc, fit = params.fit_counts, params.fit
@@ -139,7 +140,7 @@ def descend(design: Design, params: config.Params, rng: np.random.Generator) -> 
     def advance(report) -> None:  # returns None: a truthy value would stop the fits
         bar.update(report.step - bar.n)
 
-    result = fit_regression(
+    result = fit_designs(
         data, np.zeros(fc.inits, np.int64), starts(design, rng, fc.inits), fc.lr,
         optimizer=fc.optimizer, momentum=fit.momentum if fc.optimizer == "sgd" else 0.0,
         max_steps=fc.max_steps, tol=fit.tol, window=fit.window, grad_tol=fit.grad_tol,
@@ -150,7 +151,7 @@ def descend(design: Design, params: config.Params, rng: np.random.Generator) -> 
     return dataclasses.replace(result, params=result.params @ T.T, history_params=paths)
 
 
-def descent_summary(result: RegResult, zip_fit, design: Design, fc) -> dict:
+def descent_summary(result: FitResult, zip_fit, design: Design, fc) -> dict:
     """The kept start (lowest final NLL) against the Newton oracle, in its standard errors."""
     best = int(np.argmin(np.where(np.isfinite(result.nll), result.nll, np.inf)))
     theta = result.params[best]
@@ -174,7 +175,7 @@ def descent_summary(result: RegResult, zip_fit, design: Design, fc) -> dict:
 
 
 def log_run(tracker: Tracker, args, params: config.Params, report: dict, text: str,
-            result: RegResult) -> str:  # fmt: skip
+            result: FitResult) -> str:  # fmt: skip
     """One MLflow run (under the invocation): params, metrics, the descent's NLL path, the
     text, JSON and frequency table, and a hanging rootogram of both models."""
     stamp = params.digest(*config.STAGE_BLOCKS["fit_counts"])

@@ -1,11 +1,11 @@
 """`make sweep` / `make tune`: an Optuna study over learning rates, every fit tracked in MLflow.
 
 One trial = one learning rate (and optimizer) fitted by the batched engine on every
-identifiable dataset × `inits` seeded starts (`sweep_objective`). `make sweep` runs the grid
+identifiable dataset × `inits` seeded starts (`analysis.objective`). `make sweep` runs the grid
 of `sweep`; `--tune` runs `params.tuned()` (the `tune` block over `sweep`: seeded TPE with a
 median pruner). The study is named `<study>-<first 8 hex of the stage's params hash>`, so
 changed params start a new study and unchanged params resume the old one: completed trials
-are kept, never repeated (`sweep_study`).
+are kept, never repeated (`tracking.study`).
 
 The parent creates the MLflow store, experiment and stage run and the Optuna study, then runs
 the trials itself (`--workers 1`) or in N spawned worker processes on the same study. At the

@@ -2,15 +2,15 @@
 
 Each fit run costs four client calls: `create_run` (every tag, the status included, set at
 creation), one `log_batch` (params, final metrics and the thinned `nll`, `pi`, `lambda`
-histories), `log_artifact` (`convergence.png`, drawn by blitting in `fit_plots`) and
+histories), `log_artifact` (`convergence.png`, drawn by blitting in `report.convergence`) and
 `set_terminated`. A trial's fit runs are shared between `processes` spawned logger processes,
 each rendering its own PNGs, so rendering and logging use both cores (two writers on the
 SQLite store interleave their short transactions; MLflow sets a 20 s busy timeout). Numbers:
 benchmarks/README.md, "Tracking".
 
-A ZIP regression fit run (payload from `reg_payloads.reg_fit_payloads`) is logged the same
-way; its payload's plot has `"kind": "regression"` and is drawn by `RegressionPlot` instead of
-`ConvergencePlot`.
+Payloads (`fit_payloads`) have one schema for intercept-only ZIP fits and regression fits;
+a regression payload's plot has `"kind": "regression"` and is drawn by `RegressionPlot`
+instead of `ConvergencePlot`.
 
 Interrupts: a logger process ends the run it has open as KILLED when it is terminated, and
 the parent ends its own runs; runs of processes killed outright are closed as FAILED by
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,7 +35,7 @@ import polars as pl
 from optuna.trial import TrialState
 
 from pipeline.report.convergence import ConvergencePlot, close_figures, study_figures
-from pipeline.report.reg_convergence import RegressionPlot
+from pipeline.report.reg_convergence import RegressionPlot, short_label
 from pipeline.tracking import interrupts
 from pipeline.tracking.quiet import quiet_libraries
 from pipeline.tracking.runs import Tracker, alive
@@ -42,23 +43,102 @@ from pipeline.tracking.values import thin
 
 _WORKER: dict = {}  # state of a logger process (its own Tracker, figures and temp folder)
 _RENDERERS = {None: ConvergencePlot, "regression": RegressionPlot}  # by the plot's "kind"
+_NOT_IN_KEY = re.compile(r"[^\w\-.]")  # MLflow keys: alphanumerics _ - . (and space /)
+REG_KEYS = ("scenario", "replicate", "init", "standardize", "batch_size")  # one regression fit
 
 
-def fit_payloads(rows: pl.DataFrame, histories: pl.DataFrame, *, fit_cfg, max_points: int,
-                 plots: bool, trial: int, study: str) -> list[dict]:  # fmt: skip
-    """What each fit run logs, built from a trial's rows and its fits' histories.
+def coefficient_keys(parts: Sequence[str], terms: Sequence[str]) -> list[str]:
+    """`<part>.<term>` names usable as MLflow keys, one per coefficient and all distinct.
+
+    MLflow keys allow alphanumerics and `_ - . space /`; any other character of a term
+    becomes `_` (`health[poor]` -> `health_poor_`), and a name met before gets `_2`, `_3`...
 
     Args:
-        rows: the trial's fit rows (`sweep_objective.fit_rows` plus lr and optimizer).
-        histories: `sweep_objective.fit_histories` of the same fits (`fit` = row index).
+        parts: each coefficient's part ("count" or "zero"); terms: its design column.
+
+    Returns:
+        One key per coefficient, in order.
+    """
+    keys: list[str] = []
+    for part, term in zip(parts, terms):
+        key = base = f"{part}.{_NOT_IN_KEY.sub('_', term)}"
+        copy = 1
+        while key in keys:
+            copy += 1
+            key = f"{base}_{copy}"
+        keys.append(key)
+    return keys
+
+
+def fit_payloads(fits: pl.DataFrame, histories: pl.DataFrame, *, coefs: pl.DataFrame | None = None,
+                 fit_cfg, max_points: int, plots: bool, trial: int,
+                 study: str) -> list[dict]:  # fmt: skip
+    """What each fit run logs, built from a trial's tables: one schema for every kind of fit.
+
+    Every payload has the fit's name `fit-<scenario>-<replicate>-<init>[-<variant>]`, tags
+    (status, trial, study[, model]), params (the dataset, seeds, start, lr, optimizer,
+    max_steps, tol), metrics (nll_final, nll_gap, steps, converged and the estimates), the
+    thinned `nll` history beside one history per parameter, and the plot's data. Two kinds:
+    - intercept-only ZIP fits (`coefs` None): `fits` are the trial's fit rows
+      (`objective.fit_rows` plus lr and optimizer) and `histories` their
+      `objective.fit_histories` (`fit` = row index); parameters `pi` and `lambda`, the gap to
+      the exact MLE, drawn by `ConvergencePlot`;
+    - regression fits: the `regression.reg_tables` frames, a fit keyed by `REG_KEYS` in all
+      three; coefficient keys are `coefficient_keys` (`<part>.<term>`): params `start.<key>`,
+      metrics `estimate.<key>` and `err_se.<key>` (in oracle SEs), histories `<key>`; the gap
+      to the Newton oracle, drawn by `RegressionPlot` (`"kind": "regression"`).
+
+    Args:
+        fits: one row per fit (plus the trial's optimizer and lr; regression: study, trial).
+        histories: the fits' recorded paths.
+        coefs: regression fits only: one row per fit × coefficient.
         fit_cfg: `params.fit` (model, max_steps, tol).
         max_points: points kept per metric series (the last step always kept).
         plots: also draw `convergence.png`.
         trial, study: the Optuna trial number and study name (tags).
 
     Returns:
-        One picklable dict per fit: name, tags, params, metrics, histories, plot.
+        One picklable dict per row of `fits`, in order: name, tags, params, metrics,
+        histories, plot.
     """
+    own = (_intercept_parts(fits, histories, fit_cfg, max_points, plots) if coefs is None
+           else _regression_parts(fits, coefs, histories, max_points, plots))  # fmt: skip
+    out = []
+    for r, part in zip(fits.iter_rows(named=True), own):
+        series = part["histories"]
+        plot = None
+        if plots:
+            steps = series["nll"][0]
+            plot = {
+                "steps": steps, "gap": series["nll"][1] - part["reference"],
+                "max_step": max(fit_cfg.max_steps, int(steps.max(initial=1))),
+                "scenario": r["scenario"],
+                "title": f"rep {r['replicate']} init {r['init']} · {part['variant']}"
+                         f"lr {r['lr']:g} · {r['status']} @ {r['steps']}",
+                **part["plot"],
+            }  # fmt: skip
+        out.append({
+            "name": f"fit-{r['scenario']}-{r['replicate']}-{r['init']}{part['suffix']}",
+            "tags": {"status": r["status"], "trial": trial, "study": study, **part["tags"]},
+            "params": {
+                "scenario": r["scenario"], "n": r["n"], "replicate": r["replicate"],
+                "data_seed": r["data_seed"], "init_seed": r["init_seed"], "lr": r["lr"],
+                "optimizer": r["optimizer"], "max_steps": fit_cfg.max_steps, "tol": fit_cfg.tol,
+                **part["params"],
+            },
+            "metrics": {
+                "nll_final": r["nll_final"], "nll_gap": r["nll_gap"], "steps": r["steps"],
+                "converged": float(r["status"] == "converged"), **part["metrics"],
+            },
+            "histories": series,
+            "plot": plot,
+        })  # fmt: skip
+    return out
+
+
+def _intercept_parts(rows: pl.DataFrame, histories: pl.DataFrame, fit_cfg, max_points: int,
+                     plots: bool) -> list[dict]:  # fmt: skip
+    """The intercept-only ZIP fits' own parts of their payloads (`fit_payloads`)."""
     lam_hi = {}
     for (scenario,), part in rows.group_by(["scenario"]):
         top = part.select(pl.max_horizontal("lambda0", "lambda_true", "mle_lambda").max()).item()
@@ -70,38 +150,73 @@ def fit_payloads(rows: pl.DataFrame, histories: pl.DataFrame, *, fit_cfg, max_po
         steps = path["step"].to_numpy()
         series = {key: thin(steps, path[key].to_numpy(), max_points)
                   for key in ("nll", "pi", "lambda")}  # fmt: skip
-        plot = None
+        plot = {}
         if plots:
-            steps = series["nll"][0]
             plot = {
-                "steps": steps, "gap": series["nll"][1] - r["mle_nll"],
                 "pi": series["pi"][1], "lam": series["lambda"][1],
                 "pi_true": r["pi_true"], "lam_true": r["lambda_true"],
                 "mle_pi": r["mle_pi"], "mle_lam": r["mle_lambda"],
-                "max_step": max(fit_cfg.max_steps, int(steps.max(initial=1))),
                 "lam_hi": lam_hi[r["scenario"]],
-                "scenario": r["scenario"],
-                "title": f"rep {r['replicate']} init {r['init']} · lr {r['lr']:g} · "
-                         f"{r['status']} @ {r['steps']}",
             }  # fmt: skip
         out.append({
-            "name": f"fit-{r['scenario']}-{r['replicate']}-{r['init']}",
-            "tags": {"status": r["status"], "trial": trial, "study": study},
-            "params": {
-                "scenario": r["scenario"], "pi": r["pi_true"], "lambda": r["lambda_true"],
-                "n": r["n"], "replicate": r["replicate"], "data_seed": r["data_seed"],
-                "init_seed": r["init_seed"], "pi0": r["pi0"], "lambda0": r["lambda0"],
-                "lr": r["lr"], "optimizer": r["optimizer"], "model": fit_cfg.model,
-                "max_steps": fit_cfg.max_steps, "tol": fit_cfg.tol,
-            },
+            "histories": series, "reference": r["mle_nll"], "suffix": "", "variant": "",
+            "tags": {}, "plot": plot,
+            "params": {"pi": r["pi_true"], "lambda": r["lambda_true"], "pi0": r["pi0"],
+                       "lambda0": r["lambda0"], "model": fit_cfg.model},
             "metrics": {
                 "pi_hat": r["pi_hat"], "lambda_hat": r["lambda_hat"],
-                "nll_final": r["nll_final"], "nll_gap": r["nll_gap"], "steps": r["steps"],
-                "converged": float(r["status"] == "converged"),
                 "err_pi_se": r["err_pi_se"], "err_lambda_se": r["err_lambda_se"],
             },
-            "histories": series,
-            "plot": plot,
+        })  # fmt: skip
+    return out
+
+
+def _regression_parts(fits: pl.DataFrame, coefs: pl.DataFrame, histories: pl.DataFrame,
+                      max_points: int, plots: bool) -> list[dict]:  # fmt: skip
+    """The regression fits' own parts of their payloads (`fit_payloads`)."""
+    keys = list(REG_KEYS)
+    coef_by = coefs.partition_by(keys, as_dict=True, maintain_order=True)
+    path_by = histories.partition_by(keys, as_dict=True, maintain_order=True)
+    empty, out = histories.clear(), []
+    for r in fits.iter_rows(named=True):
+        fit = tuple(r[k] for k in keys)
+        c = coef_by[fit]
+        names = coefficient_keys(c["part"], c["term"])
+        path = path_by.get(fit, empty).sort("step", maintain_order=True)
+        steps = path.unique("step", keep="first", maintain_order=True)
+        series = {"nll": thin(steps["step"].to_numpy(), steps["nll"].to_numpy(), max_points)}
+        by_coef = path.partition_by(["part", "term"], as_dict=True, maintain_order=True)
+        for name, part, term in zip(names, c["part"], c["term"]):
+            own = by_coef.get((part, term), empty)
+            series[name] = thin(own["step"].to_numpy(), own["value"].to_numpy(), max_points)
+        variant = ("std" if r["standardize"] else "raw",
+                   "full" if r["batch_size"] is None else f"b{r['batch_size']}")  # fmt: skip
+        plot = {}
+        if plots:
+            oracle, se = c["oracle"].to_numpy(), c["se_oracle"].to_numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                errors = [(series[n][0], (series[n][1] - oracle[j]) / se[j])
+                          for j, n in enumerate(names)]  # fmt: skip
+            plot = {
+                "kind": "regression", "errors": errors,
+                "labels": [short_label(p, t) for p, t in zip(c["part"], c["term"])],
+                "parts": c["part"].to_list(),
+            }  # fmt: skip
+        family = r.get("family", "zip")
+        out.append({
+            "histories": series, "reference": r["oracle_nll"],
+            "suffix": f"-{'-'.join(variant)}", "variant": f"{' '.join(variant)} · ",
+            "tags": {"model": f"{family}-regression"}, "plot": plot,
+            "params": {
+                "family": family, "standardize": r["standardize"],
+                "batch_size": "full" if r["batch_size"] is None else r["batch_size"],
+                **{f"start.{n}": v for n, v in zip(names, c["start"])},
+            },
+            "metrics": {
+                "max_err_se": r["max_err_se"],
+                **{f"estimate.{n}": v for n, v in zip(names, c["estimate"])},
+                **{f"err_se.{n}": v for n, v in zip(names, c["err_se"])},
+            },
         })  # fmt: skip
     return out
 

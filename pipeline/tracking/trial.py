@@ -2,7 +2,7 @@
 
 `make_objective` builds the objective from a `TrialSetup` (the config and the data, loaded
 once per process). A trial reports the objective so far after each chunk of engine steps
-(Optuna prunes on it), logs its fit runs (`fit_logging.FitLogger`, in the background) while it
+(Optuna prunes on it), logs its fit runs (`fit_runs.FitLogger`, in the background) while it
 draws its own figures, writes its fit rows and their histories to
 `data/trials/<study>/<number:05d>[.histories].parquet` (atomically, the rows last: their file
 marks the trial done), and returns the objective (`analysis.objective`: the share of fits not
@@ -40,7 +40,6 @@ from pipeline.report.convergence import trial_figures
 from pipeline.store import files
 from pipeline.tracking import interrupts
 from pipeline.tracking.fit_runs import fit_payloads
-from pipeline.tracking.reg_payloads import reg_fit_payloads
 from pipeline.tracking.study import lr_range
 
 
@@ -169,10 +168,10 @@ def make_objective(setup: TrialSetup) -> Callable:
                                     trial=trial.number, study=setup.study)  # fmt: skip
             pending = setup.fit_logger.submit(payloads, run_id)
             if reg is not None and reg[0].height:
-                reg_payloads = reg_fit_payloads(*reg, fit_cfg=fit_cfg,
-                                                max_points=tracking.max_points,
-                                                plots=tracking.fit_plots, trial=trial.number,
-                                                study=setup.study)  # fmt: skip
+                reg_payloads = fit_payloads(reg[0], reg[2], coefs=reg[1], fit_cfg=fit_cfg,
+                                            max_points=tracking.max_points,
+                                            plots=tracking.fit_plots, trial=trial.number,
+                                            study=setup.study)  # fmt: skip
                 reg_pending = setup.fit_logger.submit(reg_payloads, run_id)
         title = f"{setup.study} trial {trial.number}: {optimizer} lr={lr:g}"
         for name, fig in trial_figures(setup.problem, rows, histories, title).items():

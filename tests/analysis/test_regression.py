@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.analysis.reg_batch import combine, run_combined
 from pipeline.analysis.regression import build_reg_problem, matrices, reg_tables, standard_starts
-from pipeline.core.descent.reg_engine import fit_regression
+from pipeline.core.descent.design_engine import fit_designs
 from pipeline.core.model import fit_data
 from pipeline.core.oracle.fit import fit_model
 from pipeline.stages.generate_regression import oracle_rows
@@ -79,12 +79,12 @@ def test_the_combined_batch_equals_one_engine_call_per_scenario_and_variant(prob
     together = run_combined(combined, Fit, 0.1, "adam", None, 0)
     assert len(together) == 4
     for problem, standardize, part in together:
-        alone = fit_regression(problem.data, problem.fits["dataset"].to_numpy(), problem.start,
-                               0.1, max_steps=Fit.max_steps, standardize=standardize)  # fmt: skip
+        alone = fit_designs(problem.data, problem.fits["dataset"].to_numpy(), problem.start,
+                            0.1, max_steps=Fit.max_steps, standardize=standardize)  # fmt: skip
         assert (part.status == alone.status).all() and (part.steps == alone.steps).all()
         # Zero padding adds exact zeros to the products, but the sums may round differently;
         # Adam turns such rounding into full steps once a fit oscillates near its optimum
-        # (see tests/core/test_reg_engine.py), so unconverged fits are compared loosely.
+        # (see tests/core/test_design_engine.py), so unconverged fits are compared loosely.
         done = part.status == "converged"
         assert np.allclose(part.params[done], alone.params[done], rtol=0, atol=1e-9)
         assert np.allclose(part.params, alone.params, rtol=0, atol=1e-6)

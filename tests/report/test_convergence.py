@@ -18,6 +18,7 @@ from pipeline.analysis.objective import build_problem, fit_histories, fit_rows, 
 from pipeline.core.histogram import histogram
 from pipeline.report.convergence import (
     GAP_RANGE,
+    BlitPlot,
     ConvergencePlot,
     close_figures,
     pmf_figure,
@@ -51,6 +52,38 @@ def _plot(scenario="blog", *, lam_hi=8.0, max_step=60, shift=0.0, title="fit 0")
 
 def _pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path))
+
+
+class _Gap(BlitPlot):
+    """The smallest renderer on the base: one panel, the gap line, static parts counted."""
+
+    def __init__(self):
+        super().__init__(3.0, 2.0, 50, ("gap",), {"left": 0.2}, title_x=0.5)
+        self.line = self.axes[0].plot([], [], color="C0", animated=True)[0]
+        self.statics: list[tuple] = []
+
+    def _static(self, key):
+        self.statics.append(key)
+
+    def render(self, path, plot):
+        self._restore((plot["scenario"], plot["max_step"]), plot["scenario"], plot["max_step"],
+                      (GAP_RANGE,))  # fmt: skip
+        self.line.set_data(plot["steps"], self._gap(plot))
+        self.axes[0].draw_artist(self.line)
+        self._write(path, plot["title"])
+
+
+def test_the_blitting_base_renders_static_parts_once_per_key_and_clips_the_gap(tmp_path):
+    plot = _Gap()
+    for scenario, max_step in (("a", 60), ("b", 60), ("a", 60), ("a", 80)):
+        plot.render(tmp_path / "g.png", _plot(scenario, max_step=max_step))
+    assert plot.statics == [("a", 60), ("b", 60), ("a", 80)]
+    assert Image.open(tmp_path / "g.png").size == (150, 100)
+    assert plot._gap(_plot()).min() == GAP_RANGE[0]  # 0 and negative gaps sit on the axis
+    # A reused background gives the same pixels as a fresh renderer.
+    fresh = _Gap()
+    fresh.render(tmp_path / "f.png", _plot("a", max_step=80))
+    np.testing.assert_array_equal(_pixels(tmp_path / "f.png"), _pixels(tmp_path / "g.png"))
 
 
 @pytest.mark.parametrize(("width", "height", "dpi"), [(7.5, 2.4, 80), (4.0, 3.0, 50)])

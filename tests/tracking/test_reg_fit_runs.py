@@ -1,5 +1,6 @@
-"""Regression fit runs: payloads built from hand-made `reg_tables` frames (2 fits × 3
-coefficients), their PNG, and two runs logged through `FitLogger` into a fresh store."""
+"""Regression fit runs (`fit_runs`): payloads built by `fit_payloads(coefs=...)` from hand-made
+`reg_tables` frames (2 fits × 3 coefficients), their PNG, and two runs logged through
+`FitLogger` into a fresh store."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from tracking_setup import EXPERIMENT, fresh_store
 
 from pipeline.report.convergence import ConvergencePlot
 from pipeline.report.reg_convergence import RegressionPlot
-from pipeline.tracking.fit_runs import FitLogger, _log_fits
-from pipeline.tracking.reg_payloads import coefficient_keys, reg_fit_payloads
+from pipeline.tracking.fit_runs import FitLogger, _log_fits, coefficient_keys, fit_payloads
 from pipeline.tracking.runs import Tracker
 
 STUDY, TRIAL, MAX_POINTS = "zip-lr-test", 7, 3
@@ -71,8 +71,9 @@ def _frames():
 
 
 def _payloads(plots=False, max_points=MAX_POINTS):
-    return reg_fit_payloads(*_frames(), fit_cfg=FIT_CFG, max_points=max_points, plots=plots,
-                            trial=TRIAL, study=STUDY)  # fmt: skip
+    fits, coefs, histories = _frames()
+    return fit_payloads(fits, histories, coefs=coefs, fit_cfg=FIT_CFG, max_points=max_points,
+                        plots=plots, trial=TRIAL, study=STUDY)  # fmt: skip
 
 
 NAMES = ["zero.intercept", "count.intercept", "count.health_poor_"]
@@ -114,9 +115,9 @@ def test_names_tags_params_and_metrics():
 
 def test_payloads_follow_the_order_of_the_fits_rows():
     fits, coefs, histories = _frames()
-    payloads = reg_fit_payloads(fits.reverse(), coefs, histories, fit_cfg=FIT_CFG,
-                                max_points=MAX_POINTS, plots=False, trial=TRIAL,
-                                study=STUDY)  # fmt: skip
+    payloads = fit_payloads(fits.reverse(), histories, coefs=coefs, fit_cfg=FIT_CFG,
+                            max_points=MAX_POINTS, plots=False, trial=TRIAL,
+                            study=STUDY)  # fmt: skip
     assert [p["name"] for p in payloads] == ["fit-visits-3-1-std-b64", "fit-visits-3-0-raw-full"]
     assert payloads[0]["metrics"]["steps"] == 40
 

@@ -1,1 +1,2 @@
-"""Gradient descent: the batched engines, their losses, optimizers and outcomes."""
+"""Gradient descent: the batched engines (intercept-only ZIP, designs), their losses, optimizers
+and their shared bookkeeping (stop rule, results)."""

@@ -28,14 +28,13 @@ from pipeline.core.descent.likelihood import (
 )
 from pipeline.core.descent.likelihood import nll_per_sample as nll_per_sample
 from pipeline.core.descent.outcome import (
-    CONVERGED,
-    DIVERGED,
-    MAX_STEPS,
     RUNNING,
     STOPPED,
     ChunkReport,
     FitResult,
     Outcome,
+    StopRule,
+    require,
 )
 from pipeline.core.histogram import Histogram
 
@@ -84,11 +83,6 @@ def check_device(device: str) -> None:
         raise ValueError(f"{device!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
 
 
-def _require(ok, what: str, value) -> None:
-    if not ok:
-        raise ValueError(f"{what}, got {value!r}")
-
-
 @torch.no_grad()
 def fit_zip(
     values,
@@ -113,12 +107,14 @@ def fit_zip(
 ) -> FitResult:
     """Fit B zero-inflated Poissons by full-batch gradient descent, all at once.
 
-    Each fit stops on its own: "converged" once |change of its mean NLL| < `tol` on `window`
-    consecutive steps and its gradient norm in (s, eta) is below `grad_tol`; "max_steps" after
-    `max_steps` updates; "diverged" when its loss, gradient or parameters stop being finite or
-    |eta| > `MAX_LOG_RATE`, in which case it is reported at its last finite state, one step
+    Each fit stops on its own by `outcome.StopRule` (gradient norm in (s, eta); "diverged" also
+    when |eta| > `MAX_LOG_RATE`), a diverged fit reported at its last finite state, one step
     earlier (a fit already out of bounds at its init is reported as it is). A finished fit is
-    dropped from the batch at once and costs nothing afterwards.
+    dropped from the batch at once and costs nothing afterwards: this compaction and the O(1)
+    sufficient-statistics loss are why this loop stays apart from `design_engine.fit_designs`
+    (the same fits as one-column designs read all n rows every step and keep finished fits'
+    columns: 10x slower on 10 fits at n = 1e4, 76x at the sweep's shape; benchmarks/README.md,
+    "Engine").
 
     Args:
         values, freqs: the D datasets as zero-padded histograms, (D, K) (`stack_histograms`).
@@ -129,7 +125,7 @@ def fit_zip(
         momentum: SGD momentum (dampening 0, no Nesterov).
         model: how the likelihood is evaluated, one of `MODELS` (see `likelihood`).
         max_steps: most optimizer updates per fit.
-        tol, window, grad_tol: the convergence test above (NLL in nats per observation).
+        tol, window, grad_tol: the convergence test (`StopRule`; NLL in nats per observation).
         record_every: histories are recorded every this many steps (step 0 is the init).
         chunk_steps: `callback` runs after every this many steps while any fit runs.
         callback: called with a `ChunkReport`; if it returns True the run stops and the fits
@@ -137,29 +133,21 @@ def fit_zip(
         device, dtype: where and in which precision to compute.
 
     Returns:
-        The `FitResult`.
+        The `FitResult`, θ = (s, eta) with the views `pi`, `lam`.
 
     Raises:
         ValueError: on an unknown optimizer or model, or invalid inputs.
     """
     optim.check_optimizer(optimizer, momentum)
-    _require(model in MODELS, f"model must be one of {MODELS}", model)
-    counts = {
-        "max_steps": max_steps,
-        "window": window,
-        "record_every": record_every,
-        "chunk_steps": chunk_steps,
-    }
-    for name, value in counts.items():
-        low = 0 if name == "max_steps" else 1
-        _require(int(value) == value and value >= low, f"{name} must be an integer >= {low}", value)
+    require(model in MODELS, f"model must be one of {MODELS}", model)
+    rule = StopRule(max_steps, tol, window, grad_tol, record_every, chunk_steps)
     values, freqs = (torch.as_tensor(x, device=device, dtype=dtype) for x in (values, freqs))
     shapes = (tuple(values.shape), tuple(freqs.shape))
-    _require(values.ndim == 2 and shapes[0] == shapes[1], "need two (D, K) histograms", shapes)
-    _require(bool((freqs.sum(-1) > 0).all()), "every dataset needs n > 0", freqs.sum(-1))
+    require(values.ndim == 2 and shapes[0] == shapes[1], "need two (D, K) histograms", shapes)
+    require(bool((freqs.sum(-1) > 0).all()), "every dataset needs n > 0", freqs.sum(-1))
     index = torch.as_tensor(dataset_index, device=device)
     valid = index.ndim == 1 and not index.is_floating_point()
-    _require(
+    require(
         valid and bool(((index >= 0) & (index < len(values))).all()),
         f"dataset_index must be 1-D ints in [0, {len(values)})",
         index,
@@ -169,9 +157,9 @@ def fit_zip(
         torch.as_tensor(x, device=device, dtype=dtype).broadcast_to(len(index))
         for x in (pi0, lam0, lr)
     )
-    _require(bool(((pi0 > 0) & (pi0 < 1)).all()), "pi0 must lie in (0, 1)", pi0)
+    require(bool(((pi0 > 0) & (pi0 < 1)).all()), "pi0 must lie in (0, 1)", pi0)
     for name, x in [("lam0", lam0), ("lr", lr)]:
-        _require(bool(((x > 0) & x.isfinite()).all()), f"{name} must be positive, finite", x)
+        require(bool(((x > 0) & x.isfinite()).all()), f"{name} must be positive, finite", x)
 
     # Batch last: each parameter and statistic is a contiguous (B,) row.
     if model == "zip":
@@ -180,7 +168,7 @@ def fit_zip(
         data = (values[index].T.contiguous(), freqs[index].T.contiguous())
     params = torch.stack([torch.logit(pi0), torch.log(lam0)]).contiguous()
     active = torch.arange(len(index), device=device)  # ids of the fits still running
-    outcome = Outcome(len(index), device, dtype)
+    outcome = Outcome(len(index), 2, device, dtype)
     opt_state = optim.init_state(optimizer, params)
     prev_loss = torch.full_like(pi0, torch.nan)
     streak = torch.zeros_like(active)  # consecutive steps with |change of NLL| < tol
@@ -192,15 +180,12 @@ def fit_zip(
         gnorm = torch.hypot(grad[0], grad[1])
         # One isfinite for three rows: a sum is finite iff its terms are (short of overflow).
         finite = (loss + gnorm + params[0]).isfinite() & (params[1].abs() <= MAX_LOG_RATE)
-        streak = torch.where((loss - prev_loss).abs() < tol, streak + 1, 0)
         all_finite = bool(finite.all())
         if t % record_every == 0:
             ok = slice(None) if all_finite else finite.nonzero().squeeze(1)
             outcome.record(t, active[ok], loss[ok], params[:, ok])
-        status = torch.full_like(active, MAX_STEPS if t >= max_steps else RUNNING)
-        status[(streak >= window) & (gnorm < grad_tol)] = CONVERGED
-        if not all_finite:
-            status[~finite] = DIVERGED
+        status, streak = rule.status(t, loss, prev_loss, streak, gnorm,
+                                     None if all_finite else finite)  # fmt: skip
         done = status != RUNNING
         if bool(done.any()):
             stop, keep = done.nonzero().squeeze(1), (~done).nonzero().squeeze(1)
@@ -218,7 +203,7 @@ def fit_zip(
             opt_state = optim.select_state(opt_state, keep)
         if len(active) == 0:
             break
-        if callback is not None and t > 0 and t % chunk_steps == 0:
+        if callback is not None and t > 0 and t % rule.chunk_steps == 0:
             if callback(outcome.report(t, active, params, loss)):
                 outcome.finish(active, STOPPED, params, loss, gnorm, t)
                 break

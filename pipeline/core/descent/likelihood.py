@@ -2,7 +2,7 @@
 
 Fit b minimises L_b = sum_k f_k (-log p(v_k)) / n over the histogram (v_k, f_k) of its dataset
 (the sufficient statistic, DESIGN section 2), so its cost does not grow with n. Parameters are
-s = logit(pi) and eta = log(lambda) (see `fitting` for why).
+s = logit(pi) and eta = log(lambda) (see `engine` for why).
 
 Three evaluations of the same function of (s, eta), selected by `model`:
   "zip"          closed form on three sufficient statistics, z = n_0 / n (share of zeros),

@@ -1,13 +1,14 @@
-"""What goes into the batched ZIP-regression engine (`reg_engine`) and what comes out.
-
-Out: the per-chunk report its callback sees (`RegChunkReport`) and the batch's `RegResult`.
-In: stacked designs and their scaling, as follows.
+"""What the design engine (`design_engine.fit_designs`) fits: D datasets stacked as tensors.
 
 D datasets of one size n and the same columns become (D, n, ·) tensors, each dataset's zero
 counts first (`stack_designs`), so the engine can compute row blocks of zeros only and of
-positives only by their own branch. `scalings` gives the change of parameters that fits on
-standardised covariates (unit SD, centred where the part has an intercept) and maps the
-results back. Pure torch and numpy: no I/O, no module state.
+positives only by their own branch. Each row may carry a frequency weight (a row of weight w
+counts as w identical rows) and offsets added to the count part's and the zero part's linear
+predictors (an exposure enters as the count offset log t). Absent, they are not stored: the
+engine then sums plain rows and adds nothing. `scalings` gives the change of parameters that
+fits on standardised covariates (unit SD, centred where the part has an intercept; weighted
+moments when rows are weighted) and maps the results back. Pure torch and numpy: no I/O, no
+module state.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 
 @dataclass(frozen=True)
-class Designs:
+class StackedDesigns:
     """D datasets of equal size n, stacked (build with `stack_designs`).
 
     Attributes:
@@ -32,6 +33,8 @@ class Designs:
         values: the distinct counts of all datasets, (1, K, 1); value_index: each row's
             position in it, (D, n, 1). Terms that depend on the count and a per-fit parameter
             only (the NB's lgamma and digamma in θ) are computed once per distinct count.
+        weight: frequency weights, (D, n, 1); None: every row once.
+        count_offset, zero_offset: added to η = xᵀβ and s = zᵀγ, (D, n, 1); None: zero.
     """
 
     X: torch.Tensor
@@ -42,6 +45,9 @@ class Designs:
     zeros: tuple[int, ...] = ()
     values: torch.Tensor | None = None
     value_index: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    count_offset: torch.Tensor | None = None
+    zero_offset: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -49,23 +55,32 @@ class Designs:
         return (*self.X.shape[:2], self.Z.shape[2], self.X.shape[2])
 
 
-def stack_designs(Xs, Zs, ys, *, device="cpu", dtype=torch.float64) -> Designs:
-    """Stack D datasets (same n, same columns) into `Designs`.
+def stack_designs(Xs, Zs, ys, *, weights=None, count_offsets=None, zero_offsets=None,
+                  device="cpu", dtype=torch.float64) -> StackedDesigns:  # fmt: skip
+    """Stack D datasets (same n, same columns) into `StackedDesigns`.
 
     Args:
         Xs, Zs: sequences of (n, p) and (n, q) arrays.
         ys: sequence of (n,) non-negative integer counts.
+        weights: None, or a sequence of (n,) non-negative frequency weights, each dataset's
+            summing to more than 0.
+        count_offsets, zero_offsets: None, or sequences of (n,) finite offsets of η and s
+            (a zero offset needs a zero-part design, q >= 1).
         device, dtype: where and in which precision to compute.
 
     Returns:
-        The `Designs`.
+        The `StackedDesigns`.
 
     Raises:
-        ValueError: on ragged shapes, non-finite designs or counts that are not counts.
+        ValueError: on ragged shapes, non-finite designs, counts that are not counts, or bad
+            weights or offsets.
     """
     try:
         X, Z = (torch.as_tensor(np.stack([np.asarray(a, float) for a in m])) for m in (Xs, Zs))
         y = np.stack([np.asarray(a) for a in ys])
+        extra = {name: None if rows is None else np.stack([np.asarray(a, float) for a in rows])
+                 for name, rows in (("weight", weights), ("count_offset", count_offsets),
+                                    ("zero_offset", zero_offsets))}  # fmt: skip
     except ValueError as err:  # numpy: ragged datasets
         raise ValueError(f"need datasets of one shape: {err}") from None
     if X.ndim != 3 or Z.ndim != 3 or y.ndim != 2 or not X.shape[:2] == Z.shape[:2] == y.shape:
@@ -74,23 +89,35 @@ def stack_designs(Xs, Zs, ys, *, device="cpu", dtype=torch.float64) -> Designs:
         raise ValueError("designs must be finite")
     if not (np.all(y >= 0) and np.all(np.floor(y) == y)):
         raise ValueError("counts must be non-negative integers")
-    order = torch.as_tensor(np.argsort(y > 0, axis=1, kind="stable"))  # zero rows first
-    X, Z = (torch.take_along_dim(M, order.unsqueeze(-1), 1) for M in (X, Z))
-    y = np.take_along_axis(y, order.numpy(), 1)
+    for name, a in extra.items():
+        if a is not None and (a.shape != y.shape or not np.isfinite(a).all()):
+            raise ValueError(f"{name}s must be finite, one per row: {a.shape} for {y.shape}")
+    w = extra["weight"]
+    if w is not None and not (np.all(w >= 0) and np.all(w.sum(1) > 0)):
+        raise ValueError("weights must be >= 0 with a positive total per dataset")
+    if extra["zero_offset"] is not None and Z.shape[2] == 0:
+        raise ValueError("a zero-part offset needs a zero-part design (q >= 1)")
+    order = np.argsort(y > 0, axis=1, kind="stable")  # zero rows first
+    X, Z = (torch.take_along_dim(M, torch.as_tensor(order).unsqueeze(-1), 1) for M in (X, Z))
+    y = np.take_along_axis(y, order, 1)
     zeros = tuple(int(k) for k in (y == 0).sum(1))
     y = torch.as_tensor(y, dtype=torch.float64).unsqueeze(-1)
     cast = lambda t: t.to(device=device, dtype=dtype).contiguous()  # noqa: E731
+    rows = {name: None if a is None
+            else cast(torch.as_tensor(np.take_along_axis(a, order, 1)).unsqueeze(-1))
+            for name, a in extra.items()}  # fmt: skip
     zero = (y == 0).to(device)
     values, index = torch.unique(y, return_inverse=True)
-    return Designs(cast(X), cast(Z), cast(y), zero, cast(torch.lgamma(y + 1)), zeros,
-                   cast(values.reshape(1, -1, 1)), index.to(device))  # fmt: skip
+    return StackedDesigns(cast(X), cast(Z), cast(y), zero, cast(torch.lgamma(y + 1)), zeros,
+                          cast(values.reshape(1, -1, 1)), index.to(device), **rows)  # fmt: skip
 
 
-def scalings(data: Designs, standardize) -> torch.Tensor:
+def scalings(data: StackedDesigns, standardize) -> torch.Tensor:
     """The standardisation of each dataset's covariates, as a change of parameters.
 
     Non-intercept columns are scaled to unit SD and, where the part has an intercept column,
-    centred; constant columns are left as they are.
+    centred; constant columns are left as they are. Weighted rows give weighted moments, the
+    moments of the expanded rows.
 
     Args:
         data: the stacked designs.
@@ -110,7 +137,12 @@ def scalings(data: Designs, standardize) -> torch.Tensor:
     for offset, M in ((0, data.Z), (q, data.X)):
         if M.shape[2] == 0:  # no zero part (poisson, nb)
             continue
-        mean, sd = M.mean(1), M.std(1, correction=0)  # (D, k)
+        if data.weight is None:
+            mean, sd = M.mean(1), M.std(1, correction=0)  # (D, k)
+        else:
+            share = data.weight / data.weight.sum(1, keepdim=True)  # (D, n, 1)
+            mean = (share * M).sum(1)
+            sd = (share * (M - mean.unsqueeze(1)) ** 2).sum(1).sqrt()
         ones = (M == 1).all(1)  # intercept columns
         for j in range(M.shape[2]):
             if bool(ones[:, j].any()):
@@ -122,44 +154,3 @@ def scalings(data: Designs, standardize) -> torch.Tensor:
             for d, k in ones.nonzero().tolist():
                 T[d, offset + k, offset + j] = -shift[d] / scale[d]
     return torch.where(chosen[:, None, None], T, eye)
-
-
-@dataclass(frozen=True)
-class RegChunkReport:
-    """What the callback sees after each chunk of steps (arrays: one entry per fit).
-
-    Attributes:
-        step: optimizer steps taken so far.  n_active: fits still running.
-        nll: current mean NLL (mini-batch runs: of the last batch) or the final one.
-        status: "running" or the final status.
-    """
-
-    step: int
-    n_active: int
-    nll: np.ndarray
-    status: np.ndarray
-
-
-@dataclass(frozen=True)
-class RegResult:
-    """Outcome of `fit_regression`; arrays have B rows (one per fit).
-
-    Attributes:
-        params: final (γ, β) on the original scale, (B, q + p), zero part first.
-        nll: full-data mean NLL at `params`.
-        steps: optimizer updates taken to reach the final state.
-        status: "converged", "max_steps", "diverged" or "stopped".
-        grad_norm: Euclidean norm of the full-data gradient on the fitting scale.
-        history_step: (T,) recorded steps 0, k, 2k, ... up to the last step any fit ran.
-        history_nll: (B, T) full-data NLL, NaN after a fit stopped.
-        history_params: (B, q + p, T) on the original scale, NaN after a fit stopped.
-    """
-
-    params: np.ndarray
-    nll: np.ndarray
-    steps: np.ndarray
-    status: np.ndarray
-    grad_norm: np.ndarray
-    history_step: np.ndarray
-    history_nll: np.ndarray
-    history_params: np.ndarray
