@@ -150,9 +150,11 @@ def check_formula(text: str) -> None:
     aliases: dict[str, str] = {}
     for part, rhs in zip(PARTS, sides):
         aliased, aliases = unquote(rhs, set(), part, aliases)
-        for token in _parse(part, rhs, DefaultFormulaParser().get_tokens, aliased):
+        parser = DefaultFormulaParser()
+        for token in _parse(part, rhs, parser.get_tokens, aliased):
             if token.kind.value == "python":
                 check_factor(token.token, part)
+        _parse(part, rhs, parser.get_ast, aliased)  # a malformed side, before any file is read
 
 
 def read_design(path: str | Path, formula: str, *, where: str | None = None) -> Design:
@@ -171,7 +173,11 @@ def read_design(path: str | Path, formula: str, *, where: str | None = None) -> 
         UserError: a bad file, formula, filter, column or value (one line, naming it).
     """
     path = Path(path)
-    check_formula(formula)  # a malformed or forbidden formula fails before the file is read
+    split_formula(formula)  # a malformed or forbidden formula fails before the file is read
+    try:
+        check_formula(formula)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
     lf = scan_table(path)
     try:
         names = lf.collect_schema().names()
