@@ -5,7 +5,12 @@ The formula follows pscl's `zeroinfl`: the response, then the regressors of the 
 the same regressors. Each side is a formulaic formula, so string columns (treatment coding),
 ``C(x)``, interactions (``a:b``, ``a*b``) and transforms (``np.log(x)``, ``I(x**2)``,
 ``center(x)``, ``scale(x)``) work as in R or patsy; each part has an intercept unless the user
-removes it (``- 1``, ``+ 0``).
+removes it (``- 1``, ``+ 0``). ``offset(np.log(t))`` in either part is that part's offset (a
+fixed coefficient of 1), carried beside the design, not in it.
+
+Nothing the user wrote is evaluated before `formula_grammar` has checked it, and then only in
+its namespace (the columns and the whitelisted transforms). Integer columns enter arithmetic as
+float64 (``I(t**2)`` on millisecond epochs does not wrap).
 
 A regression needs every row, so the columns the formula uses are loaded (after ``--where``).
 Rows with a missing regressor are dropped before any matrix is built, so that y and both
@@ -15,15 +20,17 @@ one-line `UserError` naming what is wrong.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from formulaic import Formula
-from formulaic.transforms import TRANSFORMS
-from formulaic.utils.variables import Variable, get_required_variables
+from formulaic.materializers import PandasMaterializer
+from formulaic.parser import DefaultFormulaParser
+from formulaic.utils.layered_mapping import LayeredMapping
 
 from pipeline.core.errors import UserError
 from pipeline.store.count_file import first_line, name_list, row_filter, scan_table
@@ -35,15 +42,26 @@ from pipeline.store.formula_checks import (
     response_counts,
     restrict_levels,
 )
+from pipeline.store.formula_grammar import (
+    MAX_COLUMNS,
+    Uses,
+    check_factor,
+    namespace,
+    quote,
+    read_quoted,
+    term_bound,
+    unquote,
+)
 
 PARTS = ("count", "zero")
 _NAME = re.compile(r"[^\W\d]\w*(\.\w+)*")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_DOT = "__formulaic_variables_available__"  # formulaic's context key for what `.` stands for
 
 
 @dataclass(frozen=True)
 class Design:
-    """The response and the two design matrices of a ZIP regression, row-aligned.
+    """The response, the two design matrices and the two offsets of a ZIP regression.
 
     Attributes:
         formula: the formula as given.
@@ -55,6 +73,9 @@ class Design:
         z_names: column names of Z.
         rows: rows in the file that --where selected (all rows without it).
         dropped: rows dropped for a missing value in a used column (n = rows - dropped).
+        count_offset: float64 offset of log lambda, shape (n,): the sum of the count part's
+            ``offset(…)`` terms, zeros without one.
+        zero_offset: the same for the zero part's linear predictor.
     """
 
     formula: str
@@ -66,6 +87,23 @@ class Design:
     z_names: tuple[str, ...]
     rows: int
     dropped: int
+    count_offset: np.ndarray = field(default=None)  # type: ignore[assignment]
+    zero_offset: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self):
+        for name in ("count_offset", "zero_offset"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(len(self.y)))
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One checked right-hand side: formulaic's Formula on aliased names, and what it reads."""
+
+    name: str
+    formula: Formula
+    terms: list[tuple[str, list[tuple[Uses, str | None]]]]  # (term, [(uses, lookup name)])
+    offsets: list[str]  # the offset terms' names
 
 
 def split_formula(text: str) -> tuple[str, str, str]:
@@ -85,7 +123,7 @@ def split_formula(text: str) -> tuple[str, str, str]:
     rhs = _split_top(sides[-1], "|")
     response, count = sides[0].strip(), rhs[0].strip()
     zero = rhs[-1].strip()
-    quoted = re.fullmatch(r"`([^`]+)`", response)
+    quoted = read_quoted(response)
     problems = [
         (len(sides) == 1, "needs '~' between the response and the regressors, e.g. 'y ~ a | b'"),
         (len(sides) > 2, "has more than one '~'"),
@@ -99,7 +137,24 @@ def split_formula(text: str) -> tuple[str, str, str]:
     problem = next((what for bad, what in problems if bad), None)
     if problem:
         raise UserError(f"formula {_cut(text)!r}: {problem}")
-    return quoted.group(1) if quoted else response, count, zero
+    return quoted if quoted else response, count, zero
+
+
+def check_formula(text: str) -> None:
+    """Refuse a formula with a piece outside the grammar; reads no file, evaluates nothing.
+
+    Raises:
+        UserError: a malformed formula, or a factor `formula_grammar.check_factor` refuses.
+    """
+    _, *sides = split_formula(text)
+    aliases: dict[str, str] = {}
+    for part, rhs in zip(PARTS, sides):
+        aliased, aliases = unquote(rhs, set(), part, aliases)
+        parser = DefaultFormulaParser()
+        for token in _parse(part, rhs, parser.get_tokens, aliased):
+            if token.kind.value == "python":
+                check_factor(token.token, part)
+        _parse(part, rhs, parser.get_ast, aliased)  # a malformed side, before any file is read
 
 
 def read_design(path: str | Path, formula: str, *, where: str | None = None) -> Design:
@@ -118,12 +173,18 @@ def read_design(path: str | Path, formula: str, *, where: str | None = None) -> 
         UserError: a bad file, formula, filter, column or value (one line, naming it).
     """
     path = Path(path)
-    split_formula(formula)  # a malformed formula fails before the file is read
+    split_formula(formula)  # a malformed or forbidden formula fails before the file is read
+    try:
+        check_formula(formula)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
     lf = scan_table(path)
     try:
-        response, _, regressors = _resolve(formula, lf.collect_schema().names())
-        used = dict.fromkeys([ROW, response, *regressors])
-        frame = lf.with_row_index(ROW, offset=1).filter(row_filter(lf, where))
+        names = lf.collect_schema().names()
+        row = _row_column(names)
+        response, parts, refs = _resolve(formula, names, row)
+        used = dict.fromkeys([row, response, *refs.values()])
+        frame = lf.with_row_index(row, offset=1).filter(row_filter(lf, where))
         frame = frame.select(*used).collect()
         if frame.height == 0:
             raise UserError("no rows" + (f" after --where {where!r}" if where else ""))
@@ -132,7 +193,7 @@ def read_design(path: str | Path, formula: str, *, where: str | None = None) -> 
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
     try:
-        return _design(frame, formula, frame.height)
+        return _design(frame, formula, frame.height, row)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
 
@@ -151,93 +212,189 @@ def build_design(frame: pl.DataFrame, formula: str, *, rows: int | None = None) 
     Raises:
         UserError: a bad formula, column or value (one line, naming it).
     """
+    check_formula(formula)
     if frame.height == 0:
         raise UserError("no rows to fit")
-    numbered = frame.with_row_index(ROW, offset=1)
-    return _design(numbered, formula, frame.height if rows is None else rows)
+    row = _row_column(frame.columns)
+    numbered = frame.with_row_index(row, offset=1)
+    return _design(numbered, formula, frame.height if rows is None else rows, row)
 
 
-def _design(frame: pl.DataFrame, formula: str, rows: int) -> Design:
-    """`build_design` on a frame that numbers its rows in the `ROW` column."""
-    response, parts, regressors = _resolve(formula, frame.columns)
+def _row_column(columns: list[str]) -> str:
+    """A name for the row numbers that no column of the file has."""
+    row = ROW
+    while row in columns:
+        row += "_"
+    return row
+
+
+def _design(frame: pl.DataFrame, formula: str, rows: int, row: str) -> Design:
+    """`build_design` on a frame that numbers its rows in column `row`."""
+    response, parts, refs = _resolve(formula, [c for c in frame.columns if c != row], row)
+    regressors = list(dict.fromkeys(refs.values()))
     frame, dropped = drop_missing(frame, regressors)
-    y = response_counts(frame, response)
-    data = restrict_levels(frame.select(ROW, *regressors)).to_pandas()
-    built = [_matrix(parts[i], data, part) for i, part in enumerate(PARTS)]
-    row_ids = frame[ROW].to_numpy()
-    for part, (matrix, names) in zip(PARTS, built):
+    y = response_counts(frame, response, row)
+    factors = [f for part in parts for _, fs in part.terms for f in fs]
+    categorical = {refs[n] for uses, _ in factors for n in uses.categorical}
+    numeric = {refs[n] for uses, ref in factors for n in uses.numeric | {ref} - {None}}
+    regs = restrict_levels(frame.select(regressors), categorical)
+    levels = {c: regs[c].n_unique() for c in regressors
+              if c in categorical or not regs.schema[c].is_numeric()}  # fmt: skip
+    for part in parts:
+        _check_width(part, refs, levels)
+    floats = [c for c in numeric if regs.schema[c].is_integer()]  # arithmetic in float64
+    regs = regs.with_columns(pl.col(c).cast(pl.Float64) for c in floats)
+    data = regs.select(pl.col(c).alias(ref) for ref, c in refs.items()).to_pandas()
+    row_ids = frame[row].to_numpy()
+    built = [_matrix(part, data, refs, row_ids) for part in parts]
+    for part, (matrix, names, _) in zip(PARTS, built):
         check_values(matrix, names, part, row_ids)
-    (X, x_names), (Z, z_names) = built
+    (X, x_names, x_off), (Z, z_names, z_off) = built
     n, p, q = len(y), X.shape[1], Z.shape[1]
     if n <= p + q:
         after = f" (after dropping {dropped} with missing values)" if dropped else ""
         raise UserError(f"{n} rows{after} for {p + q} parameters ({p} count, {q} zero); "
                         "need more rows than parameters")  # fmt: skip
-    for part, (matrix, names) in zip(PARTS, built):
+    for part, (matrix, names, _) in zip(PARTS, built):
         check_rank(matrix, names, part)
-    return Design(formula, response, y, X, x_names, Z, z_names, rows, dropped)
+    return Design(formula, response, y, X, x_names, Z, z_names, rows, dropped, x_off, z_off)
 
 
-def _resolve(formula: str, columns: list[str]) -> tuple[str, list[Formula], list[str]]:
-    """Parse `formula` and find the columns it reads among `columns`.
+def _resolve(formula: str, columns: list[str], row: str) -> tuple[str, list[_Part], dict]:
+    """Parse and check `formula` and find the columns it reads among `columns`.
 
     Returns:
-        (response, [count part's Formula, zero part's], the regressors' columns).
+        (response, the two checked parts, {name in the aliased formula: column}).
     """
     response, *sides = split_formula(formula)
-    available = [c for c in columns if c != ROW]
+    available = [c for c in columns if c != row]
     if response not in available:
         raise UserError(f"no column {response!r} (the response); available: "
                         f"{name_list(available)}")  # fmt: skip
-    parsed, regressors = [], {}
-    # `.` stands for every column but the response, as in R.
-    dot = {"__formulaic_variables_available__": [c for c in available if c != response]}
+    reserved = set(available)
+    aliases: dict[str, str] = {}
+    # `.` stands for every column but the response, as in R; odd names under an alias.
+    dot_text = " + ".join(quote(c) for c in available if c != response) or "1"
+    _, aliases = unquote(dot_text, reserved, "count", aliases)
+    by_name = {name: alias for alias, name in aliases.items()}
+    dot = {_DOT: [by_name.get(c, c) for c in available if c != response]}
+    refs: dict[str, str] = {}
+    parts = []
     for part, rhs in zip(PARTS, sides):
-        try:
-            parsed.append(Formula(rhs, _context=dot))
-            factors = [factor for term in parsed[-1] for factor in term.factors]
-        except Exception as err:  # formulaic's parser raises several kinds
-            raise UserError(f"{part} part {_cut(rhs)!r}: {_message(err)}") from None
-        for name in _factor_names(factors):
-            root = name.split(".", 1)[0]
-            if name in available or root in available:
-                regressors[name if name in available else root] = None
-            elif root not in TRANSFORMS:
-                raise UserError(f"no column {name!r} (in the {part} part); available: "
-                                f"{name_list(available)}")  # fmt: skip
-    return response, parsed, list(regressors)
+        aliased, aliases = unquote(rhs, reserved, part, aliases)
+        tree = _parse(part, rhs, DefaultFormulaParser().get_ast, aliased)
+        bound = term_bound(tree, len(dot[_DOT]))
+        if bound > MAX_COLUMNS:
+            raise UserError(f"{part} part {_cut(rhs)!r} expands to more than {MAX_COLUMNS} "
+                            "terms; simplify it")  # fmt: skip
+        parsed = _parse(part, rhs, Formula, aliased, _context=dot)
+        terms, offsets = [], []
+        for term in parsed:
+            factors = []
+            for factor in term.factors:
+                kind = factor.eval_method.value
+                if kind == "lookup":
+                    refs[factor.expr] = _column(factor.expr, available, aliases, part)
+                    factors.append((Uses(), factor.expr))
+                elif kind == "python":
+                    uses = check_factor(factor.expr, part)
+                    for name in uses.numeric | uses.categorical:
+                        refs[name] = _column(name, available, aliases, part)
+                    factors.append((uses, None))
+                    if uses.offset and len(term.factors) > 1:
+                        raise UserError(f"{part} part: {str(term)!r}: an offset() is a term of "
+                                        "its own, added with +")  # fmt: skip
+                    if uses.offset:
+                        offsets.append(str(term))
+            terms.append((str(term), factors))
+        parts.append(_Part(part, parsed, terms, offsets))
+    return response, parts, refs
 
 
-def _factor_names(factors: list) -> set[str]:
-    """The data names formulaic's factors read (required_variables misses some)."""
-    names: set[str] = set()
-    for factor in factors:
-        if factor.eval_method.value == "lookup":
-            names.add(factor.expr)
-        elif factor.eval_method.value == "python":
-            # With the transforms as context, formulaic lists the names inside Q("a b") but
-            # fails on those inside center(x) and scale(x); without it, the other way round.
-            for context in ({}, TRANSFORMS):
-                try:
-                    found = get_required_variables(factor.expr, context)
-                except Exception:  # noqa: S112 - the other context covers it
-                    continue
-                names |= {str(v) for v in found if Variable.Role.VALUE in v.roles}
-    return names
+def _column(name: str, available: list[str], aliases: dict[str, str], part: str) -> str:
+    """The column `name` (a plain name or an alias) reads; a `UserError` if there is none."""
+    column = aliases.get(name, name)
+    if column not in available:
+        raise UserError(f"no column {column!r} (in the {part} part); available: "
+                        f"{name_list(available)}")  # fmt: skip
+    return column
 
 
-def _matrix(formula: Formula, data, part: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """One part's design matrix (float64) and column names, intercept renamed."""
+def _check_width(part: _Part, refs: dict[str, str], levels: dict[str, int]) -> None:
+    """Refuse a part whose design would have more than `MAX_COLUMNS` columns."""
+    width = 0
+    for _, factors in part.terms:
+        cols = 1
+        for uses, ref in factors:
+            if ref is not None:
+                cols *= levels.get(refs[ref], 1)
+            else:
+                cols *= uses.width * math.prod(
+                    levels.get(refs[n], 1) for n in uses.numeric | uses.categorical
+                )
+        width += cols
+    if width > MAX_COLUMNS:
+        raise UserError(f"the {part.name} part would have up to {width} columns (at most "
+                        f"{MAX_COLUMNS}); use fewer levels or interactions")  # fmt: skip
+
+
+def _matrix(part: _Part, data, refs: dict[str, str], row_ids):
+    """One part's design matrix (float64), its column names and its offset vector.
+
+    formulaic evaluates the checked factors in `namespace()` and the columns only: its own
+    transforms (all of numpy, among others) are not in reach.
+    """
+    ns = namespace()
     try:
+        materializer = PandasMaterializer(data, context=ns)
+        materializer.layered_context = LayeredMapping(
+            LayeredMapping(materializer.data_context, name="data"),
+            LayeredMapping(ns, name="context"),
+        )
         with np.errstate(all="ignore"):  # log(0) and the like are reported below, per column
-            matrix = formula.get_model_matrix(data, na_action="ignore", context={})
-        names = tuple("intercept" if n == "Intercept" else str(n) for n in matrix.columns)
+            matrix = materializer.get_model_matrix(part.formula, na_action="ignore")
+        raw = [str(n) for n in matrix.columns]
         values = np.asarray(matrix.to_numpy(dtype=np.float64))
-    except Exception as err:  # formulaic runs the user's Python: any error is the user's
-        raise UserError(f"{part} part: {_message(err)}") from None
+    except UserError:
+        raise
+    except Exception as err:  # an error of the user's data or formula, e.g. log of a string
+        raise UserError(f"{part.name} part: {_message(err)}") from None
     if values.shape[0] != len(data):
-        raise RuntimeError(f"{part} part: formulaic returned {values.shape[0]} of {len(data)} rows")
-    return values, names
+        raise RuntimeError(f"{part.name} part: formulaic returned {values.shape[0]} of "
+                           f"{len(data)} rows")  # fmt: skip
+    keep = [j for j, n in enumerate(raw) if n not in part.offsets]
+    if len(raw) - len(keep) != len(part.offsets):
+        raise UserError(f"the {part.name} part's offset {_cut(part.offsets[0])!r} must be one "
+                        "numeric column")  # fmt: skip
+    offset = values[:, [j for j in range(len(raw)) if j not in keep]].sum(axis=1)
+    bad = ~np.isfinite(offset)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UserError(f"{part.name} part: offset {_display(part.offsets, refs)!r} has "
+                        f"{int(bad.sum())} non-finite value(s), first at row {row_ids[i]} "
+                        f"({offset[i]}); e.g. the log of 0")  # fmt: skip
+    names = tuple("intercept" if n == "Intercept" else _display([n], refs) for n in raw)
+    return values[:, keep], tuple(names[j] for j in keep), offset
+
+
+def _display(names: list[str], refs: dict[str, str]) -> str:
+    """`names` joined, each alias replaced by the column as the user writes it."""
+    text = " + ".join(names)
+    aliases = [r for r, c in refs.items() if r != c]
+    if not aliases:
+        return text
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, aliases)) + r")(?!\w)")
+    return pattern.sub(lambda m: quote(refs[m.group(1)]), text)
+
+
+def _parse(part: str, rhs: str, parse, *args, **kwargs):
+    """formulaic's `parse(*args, **kwargs)` of one side, its errors as one line."""
+    try:
+        return parse(*args, **kwargs)
+    except UserError:
+        raise
+    except Exception as err:  # formulaic's parser raises several kinds
+        raise UserError(f"{part} part {_cut(rhs)!r}: {_message(err)}") from None
 
 
 def _message(err: Exception) -> str:
@@ -251,13 +408,16 @@ def _cut(text: str, width: int = 80) -> str:
 
 
 def _split_top(text: str, sep: str) -> list[str]:
-    """`text` split at each `sep` outside brackets and quotes."""
-    parts, depth, quote, start = [], 0, "", 0
+    """`text` split at each `sep` outside brackets and quotes (``\\`` escapes in quotes)."""
+    parts, depth, quote_char, start, skip = [], 0, "", 0, False
     for i, ch in enumerate(text):
-        if quote:
-            quote = "" if ch == quote else quote
+        if skip:
+            skip = False
+        elif quote_char:
+            skip = ch == "\\"
+            quote_char = "" if ch == quote_char else quote_char
         elif ch in "'\"`":
-            quote = ch
+            quote_char = ch
         elif ch in "([{":
             depth += 1
         elif ch in ")]}":

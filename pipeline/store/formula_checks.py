@@ -20,11 +20,12 @@ MAX_LEVELS = 1000  # distinct values of a string regressor: each level is one de
 # As R's lm(): a column (scaled to norm 1) closer than this to the span of the earlier columns
 # is a combination of them; the fit's Hessian would be singular to working precision.
 COLLINEAR_TOL = 1e-7
-ROW = "__formula_row"  # the column numbering the rows from 1 (in the file, after --where)
+ROW = "__formula_row"  # numbers the rows from 1 (in the file, after --where); "_" added
+# while a column of the file has the name
 _MAX_COUNT = 2**62  # y is stored as int64
 
 
-def restrict_levels(frame: pl.DataFrame) -> pl.DataFrame:
+def restrict_levels(frame: pl.DataFrame, categorical: set[str] = frozenset()) -> pl.DataFrame:
     """`frame` with categorical and enum columns restricted to the levels in these rows.
 
     pandas keeps a category absent from the rows, which would give an all-zero dummy (or,
@@ -32,15 +33,16 @@ def restrict_levels(frame: pl.DataFrame) -> pl.DataFrame:
 
     Args:
         frame: the rows and regressor columns a design is built from.
+        categorical: numeric columns used as categories (``C(id)``): capped alike.
 
     Returns:
         The frame, categorical columns as strings and enums cut to the levels present.
 
     Raises:
-        UserError: a non-numeric column with more than `MAX_LEVELS` distinct values.
+        UserError: a categorical column with more than `MAX_LEVELS` distinct values.
     """
     for column, dtype in frame.schema.items():
-        if dtype.is_numeric() or dtype == pl.Boolean:
+        if (dtype.is_numeric() or dtype == pl.Boolean) and column not in categorical:
             continue
         if (levels := frame[column].n_unique()) > MAX_LEVELS:
             raise UserError(f"column {column!r} has {levels} distinct values: too many levels "
@@ -80,11 +82,11 @@ def drop_missing(frame: pl.DataFrame, columns: list[str]) -> tuple[pl.DataFrame,
     return frame.filter(~drop), dropped
 
 
-def response_counts(frame: pl.DataFrame, response: str) -> np.ndarray:
+def response_counts(frame: pl.DataFrame, response: str, row: str = ROW) -> np.ndarray:
     """The response as int64 counts.
 
     Args:
-        frame: the rows, numbered in the `ROW` column; response: the response column.
+        frame: the rows, numbered in column `row`; response: the response column.
 
     Returns:
         int64 counts, one per row.
@@ -112,7 +114,7 @@ def response_counts(frame: pl.DataFrame, response: str) -> np.ndarray:
             shown = "" if col[i] is None else f" ({col[i]!r})"
             hint = f" (skip them with --where '\"{response}\" IS NOT NULL')" * (name == "missing")
             raise UserError(f"response {response!r}: {int(bad.sum())} {name} value(s), first at "
-                            f"row {frame[ROW][i]}{shown}; counts must be non-negative "
+                            f"row {frame[row][i]}{shown}; counts must be non-negative "
                             f"integers{hint}")  # fmt: skip
     return values.astype(np.int64)
 

@@ -201,3 +201,83 @@ def test_all_rows_missing_or_too_many_levels_are_errors():
         build_design(ids, "y ~ id")
     with pytest.raises(UserError, match="no rows to fit"):
         build_design(ids.head(0), "y ~ id")
+
+
+def test_formula_code_is_refused_before_the_file_is_read(tmp_path, monkeypatch):
+    # Issue 21 reproduction 1: this ran `id` and fitted the model.
+    monkeypatch.chdir(tmp_path)
+    formula = "count ~ persons + I(__import__('os').system('id > pwned-x') + persons**2)"
+    with pytest.raises(UserError, match="not a function a formula may call"):
+        read_design(tmp_path / "absent.csv", formula)  # refused before the file is opened
+    with pytest.raises(UserError, match="not a function a formula may call"):
+        read_design(EXAMPLE, formula)
+    leak = "count ~ I(int(open('/etc/hostname').read()))"
+    with pytest.raises(UserError, match="'int' in") as err:
+        read_design(EXAMPLE, leak)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "pwned-x").exists()
+
+
+def test_integer_columns_enter_arithmetic_as_float64():
+    # Issue 21 reproduction 7: int64 millisecond epochs squared wrapped to +-9e18.
+    t = 1_600_000_000_000 + np.arange(12, dtype=np.int64) * 86_400_000
+    frame = pl.DataFrame({"y": Y, "t": t, "x": X})
+    d = build_design(frame, "y ~ I(t**2) + x | 1")
+    assert np.array_equal(d.X[:, 1], t.astype(np.float64) ** 2)
+    with pytest.raises(UserError, match=r"'10 \*\* 9' in 'I\(t \*\* 10 \*\* 9\)': a power"):
+        build_design(frame, "y ~ I(t**10**9)")
+    with pytest.raises(UserError, match=r"column 'I\(t \*\* 40.0\)' has 12 non-finite value"):
+        build_design(frame, "y ~ I(t**40.0)")
+
+
+def test_integer_categoricals_have_the_level_cap():
+    # Issue 21 reproduction 11: C(id) on 3,000 integer levels ran for minutes.
+    n = 3 * MAX_LEVELS
+    frame = pl.DataFrame({"y": [i % 3 for i in range(n)], "id": list(range(n))})
+    with pytest.raises(UserError, match=f"column 'id' has {n} distinct values"):
+        build_design(frame, "y ~ C(id)")
+    d = build_design(frame.head(30).with_columns(pl.col("id") % 4), "y ~ C(id) | 1")
+    assert d.x_names == ("intercept", "C(id)[T.1]", "C(id)[T.2]", "C(id)[T.3]")
+
+
+def test_wide_expansions_are_refused_before_expanding():
+    # Issue 21 reproduction 18: (x0 + ... + x19)**20 expanded for minutes.
+    frame = pl.DataFrame({"y": Y, **{f"x{i}": X for i in range(20)}})
+    wide = "y ~ (" + " + ".join(f"x{i}" for i in range(20)) + ")**20"
+    with pytest.raises(UserError, match="expands to more than 2000 terms"):
+        build_design(frame, wide)
+    levels = pl.DataFrame({"y": [1] * 3000, "a": [f"a{i % 60}" for i in range(3000)],
+                           "b": [f"b{i // 50}" for i in range(3000)]})  # fmt: skip
+    with pytest.raises(UserError, match="the count part would have up to 3721 columns"):
+        build_design(levels, "y ~ a * b | 1")
+
+
+def test_every_column_is_reachable_by_a_quoted_name(tmp_path):
+    # Issue 21 reproduction 17: a column `1` was dropped, `__formula_row` broke --formula,
+    # a backquote in a name could not be written.
+    frame = pl.DataFrame({"y": Y, "1": X, "__formula_row": B, "a`b": [2 * v for v in B[::-1]]})
+    frame.write_csv(tmp_path / "odd.csv")
+    d = read_design(tmp_path / "odd.csv", r"y ~ `1` + __formula_row | `a\`b`")
+    assert d.x_names == ("intercept", "`1`", "__formula_row")
+    assert np.array_equal(d.X[:, 1:], np.c_[X, B]) and d.z_names == ("intercept", r"`a\`b`")
+    assert np.array_equal(d.Z[:, 1], [2 * v for v in B[::-1]])
+    assert read_design(tmp_path / "odd.csv", "y ~ . | 1").x_names[1:] == (
+        "`1`", "`__formula_row`", r"`a\`b`"
+    )  # fmt: skip
+    with pytest.raises(UserError, match="response 'y': 7 non-integer value.s., first at row 1"):
+        build_design(frame.with_columns(y=pl.col("1")), "y ~ __formula_row")
+
+
+def test_offsets_are_vectors_not_coefficients(table):
+    d = read_design(table, "y ~ x + offset(np.log(x)) | b + offset(log(x)) + offset(x)")
+    assert d.x_names == ("intercept", "x") and d.z_names == ("intercept", "b")
+    x = np.array(X)
+    assert np.allclose(d.count_offset, np.log(x), rtol=1e-15, atol=0)
+    assert np.allclose(d.zero_offset, np.log(x) + x, rtol=1e-15, atol=0)
+    plain = read_design(table, "y ~ x | b")
+    assert np.array_equal(plain.count_offset, np.zeros(12))
+    assert np.array_equal(plain.zero_offset, np.zeros(12))
+    with pytest.raises(UserError, match=r"zero part: offset 'offset\(np.log\(b\)\)' has 6 non-f"):
+        read_design(table, "y ~ x | offset(np.log(b))")
+    with pytest.raises(UserError, match="an offset.. is a term of its own"):
+        read_design(table, "y ~ x + offset(x):b")
