@@ -48,7 +48,7 @@ from pipeline.core import seeds
 from pipeline.core.descent.engine import check_device
 from pipeline.core.errors import UserError, environment_problem
 from pipeline.stages import config
-from pipeline.stages.cli import parser, progress
+from pipeline.stages.cli import parser, progress, progress_lines
 from pipeline.stages.sweep_steps import check_datasets, finish_stage, start_stage
 from pipeline.store import datasets, files, reg_data
 from pipeline.tracking import interrupts
@@ -56,7 +56,7 @@ from pipeline.tracking.fit_runs import FitLogger
 from pipeline.tracking.heartbeat import Heartbeat, supersede_failed
 from pipeline.tracking.quiet import quiet_libraries
 from pipeline.tracking.runs import Tracker, tracking_uri
-from pipeline.tracking.storage import check_server, open_storage
+from pipeline.tracking.storage import check_server, open_storage, study_lock
 from pipeline.tracking.study import DONE, load_study, planned_trials, run_trials
 from pipeline.tracking.trial import TrialSetup, make_objective
 
@@ -179,6 +179,7 @@ def run_workers(plans: list[Plan], count_done, total: int) -> None:
             bar.refresh()
             for proc in procs:
                 proc.join(0.5 / len(procs))
+        bar.n = count_done()  # the last trials' lines
     except KeyboardInterrupt:
         for proc in procs:
             if proc.is_alive():
@@ -193,9 +194,28 @@ def run_workers(plans: list[Plan], count_done, total: int) -> None:
         raise KeyboardInterrupt  # the workers were interrupted (Ctrl-C reaches them too)
     if not errors.empty():
         raise UserError(errors.get())  # the first worker's problem; the others share it
+    killed = [
+        (proc.name, -code) for proc, code in zip(procs, codes) if code is not None and code < 0
+    ]
+    if killed:
+        # A signal from outside the sweep (the kernel's out-of-memory killer, a `kill -9`):
+        # the machine's doing, not a bug, so one line and exit 2; its trial reruns on resume.
+        name, signum = killed[0]
+        raise UserError(
+            f"{name} was killed by {signal_name(signum)} from outside the sweep "
+            "(out of memory? see `dmesg`); the next start re-runs its trial"
+        )
     failed = [proc.name for proc, code in zip(procs, codes) if code != 0]
     if failed:
         raise RuntimeError(f"{', '.join(failed)} failed; see the traceback above")
+
+
+def signal_name(signum: int) -> str:
+    """`SIGKILL`, or `signal 99` for a number Python does not name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,10 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir.resolve()
     stage = "tune" if args.tune else "sweep"
     cfg, _, study_name = params.study(stage)
-    stamp = params.digest(*config.STAGE_BLOCKS[stage])
     workers = cfg.workers if args.workers is None else args.workers
-    if workers < 1:
-        raise UserError(f"--workers: must be >= 1, got {workers}")
+    most = max_workers()
+    if not 1 <= workers <= most:
+        key = "sweep.workers" if args.workers is None else "--workers"
+        raise UserError(f"{key}: must be between 1 and {most} (4 per CPU core), got {workers}")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -221,6 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     files.check_writable(files.Layout(workdir).data, workdir / "mlruns")
     check_datasets(workdir, params)  # before any run or study exists
     check_server(tracking_uri(workdir))  # one line, not minutes of retries, when it is down
+    with study_lock(workdir, study_name):
+        return _sweep(args, params, workdir, stage, workers)
+
+
+def _sweep(args, params, workdir: Path, stage: str, workers: int) -> int:
+    """`main` once the checks passed and the study's lock is held."""
+    cfg, _, study_name = params.study(stage)
+    stamp = params.digest(*config.STAGE_BLOCKS[stage])
     restore = interrupts.install()
     tracker = Tracker(params.tracking.experiment, root=workdir)
     try:
@@ -231,8 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tracker.stage_run(stage, stamp, params.digest()) as stage_run:
             start = time.perf_counter()
             study, todo = start_stage(tracker, stage_run, heartbeat, params, stage, where)
+            count = min(workers, todo)  # a worker without a trial to run only costs memory
             plans = [Plan(str(args.params.resolve()), str(workdir), stage, where, study_name,
-                          stage_run, i, workers) for i in range(workers)]  # fmt: skip
+                          stage_run, i, count) for i in range(count)]  # fmt: skip
             if todo > 0:
                 try:
                     _run(plans, params, tracker, heartbeat, study, cfg)
@@ -248,30 +278,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def max_workers() -> int:
+    """The most worker processes a sweep may start: 4 per CPU core (fits are CPU-bound; more
+    only share the cores and hold a copy of the data each)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+class TrialLines:
+    """One line per finished trial on stderr, for output that is not a terminal (a log file
+    or a pipe shows no progress bar): `trial 3 complete (4/7): adam lr=0.1, objective 0.0421`.
+
+    Args:
+        study: the study; trials already finished when it is made are not reported.
+        total: the trials the stage plans (`planned_trials`).
+        enabled: print lines (`cli.progress_lines()`); when False only `poll` counts.
+    """
+
+    def __init__(self, study, total: int, enabled: bool):
+        self.study, self.total, self.enabled = study, total, enabled
+        self.seen = {t.number for t in study.get_trials(deepcopy=False, states=DONE)}
+
+    def poll(self) -> int:
+        """Report the trials finished since the last call; returns how many are done."""
+        done = self.study.get_trials(deepcopy=False, states=DONE)
+        for t in sorted(done, key=lambda t: t.number):
+            if t.number in self.seen:
+                continue
+            self.seen.add(t.number)
+            if self.enabled:
+                value = f", objective {t.value:.4g}" if t.value is not None else ""
+                print(f"trial {t.number} {t.state.name.lower()} ({len(self.seen)}/{self.total}): "
+                      f"{t.params.get('optimizer')} lr={t.params.get('lr'):g}{value}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        return len(done)
+
+
 def _run(plans, params, tracker, heartbeat, study, cfg) -> None:
 
     total = planned_trials(study, cfg)
-
-    def count_done() -> int:
-        return len(study.get_trials(deepcopy=False, states=DONE))
-
+    lines = TrialLines(study, total, progress_lines())
     if len(plans) > 1:
-        run_workers(plans, count_done, total)
+        run_workers(plans, lines.poll, total)
         return
     bar = progress(total, "trials", unit="trial")
-    bar.update(count_done())
+    bar.update(len(lines.seen))
     fits = {"logged": 0}
 
     def on_fits(n: int) -> None:
         fits["logged"] += n
         bar.set_postfix(fits=fits["logged"], refresh=True)
 
+    def on_done(_) -> None:
+        bar.update(1)
+        lines.poll()
+
     # The batched fits are small tensors: extra threads only wait for the cores that the
     # logger processes use (benchmarks/README.md, "Threads").
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        work(plans[0], params, tracker, heartbeat, on_fits, lambda _: bar.update(1))
+        work(plans[0], params, tracker, heartbeat, on_fits, on_done)
     finally:
         torch.set_num_threads(threads)
         bar.close()
