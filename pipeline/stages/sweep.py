@@ -56,7 +56,15 @@ from pipeline.tracking.fit_runs import FitLogger
 from pipeline.tracking.heartbeat import Heartbeat, supersede_failed
 from pipeline.tracking.quiet import quiet_libraries
 from pipeline.tracking.runs import Tracker, tracking_uri
-from pipeline.tracking.storage import check_server, open_storage, study_lock
+from pipeline.tracking.storage import (
+    ServiceLost,
+    bounded_retries,
+    check_server,
+    give_up_retries,
+    lost_service,
+    open_storage,
+    study_lock,
+)
 from pipeline.tracking.study import DONE, load_study, planned_trials, run_trials
 from pipeline.tracking.trial import TrialSetup, make_objective
 
@@ -151,9 +159,12 @@ def worker_main(plan: Plan, errors=None) -> None:
         tracker.end_all("KILLED")
         code = 130
     except BaseException as err:
-        problem = str(err) if isinstance(err, UserError) else environment_problem(err)
+        lost = lost_service(err, tracker.uri, plan.storage_url)
+        if lost is not None:
+            give_up_retries()  # closing the runs below must not retry the lost server again
+        problem = str(err) if isinstance(err, UserError) else lost or environment_problem(err)
         if problem is not None and errors is not None:
-            errors.put(problem)
+            errors.put((problem, lost is not None))
             code = 2
         else:
             traceback.print_exc()
@@ -180,7 +191,7 @@ def run_workers(plans: list[Plan], count_done, total: int) -> None:
             for proc in procs:
                 proc.join(0.5 / len(procs))
         bar.n = count_done()  # the last trials' lines
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or the parent lost a service while it watched
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()  # SIGTERM: the worker fails its trial and kills its runs
@@ -193,7 +204,8 @@ def run_workers(plans: list[Plan], count_done, total: int) -> None:
     if any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
         raise KeyboardInterrupt  # the workers were interrupted (Ctrl-C reaches them too)
     if not errors.empty():
-        raise UserError(errors.get())  # the first worker's problem; the others share it
+        problem, lost = errors.get()  # the first worker's problem; the others share it
+        raise (ServiceLost if lost else UserError)(problem)
     killed = [
         (proc.name, -code) for proc, code in zip(procs, codes) if code is not None and code < 0
     ]
@@ -242,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     files.check_writable(files.Layout(workdir).data, workdir / "mlruns")
     check_datasets(workdir, params)  # before any run or study exists
     check_server(tracking_uri(workdir))  # one line, not minutes of retries, when it is down
-    with study_lock(workdir, study_name):
+    with study_lock(workdir, study_name), bounded_retries():
         return _sweep(args, params, workdir, stage, workers)
 
 
@@ -257,7 +269,10 @@ def _sweep(args, params, workdir: Path, stage: str, workers: int) -> int:
         heartbeat = Heartbeat(tracker)
         storage, where = open_storage(url, workdir, tracker.uri, heartbeat.on_stale)
         heartbeat.attach(storage)
-        with tracker.stage_run(stage, stamp, params.digest()) as stage_run:
+        with (
+            tracker.stage_run(stage, stamp, params.digest()) as stage_run,
+            lost_services(tracker.uri, where),
+        ):
             start = time.perf_counter()
             study, todo = start_stage(tracker, stage_run, heartbeat, params, stage, where)
             count = min(workers, todo)  # a worker without a trial to run only costs memory
@@ -276,6 +291,23 @@ def _sweep(args, params, workdir: Path, stage: str, workers: int) -> int:
     finally:
         restore()
     return 0
+
+
+@contextlib.contextmanager
+def lost_services(uri: str, storage_url: str):
+    """A tracking server or database lost in the block (here or in a worker): one line
+    (`ServiceLost`, exit 2), and no more retries while the runs are closed on the way out."""
+    try:
+        yield
+    except ServiceLost:
+        give_up_retries()
+        raise
+    except Exception as err:
+        lost = lost_service(err, uri, storage_url)
+        if lost is None:
+            raise
+        give_up_retries()
+        raise ServiceLost(lost) from None
 
 
 def max_workers() -> int:

@@ -12,6 +12,10 @@ worker refuses to start a second study beside a live one of the same name but ot
 `study_lock` keeps a second sweep of the same study out of a work directory whose sweep runs.
 
 The journal file survives a write cut short (`Journal`): a full disk, a killed writer.
+
+A service lost during a sweep (the tracking server, the database) ends it in one line within
+`ZIP_SERVICE_RETRY_S` seconds of retries (default 60; `bounded_retries`, `lost_service`):
+MLflow's client alone would retry each call for ~4 minutes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import fcntl
 import json
 import os
 import random
+import re
 import sys
 import time
 import urllib.request
@@ -41,6 +46,103 @@ HEARTBEAT_ENV, GRACE_ENV = "ZIP_HEARTBEAT_INTERVAL", "ZIP_GRACE_PERIOD"
 # dead worker's trial waits this long before another worker retries it.
 DEFAULT_HEARTBEAT_S, DEFAULT_GRACE_S = 10, 60
 _PARAMS_HASH = "params_hash"  # study user attr: the full hash of the blocks the study uses
+
+
+RETRY_ENV, DEFAULT_RETRY_S = "ZIP_SERVICE_RETRY_S", 60
+_MLFLOW_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+_LOST = "stopped answering"
+
+
+class ServiceLost(UserError):
+    """The tracking server or the Optuna database stopped answering during the sweep."""
+
+
+def retry_plan(budget: int) -> dict[str, str]:
+    """MLflow's HTTP retry settings whose pauses add up to at most `budget` seconds.
+
+    urllib3 2.x (under MLflow 3.17) retries at once, then sleeps `factor * 2**(n - 1)` plus
+    up to `jitter` before the n-th retry: with factor 1, k retries sleep 2**k - 2 s (+ k *
+    jitter). MLflow's defaults (7 retries, factor 2) sleep ~4 minutes per call.
+    """
+    jitter, retries = 0.5, 0
+    while 2 ** (retries + 1) - 2 + (retries + 1) * jitter <= budget:
+        retries += 1
+    return {_MLFLOW_RETRIES: str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": str(jitter)}  # fmt: skip
+
+
+@contextlib.contextmanager
+def bounded_retries():
+    """Within the block (and in processes it spawns), MLflow's client gives up on a lost
+    server within `ZIP_SERVICE_RETRY_S` seconds; MLflow's own `MLFLOW_HTTP_REQUEST_*`
+    settings, when the user set them, win. The environment is restored at the end.
+
+    Raises:
+        UserError: `ZIP_SERVICE_RETRY_S` is not a whole number of seconds.
+    """
+    text = os.environ.get(RETRY_ENV) or str(DEFAULT_RETRY_S)
+    if not text.isdigit():
+        raise UserError(f"{RETRY_ENV}: must be a whole number of seconds >= 0, got {text!r}")
+    plan = retry_plan(int(text))
+    keys = [*plan, _MLFLOW_RETRIES]
+    previous = {key: os.environ.get(key) for key in keys}
+    os.environ.update({k: v for k, v in plan.items() if previous[k] is None})
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def give_up_retries() -> None:
+    """After a lost service: later MLflow calls (closing runs on the way out) fail at once."""
+    os.environ[_MLFLOW_RETRIES] = "0"
+
+
+def lost_service(err: BaseException, tracking_uri: str, storage_url: str | None) -> str | None:
+    """One line naming the service that stopped answering, if `err` (or its cause) says so:
+    the MLflow tracking server (its client gave up retrying) or the Optuna database (its
+    connection failed); else None.
+
+    Args:
+        err: the exception, possibly wrapping the real cause.
+        tracking_uri: MLflow's URI (only an http(s) server can be lost).
+        storage_url: the Optuna storage's URL (only a database can be lost).
+    """
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    server = tracking_uri.startswith(("http://", "https://"))
+    database = storage_url is not None and "://" in storage_url
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(err)
+        if server and text.startswith("API request to") and " failed with exception " in text:
+            return (f"MLflow tracking server {redact(tracking_uri)!r} {_LOST} "
+                    f"({_reason(text)}); the next start resumes the study")  # fmt: skip
+        if database and isinstance(err, (OperationalError, InterfaceError)):
+            return (f"Optuna storage {redact(storage_url)!r} {_LOST} ({_reason(text)}); "
+                    "the next start resumes the study")  # fmt: skip
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _reason(text: str) -> str:
+    """The short cause in a client's error text: `connection refused`, `HTTP 500`, …"""
+    if "too many 5" in text:
+        found = re.search(r"too many (\d+) error responses", text)
+        return f"HTTP {found.group(1) if found else '5xx'} on every retry"
+    found = re.search(r"\[Errno -?\d+\] ([^\"'\)\n]+)", text)
+    if found:
+        return found.group(1).strip().lower()
+    for phrase in ("connection refused", "timed out", "server closed the connection"):
+        if phrase in text.lower():
+            return phrase
+    line = (text.strip().splitlines() or ["no answer"])[0]
+    return re.sub(r"^\([\w.]+\) ", "", line)[:160]
 
 
 def heartbeat_settings() -> tuple[int, int]:

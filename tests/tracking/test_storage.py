@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import resource
 import signal
+import socket
 
 import optuna
 import pytest
@@ -15,7 +17,15 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from pipeline.core.errors import UserError
-from pipeline.tracking.storage import Journal, open_storage, study_lock
+from pipeline.tracking.storage import (
+    RETRY_ENV,
+    Journal,
+    bounded_retries,
+    lost_service,
+    open_storage,
+    retry_plan,
+    study_lock,
+)
 
 
 @contextlib.contextmanager
@@ -112,3 +122,62 @@ def test_one_sweep_per_study_and_work_directory(tmp_path):
             pass
     with study_lock(tmp_path, "zip-1234abcd"):  # released at the end of the block
         pass
+
+
+@pytest.mark.parametrize("budget", [0, 1, 2, 5, 60, 600])
+def test_mlflow_retries_pause_at_most_the_budget(budget):
+    plan = retry_plan(budget)
+    k, jitter = (
+        int(plan["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]),
+        float(plan["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"]),
+    )
+    assert plan["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
+    pauses = lambda n: 2**n - 2 + n * jitter  # noqa: E731 (urllib3 2.x: see retry_plan)
+    assert pauses(k) <= budget < pauses(k + 1)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_lost_tracking_server_is_one_line_after_bounded_retries(monkeypatch):
+    """Issue 21, item 9, with a URL nothing answers (a killed server refuses connections the
+    same way; tests/stages/test_sweep_services.py kills real ones). MLflow's own retries would
+    take ~4 minutes for this one call."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv(RETRY_ENV, "1")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    with bounded_retries():
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"  # at once, no pause
+        with pytest.raises(Exception) as info:
+            MlflowClient(tracking_uri=uri).get_experiment_by_name("x")
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # restored
+    assert lost_service(info.value, uri, None) == (
+        f"MLflow tracking server '{uri}' stopped answering (connection refused); "
+        "the next start resumes the study"
+    )
+    assert lost_service(info.value, "sqlite:///local.db", None) is None  # no server to lose
+    assert lost_service(ValueError("a bug"), uri, None) is None
+
+
+def test_a_lost_database_is_one_line():
+    import sqlalchemy
+
+    url = f"postgresql+psycopg://zip:s3cret@127.0.0.1:{_closed_port()}/optuna"
+    with pytest.raises(sqlalchemy.exc.OperationalError) as info:
+        sqlalchemy.create_engine(url).connect()
+    line = lost_service(info.value, "sqlite:///local.db", url)
+    assert line.startswith("Optuna storage 'postgresql+psycopg://zip:***@127.0.0.1:")
+    assert "stopped answering (connection refused)" in line and "s3cret" not in line
+    assert lost_service(info.value, "sqlite:///local.db", "/work/mlruns/optuna.log") is None
+
+
+def test_the_retry_budget_is_checked(monkeypatch):
+    monkeypatch.setenv(RETRY_ENV, "soon")
+    with pytest.raises(UserError, match="ZIP_SERVICE_RETRY_S: must be a whole number"):
+        with bounded_retries():
+            pass
