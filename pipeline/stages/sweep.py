@@ -24,6 +24,13 @@ Ctrl-C or SIGTERM stops every process at its next safe point (`interrupts`): the
 trials end FAIL, the open MLflow runs KILLED, exit status 130. After a SIGKILL the next start
 closes the orphaned runs as FAILED and re-runs the trials of dead processes (on a database,
 live workers on any host do it by heartbeat).
+
+One line and exit 2, never a traceback, when: a second sweep of the study starts in the same
+work directory (`storage.study_lock`); `--workers` is outside 1 … 4 per CPU core (no more
+processes than pending trials start); a worker is killed by a signal from outside (the OOM
+killer, `kill -9`); the tracking server or the database stops answering (after at most
+`ZIP_SERVICE_RETRY_S` seconds of retries, default 60: `storage.bounded_retries`). Output that
+is not a terminal gets one line per finished trial (`TrialLines`), except in CI.
 """
 
 from __future__ import annotations
