@@ -26,11 +26,20 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports when the reader left early
 
 
+def in_ci() -> bool:
+    """Whether `CI` says this runs in continuous integration (`CI=true`, `1` or `yes`)."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
 def show_progress() -> bool:
     """Progress bars only on an interactive terminal, never in CI (`CI=true`)."""
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        return False
-    return sys.stderr.isatty()
+    return not in_ci() and sys.stderr.isatty()
+
+
+def progress_lines() -> bool:
+    """One plain line per finished unit of work (a trial) instead of a bar: output that is not
+    a terminal (a log file, a pipe), outside CI, whose logs stay as they are."""
+    return not in_ci() and not sys.stderr.isatty()
 
 
 def progress(total: int, desc: str, unit: str = "it"):

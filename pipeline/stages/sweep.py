@@ -24,6 +24,13 @@ Ctrl-C or SIGTERM stops every process at its next safe point (`interrupts`): the
 trials end FAIL, the open MLflow runs KILLED, exit status 130. After a SIGKILL the next start
 closes the orphaned runs as FAILED and re-runs the trials of dead processes (on a database,
 live workers on any host do it by heartbeat).
+
+One line and exit 2, never a traceback, when: a second sweep of the study starts in the same
+work directory (`storage.study_lock`); `--workers` is outside 1 … 4 per CPU core (no more
+processes than pending trials start); a worker is killed by a signal from outside (the OOM
+killer, `kill -9`); the tracking server or the database stops answering (after at most
+`ZIP_SERVICE_RETRY_S` seconds of retries, default 60: `storage.bounded_retries`). Output that
+is not a terminal gets one line per finished trial (`TrialLines`), except in CI.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from pipeline.core import seeds
 from pipeline.core.descent.engine import check_device
 from pipeline.core.errors import UserError, environment_problem
 from pipeline.stages import config
-from pipeline.stages.cli import parser, progress
+from pipeline.stages.cli import parser, progress, progress_lines
 from pipeline.stages.sweep_steps import check_datasets, finish_stage, start_stage
 from pipeline.store import datasets, files, reg_data
 from pipeline.tracking import interrupts
@@ -56,7 +63,15 @@ from pipeline.tracking.fit_runs import FitLogger
 from pipeline.tracking.heartbeat import Heartbeat, supersede_failed
 from pipeline.tracking.quiet import quiet_libraries
 from pipeline.tracking.runs import Tracker, tracking_uri
-from pipeline.tracking.storage import check_server, open_storage
+from pipeline.tracking.storage import (
+    ServiceLost,
+    bounded_retries,
+    check_server,
+    give_up_retries,
+    lost_service,
+    open_storage,
+    study_lock,
+)
 from pipeline.tracking.study import DONE, load_study, planned_trials, run_trials
 from pipeline.tracking.trial import TrialSetup, make_objective
 
@@ -151,9 +166,12 @@ def worker_main(plan: Plan, errors=None) -> None:
         tracker.end_all("KILLED")
         code = 130
     except BaseException as err:
-        problem = str(err) if isinstance(err, UserError) else environment_problem(err)
+        lost = lost_service(err, tracker.uri, plan.storage_url)
+        if lost is not None:
+            give_up_retries()  # closing the runs below must not retry the lost server again
+        problem = str(err) if isinstance(err, UserError) else lost or environment_problem(err)
         if problem is not None and errors is not None:
-            errors.put(problem)
+            errors.put((problem, lost is not None))
             code = 2
         else:
             traceback.print_exc()
@@ -179,7 +197,8 @@ def run_workers(plans: list[Plan], count_done, total: int) -> None:
             bar.refresh()
             for proc in procs:
                 proc.join(0.5 / len(procs))
-    except KeyboardInterrupt:
+        bar.n = count_done()  # the last trials' lines
+    except BaseException:  # Ctrl-C, or the parent lost a service while it watched
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()  # SIGTERM: the worker fails its trial and kills its runs
@@ -192,10 +211,30 @@ def run_workers(plans: list[Plan], count_done, total: int) -> None:
     if any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
         raise KeyboardInterrupt  # the workers were interrupted (Ctrl-C reaches them too)
     if not errors.empty():
-        raise UserError(errors.get())  # the first worker's problem; the others share it
+        problem, lost = errors.get()  # the first worker's problem; the others share it
+        raise (ServiceLost if lost else UserError)(problem)
+    killed = [
+        (proc.name, -code) for proc, code in zip(procs, codes) if code is not None and code < 0
+    ]
+    if killed:
+        # A signal from outside the sweep (the kernel's out-of-memory killer, a `kill -9`):
+        # the machine's doing, not a bug, so one line and exit 2; its trial reruns on resume.
+        name, signum = killed[0]
+        raise UserError(
+            f"{name} was killed by {signal_name(signum)} from outside the sweep "
+            "(out of memory? see `dmesg`); the next start re-runs its trial"
+        )
     failed = [proc.name for proc, code in zip(procs, codes) if code != 0]
     if failed:
         raise RuntimeError(f"{', '.join(failed)} failed; see the traceback above")
+
+
+def signal_name(signum: int) -> str:
+    """`SIGKILL`, or `signal 99` for a number Python does not name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,10 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir.resolve()
     stage = "tune" if args.tune else "sweep"
     cfg, _, study_name = params.study(stage)
-    stamp = params.digest(*config.STAGE_BLOCKS[stage])
     workers = cfg.workers if args.workers is None else args.workers
-    if workers < 1:
-        raise UserError(f"--workers: must be >= 1, got {workers}")
+    most = max_workers()
+    if not 1 <= workers <= most:
+        key = "sweep.workers" if args.workers is None else "--workers"
+        raise UserError(f"{key}: must be between 1 and {most} (4 per CPU core), got {workers}")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -221,6 +261,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     files.check_writable(files.Layout(workdir).data, workdir / "mlruns")
     check_datasets(workdir, params)  # before any run or study exists
     check_server(tracking_uri(workdir))  # one line, not minutes of retries, when it is down
+    with study_lock(workdir, study_name), bounded_retries():
+        return _sweep(args, params, workdir, stage, workers)
+
+
+def _sweep(args, params, workdir: Path, stage: str, workers: int) -> int:
+    """`main` once the checks passed and the study's lock is held."""
+    cfg, _, study_name = params.study(stage)
+    stamp = params.digest(*config.STAGE_BLOCKS[stage])
     restore = interrupts.install()
     tracker = Tracker(params.tracking.experiment, root=workdir)
     try:
@@ -228,11 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat = Heartbeat(tracker)
         storage, where = open_storage(url, workdir, tracker.uri, heartbeat.on_stale)
         heartbeat.attach(storage)
-        with tracker.stage_run(stage, stamp, params.digest()) as stage_run:
+        with (
+            tracker.stage_run(stage, stamp, params.digest()) as stage_run,
+            lost_services(tracker.uri, where),
+        ):
             start = time.perf_counter()
             study, todo = start_stage(tracker, stage_run, heartbeat, params, stage, where)
+            count = min(workers, todo)  # a worker without a trial to run only costs memory
             plans = [Plan(str(args.params.resolve()), str(workdir), stage, where, study_name,
-                          stage_run, i, workers) for i in range(workers)]  # fmt: skip
+                          stage_run, i, count) for i in range(count)]  # fmt: skip
             if todo > 0:
                 try:
                     _run(plans, params, tracker, heartbeat, study, cfg)
@@ -248,30 +300,83 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def lost_services(uri: str, storage_url: str):
+    """A tracking server or database lost in the block (here or in a worker): one line
+    (`ServiceLost`, exit 2), and no more retries while the runs are closed on the way out."""
+    try:
+        yield
+    except ServiceLost:
+        give_up_retries()
+        raise
+    except Exception as err:
+        lost = lost_service(err, uri, storage_url)
+        if lost is None:
+            raise
+        give_up_retries()
+        raise ServiceLost(lost) from None
+
+
+def max_workers() -> int:
+    """The most worker processes a sweep may start: 4 per CPU core (fits are CPU-bound; more
+    only share the cores and hold a copy of the data each)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+class TrialLines:
+    """One line per finished trial on stderr, for output that is not a terminal (a log file
+    or a pipe shows no progress bar): `trial 3 complete (4/7): adam lr=0.1, objective 0.0421`.
+
+    Args:
+        study: the study; trials already finished when it is made are not reported.
+        total: the trials the stage plans (`planned_trials`).
+        enabled: print lines (`cli.progress_lines()`); when False only `poll` counts.
+    """
+
+    def __init__(self, study, total: int, enabled: bool):
+        self.study, self.total, self.enabled = study, total, enabled
+        self.seen = {t.number for t in study.get_trials(deepcopy=False, states=DONE)}
+
+    def poll(self) -> int:
+        """Report the trials finished since the last call; returns how many are done."""
+        done = self.study.get_trials(deepcopy=False, states=DONE)
+        for t in sorted(done, key=lambda t: t.number):
+            if t.number in self.seen:
+                continue
+            self.seen.add(t.number)
+            if self.enabled:
+                value = f", objective {t.value:.4g}" if t.value is not None else ""
+                print(f"trial {t.number} {t.state.name.lower()} ({len(self.seen)}/{self.total}): "
+                      f"{t.params.get('optimizer')} lr={t.params.get('lr'):g}{value}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        return len(done)
+
+
 def _run(plans, params, tracker, heartbeat, study, cfg) -> None:
 
     total = planned_trials(study, cfg)
-
-    def count_done() -> int:
-        return len(study.get_trials(deepcopy=False, states=DONE))
-
+    lines = TrialLines(study, total, progress_lines())
     if len(plans) > 1:
-        run_workers(plans, count_done, total)
+        run_workers(plans, lines.poll, total)
         return
     bar = progress(total, "trials", unit="trial")
-    bar.update(count_done())
+    bar.update(len(lines.seen))
     fits = {"logged": 0}
 
     def on_fits(n: int) -> None:
         fits["logged"] += n
         bar.set_postfix(fits=fits["logged"], refresh=True)
 
+    def on_done(_) -> None:
+        bar.update(1)
+        lines.poll()
+
     # The batched fits are small tensors: extra threads only wait for the cores that the
     # logger processes use (benchmarks/README.md, "Threads").
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        work(plans[0], params, tracker, heartbeat, on_fits, lambda _: bar.update(1))
+        work(plans[0], params, tracker, heartbeat, on_fits, on_done)
     finally:
         torch.set_num_threads(threads)
         bar.close()

@@ -8,6 +8,7 @@ workdir together with a freshly migrated, empty MLflow store (migrating one cost
 from __future__ import annotations
 
 import collections
+import json
 import shutil
 
 import numpy as np
@@ -224,3 +225,38 @@ def test_fit_histories_keep_the_final_step(stage):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "pi")]
         assert len(steps) == 3 and max(steps) == run.data.metrics["steps"] and min(steps) == 0
     assert np.isfinite(study.best_value)
+
+
+def test_a_torn_journal_resumes_to_the_same_fits_table(stage, tmp_path, capsys):
+    """Issue 21, item 2: a write cut short by a full disk (or a killed writer) left a torn last
+    record; every resume died with a JSONDecodeError. Now it is dropped and the grid done."""
+    workdir, _, study = stage(QUIET)
+    whole = pl.read_parquet(workdir / "data" / "fits.parquet").drop("run_id")
+    assert len(study.trials) == 2
+    journal = workdir / "mlruns" / "optuna.log"
+    lines = journal.read_bytes().split(b"\n")[:-1]
+    records = [json.loads(line) for line in lines]
+    first_done = next(i for i, r in enumerate(records) if r["op_code"] == 6 and r["state"] == 1)
+    # The journal as a full disk left it: one trial done, the next record torn half way.
+    torn = lines[first_done + 1]
+    journal.write_bytes(b"\n".join(lines[: first_done + 1]) + b"\n" + torn[: len(torn) // 2])
+    (workdir / "data" / "fits.parquet").unlink()
+    capsys.readouterr()
+    _, _, resumed = stage(QUIET, workdir=workdir)
+    assert "dropped 1 torn record(s)" in capsys.readouterr().err
+    assert [t.state.name for t in resumed.trials] == ["COMPLETE", "COMPLETE"]
+    assert pl.read_parquet(workdir / "data" / "fits.parquet").drop("run_id").equals(whole)
+
+
+def test_workers_are_bounded_in_one_line(stage, tmp_path):
+    """Issue 21, item 10: `--workers 99999999999999999999` was accepted even on a finished
+    study and grew memory without bound (a plan per worker)."""
+    workdir, params, study = stage(QUIET)
+    argv = ["--params", str(workdir / "params.yaml"), "--workdir", str(workdir)]
+    most = sweep.max_workers()
+    for bad in ("99999999999999999999", str(most + 1), "0"):
+        with pytest.raises(UserError, match=rf"--workers: must be between 1 and {most} .* {bad}$"):
+            sweep.main([*argv, "--workers", bad])
+    # Within the bound on a finished study: no worker starts, the tables are assembled again.
+    assert sweep.main([*argv, "--workers", str(most)]) == 0
+    assert len(optuna.load_study(study_name=study.study_name, storage=study._storage).trials) == 2

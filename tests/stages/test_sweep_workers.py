@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import subprocess
 import sys
@@ -151,3 +152,40 @@ def test_sigterm_kills_runs_sigkill_is_resumed(workdir, stage_env):
     assert {r.info.status for r in superseded} <= {"KILLED"}
     # ... and no scratch folder of the killed process is left behind
     assert not [p for p in (workdir / "mlruns" / ".fitlog").iterdir()]
+
+
+def test_second_sweep_refused_killed_worker_one_line_progress_per_trial(workdir, stage_env):
+    """Issue 21, items 8 and 15, and issue 19's progress lines: a second sweep of the study in
+    the same work directory is refused in one line (it used to assemble the fits table while
+    a trial of the first still ran); a worker killed by SIGKILL is one line naming it and its
+    signal, exit 2 (it was a RuntimeError pointing to a traceback that was not there); output
+    that is not a terminal gets one line per finished trial."""
+    env = {k: v for k, v in stage_env.items() if k != "CI"}
+    first = _start(workdir, env, "--workers", "2")
+    _wait_for(first, workdir, complete=0, timeout=240)
+    # One worker stopped mid-trial: the first sweep cannot end (its parent waits for it), so
+    # the second starts while the first surely runs, whatever the machine's load.
+    victim = next(t for t in _study(workdir).trials if t.state == TrialState.RUNNING)
+    os.kill(victim.user_attrs["pid"], signal.SIGSTOP)
+    second = _start(workdir, env)
+    _, err = second.communicate(timeout=240)
+    name = config.load(workdir / "params.yaml").study("sweep")[2]
+    assert second.returncode == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"error: study {name} already runs in {workdir} (pid {first.pid}): wait for it to end, "
+        "or give that sweep more --workers"
+    )
+    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+    _, err = first.communicate(timeout=300)
+    lines = err.strip().splitlines()
+    assert first.returncode == 2 and "Traceback" not in err, err
+    assert lines[-1].startswith("error: sweep-worker-") and "killed by SIGKILL" in lines[-1]
+    done = sorted(t.number for t in _study(workdir).trials if t.state == TrialState.COMPLETE)
+    reported = sorted(int(line.split()[1]) for line in lines if line.startswith("trial "))
+    assert reported == done and len(done) < len(GRID)
+
+    again = _start(workdir, stage_env)  # CI: no lines beyond the start and the end
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert not [line for line in err.splitlines() if line.startswith("trial ")]
+    assert _complete_lrs(_study(workdir)) == GRID
