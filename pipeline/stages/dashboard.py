@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from pipeline.core.errors import UserError
 from pipeline.stages import config
 from pipeline.stages.cli import parser
 from pipeline.stages.ui import port_in_use, serve
+from pipeline.tracking.values import redact
 
 STORAGE_VARIABLE = "ZIP_DASHBOARD_STORAGE"
 
@@ -58,11 +58,6 @@ def storage_location(params: config.Params, workdir: Path, tune: bool = False) -
     return os.environ.get("OPTUNA_STORAGE") or cfg.storage or str(workdir / "mlruns" / "optuna.log")
 
 
-def shown(storage: str) -> str:
-    """`storage` as printed: a URL's password replaced by `***`."""
-    return re.sub(r"^([\w+]+://[^:/@]*:)[^@]*@", r"\1***@", storage)
-
-
 def dashboard_command(storage: str, port: int, host: str = "127.0.0.1"):
     """The dashboard server's command line and environment (which alone holds `storage`).
 
@@ -91,6 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"e.g. `make dashboard DASHBOARD_PORT={args.port + 1}`"
         )
     cmd, env = dashboard_command(storage, args.port)
-    print(f"optuna-dashboard on {shown(storage)}: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)",
-          flush=True)  # fmt: skip
+    url = f"http://127.0.0.1:{args.port}/"
+    print(f"optuna-dashboard on {redact(storage)}: {url}  (Ctrl-C stops it)", flush=True)
     return serve(cmd, env=env)  # owns the server: SIGTERM/SIGHUP/Ctrl-C stop its process group

@@ -49,6 +49,7 @@ from pathlib import Path
 from pipeline.core.errors import UserError
 from pipeline.stages.cli import ROOT
 from pipeline.stages.ui import group_processes, port_in_use, server_env, stop_group
+from pipeline.tracking.values import redact
 
 USER = "zip"  # the database role: owns the two databases, nothing else (password auth)
 DATABASES = ("optuna", "mlflow")
@@ -67,11 +68,10 @@ class Postgres:
     port: int
     password: str  # the role `zip`'s
 
-    def url(self, database: str, shown: bool = False) -> str:
-        """SQLAlchemy URL of `database` (psycopg 3), with the password (`***` if `shown`)."""
-        password = "***" if shown else self.password
+    def url(self, database: str) -> str:
+        """SQLAlchemy URL of `database` (psycopg 3), with the password."""
         address = _url_host(self.host.split(",")[0])
-        return f"postgresql+psycopg://{USER}:{password}@{address}:{self.port}/{database}"
+        return f"postgresql+psycopg://{USER}:{self.password}@{address}:{self.port}/{database}"
 
 
 def listen_addresses(host: str) -> list[str]:
@@ -442,8 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              tuple(args.allow))  # fmt: skip
         finally:
             signal.signal(signal.SIGTERM, previous)
-        shown = Postgres(**services.postgres).url("optuna", shown=True)
-        print(f"PostgreSQL: {shown}\nMLflow:     {services.tracking_uri}")
+        print(f"PostgreSQL: {redact(services.storage)}\nMLflow:     {services.tracking_uri}")
         print(f"workers need:  source {env}   (or export the two lines it holds; keep it secret)")
         return 0
     if not env.exists():
