@@ -14,19 +14,33 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 5000
 DASHBOARD_PORT ?= 8080
+# Every value a user sets reaches the programs as data: verbatim ($(value ...): no make
+# expansion) in an exported ZIP_* variable that recipes use only as "$$ZIP_..." (so no shell
+# reads it as code either); `unexport` keeps make from expanding the originals when it exports
+# command-line values itself.
+unexport WORKERS PORT DASHBOARD_PORT
+export ZIP_WORKERS := $(value WORKERS)
+export ZIP_PORT := $(value PORT)
+export ZIP_DASHBOARD_PORT := $(value DASHBOARD_PORT)
 # One id per `make` call: every stage it runs nests its MLflow runs under one invocation run.
 export ZIP_INVOCATION := $(shell date -u +%Y%m%dT%H%M%S)-$(shell od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 
 # The module files each stage imports, read from the import graph (`pipeline/modules.py`,
 # standard library only): a stage reruns when its code changes, and only then.
 stage_modules = $(shell $(PYTHON) -m pipeline.modules $(1))
-WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS),)
+WORKERS_ARG = $${ZIP_WORKERS:+--workers="$$ZIP_WORKERS"}
 
 .PHONY: help install all data sweep report tune fit-counts ui dashboard services services-stop test lint format bench clean FORCE
 
+# (the ports are shown as set: awk reads them from the environment and pastes them, as data)
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PARAMS=path/to/params.yaml  WORKERS=N  FILE=... COLUMN=... or FORMULA=... [FAMILY=... WHERE=... JSON=1] (fit-counts)"
+	@awk 'function put(text, name, value, i) { i = index(text, name); \
+		return i ? substr(text, 1, i - 1) value substr(text, i + length(name)) : text } \
+		BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / { \
+		text = put(put($$2, "$$(PORT)", ENVIRON["ZIP_PORT"]), \
+		           "$$(DASHBOARD_PORT)", ENVIRON["ZIP_DASHBOARD_PORT"]); \
+		printf "  make %-15s %s\n", $$1, text }' $(MAKEFILE_LIST)
+	@echo "  variables: PARAMS=path/to/params.yaml  WORKERS=N  PORT=N  DASHBOARD_PORT=N  FILE=... COLUMN=... or FORMULA=... [FAMILY=... WHERE=... JSON=1] (fit-counts)"
 
 install: $(VENV)/.installed ## create .venv and install pinned dependencies
 
@@ -66,7 +80,7 @@ tune: data/summary.parquet ## Optuna TPE search over learning rate and optimizer
 # as "$$ZIP_..." (and as `--opt=value`, `-- FILE`, so a value starting with '-' is not read as
 # an option). COLUMN or FORMULA: the program refuses both at once, in one line.
 # `unexport` keeps make from expanding command-line values when it exports them itself.
-unexport FILE COLUMN FORMULA WHERE JSON
+unexport FILE COLUMN FORMULA WHERE JSON FAMILY
 fit-counts: export ZIP_FILE := $(value FILE)
 fit-counts: export ZIP_COLUMN := $(value COLUMN)
 fit-counts: export ZIP_FORMULA := $(value FORMULA)
@@ -74,18 +88,18 @@ fit-counts: export ZIP_WHERE := $(value WHERE)
 fit-counts: export ZIP_JSON := $(value JSON)
 fit-counts: export ZIP_FAMILY := $(value FAMILY)
 fit-counts: $(VENV)/.installed ## compare count models on your counts: FILE=path COLUMN=name or FORMULA="y ~ x | z" [FAMILY=all|zip|zinb|...]
-	@test -n "$$ZIP_FILE" && test -n "$$ZIP_COLUMN$$ZIP_FORMULA" || { echo "usage: make fit-counts FILE=path COLUMN=name [WHERE=...]  or  make fit-counts FILE=path FORMULA='y ~ count regressors | zero regressors'"; exit 2; }
-	$(PY) -m pipeline.fit_counts $${ZIP_COLUMN:+--column="$$ZIP_COLUMN"} \
+	@test -n "$$ZIP_FILE" && test -n "$$ZIP_COLUMN$$ZIP_FORMULA" || { echo "usage: make fit-counts FILE=path COLUMN=name [WHERE=...]  or  make fit-counts FILE=path FORMULA='y ~ count regressors | zero regressors'" >&2; exit 2; }
+	@$(PY) -m pipeline.fit_counts $${ZIP_COLUMN:+--column="$$ZIP_COLUMN"} \
 		$${ZIP_FORMULA:+--formula="$$ZIP_FORMULA"} --params="$$ZIP_PARAMS" \
 		$${ZIP_WHERE:+--where="$$ZIP_WHERE"} $${ZIP_FAMILY:+--family="$$ZIP_FAMILY"} \
 		$${ZIP_JSON:+--json} -- "$$ZIP_FILE"
 
 ui: $(VENV)/.installed ## browse the MLflow runs at http://127.0.0.1:$(PORT)
 	@mkdir -p mlruns
-	@$(PY) -m pipeline.ui --port $(PORT)
+	@$(PY) -m pipeline.ui --port="$$ZIP_PORT"
 
 dashboard: $(VENV)/.installed ## browse the Optuna studies at http://127.0.0.1:$(DASHBOARD_PORT)
-	@$(PY) -m pipeline.dashboard --params "$$ZIP_PARAMS" --port $(DASHBOARD_PORT)
+	@$(PY) -m pipeline.dashboard --params="$$ZIP_PARAMS" --port="$$ZIP_DASHBOARD_PORT"
 
 # Workers on several machines: a throwaway PostgreSQL + MLflow server (README "Scaling out").
 # SERVICES_HOST: the address(es) they listen on (default loopback only); ALLOW: a network (CIDR)

@@ -1,14 +1,25 @@
 """`make services`: a throwaway PostgreSQL 15 and an MLflow server on it, for workers on
 several machines (DESIGN §8).
 
-PostgreSQL runs from a fresh temporary directory (`initdb -A trust`: no password, so it listens
-only on the addresses given, loopback by default), holding two databases: `optuna` (the study,
-`OPTUNA_STORAGE`) and `mlflow` (the runs). `mlflow server` stores its runs there and proxies
-artifacts into `<state>/artifacts` (`--artifacts-destination`), so workers need no shared
-disk: they reach everything through the two URLs (`MLFLOW_TRACKING_URI`). One server worker,
-GenAI job execution off (DESIGN §3).
+PostgreSQL runs from a fresh temporary folder, private to the user that runs it (mode 0700,
+its Unix socket inside), holding two databases, `optuna` (the study, `OPTUNA_STORAGE`) and
+`mlflow` (the runs), owned by the role `zip`: not a superuser, allowed into those two
+databases only, with a generated password (scram-sha-256). The superuser of the cluster logs
+in only through the private socket, as the operating-system user that owns it (peer). So
+another local user reaches nothing: not the socket, and over TCP not without the password,
+which lives only in `<state>/env` and `<state>/services.json` (mode 0600) and in the
+servers' environments, never on a command line (`ps` shows those to everyone).
 
-`initdb` refuses to run as root: as root the server runs as the `postgres` user, its directory
+The addresses to listen on and the networks allowed in are checked as IP addresses and
+networks (`ipaddress`) and written into the server's configuration files: no value reaches a
+shell. `mlflow server` stores its runs in the `mlflow` database and proxies artifacts into
+`<state>/artifacts` (`--artifacts-destination`), so workers need no shared disk: they reach
+everything through the two URLs (`MLFLOW_TRACKING_URI`). One server worker, GenAI job
+execution off (DESIGN §3). `start` reports a server only once it answers from a socket that
+the process it started holds (a busy port is one line, and nothing is left running, Ctrl-C
+included).
+
+`initdb` refuses to run as root: as root the server runs as the `postgres` user, its folder
 owned by it. `stop` stops both servers and deletes their data; the services are throwaway.
 The functions are also the test suite's fixture (`tests/services_setup.py`).
 """
@@ -18,38 +29,79 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import ipaddress
 import json
 import os
+import pwd
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.stages.cli import ROOT
-from pipeline.stages.ui import server_env, stop_group
+from pipeline.stages.ui import group_processes, port_in_use, server_env, stop_group
+from pipeline.tracking.values import redact
 
-USER = "zip"  # the database role (trust authentication, no password)
+USER = "zip"  # the database role: owns the two databases, nothing else (password auth)
 DATABASES = ("optuna", "mlflow")
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address  # an IPv6 address in a URL
 
 
 @dataclass
 class Postgres:
     """A running throwaway PostgreSQL: where its files are and where it listens."""
 
-    root: str  # temporary folder: data/, sockets/, server.log
+    root: str  # private temporary folder: data/, sockets/, server.log
     host: str  # the address(es) it listens on, comma-separated (the first is used in URLs)
     port: int
+    password: str  # the role `zip`'s
 
     def url(self, database: str) -> str:
-        """SQLAlchemy URL of `database` (psycopg 3)."""
-        return f"postgresql+psycopg://{USER}@{self.host.split(',')[0]}:{self.port}/{database}"
+        """SQLAlchemy URL of `database` (psycopg 3), with the password."""
+        address = _url_host(self.host.split(",")[0])
+        return f"postgresql+psycopg://{USER}:{self.password}@{address}:{self.port}/{database}"
+
+
+def listen_addresses(host: str) -> list[str]:
+    """The addresses of `host` ('127.0.0.1' or '10.0.0.5,127.0.0.1'), each checked.
+
+    Raises:
+        UserError: one of them is not an IP address (one line naming it).
+    """
+    parts = [part.strip() for part in host.split(",")]
+    for part in parts:
+        try:
+            ipaddress.ip_address(part)
+        except ValueError:
+            example = "e.g. SERVICES_HOST=10.0.0.5 or 10.0.0.5,127.0.0.1"
+            raise UserError(f"services host {host!r}: {part!r} is not an IP address ({example})"
+                            ) from None  # fmt: skip
+    return parts
+
+
+def client_network(cidr: str) -> str:
+    """`cidr` as a network ('10.0.0.7/24' gives '10.0.0.0/24'; an address is a /32 or /128).
+
+    Raises:
+        UserError: not a network (one line naming it).
+    """
+    try:
+        return str(ipaddress.ip_network(cidr.strip(), strict=False))
+    except ValueError:
+        raise UserError(f"allowed network {cidr!r} is not an IP network "
+                        "(e.g. ALLOW=10.0.0.0/24)") from None  # fmt: skip
 
 
 def pg_bin() -> Path:
@@ -71,9 +123,21 @@ def pg_bin() -> Path:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on at `host` now."""
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _refuse_busy(addresses: Sequence[str], port: int, option: str) -> None:
+    for address in addresses:
+        if port_in_use(port, address):
+            raise UserError(f"{_url_host(address)}:{port} is in use (other services running?); "
+                            f"choose another {option}")  # fmt: skip
+
+
+def _owner() -> str:
+    """The operating-system user that runs PostgreSQL (`postgres` when we are root)."""
+    return "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
 
 
 def _as_owner(cmd: list[str]) -> list[str]:
@@ -81,12 +145,27 @@ def _as_owner(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+def _quoted(value: str) -> str:
+    """A string literal for postgresql.conf or SQL (values are checked before; belt and braces)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _hba(addresses: Sequence[str], clients: Sequence[str]) -> str:
+    """pg_hba.conf: the superuser through the private socket only (peer); `zip` from loopback,
+    the listening addresses and the allowed networks, into its two databases, by password."""
+    nets = ["127.0.0.1/32", "::1/128", *(client_network(a) for a in addresses), *clients]
+    lines = [f"local all {_owner()} peer"]
+    databases = ",".join(DATABASES)
+    lines += [f"host {databases} {USER} {net} scram-sha-256" for net in dict.fromkeys(nets)]
+    return "\n".join(lines) + "\n"
+
+
 def start_postgres(host: str = "127.0.0.1", port: int | None = None,
                    clients: tuple[str, ...] = ()) -> Postgres:  # fmt: skip
-    """initdb a temporary folder, start the server, create the databases.
+    """initdb a private temporary folder, start the server, create the role and databases.
 
     Args:
-        host: address(es) to listen on, comma-separated (never '*' by default).
+        host: IP address(es) to listen on, comma-separated (loopback by default).
         port: TCP port; a free one when None.
         clients: extra networks (CIDR) allowed to connect, e.g. workers' namespaces.
 
@@ -94,42 +173,57 @@ def start_postgres(host: str = "127.0.0.1", port: int | None = None,
         The running server.
 
     Raises:
-        UserError: not installed, or it did not start (one line; its log is kept).
+        UserError: a bad address or network, a busy port, not installed, or it did not start
+            (one line, from its log).
     """
+    addresses = listen_addresses(host)
+    networks = [client_network(cidr) for cidr in clients]
+    port = port or free_port(addresses[0])
+    _refuse_busy(addresses, port, "--pg-port")
     binary = pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="zip-pg-"))
-    data, sockets = root / "data", root / "sockets"
-    sockets.mkdir()
-    if os.geteuid() == 0:  # the server runs as `postgres`: it must own (and reach) its folder
-        os.chmod(root, 0o755)
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-    pg = Postgres(str(root), host, port or free_port(host.split(",")[0]))
-    steps = [
-        [str(binary / "initdb"), "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8",
-         "--no-instructions"],
-        [str(binary / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
-         "-o", f"-p {pg.port} -k {sockets} -c listen_addresses='{host}'", "start"],
-    ]  # fmt: skip
+    root = Path(tempfile.mkdtemp(prefix="zip-pg-"))  # mode 0700
+    data, sockets, log = root / "data", root / "sockets", root / "server.log"
+    sockets.mkdir(mode=0o700)
+    if os.geteuid() == 0:  # the server runs as `postgres`: it must own its folder
+        for path in (root, sockets):
+            shutil.chown(path, "postgres")
+    pg = Postgres(str(root), ",".join(addresses), port, secrets.token_urlsafe(24))
+    settings = {"listen_addresses": pg.host, "port": str(port),
+                "unix_socket_directories": str(sockets),
+                "unix_socket_permissions": "0700"}  # fmt: skip
+    sql = [f"CREATE ROLE {USER} LOGIN PASSWORD {_quoted(pg.password)};",
+           *(f"CREATE DATABASE {name} OWNER {USER};" for name in DATABASES),
+           "REVOKE ALL ON DATABASE postgres, template1 FROM PUBLIC;"]  # fmt: skip
+    psql = [str(binary / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sockets),
+            "-p", str(port), "-U", _owner(), "-d", "postgres"]  # fmt: skip
     try:
-        _run(_as_owner(steps[0]), "initdb")
-        with (data / "pg_hba.conf").open("a") as hba:  # trust is for these networks only
-            hba.writelines(f"host all all {cidr} trust\n" for cidr in clients)
-        _run(_as_owner(steps[1]), "pg_ctl start")
-        for name in DATABASES:
-            _run([str(binary / "createdb"), "-h", str(sockets), "-p", str(pg.port), "-U", USER,
-                  name], "createdb")  # fmt: skip
+        _run(_as_owner([str(binary / "initdb"), "-D", str(data), "-U", _owner(), "-E", "UTF8",
+                        "--auth-local=peer", "--auth-host=scram-sha-256",
+                        "--no-instructions"]), "initdb")  # fmt: skip
+        with (data / "postgresql.conf").open("a") as conf:  # read by postgres, not by a shell
+            conf.writelines(f"{key} = {_quoted(value)}\n" for key, value in settings.items())
+        (data / "pg_hba.conf").write_text(_hba(addresses, networks))
+        _run(_as_owner([str(binary / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+                        "start"]), f"pg_ctl start on port {port}", log)  # fmt: skip
+        _run(_as_owner(psql), "role and database creation", stdin="\n".join(sql))
     except BaseException:
         stop_postgres(pg)
         raise
     return pg
 
 
-def _run(cmd: list[str], what: str) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        text = (done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"]
-        raise UserError(f"PostgreSQL {what} failed: {text[-1][:200]}")
+def _run(cmd: list[str], what: str, log: Path | None = None, stdin: str | None = None) -> None:
+    """Run `cmd` (secrets only through `stdin`); on failure one line from its output or from
+    the server's `log` (read now: it is deleted with the folder)."""
+    done = subprocess.run(cmd, capture_output=True, text=True, input=stdin)
+    if done.returncode == 0:
+        return
+    lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"]
+    if log is not None and log.exists():  # its first complaint ("could not bind ...") says why
+        told = [line.split("] ", 1)[-1] for line in log.read_text(errors="replace").splitlines()
+                if any(word in line for word in ("could not", "FATAL", "ERROR"))]  # fmt: skip
+        lines += told[:1]
+    raise UserError(f"PostgreSQL {what} failed: {lines[-1].strip()[:200]}")
 
 
 def stop_postgres(pg: Postgres) -> None:
@@ -141,39 +235,90 @@ def stop_postgres(pg: Postgres) -> None:
     shutil.rmtree(pg.root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while a server starts: the caller owns it before one can land."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """Inodes of the TCP sockets listening on `port` (Linux /proc); None where unknown."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return None
+    inodes = set()
+    for table in tables:
+        with contextlib.suppress(OSError):
+            for line in table.read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])  # state 0A: LISTEN
+    return inodes
+
+
+def group_listens(pgid: int, port: int) -> bool:
+    """Whether a process of group `pgid` holds the socket listening on `port` (True where
+    /proc cannot tell: then only the port check before the start guards)."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return True
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for pid in group_processes(pgid):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in wanted:
+                        return True
+    return False
+
+
 def start_mlflow(pg: Postgres, artifacts: Path, host: str = "127.0.0.1",
                  port: int | None = None, log: Path | None = None) -> subprocess.Popen:  # fmt: skip
     """`mlflow server` on the `mlflow` database, proxying artifacts into `artifacts`.
 
-    The server leads its own process group (stop it with `stop_mlflow`). Returns once its
-    /health answers.
+    The server leads its own process group (stop it with `stop_mlflow`); the database URL, with
+    its password, reaches it through its environment (`MLFLOW_BACKEND_STORE_URI`). Returns once
+    its /health answers from a socket that its group holds; whatever stops the wait (an error,
+    Ctrl-C) stops the server.
 
     Raises:
-        UserError: it exited or did not answer within 120 s (the end of its log is shown).
+        UserError: the port is busy, another server answers on it, or it exited or did not
+            answer within 120 s (the end of its log is shown).
     """
     port = port or free_port(host)
+    _refuse_busy([host], port, "--mlflow-port")
     exe = Path(sys.executable).with_name("mlflow")
     cmd = [str(exe) if exe.exists() else "mlflow", "server",
-           "--backend-store-uri", pg.url("mlflow"), "--artifacts-destination", str(artifacts),
+           "--artifacts-destination", str(artifacts),
            "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
+    env = {**server_env(), "MLFLOW_BACKEND_STORE_URI": pg.url("mlflow")}
     log = log or Path(pg.root) / "mlflow.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT,
+    with open(log, "ab") as out, _interrupts_held():
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    proc.url = f"http://{host}:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{proc.url}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    return proc
-        time.sleep(0.3)
-    stop_group(proc)
-    tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-    raise UserError(f"mlflow server did not start on {proc.url}: {tail[0][:200]}")
+    proc.url = f"http://{_url_host(host)}:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{proc.url}/health", timeout=2) as reply:
+                    if reply.status == 200 and group_listens(proc.pid, port):
+                        return proc
+                    if reply.status == 200:
+                        raise UserError(f"{proc.url} is answered by another server, not the "
+                                        "one started; choose another --mlflow-port")  # fmt: skip
+            time.sleep(0.3)
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise UserError(f"mlflow server did not start on {proc.url}: {tail[0][:200]}")
+    except BaseException:
+        stop_group(proc, grace=10)
+        raise
 
 
 @dataclass
@@ -186,28 +331,50 @@ class Services:
     storage: str
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable by its owner only (mode 0600, also when it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def start(state: Path, host: str, pg_port: int | None, mlflow_port: int | None,
           clients: tuple[str, ...] = ()) -> Services:  # fmt: skip
     """Start PostgreSQL and the MLflow server in the background; write `<state>/env`.
 
+    Nothing is left running when it fails or is interrupted.
+
     Raises:
-        UserError: they already run (`<state>/services.json` exists) or did not start.
+        UserError: they already run (`<state>/services.json` exists), a bad address or
+            network, a busy port, or they did not start.
     """
     record = state / "services.json"
     if record.exists():
         raise UserError(f"services already started ({record}); `make services-stop` first")
-    state.mkdir(parents=True, exist_ok=True)
+    mlflow_host = listen_addresses(host)[0]
+    for cidr in clients:
+        client_network(cidr)
+    if mlflow_port:  # before PostgreSQL starts: the common mistake costs nothing
+        _refuse_busy([mlflow_host], mlflow_port, "--mlflow-port")
     pg = start_postgres(host, pg_port, clients)
+    proc = None
     try:
-        proc = start_mlflow(pg, state / "artifacts", host.split(",")[0], mlflow_port,
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        proc = start_mlflow(pg, state / "artifacts", mlflow_host, mlflow_port,
                             state / "mlflow.log")  # fmt: skip
+        services = Services(asdict(pg), proc.pid, proc.url, pg.url("optuna"))
+        _write_private(record, json.dumps(asdict(services), indent=2))
+        exports = f"OPTUNA_STORAGE={services.storage}\nexport MLFLOW_TRACKING_URI={proc.url}\n"
+        _write_private(state / "env", f"export {exports}")
     except BaseException:
-        stop_postgres(pg)
+        try:
+            if proc is not None:
+                stop_mlflow(proc)
+        finally:
+            stop_postgres(pg)
+            record.unlink(missing_ok=True)
         raise
-    services = Services(asdict(pg), proc.pid, proc.url, pg.url("optuna"))
-    record.write_text(json.dumps(asdict(services), indent=2))
-    (state / "env").write_text(f"export OPTUNA_STORAGE={services.storage}\n"
-                               f"export MLFLOW_TRACKING_URI={services.tracking_uri}\n")  # fmt: skip
     return services
 
 
@@ -239,6 +406,10 @@ def stop_mlflow(proc: subprocess.Popen) -> None:
     stop_group(proc, grace=10)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m pipeline.services start|stop|env`; see the module docstring."""
     p = argparse.ArgumentParser(description="Throwaway PostgreSQL + MLflow server for workers.")
@@ -248,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address(es) to listen on, comma-separated (default: loopback only)",
+        help="IP address(es) to listen on, comma-separated (default: loopback only)",
     )
     p.add_argument("--pg-port", type=int, default=5433)
     p.add_argument("--mlflow-port", type=int, default=5001)
@@ -265,9 +436,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("services stopped, their data deleted" if stop(args.state) else "no services ran")
         return 0
     if args.action == "start":
-        services = start(args.state, args.host, args.pg_port, args.mlflow_port, tuple(args.allow))
-        print(f"PostgreSQL: {services.storage}\nMLflow:     {services.tracking_uri}")
-        print(f"workers need:  source {env}   (or export the two lines it holds)")
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # cleaned up as Ctrl-C is
+        try:
+            services = start(args.state, args.host, args.pg_port, args.mlflow_port,
+                             tuple(args.allow))  # fmt: skip
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        print(f"PostgreSQL: {redact(services.storage)}\nMLflow:     {services.tracking_uri}")
+        print(f"workers need:  source {env}   (or export the two lines it holds; keep it secret)")
         return 0
     if not env.exists():
         raise UserError(f"{env}: no services started (`make services`)")

@@ -34,6 +34,19 @@ from pipeline.tracking.runs import Tracker
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
+def group_processes(pgid: int) -> list[int]:
+    """The pids of group `pgid` that still run (zombies excluded; Linux /proc)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            alive.append(int(stat.parent.name))
+    return alive
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether a process of group `pgid` still runs (a zombie, on Linux, counts as gone)."""
     try:
@@ -42,17 +55,7 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        if int(pgrp) == pgid and state not in ("Z", "X"):
-            return True
-    return False
+    return not Path("/proc").is_dir() or bool(group_processes(pgid))
 
 
 def _signal_group(pgid: int, sig: int) -> None:

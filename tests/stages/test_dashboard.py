@@ -5,6 +5,7 @@ No server is started: `main` is run only up to its refusal when there is no stor
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import pytest
@@ -19,8 +20,8 @@ def test_dashboard_serves_the_sweeps_storage(tmp_path, tiny_params, monkeypatch)
     assert dashboard.storage_location(params, tmp_path) == str(tmp_path / "mlruns" / "optuna.log")
     monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://db/optuna")
     assert dashboard.storage_location(params, tmp_path, tune=True) == "postgresql://db/optuna"
-    cmd = dashboard.dashboard_command("x.log", 8123)
-    assert cmd[1:] == ["x.log", "--host", "127.0.0.1", "--port", "8123", "--server", "wsgiref"]
+    cmd, env = dashboard.dashboard_command("x.log", 8123)
+    assert cmd[-2:] == ["127.0.0.1", "8123"] and env[dashboard.STORAGE_VARIABLE] == "x.log"
     monkeypatch.delenv("OPTUNA_STORAGE")
     argv = ["--params", str(tiny_params), "--workdir", str(tmp_path)]
     with pytest.raises(UserError, match="no Optuna storage yet"):
@@ -58,30 +59,30 @@ def test_storage_precedence(
     )
 
 
-def test_dashboard_command_prefers_the_one_beside_python(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    # neither beside python nor on PATH: the bare name (the launch then fails with a hint)
-    assert dashboard.dashboard_command("s.log", 8080)[0] == "optuna-dashboard"
-    on_path = tmp_path / "empty"
-    on_path.mkdir()
-    (on_path / "optuna-dashboard").write_text("#!/bin/sh\n")
-    (on_path / "optuna-dashboard").chmod(0o755)
-    assert dashboard.dashboard_command("s.log", 8080)[0] == str(on_path / "optuna-dashboard")
-    (bin_dir / "optuna-dashboard").write_text("#!/bin/sh\n")
-    cmd = dashboard.dashboard_command("sqlite:///a.db", 9000, host="0.0.0.0")
-    assert cmd == [
-        str(bin_dir / "optuna-dashboard"),
-        "sqlite:///a.db",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "9000",
-        "--server",
-        "wsgiref",
-    ]
+def test_the_storage_and_its_password_stay_out_of_the_command_line():
+    """`ps` shows every user the command lines: the storage reaches the server in its
+    environment (the launcher's own line masks a password: `tracking.values.redact`)."""
+    url = "postgresql+psycopg://zip:s3cret@10.0.0.5:5433/optuna"
+    cmd, env = dashboard.dashboard_command(url, 9000, host="0.0.0.0")
+    assert cmd == [sys.executable, "-c", dashboard.SERVER, "0.0.0.0", "9000"]
+    assert not any("s3cret" in arg for arg in cmd)
+    assert env[dashboard.STORAGE_VARIABLE] == url
+
+
+def test_a_busy_port_is_one_line_before_anything_starts(tmp_path, tiny_params, monkeypatch, capsys):
+    monkeypatch.setenv("OPTUNA_STORAGE", "sqlite:///unused.db")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["--params", str(tiny_params), "--workdir", str(tmp_path), "--port", str(port)]
+        with pytest.raises(UserError) as info:
+            dashboard.main(argv)
+    assert str(info.value) == (
+        f"127.0.0.1:{port} is in use (another `make dashboard`?); choose another port, "
+        f"e.g. `make dashboard DASHBOARD_PORT={port + 1}`"
+    )
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("tune", [False, True])

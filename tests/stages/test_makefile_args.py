@@ -36,6 +36,8 @@ HOSTILE = {
     "leading-dash": "-count < 0 or x = 'a=b'",
     "glob-and-pipe": "* | touch {s} && echo > {s} # \\",
 }
+USER_VARIABLES = {"FILE", "COLUMN", "FORMULA", "WHERE", "JSON", "FAMILY", "PORT",
+                  "DASHBOARD_PORT", "WORKERS", "SERVICES_HOST", "ALLOW", "PARAMS"}  # fmt: skip
 
 
 @pytest.fixture
@@ -54,8 +56,12 @@ def _make(cwd: Path, *assignments: str, py: Path | None = None, dry: bool = Fals
         cmd.append(f"PY={py}")
     if dry:
         cmd.insert(1, "-n")
-    env = {k: v for k, v in os.environ.items() if k not in {"FILE", "COLUMN", "WHERE", "JSON"}}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120)
+
+
+def _env() -> dict[str, str]:
+    """This environment without the variables a user sets on make's command line."""
+    return {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
 
 
 def _argv(out) -> list[str]:
@@ -113,8 +119,8 @@ def test_optional_flags_and_params(argv_printer, tmp_path):
 def test_missing_file_or_column_prints_the_usage(args, argv_printer, tmp_path):
     out = _make(tmp_path, *args, py=argv_printer)
     assert out.returncode == 2
-    assert "usage: make fit-counts FILE=path COLUMN=name" in out.stdout
-    assert "pipeline.fit_counts" not in out.stdout  # the program did not run
+    assert "usage: make fit-counts FILE=path COLUMN=name" in out.stderr
+    assert out.stdout == ""  # the program did not run
 
 
 def test_the_real_program_gets_the_hostile_where_verbatim(tmp_path):
@@ -125,13 +131,82 @@ def test_the_real_program_gets_the_hostile_where_verbatim(tmp_path):
     """
     sentinel = tmp_path / "pwned"
     where = f"nosuch = 1'; touch {sentinel}; echo '\n`touch {sentinel}` $(touch {sentinel})"
-    env = {k: v for k, v in os.environ.items() if k not in {"FILE", "COLUMN", "WHERE", "JSON"}}
     out = subprocess.run(
         ["make", "-s", "-o", INSTALLED, "fit-counts", "FILE=examples/fish_caught.csv",
          "COLUMN=count", f"WHERE={where}"],
-        cwd=ROOT, env={**env, "CI": "true"}, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env={**_env(), "CI": "true"}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 2, out.stderr
     error = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert error and error[0].startswith(f"error: --where {where!r}: "), out.stderr
     assert not sentinel.exists()
+
+
+# Every other variable a user sets: (target, extra `-o` files, assignment, expected argv).
+# `-o` marks upstream files as up to date, so that only the target's own recipe runs.
+OTHER_VARIABLES = {
+    "FAMILY": ("fit-counts", [], "FAMILY",
+               ["pipeline.fit_counts", "--column=n", "--params=params.yaml", "--family={v}", "--",
+                "f.csv"]),
+    "PORT": ("ui", [], "PORT", ["pipeline.ui", "--port={v}"]),
+    "DASHBOARD_PORT": ("dashboard", [], "DASHBOARD_PORT",
+                       ["pipeline.dashboard", "--params=params.yaml", "--port={v}"]),
+    "WORKERS-tune": ("tune", ["data/summary.parquet"], "WORKERS",
+                     ["pipeline.sweep", "--params", "params.yaml", "--tune", "--workers={v}"]),
+    "WORKERS-sweep": ("data/fits.parquet", ["data/summary.parquet", ".stamps/sweep.params"],
+                      "WORKERS", ["pipeline.sweep", "--params", "params.yaml", "--workers={v}"]),
+    "SERVICES_HOST": ("services", [], "SERVICES_HOST",
+                      ["pipeline.services", "start", "--host={v}"]),
+    "ALLOW": ("services", [], "ALLOW",
+              ["pipeline.services", "start", "--host=127.0.0.1", "--allow={v}"]),
+}  # fmt: skip
+
+
+def _make_target(cwd: Path, target: str, old: list[str], *assignments: str, py: Path):
+    """`make target` in `cwd` with `PY=py`; `PYTHON=true`: no module lists (no repository)."""
+    marks = [arg for path in old for arg in ("-o", path)]
+    cmd = ["make", "-s", "-f", str(MAKEFILE), "-o", INSTALLED, *marks, target, f"PY={py}",
+           "PYTHON=true", *assignments]  # fmt: skip
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("template", HOSTILE.values(), ids=HOSTILE.keys())
+@pytest.mark.parametrize("case", OTHER_VARIABLES.values(), ids=OTHER_VARIABLES.keys())
+def test_every_variable_reaches_its_program_verbatim(case, template, argv_printer, tmp_path):
+    target, old, name, expected = case
+    sentinel = tmp_path / "pwned"
+    value = template.format(s=sentinel)
+    extra = ["FILE=f.csv", "COLUMN=n"] if target == "fit-counts" else []
+    out = _make_target(tmp_path, target, old, f"{name}={value}", *extra, py=argv_printer)
+    assert _argv(out) == ["-m", *(arg.replace("{v}", value) for arg in expected)]
+    assert not sentinel.exists(), "the value was run, not passed"
+
+
+@pytest.mark.parametrize("template", HOSTILE.values(), ids=HOSTILE.keys())
+def test_help_shows_the_ports_as_set_and_runs_nothing(template, tmp_path):
+    sentinel = tmp_path / "pwned"
+    value = template.format(s=sentinel).replace("\n", " ")  # help shows one line per target
+    plain = subprocess.run(["make", "-s", "-f", str(MAKEFILE), "help", "PYTHON=true"], cwd=tmp_path,
+                           env=_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "http://127.0.0.1:5000" in plain.stdout and "http://127.0.0.1:8080" in plain.stdout
+    assert "$(PORT)" not in plain.stdout and "$(DASHBOARD_PORT)" not in plain.stdout
+    out = subprocess.run(["make", "-s", "-f", str(MAKEFILE), "help", "PYTHON=true", "PORT=5123",
+                          f"DASHBOARD_PORT={value}"], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "http://127.0.0.1:5123" in out.stdout
+    assert f"http://127.0.0.1:{value}" in out.stdout
+    assert not sentinel.exists()
+
+
+def test_json_output_is_all_that_reaches_stdout(argv_printer, tmp_path):
+    """`make fit-counts ... JSON=1 | python -m json.tool`: make echoes no command line."""
+    out = _make(tmp_path, "FILE=f.csv", "COLUMN=n", "JSON=1", py=argv_printer)
+    cmd = ["make", "-f", str(MAKEFILE), "-o", INSTALLED, "fit-counts", "FILE=f.csv", "COLUMN=n",
+           "JSON=1", f"PY={argv_printer}", "PYTHON=true"]  # fmt: skip
+    loud = subprocess.run(
+        cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+    )
+    for done in (out, loud):  # with and without make's -s
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == _argv(out)
