@@ -386,16 +386,17 @@ def stop(state: Path) -> bool:
     services = Services(**json.loads(record.read_text()))
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(services.mlflow_pid, 15)  # the server's whole group (uvicorn and its worker)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(services.mlflow_pid, 0)
-        except (ProcessLookupError, PermissionError):
+    # Waited on by /proc state, not `killpg(pid, 0)`: the server was orphaned when `start`
+    # exited, and a dead orphan stays a zombie until the machine's init reaps it.
+    for sig, grace in ((None, 20.0), (9, 10.0)):
+        if sig is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(services.mlflow_pid, sig)
+        deadline = time.monotonic() + grace
+        while group_processes(services.mlflow_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not group_processes(services.mlflow_pid):
             break
-        time.sleep(0.1)
-    else:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(services.mlflow_pid, 9)
     stop_postgres(Postgres(**services.postgres))
     shutil.rmtree(state, ignore_errors=True)
     return True

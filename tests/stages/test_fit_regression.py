@@ -284,4 +284,4 @@ def test_the_real_program_gets_the_hostile_formula_verbatim(tmp_path):
 
 def test_make_without_column_or_formula_prints_the_usage(tmp_path):
     out = _make(tmp_path, "FILE=f.csv", py=tmp_path / "never-run")
-    assert out.returncode == 2 and "FORMULA='y ~ count regressors | zero regressors'" in out.stdout
+    assert out.returncode == 2 and "FORMULA='y ~ count regressors | zero regressors'" in out.stderr
