@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -235,17 +235,6 @@ def stop_postgres(pg: Postgres) -> None:
     shutil.rmtree(pg.root, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while a server starts: the caller owns it before one can land."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def _listening_inodes(port: int) -> set[str] | None:
     """Inodes of the TCP sockets listening on `port` (Linux /proc); None where unknown."""
     tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
@@ -299,11 +288,19 @@ def start_mlflow(pg: Postgres, artifacts: Path, host: str = "127.0.0.1",
     env = {**server_env(), "MLFLOW_BACKEND_STORE_URI": pg.url("mlflow")}
     log = log or Path(pg.root) / "mlflow.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out, _interrupts_held():
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)  # no signal between fork and `try`
+    try:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        raise
     proc.url = f"http://{_url_host(host)}:{port}"
     try:
+        # A signal held since the fork lands here, inside the `try` that stops the server.
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             with contextlib.suppress(OSError):
