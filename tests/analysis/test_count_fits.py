@@ -122,3 +122,28 @@ def test_frequency_weights_equal_expanded_rows_for_a_regression():
         other = expanded.fits[f]
         assert fit.loglik == pytest.approx(other.loglik, rel=1e-10)
         assert fit.params == pytest.approx(other.params, rel=1e-8, abs=1e-8)
+
+
+@pytest.mark.parametrize("formula", [False, True])
+def test_a_recommendation_never_cites_a_test_against_an_excluded_fit(formula):
+    """The fish example: the Poisson and the NB misfit (screened out); no reason may quote an
+    LR test with either of them (the NB in ZINB, the Poisson in ZIP ...)."""
+    import polars as pl
+
+    from pipeline.core.inference.goodness import misfits
+    from pipeline.core.inference.model_choice import _lr_text
+    from pipeline.stages.cli import ROOT
+
+    frame = pl.read_csv(ROOT / "examples" / "fish_caught.csv")
+    y = frame["count"].to_numpy()
+    ones = np.ones((len(y), 1))
+    X = np.c_[ones, frame["persons"], frame["camper"]] if formula else ones
+    Z = np.c_[ones, frame["persons"]] if formula else ones
+    fits = count_fits.fit_families(fit_data(X, Z, y), "all", 0.95)
+    rec = fits.recommendation
+    excluded = {f for f, g in fits.gof.items() if misfits(g["statistic"], g["groups"], rec.screen)}
+    assert {"poisson", "nb"} <= excluded and rec.family not in excluded
+    text = " ".join(rec.reasons)
+    for t in fits.comparison.lr_tests:
+        if {t.smaller, t.larger} & excluded:
+            assert _lr_text(t) not in text, t
