@@ -1,196 +1,440 @@
-"""The report of `fit_counts`: exact fits, tests and intervals as a dict, and its renderings.
+"""The report of `fit_counts`, for every input and family: the families side by side, or one.
 
-`summarise` turns a histogram into one dict of plain numbers (what `--json` prints and MLflow
-stores); `report.count_text.render` lays it out as an aligned terminal table,
-`markdown_frequencies` and `metrics` give the MLflow artifacts and metrics. No I/O here.
+`summarise` turns the fits (`analysis.count_fits.FamilyFits`), tests and recommendation into
+one dict of plain numbers (what `--json` prints and MLflow stores), `render` lays it out for
+the terminal (comparison table, tests, recommendation, the chosen family's coefficients; for
+the ZIP its Vuong test against the Poisson, the closed form with profile intervals where the
+model is intercept-only, and the gradient-descent section), and `rootograms_figure` draws one
+hanging rootogram per family. No I/O here.
+
+Standard errors (`SE_CONVENTIONS`, printed under the coefficients): the model-based SE is the
+inverse *observed* information over every parameter, log α included (the Newton oracle's
+Hessian at the estimate); the robust SE is the full-parameter HC0 sandwich
+H⁻¹ (Σ w s sᵀ) H⁻¹, the score of log α in the meat. R's `glm.nb` reports the expected
+information with θ = 1/α held fixed (its SEs of β ignore θ's uncertainty), and pscl's
+`sandwich` on a `zeroinfl` fit leaves θ's score out of the meat: both differ from ours by
+a few per cent on overdispersed data, the estimates not at all. Each coefficient gets both
+SEs side by side. Their ratio is itself noisy: the sandwich variance is an
+average of squared scores, whose relative sampling error at moderate n (a few hundred) is
+some ±20-30 % on the SE scale even when the model is right (Kauermann & Carroll 2001, JASA
+96:1387). A ratio outside [1/1.5, 1.5] (`SE_RATIO`) is more than that noise and points to
+misspecification (e.g. overdispersion a Poisson ignores): the report says so.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
-from pipeline.core.histogram import Histogram
-from pipeline.core.inference import intercept as inference
-from pipeline.core.inference import profile
 from pipeline.core.inference.asymptotics import wald_or_profile
-from pipeline.core.inference.goodness import screen_level
-from pipeline.core.inference.model_choice import information_criteria
-from pipeline.core.oracle.mle import exact_mle
-from pipeline.report import fit_checks
+from pipeline.core.inference.goodness import gof_bound_p, screen_level
+from pipeline.core.inference.intercept import FrequencyTable
+from pipeline.core.inference.model_tests import TITLES, VUONG_P, wald_test
 from pipeline.report.fit_checks import (
+    GOF_HEADER,
     ZIP_VUONG_CAVEAT,
+    frequency_lines,
     frequency_rows,
-    gof_entry,
-    interval_entry,
+    gof_notes,
+    interval_note,
+    jsonable,
+    markdown_frequencies,
+    metrics,
     misfit_warning,
+    num_cell,
+    p_cell,
+    p_text,
     small_sample_warning,
+    vuong_lines,
+)
+from pipeline.report.plots import figure
+from pipeline.report.rootogram import hanging_rootogram
+
+__all__ = ["jsonable", "markdown_frequencies", "metrics", "render", "rootograms_figure",
+           "summarise"]  # fmt: skip
+
+SE_RATIO = 1.5  # robust/model SE ratio beyond which (either way) misspecification is flagged
+# Column titles of the frequency table (`fit_checks.frequency_lines` gives each 12 characters).
+COLUMNS = {**TITLES, "hurdle_poisson": "hurdle P"}
+PARTS = {"inflation": "zero part: logit(pi), pi = P(structural zero)",
+         "hurdle": "zero part: logit P(Y > 0)", "count": "count part: log(mean)",
+         "dispersion": "dispersion: log(alpha), variance = mean + alpha mean^2"}  # fmt: skip
+SE_CONVENTIONS = (
+    "SEs: model = inverse observed information over every parameter, log(alpha) included; "
+    "robust = full-parameter HC0 sandwich (log(alpha)'s score in the meat). R's glm.nb uses "
+    "the expected information with theta = 1/alpha fixed; pscl + sandwich leaves theta's "
+    "score out of the meat."
+)
+VUONG_CAVEAT = (
+    "Vuong's test is run only on non-nested pairs: where one model is a boundary point of the "
+    "other (Poisson in NB or ZIP, ZIP in ZINB, ...) it is not a valid test (Wilson 2015, "
+    "Economics Letters 127:51-53), and the likelihood-ratio tests above answer instead."
 )
 
-MODELS = [("zip", "ZIP"), ("poisson", "Poisson")]  # (row key, title) of the frequency table
+
+def coefficients(names, estimate, se, level: float) -> list[dict]:
+    """One dict per coefficient: term, estimate, SE, z, two-sided p (and log10 p), interval.
+
+    A coefficient whose SE is not finite or not positive (`asymptotics.wald_or_profile`) gets
+    NaN z, p and limits, never numbers made from it, and its reason under "interval".
+    """
+    rows = []
+    for name, b, s in zip(names, estimate, se):
+        b, s = float(b), float(s)
+        iv = wald_or_profile(b, s, level)
+        z, p, log10_p = wald_test(b, s) if iv.method == "wald" else (math.nan,) * 3
+        rows.append({"term": name, "estimate": b, "se": s, "z": z, "p_value": p,
+                     "log10_p_value": log10_p, "lower": iv.lower, "upper": iv.upper,
+                     "interval": {"lower": iv.lower, "upper": iv.upper, "method": iv.method,
+                                  "reason": iv.reason}})  # fmt: skip
+    return rows
 
 
-def summarise(hist: Histogram, level: float) -> dict:
-    """Exact ZIP and Poisson fits, tests, intervals and frequencies as one dict of numbers.
+def _se_check(title: str, rows: list[dict]) -> tuple[float, str]:
+    """The largest robust/model SE ratio (by its log) and a warning beyond `SE_RATIO`."""
+    ratios = [(r["se_ratio"], r["term"]) for r in rows if math.isfinite(r["se_ratio"])]
+    if not ratios:
+        return math.nan, ""
+    ratio, term = max(ratios, key=lambda t: abs(math.log(t[0])) if t[0] > 0 else math.inf)
+    if 1 / SE_RATIO <= ratio <= SE_RATIO:
+        return ratio, ""
+    return ratio, (
+        f"warning: the {title}'s robust (sandwich) SE is {ratio:.2f} x its model-based SE for "
+        f"{term}: sampling error alone moves this ratio by some 20-30 % at moderate n, so a "
+        f"factor beyond {SE_RATIO:g} points to misspecification; prefer the robust SEs (or "
+        "another family)"
+    )
 
-    Each parameter gets the interval `asymptotics.wald_or_profile` chooses ("interval", with
-    the reason when it is not Wald; "wald" is None then); each model a Pearson goodness-of-fit
-    test over the frequency rows ("gof"); "warnings" holds the one-line warnings the text
-    opens with (a sample too small for large-sample inference, a misfitting ZIP).
+
+def model_entry(fit, robust_cov, names: dict, gof: dict | None, level: float) -> dict:
+    """One family's fit as JSON: fit statistics, coefficient tables (model and robust SE), GOF.
 
     Args:
-        hist: histogram of the counts.
-        level: interval coverage; the tests' level is 1 - level.
+        fit: its `oracle.fit.OracleFit`.
+        robust_cov: its `OracleFit.robust_cov`.
+        names: {"count": count-part term names, "zero": zero-part term names}.
+        gof: its `fit_checks.gof_entry`, or None.
+        level: interval coverage.
 
     Returns:
-        The report without the gradient-descent part (see `main`).
-
-    Raises:
-        NotIdentifiableError: every count is zero.
+        The dict (coefficient rows per part: "zero", "count", "dispersion").
     """
-    mle, pois, n = exact_mle(hist), inference.fit_poisson(hist), hist.n
-    zip_ic, pois_ic = information_criteria(-n * mle.nll, 2, n), \
-        information_criteria(-n * pois.nll, 1, n)  # fmt: skip
-    lr, vuong = inference.zip_poisson_tests(hist, mle)
-    table = inference.frequency_table(hist, mle.pi, mle.lam, pois.lam)
-    zeros = int(hist.freqs[hist.values == 0].sum())
-    prof = profile.profile_intervals(hist, mle, level)
-    prof_pois = profile.poisson_interval(n, float(hist.total), level)
-    ivs = {
-        "pi": wald_or_profile(
-            mle.pi, mle.se_pi, level, prof["pi"], lo=0.0, hi=1.0, null=0.0, null_p=lr.p_value
-        ),
-        "lambda": wald_or_profile(mle.lam, mle.se_lam, level, prof["lambda"], lo=0.0),
-    }
-    iv_pois = wald_or_profile(pois.lam, pois.se_lam, level, prof_pois, lo=0.0)
-    gof = {"zip": gof_entry(table.observed, table.zip, 2),
-           "poisson": gof_entry(table.observed, table.poisson, 1)}  # fmt: skip
-    small = small_sample_warning(n, 2)
-    warnings = [w for w in (small, misfit_warning("ZIP", gof["zip"], screen_level(level))) if w]
-    vuong = {k: t._asdict() for k, t in vuong.items()}
-    if small:  # a mean of skewed log-likelihood ratios: its normal reference needs a large n
-        vuong = {k: {key: math.nan for key in t} for k, t in vuong.items()}
+    q, p = len(fit.gamma), len(fit.beta)
+    est, se = fit.params, fit.se
+    with np.errstate(invalid="ignore"):
+        robust = np.sqrt(np.diag(robust_cov))
+    title = TITLES[fit.family.name]
+    if gof is not None:
+        bound = gof_bound_p(gof["statistic"], gof["groups"])
+        gof = {**gof, "p_value_bound": bound[0], "log10_p_value_bound": bound[1]}
+    entry = {"title": title, "status": fit.status, "message": fit.message,
+             "loglik": fit.loglik, "nll": fit.nll, "parameters": fit.n_params, "alpha": fit.alpha,
+             "iterations": fit.iterations, "gof": gof}  # fmt: skip
+    spans = {"zero": (slice(0, q), names["zero"][:q]), "count": (slice(q, q + p), names["count"]),
+             "dispersion": (slice(q + p, len(est)), ["log(alpha)"])}  # fmt: skip
+    every = []
+    for part, (span, terms) in spans.items():
+        rows = coefficients(terms, est[span], se[span], level) if est[span].size else []
+        for row, r_se in zip(rows, robust[span]):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                row.update(robust_se=float(r_se), se_ratio=float(r_se / row["se"]))
+        entry[part] = rows
+        every += rows
+    entry["se_ratio_max"], entry["se_warning"] = _se_check(title, every)
+    return entry
+
+
+def summarise(fits, names: dict, *, level: float, data: dict, source: dict, family: str,
+              zip_vuong: dict | None = None, closed_form: dict | None = None,
+              gradient_descent: dict | None = None) -> dict:  # fmt: skip
+    """The fits, tests and choice as one dict of numbers (and a few lines of text).
+
+    Args:
+        fits: `analysis.count_fits.FamilyFits` (a failed family's fit is its reason).
+        names: {"count": [...], "zero": [...]} term names.
+        level: coverage; tests at 1 - level.
+        data: n, zeros, zero_share, mean, variance, max of the counts.
+        source: what was read (file, column or formula, where, rows ...).
+        family: "all" or the one family asked for.
+        zip_vuong: the ZIP's Vuong test against its Poisson (`count_fits.zip_vuong` with
+            "identical"), family "zip" only.
+        closed_form: `count_fits.closed_form` (family "zip", intercept-only).
+        gradient_descent: `count_fits.descent_summary` (family "zip").
+
+    Returns:
+        The report; "detail" names the family whose coefficients the text shows.
+    """
+    comparison, recommendation = fits.comparison, fits.recommendation
+    gof = fits.gof
+    rows = frequency_rows(fits.starts, fits.observed, fits.expected)
+    models = {}
+    for fam, fit in fits.fits.items():
+        if isinstance(fit, str):
+            models[fam] = {"title": TITLES[fam], "status": "failed", "message": fit}
+        else:
+            models[fam] = model_entry(fit, fit.robust_cov, names, gof.get(fam), level)
+    if comparison is not None:
+        best_bic = min((r.bic for r in comparison.rows.values()), default=math.nan)
+        for fam, r in comparison.rows.items():
+            models[fam].update(aic=r.aic, bic=r.bic, delta_bic=r.bic - best_bic)
+    chosen = recommendation.family if recommendation is not None else None
+    detail = chosen or (family if family != "all" else None)
+    fitted = [m for m in models.values() if m["status"] != "failed"]
+    small = small_sample_warning(int(data["n"]), max((m["parameters"] for m in fitted), default=1))
+    warnings = [small] if small else []
+    if detail in models and models[detail]["status"] != "failed":
+        shown = models[detail]
+        # The choice's own rule and level: a family it recommends is warned about only when
+        # the screen rejected it too (every family misfitting).
+        screen = recommendation.screen if recommendation is not None else screen_level(level)
+        g = shown["gof"]
+        misfit = misfit_warning(shown["title"], g, screen) if g else ""
+        warnings += [w for w in (misfit, shown["se_warning"]) if w]
+    small_n = bool(small)
+    zip_part = {}
+    if zip_vuong is not None:
+        identical = zip_vuong.pop("identical", False)
+        if small_n:  # a mean of skewed log-likelihood ratios: its normal reference needs a large n
+            zip_vuong = {k: {key: math.nan for key in t} for k, t in zip_vuong.items()}
+        zip_part["zip_vuong"] = {**zip_vuong, "identical": identical, "reported": not small_n,
+                                 "caveat": ZIP_VUONG_CAVEAT}  # fmt: skip
+    if closed_form is not None:
+        zip_part["closed_form"] = closed_form
+    if gradient_descent is not None:
+        zip_part["gradient_descent"] = gradient_descent
+    return {
+        "source": source, "family": family, "n": data["n"], "level": level, "data": data,
+        "warnings": warnings, "models": models, "detail": detail,
+        "lr_tests": {} if comparison is None else
+        {f"{t.smaller}_vs_{t.larger}": t._asdict() for t in comparison.lr_tests},
+        "vuong": {} if comparison is None else
+        {f"{v.first}_vs_{v.second}": v._asdict() for v in comparison.vuong_tests},
+        "vuong_withheld": bool(comparison is not None and comparison.vuong_withheld),
+        "vuong_caveat": VUONG_CAVEAT,
+        "recommendation": None if recommendation is None else recommendation._asdict(),
+        "frequencies": rows, "se_conventions": SE_CONVENTIONS, **zip_part,
+    }  # fmt: skip
+
+
+def _num(x, fmt: str = ".6g") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
+
+
+def _p(p, log10_p) -> str:
+    """p to 3 digits; below the float range from its log10 ('4.6e-413'): `fit_checks.p_cell`."""
+    return p_cell(p, log10_p)
+
+
+def _wrap(text: str, indent: str = "  ") -> list[str]:
+    return textwrap.wrap(text, 92, initial_indent=indent, subsequent_indent=indent + "  ")
+
+
+def _comparison_lines(r: dict) -> list[str]:
+    form = "  {:<16}{:>14}{:>5}{:>13}{:>13}{:>10}{:>12}   {}"
+    lines = [form.format("family", "log-lik", "k", "AIC", "BIC", "dBIC", "GOF p*", "status")]
+    for m in r["models"].values():
+        if m["status"] == "failed":
+            lines += _wrap(f"{m['title']:<16}fit failed: {m['message']}")
+            continue
+        g = m["gof"] or {}
+        gof_p = _p(g.get("p_value_bound"), g.get("log10_p_value_bound"))
+        lines.append(form.format(m["title"], num_cell(m["loglik"], ".2f", 14), m["parameters"],
+                                 num_cell(m.get("aic"), ".2f", 13),
+                                 num_cell(m.get("bic"), ".2f", 13),
+                                 num_cell(m.get("delta_bic"), ".2f", 10), gof_p,
+                                 m["status"]))  # fmt: skip
+    return [*lines, "  * Pearson's p against chi2(G-1), the lenient end of its null law (below)"]
+
+
+def _test_lines(r: dict) -> list[str]:
+    lines = ["", "Likelihood-ratio tests (nested pairs; H0: the smaller model's restriction)"]
+    for t in r["lr_tests"].values():
+        pair = f"{TITLES[t['smaller']]} in {TITLES[t['larger']]}"
+        p = _p(t["p_value"], t["log10_p_value"])
+        lines.append(f"  {pair:<28}{t['null']:<14}T = {_num(t['statistic'], '.4g'):<11}"
+                     f"p = {p:<12}{t['reference']}")  # fmt: skip
+        lines += _wrap(f"note: {t['note']}", "    ") if t["note"] else []
+    if r["vuong"]:
+        lines += [f"Vuong tests (non-nested pairs; {VUONG_P.format(first='first')})"]
+    for v in r["vuong"].values():
+        pair = f"{TITLES[v['first']]} vs {TITLES[v['second']]}"
+        if v["identical"]:
+            lines.append(f"  {pair:<28}identical fits: the same probability for every count")
+        elif r["vuong_withheld"]:
+            lines.append(f"  {pair:<28}withheld: too few counts for its normal reference")
+        else:
+            lines.append(f"  {pair:<28}z = {_num(v['statistic'], '.3g'):<11}p = "
+                         f"{_p(v['p_value'], v['log10_p_value']):<12}(BIC-corrected z = "
+                         f"{_num(v['bic_statistic'], '.3g')})")  # fmt: skip
+    return lines + _wrap("caveat: " + r["vuong_caveat"])
+
+
+def _detail_lines(m: dict, pct: str) -> list[str]:
+    form = "  {:<20}{:>12}{:>10}{:>10}{:>8}{:>10}{:>11}   {}"
+    part = "hurdle" if m["title"].startswith("hurdle") else "inflation"
+    lines = _wrap(f"{m['title']}: {m['status']} ({m['message']})", "")
+    for key in ("count", "zero", "dispersion"):
+        if not m[key]:
+            continue
+        lines += ["", PARTS[part if key == "zero" else key],
+                  form.format("term", "estimate", "model SE", "robust SE", "ratio", "z", "p",
+                              f"{pct} interval")]  # fmt: skip
+        for c in m[key]:
+            lines.append(form.format(c["term"][:19], num_cell(c["estimate"], ".6g", 12),
+                                     num_cell(c["se"], ".4g", 10),
+                                     num_cell(c["robust_se"], ".4g", 10),
+                                     num_cell(c["se_ratio"], ".2f", 8), num_cell(c["z"], ".2f", 10),
+                                     _p(c["p_value"], c["log10_p_value"]),
+                                     f"[{_num(c['lower'])}, {_num(c['upper'])}]"))  # fmt: skip
+    if m["alpha"] is not None:
+        lines.append(f"  alpha = {_num(m['alpha'])}" + ("  (on the boundary: the Poisson limit)"
+                                                       if m["alpha"] == 0 else ""))  # fmt: skip
+    return lines + (_wrap(m["se_warning"]) if m["se_warning"] else [])
+
+
+def render(r: dict) -> str:
+    """The report as aligned plain text: comparison, tests, recommendation, detail, tables.
+
+    Args:
+        r: the report from `summarise`.
+
+    Returns:
+        The text, lines without trailing blanks.
+    """
+    d, s, pct = r["data"], r["source"], f"{100 * r['level']:g}%"
+    what = s.get("formula") or f"column {s.get('column')!r}"
+    scope = (f" of {s['rows']:,} rows" if s.get("rows") else "") + (
+        f", where {s['where']}" if s.get("where") else "")  # fmt: skip
+    lines = [f"Count families ({r['family']}): {s.get('file')}, {what} ({d['n']:,} counts{scope})",
+             f"  zeros = {d['zeros']:,} ({100 * d['zero_share']:.1f}%)   mean = "
+             f"{_num(d['mean'], '.4g')}   variance = {_num(d['variance'], '.4g')}   "
+             f"max = {d['max']:,}", *r["warnings"], "", *_comparison_lines(r)]  # fmt: skip
+    if len(r["models"]) > 1:
+        lines += _test_lines(r)
+    rec = r["recommendation"]
+    if rec is not None:
+        lines += ["", f"Recommendation: {TITLES.get(rec['family'], 'none')}"]
+        lines += [x for reason in rec["reasons"] for x in _wrap("- " + reason)]
+    fitted = [(f, m) for f, m in r["models"].items() if m["status"] != "failed"]
+    if r["detail"] in r["models"] and r["models"][r["detail"]]["status"] != "failed":
+        lines += ["", *_detail_lines(r["models"][r["detail"]], pct)]
+    lines += _zip_lines(r, pct)
+    lines += ["", *GOF_HEADER, "  G groups, k parameters: its null law lies between chi2(G-1-k) "
+              "and chi2(G-1)", "  (Chernoff & Lehmann 1954): p for both"]  # fmt: skip
+    for _, m in fitted:
+        g = m["gof"]
+        poor = "; poor chi-square reference" if g["poor_reference"] else ""
+        bound = p_cell(g["p_value_bound"], g["log10_p_value_bound"])
+        lines.append(f"  {m['title']:<16}X2 = {g['statistic']:<10.4g}G = {g['groups']:<4d}"
+                     f"{p_text(g['p_value'], g['log10_p_value']):<14}.. {bound:<11}"
+                     f"(df {g['df']} .. {max(1, g['groups'] - 1)}{poor})")  # fmt: skip
+    for _, m in fitted:
+        lines += gof_notes(m["title"], m["gof"])
+    lines += ["", "Observed against expected frequencies (summed over the rows' fitted laws)",
+              *frequency_lines(r["frequencies"], [(f, COLUMNS[f]) for f, _ in fitted])]  # fmt: skip
+    lines += ["", *_wrap(r["se_conventions"], "")]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+_STATUS = {"converged": "converged after", "max_steps": "stopped at max_steps,",
+           "diverged": "diverged after", "stopped": "stopped after",
+           "stalled": "stalled on the saturated zero part's plateau after"}  # fmt: skip
+_ROW = "  {:<18}{:>14}{:>12}   {:<28}{}"
+
+
+def _interval(pair) -> str:
+    return "not meaningful (*)" if pair is None else f"[{_num(pair[0])}, {_num(pair[1])}]"
+
+
+def _se(se, span=math.inf) -> str:
+    """The SE, or n/a where it is no measure of spread (not finite, 0, wider than the range)."""
+    if se is None or not math.isfinite(se) or se <= 0 or se > span:
+        return "n/a"
+    return _num(se, ".3g")
+
+
+def _closed_form_lines(c: dict, pct: str) -> list[str]:
+    """The intercept-only ZIP and Poisson in closed form: Wald and profile intervals."""
+    lines = [
+        "",
+        "Closed form (intercept-only): exact MLE with Wald and profile-likelihood intervals",
+        _ROW.format("parameter", "estimate", "std. error", f"{pct} Wald", f"{pct} profile"),
+    ]
+    rows = [
+        ("ZIP pi (extra zeros)", c["zip"], "pi", 1.0),
+        ("ZIP lambda (rate)", c["zip"], "lambda", math.inf),
+        ("Poisson lambda", c["poisson"], "lambda", math.inf),
+    ]
     notes = []
-    if mle.boundary:
-        notes.append(
-            f"{zeros} zeros observed, {table.poisson[0]:.1f} expected under a Poisson with the "
-            "same mean: no excess zeros, so the MLE is on the boundary pi = 0, lambda = mean "
-            "(the ZIP reduces to the Poisson; LR statistic 0, p = 1; the lower limits for pi "
-            "are 0)"
-        )  # fmt: skip
-    return {
-        "n": n,
-        "data": {
-            "zeros": zeros,
-            "zero_share": zeros / n,
-            "mean": hist.mean,
-            "variance": hist.variance,
-            "max": int(hist.values.max()),
-        },  # fmt: skip
-        "level": level,
-        "warnings": warnings,
-        "zip": {
-            "pi": mle.pi,
-            "lambda": mle.lam,
-            "se_pi": mle.se_pi,
-            "se_lambda": mle.se_lam,
-            "se_logit_pi": mle.se_logit_pi,
-            "se_log_lambda": mle.se_log_lam,
-            "boundary": mle.boundary,
-            "nll": mle.nll,
-            "loglik": -n * mle.nll,
-            "aic": zip_ic[0],
-            "bic": zip_ic[1],
-            "wald": {key: iv.wald for key, iv in ivs.items()},
-            "profile": prof,
-            "interval": {key: interval_entry(iv) for key, iv in ivs.items()},
-            "gof": gof["zip"],
-        },  # fmt: skip
-        "poisson": {
-            "lambda": pois.lam,
-            "se_lambda": pois.se_lam,
-            "nll": pois.nll,
-            "loglik": -n * pois.nll,
-            "aic": pois_ic[0],
-            "bic": pois_ic[1],
-            "wald": {"lambda": iv_pois.wald},
-            "profile": {"lambda": prof_pois},
-            "interval": {"lambda": interval_entry(iv_pois)},
-            "gof": gof["poisson"],
-        },  # fmt: skip
-        "lr_test": {
-            "statistic": lr.statistic,
-            "p_value": lr.p_value,
-            "log10_p_value": lr.log10_p_value,
-            "reference": lr.reference,
-        },  # fmt: skip
-        "vuong": {**vuong, "reported": not small, "caveat": ZIP_VUONG_CAVEAT},
-        "frequencies": frequency_rows(table.counts, table.observed,
-                                      {"zip": table.zip, "poisson": table.poisson}),
-        "notes": notes,
-    }  # fmt: skip
+    for name, model, key, span in rows:
+        iv = model["interval"][key]
+        lines.append(_ROW.format(name, _num(model[key]), _se(model[f"se_{key}"], span),
+                                 _interval(model["wald"][key]),
+                                 _interval(model["profile"][key])))  # fmt: skip
+        notes += [interval_note(key, iv)] if iv["reason"] else []
+    lines += notes
+    for note in c["notes"]:
+        lines += _wrap("note: " + note)
+    return lines
 
 
-def descent_summary(result, best: int, report: dict, fc, reference: float | None = None) -> dict:
-    """The gradient-descent part of the report: the kept init against the exact MLE.
+def _descent_lines(gd: dict) -> list[str]:
+    """The gradient-descent section: the kept start against the Newton oracle."""
+    scale = "standardised" if gd["standardize"] else "raw"
+    lines = ["", f"Gradient descent ({gd['optimizer']}, lr {gd['lr']:g}, best of {gd['inits']} "
+             f"random starts, {scale} covariates)",
+             f"  {_STATUS.get(gd['status'], gd['status'])} {gd['steps']:,} steps "
+             f"({gd['converged_inits']} of {gd['inits']} starts converged); mean NLL above the "
+             f"oracle: {_num(gd['nll_gap'], '.2g')} nats",
+             f"  largest difference from the Newton oracle: {_num(gd['max_se_error'], '.2g')} "
+             f"standard errors ({gd['worst_term']})"]  # fmt: skip
+    if gd.get("towards_boundary"):
+        lines.append("  pi -> 0: descent drives logit(pi) towards -inf, the boundary MLE")
+    return lines
+
+
+def _zip_lines(r: dict, pct: str) -> list[str]:
+    """The ZIP's own sections (family "zip"): Vuong against its Poisson, closed form, descent."""
+    lines = []
+    if "zip_vuong" in r:
+        v = r["zip_vuong"]
+        lines += ["", *vuong_lines(v), *_wrap("caveat: " + v["caveat"])]
+    if r.get("closed_form"):
+        lines += _closed_form_lines(r["closed_form"], pct)
+    if "gradient_descent" in r:
+        lines += _descent_lines(r["gradient_descent"])
+    return lines
+
+
+def rootograms_figure(rows: list[dict], models: list[tuple[str, str]]):
+    """One hanging rootogram panel per model, on a shared y axis (at most 3 panels a row).
 
     Args:
-        result: the engine's `FitResult`, one row per init.
-        best: the init kept.
-        report: the report from `summarise` (its exact MLE).
-        fc: the `fit_counts` settings (`config.FitCountsConfig`).
-        reference: the engine's mean NLL at the exact MLE (default: the report's exact NLL);
-            the gap is measured against it.
+        rows: the frequency rows (`fit_checks.frequency_rows`).
+        models: [(row key, panel title), ...].
 
     Returns:
-        A dict of numbers (and the status string).
+        The matplotlib `Figure`.
     """
-    exact = report["zip"]
-    status = [str(s) for s in result.status]
-    reference = exact["nll"] if reference is None else reference
-    pi, gap = float(result.pi[best]), float(result.nll[best] - reference)
-    return {
-        "optimizer": fc.optimizer, "lr": fc.lr, "inits": fc.inits, "max_steps": fc.max_steps,
-        "pi": pi, "lambda": float(result.lam[best]), "nll": exact["nll"] + gap,
-        "nll_gap": gap, "steps": int(result.steps[best]), "status": status[best],
-        "converged_inits": status.count("converged"), "diverged_inits": status.count("diverged"),
-        # On the boundary the optimum is logit(pi) = -inf: descent can only approach it.
-        "towards_boundary": bool(exact["boundary"] and pi < 0.5 * min(result.history_pi[:, 0])),
-    }  # fmt: skip
-
-
-def jsonable(obj):
-    """The report with tuples as lists and NaN/inf as null (strict JSON)."""
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def metrics(report: dict) -> dict[str, float]:
-    """Every finite number of the report (but the frequency rows) as flat MLflow metrics."""
-    out = {}
-
-    def walk(prefix, obj):
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(f"{prefix}{k}.", v)
-        elif isinstance(obj, (list, tuple)) and len(obj) == 2 and prefix.count(".") > 1:
-            walk(f"{prefix}lower.", obj[0])
-            walk(f"{prefix}upper.", obj[1])
-        elif isinstance(obj, (bool, int, float, np.number)) and math.isfinite(float(obj)):
-            out[prefix[:-1]] = float(obj)
-
-    walk("", {k: v for k, v in report.items() if k not in ("frequencies", "rows")})
-    return out
-
-
-def markdown_frequencies(report: dict) -> str:
-    """The frequency table as markdown."""
-    return fit_checks.markdown_frequencies(report["frequencies"], MODELS)
+    counts = np.array([row["count"] for row in rows])
+    observed = np.array([row["observed"] for row in rows], float)
+    cols = min(3, max(1, len(models)))
+    grid = math.ceil(len(models) / cols)
+    fig, _ = figure(4.2 * cols, 3.6 * grid)
+    fig.clear()
+    axes = np.atleast_1d(fig.subplots(grid, cols, sharey=True, squeeze=False)).ravel()
+    low, high = 0.0, 0.0
+    for ax, (key, title) in zip(axes, models):
+        expected = np.array([row[key] for row in rows], float)
+        table = FrequencyTable(counts, observed, expected, expected)
+        hanging_rootogram(ax, table, expected, title)
+        low = min(low, float(np.min(np.sqrt(expected) - np.sqrt(observed), initial=0.0)))
+        high = max(high, float(np.max(np.sqrt(expected), initial=0.0)))
+    axes[0].set_ylim(low - 0.3, 1.05 * high + 0.3)  # shared: every panel's bars in view
+    for ax in axes[len(models) :]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("sqrt(frequency)")
+    axes[0].legend(fontsize=7, loc="upper right")
+    return fig

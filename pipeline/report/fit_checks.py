@@ -9,11 +9,12 @@ array per row). No I/O here.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
 from pipeline.core.inference import goodness
-from pipeline.core.inference.asymptotics import Interval, sample_size_floor
+from pipeline.core.inference.asymptotics import sample_size_floor
 from pipeline.core.inference.model_tests import VUONG_P
 
 P_FLOOR = 1e-300  # smaller p-values print from their log10, or as this bound; JSON keeps log10 p
@@ -62,37 +63,17 @@ def p_text(p, log10_p=None) -> str:
     return f"p {cell}" if cell.startswith("<") else f"p = {cell}"
 
 
-def interval_entry(iv: Interval) -> dict:
-    """The JSON of the interval a parameter gets: limits, method and why not Wald."""
-    return {"lower": iv.lower, "upper": iv.upper, "method": iv.method, "reason": iv.reason}
-
-
 def interval_note(name: str, entry: dict) -> str:
     """One line under a parameter table when the Wald interval is not meaningful ("" else).
 
     Args:
         name: the parameter as the table names it.
-        entry: its `interval_entry`.
+        entry: its interval dict (`count_fits.interval_entry`).
     """
     if not entry["reason"]:
         return ""
     then = {"profile": "profile interval used", "none": "no interval or z-test"}[entry["method"]]
     return f"  * {name}: {then}: {entry['reason']}"
-
-
-def gof_entry(observed, expected, parameters: int) -> dict:
-    """Pearson's test of one model over the frequency rows (`goodness.pearson_test`) as JSON.
-
-    Args:
-        observed: observed frequency per row.
-        expected: the model's expected frequency per row.
-        parameters: the model's number of estimated parameters.
-
-    Returns:
-        statistic, df, p_value, log10_p_value, groups, parameters, poor_reference, reference.
-    """
-    test = goodness.pearson_test(observed, expected, parameters)
-    return {**test._asdict(), "reference": f"chi2({test.df})"}
 
 
 def _plural(k: int, word: str) -> str:
@@ -119,18 +100,6 @@ def gof_notes(name: str, g: dict) -> list[str]:
     if raw < 1:
         lines.append(f"  {name}: {_plural(g['groups'], 'group')} - 1 - {g['parameters']} "
                      f"parameters = {raw} df, raised to 1: poor chi-square reference")  # fmt: skip
-    return lines
-
-
-def gof_lines(models: list[tuple[str, dict]]) -> list[str]:
-    """The goodness-of-fit section: one line per model, then what was done beyond the rule."""
-    lines = list(GOF_HEADER)
-    for name, g in models:
-        lines.append(f"  {name:<10}X2 = {g['statistic']:<11.4g}df = {g['df']:<5d}"
-                     f"{p_text(g['p_value']):<15}({_plural(g['groups'], 'group')}, "
-                     f"{_parameters(g['parameters'])})")  # fmt: skip
-    for name, g in models:
-        lines += gof_notes(name, g)
     return lines
 
 
@@ -233,3 +202,43 @@ def vuong_lines(v: dict) -> list[str]:
 
 def _g4(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, ".4g")
+
+
+def jsonable(obj):
+    """The report with tuples as lists and NaN/inf as null (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def metrics(report: dict) -> dict[str, float]:
+    """The report's finite numbers as flat MLflow metrics; coefficients under their term name
+    (characters MLflow refuses in a key, e.g. the brackets of `C(g)[T.b]`, become '_')."""
+    out: dict[str, float] = {}
+
+    def clean(key) -> str:  # every segment: terms appear as dict keys and in rows
+        return re.sub(r"[^0-9A-Za-z_. /-]", "_", str(key))
+
+    def walk(prefix: str, obj) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}{clean(k)}.", v)
+        elif isinstance(obj, (list, tuple)) and len(obj) == 2 and prefix.count(".") > 1 \
+                and not isinstance(obj[0], dict):  # an interval (lower, upper)  # fmt: skip
+            walk(f"{prefix}lower.", obj[0])
+            walk(f"{prefix}upper.", obj[1])
+        elif isinstance(obj, list) and obj and isinstance(obj[0], dict) and "term" in obj[0]:
+            for row in obj:
+                walk(f"{prefix}{clean(row['term'])}.",
+                     {k: v for k, v in row.items() if k != "term"})  # fmt: skip
+        elif isinstance(obj, (bool, int, float, np.number)) and math.isfinite(float(obj)):
+            out[prefix[:-1]] = float(obj)
+
+    walk("", {k: v for k, v in report.items() if k not in ("frequencies", "rows")})
+    return out

@@ -1,19 +1,17 @@
-"""`python -m pipeline.fit_counts FILE --column NAME`: zero-inflated Poisson against Poisson.
+"""`python -m pipeline.fit_counts FILE (--column NAME | --formula F) [--family F]`: count models
+fitted to users' data, through one path.
 
-With `--formula "y ~ count regressors | zero regressors"` instead of `--column` it fits a ZIP
-regression against a Poisson regression: `main` reads the design here (formulaic loads only
-then) and hands over to `pipeline.stages.fit_regression`. The rest of this docstring is the
-`--column` path.
-
-Reads one column of counts (CSV/TSV/parquet, streamed; `--where` filters rows), fits the ZIP
-exactly (closed form) and by gradient descent (the batched engine, several seeded inits, best
-kept), fits a plain Poisson, tests for zero inflation (likelihood ratio against the boundary
-reference 0.5 chi2(0) + 0.5 chi2(1); Vuong, with its caveat), gives Wald and profile-likelihood
-intervals (the profile one where the Wald one is not meaningful), AIC/BIC, observed against
-expected frequencies on rows chosen from the data with a Pearson goodness-of-fit test per model,
-prints a table (or `--json`) and logs one MLflow run with the table, a hanging rootogram and the
-descent paths. Too few counts for large-sample inference, or a misfitting ZIP, open the text
-with a one-line warning.
+A column of counts is read as its histogram (streamed; the ones-design with the frequencies as
+weights), a formula as its design with its offsets (`offset(log(x))` in either part); `--where`
+selects rows. Then one path for every input (`analysis.count_fits`): the requested family by
+the float64 Newton oracle — for `--family zip` also its Poisson, so the likelihood-ratio and
+Vuong comparison stays —, or all six (`all`, the default) compared and one recommended; one
+report and text (`report.count_report`). For the ZIP the report adds the closed form with
+profile-likelihood intervals where the model is intercept-only, and the gradient-descent
+section (`descend`: the sufficient-statistics engine on a histogram, the design engine
+otherwise, seeded random starts, best kept, judged against the oracle in its standard errors).
+`--json` prints the report as one JSON object; one MLflow run (`log_run`, named by `run_name`)
+holds the text, JSON, frequency table, rootograms and, for the ZIP, the descent's path.
 
 Bad input gets one line on stderr and exit status 2, never a number. The heavy libraries
 (torch, scipy.stats, matplotlib, MLflow) are imported inside the functions that need them,
@@ -23,15 +21,15 @@ after the counts are read: a bad file is refused in ~0.9 s instead of ~7 s (meas
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core import seeds
 from pipeline.core.errors import NotIdentifiableError, UserError
-from pipeline.core.histogram import Histogram
 from pipeline.core.laws.families import FAMILIES
 from pipeline.stages import config
 from pipeline.stages.cli import logged, parser, progress
@@ -42,192 +40,243 @@ from pipeline.tracking import interrupts
 FAMILY_CHOICES = ("all", *FAMILIES)
 
 
-def descend(hist: Histogram, params: config.Params, rng: np.random.Generator, exact: dict):
-    """The ZIP fitted by gradient descent from `params.fit_counts.inits` random starts.
+def run_name(args) -> str:
+    """The MLflow run's name: file, then column or formula, then family."""
+    what = args.formula if args.formula is not None else args.column
+    return f"fit_counts-{Path(args.file).name}-{what}-{args.family}"
 
-    Starts: pi0 ~ U(0.05, 0.95), lam0 = (mean of the positive counts) x 4^U(-1, 1), so the
-    starts bracket the data's scale whatever its units.
+
+def read_data(args):
+    """The user's data as one `FitData` and what was read (for the header and the JSON).
+
+    A column of counts is its histogram (the ones-design with frequencies as weights), a
+    formula its design with its offsets.
+    """
+    from pipeline.core.model import fit_data, histogram_data
+
+    source = {"file": str(args.file), "where": args.where}
+    if args.formula is None:
+        counts = read_counts(args.file, args.column, args.where)
+        hist = counts.hist
+        if hist.total == 0:
+            raise UserError(f"{args.file}: column {args.column!r}: all {hist.n:,} counts are "
+                            "zero, so the count models are not identifiable")  # fmt: skip
+        data = histogram_data(hist.values, hist.freqs.astype(float))
+        names = {"count": ["intercept"], "zero": ["intercept"]}
+        source.update(column=args.column, rows=counts.rows)
+        return data, names, source
+    from pipeline.store.formula import read_design  # formulaic (~1.6 s) loads only now
+
+    design = read_design(args.file, args.formula, where=args.where)
+    data = fit_data(design.X, design.Z, design.y, offset_x=design.count_offset,
+                    offset_z=design.zero_offset if design.Z.shape[1] else None)  # fmt: skip
+    names = {"count": list(design.x_names), "zero": list(design.z_names)}
+    source.update(formula=design.formula, rows=design.rows, dropped=design.dropped)
+    return data, names, source
+
+
+def descend(data, fc, fit, rng: np.random.Generator,
+            callback: Callable | None = None) -> tuple[object, float]:  # fmt: skip
+    """The ZIP fitted by gradient descent from `fc.inits` seeded random starts (the starts and
+    the engine each path takes: `analysis.count_fits`' docstring).
 
     Args:
-        hist: the counts.
-        params: the validated params.
+        data: the rows (intercept-only on whole weights: the sufficient-statistics engine).
+        fc: the `fit_counts` settings (inits, lr, optimizer, max_steps, standardize).
+        fit: the `fit` settings (device, model, tol, window, grad_tol, record_every, ...).
         rng: the `fit_counts` stream of the seed tree.
-        exact: the exact MLE (`pi`, `lambda`) of the report.
+        callback: the engines' chunk callback (progress), returning None.
 
     Returns:
-        (`engine.FitResult`, index of the init with the lowest final NLL, the engine's mean
-        NLL at the exact MLE). The last is the reference for the gap: both NLLs then carry
-        the same rounding of the data's constant term, which is ~1e4 nats at counts ~1e18.
+        (`FitResult` on the original scale, one row per start; the engine's mean NLL at the
+        oracle's estimate where the engine has its own rounding of the data's constant term,
+        else None).
     """
+    from pipeline.analysis import count_fits
+
+    common = dict(optimizer=fc.optimizer, momentum=fit.momentum if fc.optimizer == "sgd" else 0.0,
+                  max_steps=fc.max_steps, tol=fit.tol, window=fit.window, grad_tol=fit.grad_tol,
+                  record_every=fit.record_every, chunk_steps=fit.chunk_steps, callback=callback,
+                  device=fit.device)  # fmt: skip
+    hist = count_fits.histogram_of(data)
+    if hist is not None:
+        return _descend_histogram(hist, fc, fit, rng, common)
+    from pipeline.core.descent.design_engine import fit_designs
+    from pipeline.core.descent.designs import stack_designs
+
+    Tz, Tx = (count_fits.scaling(M, fc.standardize) for M in (data.Z, data.X))
+    q = Tz.shape[0]
+    T = np.zeros((q + Tx.shape[0],) * 2)
+    T[:q, :q], T[q:, q:] = Tz, Tx
+    weighted = not np.all(data.weights == 1)
+    stacked = stack_designs(
+        [data.X @ Tx], [data.Z @ Tz], [data.y], device=common.pop("device"),
+        weights=[data.weights] if weighted else None,
+        count_offsets=[data.offset_x] if data.offset_x.any() else None,
+        zero_offsets=[data.offset_z] if data.offset_z.any() else None,
+    )  # fmt: skip
+    starts = count_fits.design_starts(data, rng, fc.inits)
+    result = fit_designs(stacked, np.zeros(fc.inits, np.int64), starts, fc.lr, **common)
+    paths = np.einsum("ij,bjt->bit", T, result.history_params)
+    return dataclasses.replace(result, params=result.params @ T.T, history_params=paths), None
+
+
+def _descend_histogram(hist, fc, fit, rng, common: dict):
     import torch
 
     from pipeline.core.descent.engine import fit_zip, histogram_nll, stack_histograms
 
-    fc, fit = params.fit_counts, params.fit
     values, freqs = stack_histograms([hist], device=fit.device)
     scale = hist.mean / (1.0 - hist.zero_share)
     pi0 = rng.uniform(0.05, 0.95, fc.inits)
     lam0 = scale * 4.0 ** rng.uniform(-1.0, 1.0, fc.inits)
-    bar = progress(fc.max_steps, "gradient descent", "step")
+    result = fit_zip(values, freqs, np.zeros(fc.inits, np.int64), pi0, lam0, fc.lr,
+                     model=fit.model, **common)  # fmt: skip
+    from pipeline.core.oracle.mle import exact_mle
 
-    def advance(report) -> None:  # returns None: a truthy value would stop the fits
-        bar.update(report.step - bar.n)
-
-    result = fit_zip(
-        values, freqs, np.zeros(fc.inits, np.int64), pi0, lam0, fc.lr,
-        optimizer=fc.optimizer, momentum=fit.momentum if fc.optimizer == "sgd" else 0.0,
-        model=fit.model, max_steps=fc.max_steps, tol=fit.tol, window=fit.window,
-        grad_tol=fit.grad_tol, record_every=fit.record_every, chunk_steps=fit.chunk_steps,
-        callback=advance, device=fit.device,
-    )  # fmt: skip
-    bar.close()
-    best = int(np.argmin(np.where(np.isfinite(result.nll), result.nll, np.inf)))
+    mle = exact_mle(hist)
     with np.errstate(divide="ignore"):  # pi = 0 on the boundary: logit -inf, exact there
-        logit = np.log(exact["pi"]) - np.log1p(-exact["pi"])
-    at_mle = [torch.tensor(x, dtype=values.dtype) for x in (logit, np.log(exact["lambda"]))]
-    reference = histogram_nll(values[0], freqs[0], *at_mle)
-    return result, best, float(reference)
+        logit = np.log(mle.pi) - np.log1p(-mle.pi)
+    at_mle = [torch.tensor(x, dtype=values.dtype) for x in (logit, np.log(mle.lam))]
+    # Both NLLs then carry the same rounding of the data's constant term (~1e4 nats at 1e18).
+    return result, float(histogram_nll(values[0], freqs[0], *at_mle))
 
 
-def log_run(tracker, args, params: config.Params, report: dict, text: str, result, best):
-    """One MLflow run (under the invocation) with params, metrics, tables and both figures."""
-    from pipeline.core.inference.intercept import FrequencyTable
-    from pipeline.report.count_report import jsonable, markdown_frequencies, metrics
-    from pipeline.report.rootogram import convergence_figure, rootogram_figure
+def log_run(tracker, args, params: config.Params, report: dict, text: str, result) -> str:
+    """One MLflow run (under the invocation) for every path: params, metrics, the text, JSON
+    and frequency table, the rootograms of every fitted family and, for the ZIP, the descent's
+    NLL path and its convergence figure; returns its id."""
+    from pipeline.report.count_report import (
+        jsonable,
+        markdown_frequencies,
+        metrics,
+        rootograms_figure,
+    )
     from pipeline.tracking.runs import invocation_id
     from pipeline.tracking.values import flatten, thin
 
     stamp = params.digest(*config.STAGE_BLOCKS["fit_counts"])
     parent = tracker.invocation(params.digest())
-    tags = {
-        "stage": "fit_counts",
-        "file": str(args.file),
-        "column": args.column,
-        "where": args.where or "",
-        "params_hash": stamp,
-        "invocation": invocation_id(),
-    }
-    run_id = tracker.start(f"fit_counts-{Path(args.file).name}", "stage", parent=parent,
-                           tags=tags)  # fmt: skip
+    source = report["source"]
+    tags = {"stage": "fit_counts", "file": str(args.file), "family": report["family"],
+            "formula": source.get("formula") or "", "column": source.get("column") or "",
+            "where": args.where or "", "params_hash": stamp,
+            "invocation": invocation_id()}  # fmt: skip
+    run_id = tracker.start(run_name(args), "stage", parent=parent, tags=tags)
     report["mlflow_run_id"] = run_id  # also in the JSON artifact
     flat = flatten({"fit": config.as_dict(params.fit),
                     "fit_counts": config.as_dict(params.fit_counts)})  # fmt: skip
-    flat.update(seed=params.seed, file=str(args.file), column=args.column,
-                where=args.where or "", rows=report["rows"])  # fmt: skip
-    steps = result.history_step
-    histories = {key: thin(steps, getattr(result, attr)[best], params.tracking.max_points)
-                 for key, attr in (("gd.nll", "history_nll"), ("gd.pi", "history_pi"),
-                                   ("gd.lambda", "history_lam"))}  # fmt: skip
+    flat.update(seed=params.seed, family=report["family"], n=report["n"],
+                **{f"source.{k}": v for k, v in source.items() if v is not None})  # fmt: skip
+    rec = report["recommendation"] or {}
+    run_tags = {"recommended": rec.get("family") or "", "detail": report["detail"] or ""}
+    histories = {}
+    if result is not None:
+        gd = report["gradient_descent"]
+        run_tags["gd_status"] = gd["status"]
+        histories["gd.nll"] = thin(result.history_step, result.history_nll[gd["best"]],
+                                   params.tracking.max_points)  # fmt: skip
     tracker.log(run_id, params=flat, metrics=metrics(report), histories=histories,
-                tags={"boundary": report["zip"]["boundary"],
-                      "gd_status": report["gradient_descent"]["status"]})  # fmt: skip
-    texts = {"fit_counts.txt": text + "\n", "frequencies.md": markdown_frequencies(report),
+                tags=run_tags)  # fmt: skip
+    fitted = [(f, m["title"]) for f, m in report["models"].items() if m["status"] != "failed"]
+    texts = {"fit_counts.txt": text + "\n",
+             "frequencies.md": markdown_frequencies(report["frequencies"], fitted),
              "fit_counts.json": json.dumps(jsonable(report), indent=2) + "\n"}  # fmt: skip
     for name, body in texts.items():
         tracker.log_text(run_id, body, name)
-    rows = report["frequencies"]  # the rootogram shows the rows of the text and the JSON
-    table = FrequencyTable(*(np.array([f[k] for f in rows])
-                             for k in ("count", "observed", "zip", "poisson")))  # fmt: skip
-    z = report["zip"]
-    fig = rootogram_figure(table, f"ZIP: pi = {z['pi']:.3g}, lambda = {z['lambda']:.4g}",
-                           f"Poisson: lambda = {report['poisson']['lambda']:.4g}")  # fmt: skip
-    tracker.log_figure(run_id, fig, "rootogram.png")
-    fig = convergence_figure(result, best, z["pi"], z["lambda"], z["nll"])
-    tracker.log_figure(run_id, fig, "convergence.png")
+    if fitted:
+        tracker.log_figure(run_id, rootograms_figure(report["frequencies"], fitted),
+                           "rootogram.png")  # fmt: skip
+    if result is not None and report.get("closed_form"):
+        from pipeline.report.rootogram import convergence_figure
+
+        z = report["closed_form"]["zip"]
+        fig = convergence_figure(result, report["gradient_descent"]["best"], z["pi"],
+                                 z["lambda"], z["nll"])  # fmt: skip
+        tracker.log_figure(run_id, fig, "convergence.png")
     tracker.end(run_id)
     return run_id
 
 
 def analyse(args) -> dict:
-    """Read, fit, test and (unless --no-mlflow) log; returns the report (with its text)."""
+    """Read, fit, compare, (ZIP) descend and (unless --no-mlflow) log; returns the report with
+    its text under "text"."""
     params = config.load(args.params)
     if not args.no_mlflow:  # before any work: an unusable mlruns/ is one line, not a lost fit
         files.check_writable(args.workdir.resolve() / "mlruns")
-    counts = read_counts(args.file, args.column, args.where)
-    # scipy.stats and torch load only now: bad input is rejected without them.
-    from pipeline.report.count_report import descent_summary, summarise
-    from pipeline.report.count_text import render
-
-    try:
-        report = summarise(counts.hist, params.fit_counts.level)
-    except NotIdentifiableError:
-        raise UserError(f"{args.file}: column {args.column!r}: all {counts.hist.n:,} counts are "
-                        "zero, so pi and lambda are not identifiable") from None  # fmt: skip
-    report = {"file": str(args.file), "column": args.column, "where": args.where,
-              "rows": counts.rows, **report}  # fmt: skip
+    data, names, source = read_data(args)
+    # torch, scipy.stats and MLflow load only now: bad input is rejected without them.
+    from pipeline.analysis import count_fits
     from pipeline.core.descent.engine import check_device
-    from pipeline.tracking.runs import Tracker  # MLflow loads only when it is used
+    from pipeline.report.count_report import render, summarise
+    from pipeline.tracking.runs import Tracker
 
+    level = params.fit_counts.level
     try:
-        check_device(params.fit.device)
+        fits = count_fits.fit_families(data, args.family, level)
+    except NotIdentifiableError:
+        why = "all counts are zero, so the count models are not identifiable"
+        raise UserError(f"{args.file}: {why}") from None
     except ValueError as err:
-        raise UserError(f"fit.device: {err}") from None
-
-    # The store opens before the fit: a broken one is one line, not a fit thrown away.
+        raise UserError(f"{args.file}: {err}") from None
+    extra, result = {}, None
+    if args.family == "zip":
+        extra, result = zip_sections(args, params, data, names, fits)
+    # The store opens before the descent: a broken one is one line, not a fit thrown away.
     tracker = None if args.no_mlflow else Tracker(params.tracking.experiment,
                                                   root=args.workdir.resolve())  # fmt: skip
-    rng = seeds.generator(params.seed, "fit_counts")
-    result, best, reference = descend(counts.hist, params, rng, report["zip"])
-    report["gradient_descent"] = descent_summary(result, best, report, params.fit_counts,
-                                                 reference)  # fmt: skip
+    if args.family == "zip":
+        try:
+            check_device(params.fit.device)
+        except ValueError as err:
+            raise UserError(f"fit.device: {err}") from None
+        fc = params.fit_counts
+        bar = progress(fc.max_steps, "gradient descent", "step")
+
+        def advance(report) -> None:  # returns None: a truthy value would stop the fits
+            bar.update(report.step - bar.n)
+
+        rng = seeds.generator(params.seed, "fit_counts")
+        result, reference = descend(data, fc, params.fit, rng, advance)
+        bar.close()
+        extra["gradient_descent"] = count_fits.descent_summary(
+            result, reference, fits.fits["zip"], names, fc
+        )
+    report = summarise(fits, names, level=level, data=count_fits.data_summary(data),
+                       source=source, family=args.family, **extra)  # fmt: skip
     text = render(report)
     report["mlflow_run_id"], report["mlflow_experiment"] = None, params.tracking.experiment
     if tracker is not None:
         report["mlflow_run_id"] = logged(
-            tracker, lambda: log_run(tracker, args, params, report, text, result, best)
+            tracker, lambda: log_run(tracker, args, params, report, text, result)
         )
     return {**report, "text": text}
 
 
-def analyse_formula(args) -> dict:
-    """The `--formula` path: read the design, then fit in `stages.fit_regression`."""
-    params = config.load(args.params)
-    if not args.no_mlflow:  # before any work: an unusable mlruns/ is one line, not a lost fit
-        files.check_writable(args.workdir.resolve() / "mlruns")
-    from pipeline.store.formula import read_design  # formulaic (~1.6 s) loads only now
+def zip_sections(args, params, data, names, fits) -> tuple[dict, None]:
+    """The ZIP's own sections: its Vuong test against the Poisson (with its caveat) and,
+    intercept-only, the closed form with profile intervals."""
+    from pipeline.analysis import count_fits
 
-    design = _without_offsets(read_design(args.file, args.formula, where=args.where))
-    from pipeline.stages import fit_regression  # torch, scipy, MLflow: after the input is good
-
-    return fit_regression.analyse(args, params, design)
-
-
-def _without_offsets(design):
-    """`design`, refused if it has offsets: the fits do not take them yet (never drop them)."""
-    if design.count_offset.any() or design.zero_offset.any():
-        raise UserError(f"formula {design.formula!r}: offset() terms are read, but the fits "
-                        "do not take offsets yet")  # fmt: skip
-    return design
-
-
-def analyse_compare(args) -> dict:
-    """`--family all` (the default) or one family other than the ZIP: read the counts (as their
-    histogram, frequency-weighted) or the design, then fit and compare in
-    `stages.fit_families`."""
-    params = config.load(args.params)
-    if not args.no_mlflow:  # before any work: an unusable mlruns/ is one line, not a lost fit
-        files.check_writable(args.workdir.resolve() / "mlruns")
-    source = {"file": str(args.file), "where": args.where}
-    if args.formula is None:
-        counts = read_counts(args.file, args.column, args.where)
-        hist = counts.hist
-        ones = np.ones((len(hist.values), 1))
-        data = (ones, ones, hist.values, hist.freqs.astype(float))
-        names = {"count": ["intercept"], "zero": ["intercept"]}
-        source.update(column=args.column, rows=counts.rows)
-        if hist.total == 0:
-            raise UserError(f"{args.file}: column {args.column!r}: all {hist.n:,} counts are "
-                            "zero, so no count model is identifiable")  # fmt: skip
-    else:
-        from pipeline.store.formula import read_design  # formulaic (~1.6 s) loads only now
-
-        design = _without_offsets(read_design(args.file, args.formula, where=args.where))
-        data = (design.X, design.Z, design.y, None)
-        names = {"count": list(design.x_names), "zero": list(design.z_names)}
-        source.update(formula=design.formula, rows=design.rows, dropped=design.dropped)
-    from pipeline.stages import fit_families  # torch, scipy, MLflow: after the input is good
-
-    return fit_families.analyse_families(args, params, *data, names, args.family, source)
+    zip_fit = fits.fits["zip"]
+    if isinstance(zip_fit, str) or isinstance(fits.fits["poisson"], str):
+        why = zip_fit if isinstance(zip_fit, str) else fits.fits["poisson"]
+        raise UserError(f"{args.file}: the ZIP or its Poisson could not be fitted ({why})")
+    hint = {"separated": "some regressor (or level) predicts the zeros or the counts perfectly; "
+                         "drop or merge it",
+            "singular": "the information matrix is singular at the estimate; "
+                        "simplify the formula"}  # fmt: skip
+    hist = count_fits.histogram_of(data)
+    # Intercept-only, pi running off to 0 is the boundary MLE the closed form gives exactly.
+    if zip_fit.status in hint and hist is None:
+        raise UserError(f"{args.file}: the ZIP has no finite maximum ({zip_fit.message}): "
+                        f"{hint[zip_fit.status]}")  # fmt: skip
+    vuong, identical = count_fits.zip_vuong(fits, data)
+    extra = {"zip_vuong": {**vuong, "identical": identical}}
+    if hist is not None:
+        lr = next(t for t in fits.comparison.lr_tests if t.larger == "zip")
+        extra["closed_form"] = count_fits.closed_form(hist, params.fit_counts.level, lr.p_value)
+    return extra, None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,10 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("give exactly one of --column NAME (a column of counts) and --formula "
                         "'y ~ count regressors | zero regressors' (a ZIP regression)")  # fmt: skip
     with interrupts.sigterm_raises():
-        if args.family != "zip":
-            report = analyse_compare(args)
-        else:
-            report = analyse(args) if args.formula is None else analyse_formula(args)
+        report = analyse(args)
     text = report.pop("text")
     if args.json:
         from pipeline.report.count_report import jsonable

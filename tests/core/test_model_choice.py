@@ -129,7 +129,7 @@ def test_confirmed_parameters_and_ties():
 
 
 def choose(X, Z, y, weights=None, intercept_only=False):
-    """All six families fitted, screened and compared, as `stages.fit_families` does."""
+    """All six families fitted, screened and compared, as `count_fits.fit_families` does."""
     w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
     values, inverse = np.unique(y, return_inverse=True)
     freqs = np.bincount(inverse, weights=w).astype(np.int64)

@@ -1,6 +1,6 @@
 """Tests of the `fit_counts` stage: the descent, the CLI (text, JSON, bad input) and its MLflow
 run. Reading the file: tests/store/test_count_file.py; the report's numbers and layout:
-tests/report/test_count_report.py.
+tests/report/test_count_report.py; every family: tests/stages/test_fit_counts_family.py.
 
 Stage runs use `--workdir tmp_path` with an MLflow store isolated there (`isolated_mlflow`), and
 the tiny params of `conftest.py` where the descent's length does not matter.
@@ -26,7 +26,7 @@ from pipeline.stages.cli import ROOT
 EXAMPLE = ROOT / "examples" / "fish_caught.csv"
 
 
-ZIP_PATH = ["--family", "zip"]  # these tests are about the ZIP report (test_fit_families: "all")
+ZIP_PATH = ["--family", "zip"]  # the ZIP report here ("all": test_fit_counts_family)
 
 
 def fit_counts(args, env, cwd) -> subprocess.CompletedProcess:
@@ -38,14 +38,16 @@ def fit_counts(args, env, cwd) -> subprocess.CompletedProcess:
 def test_descent_matches_exact_mle(write_params, tmp_path):
     """Converged descent stops at |gradient| < grad_tol = 1e-6 in (logit pi, log lambda), so
     its error is about I^-1 g <= (n SE^2) 1e-6, i.e. ~1e-4 SE at n = 10,000: 0.01 SE is ample."""
+    from pipeline.core.model import histogram_data
     from pipeline.stages import config
     from pipeline.stages.fit_counts import descend
 
     params = config.load(write_params({"fit_counts": {"inits": 4, "max_steps": 3000}}))
     hist = histogram(zip_sample(0.5, 5.0, 10_000, 0))
     exact = mle.exact_mle(hist)
-    at_mle = {"pi": exact.pi, "lambda": exact.lam}
-    result, best, reference = descend(hist, params, np.random.default_rng(0), at_mle)
+    data = histogram_data(hist.values, hist.freqs)
+    result, reference = descend(data, params.fit_counts, params.fit, np.random.default_rng(0))
+    best = int(np.argmin(result.nll))
     assert result.status[best] == "converged"
     assert abs(result.pi[best] - exact.pi) < 0.01 * exact.se_pi
     assert abs(result.lam[best] - exact.lam) < 0.01 * exact.se_lam
@@ -59,21 +61,24 @@ def test_json_is_one_object_of_numbers_matching_the_exact_mle(write_params, tmp_
     proc = fit_counts([*args, "--json", "--no-mlflow"], {**os.environ, "CI": "true"}, tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # exactly one JSON document, nothing else on stdout
-    strings = {".file", ".column", ".lr_test.reference", ".vuong.caveat", ".mlflow_experiment",
-               ".gradient_descent.status", ".gradient_descent.optimizer", ".zip.gof.reference",
-               ".poisson.gof.reference"}  # fmt: skip
+    words = (".source.file", ".source.column", ".family", ".detail", ".mlflow_experiment",
+             ".se_conventions", ".vuong_caveat", ".zip_vuong.caveat", ".reference", ".null",
+             ".note", ".status", ".optimizer", ".title", ".message", ".term", ".worst_term",
+             ".se_warning", ".label", ".method", ".reason", ".first", ".second", ".smaller",
+             ".larger", ".favoured")  # fmt: skip
     for path, value in leaves(report):
-        if (path in strings or path.startswith((".notes", ".warnings"))
-                or path.endswith((".label", ".method", ".reason"))):  # fmt: skip
+        if path.endswith(words) or path.startswith((".closed_form.notes", ".warnings")):
             assert isinstance(value, str), path
         else:
             assert value is None or isinstance(value, (int, float, bool)), (path, value)
     y = np.loadtxt(EXAMPLE, delimiter=",", skiprows=1, usecols=1).astype(int)
     exact = mle.exact_mle(histogram(y))
     assert report["n"] == len(y) == 250 and report["mlflow_run_id"] is None
-    assert report["zip"]["pi"] == pytest.approx(exact.pi, rel=1e-12)
-    assert report["zip"]["se_lambda"] == pytest.approx(exact.se_lam, rel=1e-12)
-    assert report["lr_test"]["p_value"] < 1e-10  # the example has plenty of extra zeros
+    assert report["closed_form"]["zip"]["pi"] == pytest.approx(exact.pi, rel=1e-12)
+    assert report["closed_form"]["zip"]["se_lambda"] == pytest.approx(exact.se_lam, rel=1e-12)
+    assert (
+        report["lr_tests"]["poisson_vs_zip"]["p_value"] < 1e-10
+    )  # the example has plenty of extra zeros
     gd = report["gradient_descent"]
     assert abs(gd["pi"] - exact.pi) < 0.01 * exact.se_pi
     assert sum(f["observed"] for f in report["frequencies"]) == 250
@@ -89,12 +94,12 @@ def run_main(args, capsys) -> str:
 
 def test_terminal_table_is_the_json_report_rendered(tiny_params, tmp_path, capsys):
     """The text and `--json` print the same report (its layout: tests/report/test_count_report)."""
-    from pipeline.report.count_text import render
+    from pipeline.report.count_report import render
 
     args = [EXAMPLE, "--column", "count", "--params", tiny_params, "--no-mlflow"]
     text = run_main(args, capsys)
     report = json.loads(run_main([*args, "--json"], capsys))
-    assert report["n"] == report["rows"] == 250 and report["where"] is None
+    assert report["n"] == report["source"]["rows"] == 250 and report["source"]["where"] is None
     # JSON turned tuples into lists and NaN into null, which render shows alike
     assert text == render(report) + "\n"
 
@@ -105,19 +110,25 @@ def test_fewer_zeros_than_poisson_gives_the_boundary_answer(tiny_params, tmp_pat
     path = write_csv(tmp_path / "few_zeros.csv", y)
     args = [path, "--column", "count", "--params", tiny_params, "--no-mlflow"]
     r = json.loads(run_main([*args, "--json"], capsys))
-    assert r["zip"]["boundary"] is True and r["zip"]["pi"] == 0.0
-    assert r["zip"]["lambda"] == pytest.approx(y.mean(), rel=1e-12)
-    assert r["lr_test"]["statistic"] == 0.0 and r["lr_test"]["p_value"] == 1.0
+    assert r["closed_form"]["zip"]["boundary"] is True and r["closed_form"]["zip"]["pi"] == 0.0
+    assert r["closed_form"]["zip"]["lambda"] == pytest.approx(y.mean(), rel=1e-12)
+    assert (
+        r["lr_tests"]["poisson_vs_zip"]["statistic"] == 0.0
+        and r["lr_tests"]["poisson_vs_zip"]["p_value"] == 1.0
+    )
     # on the boundary the Wald interval for pi is not meaningful: the profile one is given
-    assert r["zip"]["profile"]["pi"][0] == 0.0 and r["zip"]["wald"]["pi"] is None
-    assert r["zip"]["interval"]["pi"]["method"] == "profile"
-    assert r["vuong"]["raw"]["statistic"] is None  # both fits coincide: z undefined
+    assert (
+        r["closed_form"]["zip"]["profile"]["pi"][0] == 0.0
+        and r["closed_form"]["zip"]["wald"]["pi"] is None
+    )
+    assert r["closed_form"]["zip"]["interval"]["pi"]["method"] == "profile"
+    assert r["zip_vuong"]["raw"]["statistic"] is None  # both fits coincide: z undefined
     # the stage's own descent (seeded starts) heads for logit(pi) = -inf
     assert r["gradient_descent"]["towards_boundary"] is True
     assert r["gradient_descent"]["status"] == "max_steps" and r["gradient_descent"]["pi"] < 0.05
-    assert r["notes"][0].startswith("0 zeros observed, ")
+    assert r["closed_form"]["notes"][0].startswith("0 zeros observed, ")
     lines = run_main(args, capsys).splitlines()
-    assert "    pi -> 0: descent drives logit(pi) towards -inf, the boundary MLE" in lines
+    assert "  pi -> 0: descent drives logit(pi) towards -inf, the boundary MLE" in lines
     assert any("the MLE is on the boundary pi = 0" in line for line in lines)
 
 
@@ -151,9 +162,19 @@ def test_example_run_logs_one_mlflow_run(tiny_params, tmp_path, isolated_mlflow,
     assert stored["mlflow_run_id"] == run.info.run_id and stored["n"] == len(campers) < 250
     # the metrics are the report's numbers, the report's fit that of the selected rows
     metrics = run.data.metrics
-    assert metrics["zip.pi"] == stored["zip"]["pi"] == mle.exact_mle(histogram(campers)).pi
-    assert metrics["lr_test.p_value"] == stored["lr_test"]["p_value"]
-    assert metrics["zip.profile.pi.lower"] == stored["zip"]["profile"]["pi"][0]
+    assert (
+        metrics["closed_form.zip.pi"]
+        == stored["closed_form"]["zip"]["pi"]
+        == mle.exact_mle(histogram(campers)).pi
+    )
+    assert (
+        metrics["lr_tests.poisson_vs_zip.p_value"]
+        == stored["lr_tests"]["poisson_vs_zip"]["p_value"]
+    )
+    assert (
+        metrics["closed_form.zip.profile.pi.lower"]
+        == stored["closed_form"]["zip"]["profile"]["pi"][0]
+    )
     assert metrics["gradient_descent.nll_gap"] == stored["gradient_descent"]["nll_gap"]
     # the kept init's path, recorded every fit.record_every = 10 steps (20 points at most)
     history = client.get_metric_history(run.info.run_id, "gd.nll")

@@ -36,10 +36,10 @@ def test_counts_whose_sum_overflows_int64_give_a_finite_exact_answer(tmp_path, s
     proc = run([path, "--column", "count", "--json"], stage_env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["zip"]["lambda"] == pytest.approx(4e18, rel=1e-14)
-    assert report["zip"]["pi"] == pytest.approx(0.25, rel=1e-12)
+    assert report["closed_form"]["zip"]["lambda"] == pytest.approx(4e18, rel=1e-14)
+    assert report["closed_form"]["zip"]["pi"] == pytest.approx(0.25, rel=1e-12)
     assert report["data"]["mean"] == pytest.approx(3e18, rel=1e-15)
-    lo, hi = report["zip"]["profile"]["lambda"]
+    lo, hi = report["closed_form"]["zip"]["profile"]["lambda"]
     assert lo < 4e18 < hi and math.isfinite(hi)
     # gradient descent lands on the MLE; its gap is measured without the rounding of the
     # data's constant term (~1e4 nats at this scale)

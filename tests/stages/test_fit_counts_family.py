@@ -1,7 +1,7 @@
 """`fit_counts --family`: "all" is the default and compares the families; one family is
 fitted alone; the ZIP keeps its own report; `make fit-counts FAMILY=...` passes the value
 verbatim; a bad value or all-zero counts is one line and exit 2 (the comparison itself:
-tests/stages/test_fit_families.py)."""
+tests/analysis/test_count_fits.py)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def test_one_family_is_fitted_alone(tiny_params, capsys):
 
 def test_zip_keeps_its_exact_report(tiny_params, capsys):
     report = run_json(["--column", "count", "--family", "zip"], tiny_params, capsys)
-    assert "gradient_descent" in report and "zip" in report
+    assert list(report["models"]) == ["zip", "poisson"] and "poisson_vs_zip" in report["lr_tests"]
+    assert {"gradient_descent", "closed_form", "zip_vuong"} <= set(report)
 
 
 def one_line_exit_2(args, tmp_path, tiny_params) -> str:

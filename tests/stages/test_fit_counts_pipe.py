@@ -36,7 +36,7 @@ def test_head_1_gets_the_first_line_and_nothing_else_is_said(tiny_params, tmp_pa
     proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "CI": "true"}, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert proc.stdout.startswith("ZIP vs Poisson: ") and proc.stdout.count("\n") == 1
+    assert proc.stdout.startswith("Count families (zip): ") and proc.stdout.count("\n") == 1
 
 
 def test_run_maps_a_broken_pipe_to_141_without_output(monkeypatch, capsys):

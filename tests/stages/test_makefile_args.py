@@ -36,7 +36,7 @@ HOSTILE = {
     "leading-dash": "-count < 0 or x = 'a=b'",
     "glob-and-pipe": "* | touch {s} && echo > {s} # \\",
 }
-USER_VARIABLES = {"FILE", "COLUMN", "FORMULA", "WHERE", "JSON", "FAMILY", "PORT",
+USER_VARIABLES = {"FILE", "COLUMN", "FORMULA", "WHERE", "JSON", "FAMILY", "NO_MLFLOW", "PORT",
                   "DASHBOARD_PORT", "WORKERS", "SERVICES_HOST", "ALLOW", "PARAMS"}  # fmt: skip
 
 
@@ -113,6 +113,8 @@ def test_optional_flags_and_params(argv_printer, tmp_path):
     argv = _argv(_make(tmp_path, "FILE=f.csv", "COLUMN=n", "WHERE=", "JSON=1",
                        f"PARAMS={params}", py=argv_printer))  # fmt: skip
     assert argv == [*program, f"--params={params}", "--json", "--", "f.csv"]
+    argv = _argv(_make(tmp_path, "FILE=f.csv", "COLUMN=n", "NO_MLFLOW=1", py=argv_printer))
+    assert argv == [*program, "--params=params.yaml", "--no-mlflow", "--", "f.csv"]
 
 
 @pytest.mark.parametrize("args", [["COLUMN=count"], ["FILE=f.csv"], [], ["FILE=", "COLUMN=n"]])

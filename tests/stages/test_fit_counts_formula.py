@@ -1,4 +1,4 @@
-"""Tests of `fit_counts --formula` (pipeline/stages/fit_regression.py): the report, `--json`,
+"""Tests of `fit_counts --formula` (stages/fit_counts.py, the design path): the report, `--json`,
 categorical regressors, the MLflow run, bad input (exit 2, one line) and FORMULA through make.
 
 Reading the design: tests/store/ (formula); the oracle: tests/core/test_oracle_*.py. Stage runs
@@ -25,11 +25,10 @@ from pipeline.stages.cli import ROOT
 
 EXAMPLE = ROOT / "examples" / "fish_caught.csv"
 FORMULA = "count ~ camper + persons | persons"
-STRINGS = {".file", ".formula", ".response", ".lr_test.reference", ".lr_test.note",
-           ".vuong.caveat", ".mlflow_experiment", ".gradient_descent.status",
-           ".gradient_descent.optimizer", ".gradient_descent.worst_term",
-           ".zip.status", ".poisson.status", ".zip.gof.reference",
-           ".poisson.gof.reference"}  # fmt: skip
+WORDS = (".source.file", ".source.formula", ".family", ".detail", ".mlflow_experiment",
+         ".se_conventions", ".vuong_caveat", ".caveat", ".reference", ".null", ".note",
+         ".status", ".optimizer", ".title", ".message", ".term", ".worst_term", ".se_warning",
+         ".label", ".method", ".reason", ".first", ".second", ".smaller", ".larger")  # fmt: skip
 
 
 @pytest.fixture
@@ -39,7 +38,7 @@ def params(write_params) -> Path:
 
 
 def run_main(args, capsys) -> str:
-    """The ZIP regression path (`--family zip`; test_fit_families covers "all")."""
+    """The ZIP regression path (`--family zip`; test_fit_counts_family covers "all")."""
     from pipeline.stages import fit_counts as stage
 
     assert stage.main([*(str(a) for a in args), "--family", "zip"]) == 0
@@ -61,22 +60,23 @@ def test_json_holds_both_parts_and_the_oracle(params, tmp_path, capsys):
     args = [EXAMPLE, "--formula", FORMULA, "--params", params, "--no-mlflow"]
     r = json.loads(run_main([*args, "--json"], capsys))
     for path, value in leaves(r):
-        if (path in STRINGS or path.startswith((".warnings", ".notes"))
-                or path.endswith((".term", ".label", ".method", ".reason"))):  # fmt: skip
+        if path.endswith(WORDS) or path.startswith(".warnings"):
             assert isinstance(value, str), path
-        elif path != ".where":
+        elif path != ".source.where":
             assert value is None or isinstance(value, (int, float, bool)), (path, value)
     X, Z, y = example_design()
     sm = ZeroInflatedPoisson(y, X, exog_infl=Z).fit(start_params=np.zeros(5), method="newton",
                                                     maxiter=100, disp=0)  # fmt: skip
-    gamma = [c["estimate"] for c in r["zip"]["zero"]]
-    beta = [c["estimate"] for c in r["zip"]["count"]]
+    gamma = [c["estimate"] for c in r["models"]["zip"]["zero"]]
+    beta = [c["estimate"] for c in r["models"]["zip"]["count"]]
     np.testing.assert_allclose(np.r_[gamma, beta], sm.params, atol=1e-6)
     fit = fit_model("zip", fit_data(X, Z, y))
-    np.testing.assert_allclose([c["se"] for c in r["zip"]["zero"]], fit.se_gamma, rtol=1e-12)
-    assert r["n"] == r["rows"] == 250 and r["dropped"] == 0
-    assert r["zip"]["loglik"] == pytest.approx(fit.loglik, rel=1e-12)
-    lr = r["lr_test"]
+    np.testing.assert_allclose(
+        [c["se"] for c in r["models"]["zip"]["zero"]], fit.se_gamma, rtol=1e-12
+    )
+    assert r["n"] == r["source"]["rows"] == 250 and r["source"]["dropped"] == 0
+    assert r["models"]["zip"]["loglik"] == pytest.approx(fit.loglik, rel=1e-12)
+    lr = r["lr_tests"]["poisson_vs_zip"]
     assert lr["df"] == 2 and lr["reference"] == "chi2(2)" and lr["p_value"] < 1e-30
     assert lr["log10_p_value"] == pytest.approx(np.log10(lr["p_value"]), rel=1e-9)
     gd = r["gradient_descent"]
@@ -84,6 +84,27 @@ def test_json_holds_both_parts_and_the_oracle(params, tmp_path, capsys):
     assert sum(f["observed"] for f in r["frequencies"]) == 250
     assert sum(f["zip"] for f in r["frequencies"]) == pytest.approx(250)
     assert r["frequencies"][0]["zip"] == pytest.approx(126, abs=1)  # ZIP fits the zeros
+
+
+def test_offsets_reproduce_r_zeroinfl_on_owls(params, tmp_path, capsys, monkeypatch):
+    """`offset(log(BroodSize))` through the CLI reproduces R's pscl `zeroinfl` on glmmTMB's Owls
+    (the reference numbers and the R code: tests/core/test_oracle_offsets.py), and the descent
+    lands on the oracle with the offset in its predictor."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "core"))  # its helpers import each other
+    module = importlib.import_module("test_oracle_offsets")
+    owls = ROOT / "tests" / "data" / "owls.csv"
+    formula = "SiblingNegotiation ~ FoodTreatment + ArrivalTime + offset(log(BroodSize)) | 1"
+    r = json.loads(run_main([owls, "--formula", formula, "--params", params, "--no-mlflow",
+                             "--json"], capsys))  # fmt: skip
+    _, est, se, loglik = module.R_REFERENCE["zip"]
+    z = r["models"]["zip"]
+    got = [c["estimate"] for c in z["zero"] + z["count"]]
+    np.testing.assert_allclose(got, est, rtol=1e-6)
+    np.testing.assert_allclose([c["se"] for c in z["zero"] + z["count"]], se, rtol=5e-4)
+    assert z["loglik"] == pytest.approx(loglik, rel=1e-8)
+    assert r["n"] == 599 and r["gradient_descent"]["max_se_error"] < 0.01
 
 
 def test_string_column_is_treatment_coded_and_q1_uses_the_boundary_mixture(params, tmp_path,
@@ -96,38 +117,43 @@ def test_string_column_is_treatment_coded_and_q1_uses_the_boundary_mixture(param
     pl.DataFrame({"count": y, "site": site}).write_csv(path)
     args = [path, "--formula", "count ~ site | 1", "--params", params, "--no-mlflow", "--json"]
     r = json.loads(run_main(args, capsys))
-    assert [c["term"] for c in r["zip"]["count"]] == ["intercept", "site[T.north]",
+    assert [c["term"] for c in r["models"]["zip"]["count"]] == ["intercept", "site[T.north]",
                                                       "site[T.south]"]  # fmt: skip
-    assert [c["term"] for c in r["zip"]["zero"]] == ["intercept"]
+    assert [c["term"] for c in r["models"]["zip"]["zero"]] == ["intercept"]
     X = np.c_[np.ones(300), site == "north", site == "south"].astype(float)
     fit = fit_model("zip", fit_data(X, np.ones((300, 1)), y))
-    np.testing.assert_allclose([c["estimate"] for c in r["zip"]["count"]], fit.beta, atol=1e-9)
-    assert r["lr_test"]["reference"] == "0.5*chi2(0) + 0.5*chi2(1)" and r["lr_test"]["note"] == ""
+    np.testing.assert_allclose(
+        [c["estimate"] for c in r["models"]["zip"]["count"]], fit.beta, atol=1e-9
+    )
+    lr = r["lr_tests"]["poisson_vs_zip"]
+    assert lr["reference"] == "0.5*chi2(0) + 0.5*chi2(1)" and lr["note"] == ""
 
 
 def test_printed_report_and_one_mlflow_run(params, tmp_path, isolated_mlflow, capsys):
     """The text has both parts' tables (rendered from the same report as the JSON artifact)."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.report.reg_text import render
+    from pipeline.report.count_report import render
 
     args = [EXAMPLE, "--formula", FORMULA, "--where", "persons > 1", "--params", params,
             "--workdir", tmp_path]  # fmt: skip
     out = run_main(args, capsys)
     assert "where persons > 1" in out and "MLflow run" in out
     lines = out.splitlines()
-    for line in ("ZIP count part: log(lambda)", "ZIP zero part: logit(pi), pi = P(structural zero)",
-                 "Poisson regression: log(lambda)", f"  formula: {FORMULA}   (pscl order: "
-                 "response ~ count part | zero part)",
-                 "Likelihood-ratio test for zero inflation (H0: pi = 0 in every row, the Poisson)",
-                 "Observed against expected frequencies (summed over the rows' fitted "
-                 "distributions)"):  # fmt: skip
+    for line in (
+        "count part: log(mean)",
+        "zero part: logit(pi), pi = P(structural zero)",
+        "Likelihood-ratio tests (nested pairs; H0: the smaller model's restriction)",
+        "Observed against expected frequencies (summed over the rows' fitted laws)",
+    ):
         assert line in lines, line
-    count = out.split("ZIP count part")[1].split("ZIP zero part")[0].splitlines()
-    zero = out.split("ZIP zero part")[1].split("Poisson regression")[0].splitlines()
+    assert lines[0].startswith(f"Count families (zip): {EXAMPLE}, {FORMULA} (")
+    count = out.split("count part: log(mean)")[1].split("zero part")[0].splitlines()
+    zero = out.split("zero part: logit(pi)")[1].split("Vuong test")[0].splitlines()
     assert [line.split()[0] for line in count[2:5]] == ["intercept", "camper", "persons"]
     assert [line.split()[0] for line in zero[2:4]] == ["intercept", "persons"]
-    assert any(line.startswith("  T = ") and "(reference chi2(2))" in line for line in lines)
+    assert any(line.startswith("  Poisson in ZIP") and "chi2(2)" in line for line in lines)
+    assert any(line.startswith("Gradient descent (") for line in lines)
     client = MlflowClient(tracking_uri=isolated_mlflow)
     exp = client.get_experiment_by_name("zip-test")
     (run,) = client.search_runs([exp.experiment_id], "tags.`zip.stage` = 'fit_counts'")
@@ -139,8 +165,14 @@ def test_printed_report_and_one_mlflow_run(params, tmp_path, isolated_mlflow, ca
                                                        str(tmp_path))).read_text())  # fmt: skip
     assert out.split("\n\nMLflow run")[0] == render(stored)
     metrics = run.data.metrics
-    assert metrics["zip.zero.persons.estimate"] == stored["zip"]["zero"][1]["estimate"]
-    assert metrics["lr_test.statistic"] == stored["lr_test"]["statistic"]
+    assert (
+        metrics["models.zip.zero.persons.estimate"]
+        == stored["models"]["zip"]["zero"][1]["estimate"]
+    )
+    assert (
+        metrics["lr_tests.poisson_vs_zip.statistic"]
+        == stored["lr_tests"]["poisson_vs_zip"]["statistic"]
+    )
     assert stored["n"] < 250 and stored["mlflow_run_id"] == run.info.run_id
 
 
@@ -162,7 +194,7 @@ def test_categorical_terms_reach_mlflow_under_valid_keys(params, tmp_path, isola
     (run,) = client.search_runs([exp.experiment_id], "tags.`zip.stage` = 'fit_counts'")
     assert run.info.run_id in out and run.info.status == "FINISHED"
     keys = set(run.data.metrics)
-    assert "zip.zero.g_T.b_.estimate" in keys and "zip.count.g_T.c_.estimate" in keys
+    assert "models.zip.zero.g_T.b_.estimate" in keys and "models.zip.count.g_T.c_.estimate" in keys
     assert all(re.fullmatch(r"[\w\-. /:]+", k) for k in keys)
 
 

@@ -1,0 +1,345 @@
+"""`fit_counts`' fits of users' counts: pure functions of one `FitData` and its fits.
+
+One path for every input: a column of counts is its histogram (the ones-design, K distinct
+values with their frequencies as weights), a formula is its design with its offsets; either
+may carry the user's frequency weights. `fit_families` fits the requested family (for the ZIP
+also its Poisson, so the likelihood-ratio and Vuong comparison stays) or all six by the
+float64 Newton oracle (`core.oracle.fit`), with per-row log-likelihoods, expected frequencies
+on rows chosen from the counts, Pearson's goodness-of-fit test, the comparison and (family
+"all") the recommendation. For the ZIP, `closed_form` adds the exact closed form with
+profile-likelihood intervals where the model is intercept-only, and `descend` fits it by
+gradient descent from seeded random starts (best kept), judged against the oracle in its
+standard errors (`descent_summary`).
+
+Descent. The intercept-only ZIP on a histogram runs on the sufficient-statistics engine
+(`core.descent.engine.fit_zip`, its fast path): starts π₀ ~ U(0.05, 0.95), λ₀ = (mean of
+the positive counts) × 4^U(−1, 1). Any other design runs on the design engine
+(`core.descent.design_engine.fit_designs`) with weights and offsets; with
+`fit_counts.standardize` every non-constant column is scaled to unit SD and centred where its
+part has an intercept (`scaling`), and every coefficient starts at N(guess, 0.5²) on that
+scale: guess = log(mean of the positive counts) − their mean count offset for the count
+intercept, 0 for every other coefficient (zero-part intercept 0: π = 1/2). A slope of 0.5 then
+moves log λ or logit π by 0.5 per SD of its column, whatever the covariates' units.
+Core and numpy only; no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from pipeline.core.errors import NotIdentifiableError
+from pipeline.core.histogram import Histogram
+from pipeline.core.inference import goodness, profile
+from pipeline.core.inference import intercept as intercept_tests
+from pipeline.core.inference.asymptotics import Interval, wald_or_profile
+from pipeline.core.inference.model_choice import Comparison, Recommendation, compare, recommend
+from pipeline.core.inference.model_tests import TITLES, vuong_statistics
+from pipeline.core.laws.count_cdf import binned_expected
+from pipeline.core.model import FAMILIES, FitData
+from pipeline.core.oracle.fit import OracleFit, fit_model
+from pipeline.core.oracle.mle import exact_mle
+from pipeline.core.oracle.terms import loglik_terms, zero_design
+
+START_SD = 0.5  # spread of the random starts per coefficient, on the standardised scale
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyFits:
+    """The fits of one `fit_families` call.
+
+    Attributes:
+        fits: family -> its `OracleFit`, or the reason its fit failed (a string).
+        ll: family -> (rows,) per-row log-likelihoods (fitted families).
+        expected: family -> expected frequency per frequency row (fitted families).
+        gof: family -> `gof_entry` (fitted families).
+        starts, observed: the frequency rows' lower edges and observed frequencies.
+        comparison: `model_choice.Comparison` of the fitted families.
+        recommendation: `model_choice.Recommendation` (family "all"), else None.
+    """
+
+    fits: dict
+    ll: dict
+    expected: dict
+    gof: dict
+    starts: np.ndarray
+    observed: np.ndarray
+    comparison: Comparison
+    recommendation: Recommendation | None
+
+    def fitted(self) -> dict[str, OracleFit]:
+        return {f: fit for f, fit in self.fits.items() if not isinstance(fit, str)}
+
+
+def data_summary(data: FitData) -> dict:
+    """n, zeros, their share, mean, variance (n − 1) and max of the weighted counts."""
+    y, w = data.y, data.weights
+    n = float(w.sum())
+    mean = float(w @ y) / n
+    var = float(w @ (y - mean) ** 2) / (n - 1) if n > 1 else math.nan
+    zeros = float(w[y == 0].sum())
+    whole = float(n).is_integer() and float(zeros).is_integer()
+    return {"n": int(n) if whole else n, "zeros": int(zeros) if whole else zeros,
+            "zero_share": zeros / n, "mean": mean, "variance": var,
+            "max": int(y[w > 0].max())}  # fmt: skip
+
+
+def frequency_bins(data: FitData) -> tuple[np.ndarray, np.ndarray]:
+    """The table's row edges (`goodness.count_bins`) and the weighted frequency per row."""
+    values, inverse = np.unique(data.y, return_inverse=True)
+    freqs = np.bincount(inverse, weights=data.weights)
+    keep = freqs > 0
+    rounded = freqs.round()
+    # Whole frequencies stay integers (the table prints them so); fractional weights stay.
+    freqs = rounded.astype(np.int64) if np.allclose(freqs, rounded, rtol=0, atol=1e-9) else freqs
+    starts = goodness.count_bins(values[keep], freqs[keep])
+    return starts, goodness.bin_observed(values[keep], freqs[keep], starts)
+
+
+def gof_entry(observed, expected, parameters: int) -> dict:
+    """Pearson's test of one model over the frequency rows (`goodness.pearson_test`) as a dict:
+    statistic, df, p_value, log10_p_value, groups, parameters, poor_reference, reference."""
+    test = goodness.pearson_test(observed, expected, parameters)
+    return {**test._asdict(), "reference": f"chi2({test.df})"}
+
+
+def fit_family(family: str, data: FitData, starts, observed) -> dict:
+    """One family: its fit, per-row log-likelihoods, expected rows and Pearson's test.
+
+    Returns:
+        {"fit", "ll", "expected", "gof"}, or {"error": why} when the fit or one of its
+        summaries failed (a bad design for this family, a numerical failure).
+
+    Raises:
+        NotIdentifiableError: every count is zero (no family is identifiable then).
+    """
+    try:
+        fit = fit_model(family, data)
+        ll = loglik_terms(family, data, fit.params)
+        expected = binned_expected(family, *_offset_columns(fit, data), starts, data.weights)
+    except NotIdentifiableError:
+        raise
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
+        return {"error": f"{type(err).__name__}: {err}"}
+    return {"fit": fit, "ll": ll, "expected": expected,
+            "gof": gof_entry(observed, expected, fit.n_params)}  # fmt: skip
+
+
+def _offset_columns(fit: OracleFit, data: FitData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, Z, params) with each part's offset as one more column whose coefficient is 1: the
+    same linear predictors, so every law of `core.laws` takes offsets unchanged."""
+    X, Z = data.X, zero_design(fit.family, data)
+    gamma, rest = fit.params[: fit.q], fit.params[fit.q + X.shape[1] :]
+    beta = fit.params[fit.q : fit.q + X.shape[1]]
+    if Z.shape[1] and data.offset_z.any():
+        Z, gamma = np.column_stack([Z, data.offset_z]), np.r_[gamma, 1.0]
+    if data.offset_x.any():
+        X, beta = np.column_stack([X, data.offset_x]), np.r_[beta, 1.0]
+    return X, Z, np.concatenate([gamma, beta, rest])
+
+
+def families_for(family: str) -> tuple[str, ...]:
+    """The families fitted for `--family family`: all six, the ZIP with its Poisson, or one."""
+    if family == "all":
+        return FAMILIES
+    return ("zip", "poisson") if family == "zip" else (family,)
+
+
+def fit_families(data: FitData, family: str, level: float) -> FamilyFits:
+    """Fit, compare and (family "all") recommend.
+
+    Args:
+        data: the rows, designs, weights and offsets.
+        family: "all" or one of `core.model.FAMILIES`.
+        level: coverage; tests at 1 − level.
+
+    Returns:
+        The `FamilyFits`; `fits` holds a reason string for a family whose fit failed.
+
+    Raises:
+        NotIdentifiableError: every count is zero.
+        ValueError: no family could be fitted (its message names each reason).
+    """
+    starts, observed = frequency_bins(data)
+    results = {f: fit_family(f, data, starts, observed) for f in families_for(family)}
+    ok = {f: r for f, r in results.items() if "error" not in r}
+    if not ok:
+        why = "; ".join(f"{TITLES[f]}: {r['error']}" for f, r in results.items())
+        raise ValueError(f"no count family could be fitted ({why})")
+    comparison = compare({f: r["fit"] for f, r in ok.items()}, {f: r["ll"] for f, r in ok.items()},
+                         data.weights, float(data.weights.sum()), data.Z.shape[1],
+                         intercept_only=data.intercept_only)  # fmt: skip
+    gof = {f: r["gof"] for f, r in ok.items()}
+    rec = recommend(comparison, gof, level) if family == "all" else None
+    return FamilyFits(
+        fits={f: r.get("fit", r.get("error")) for f, r in results.items()},
+        ll={f: r["ll"] for f, r in ok.items()},
+        expected={f: r["expected"] for f, r in ok.items()},
+        gof=gof, starts=starts, observed=observed, comparison=comparison, recommendation=rec,
+    )  # fmt: skip
+
+
+def zip_vuong(fits: FamilyFits, data: FitData) -> tuple[dict, bool]:
+    """Vuong's z of the ZIP against its Poisson, raw and AIC/BIC-corrected (pscl's `vuong`),
+    shown with its caveat: the pair is nested on the boundary π = 0, where the test is not
+    valid (`model_choice.compare` never runs it on such a pair).
+
+    Returns:
+        ({"raw", "aic", "bic"} -> `Test` as dicts, identical).
+    """
+    extra = fits.fits["zip"].n_params - fits.fits["poisson"].n_params
+    tests, identical = vuong_statistics(fits.ll["zip"], fits.ll["poisson"], data.weights, extra)
+    return {k: t._asdict() for k, t in tests.items()}, identical
+
+
+def histogram_of(data: FitData) -> Histogram | None:
+    """The histogram of intercept-only data whose weights are whole numbers, else None."""
+    if not data.intercept_only:
+        return None
+    w = data.weights
+    if not np.allclose(w, w.round(), rtol=0, atol=1e-9):
+        return None
+    values, inverse = np.unique(data.y.astype(np.int64), return_inverse=True)
+    freqs = np.bincount(inverse, weights=w).round().astype(np.int64)
+    keep = freqs > 0
+    return Histogram(values[keep], freqs[keep])
+
+
+def interval_entry(iv: Interval) -> dict:
+    """The interval a parameter gets: limits, method and why not Wald."""
+    return {"lower": iv.lower, "upper": iv.upper, "method": iv.method, "reason": iv.reason}
+
+
+def closed_form(hist: Histogram, level: float, lr_p: float) -> dict:
+    """The intercept-only ZIP and Poisson in closed form, with Wald and profile intervals.
+
+    Each parameter gets the interval `asymptotics.wald_or_profile` chooses ("interval", with
+    the reason when it is not Wald; "wald" is None then).
+
+    Args:
+        hist: the counts.
+        level: interval coverage.
+        lr_p: the likelihood-ratio p-value of π = 0 (decides the π interval at the boundary).
+
+    Returns:
+        {"zip": π̂, λ̂, SEs on both scales, boundary, wald, profile, interval;
+         "poisson": λ̂ and the same; "notes": [...]}.
+    """
+    mle, pois, n = exact_mle(hist), intercept_tests.fit_poisson(hist), hist.n
+    prof = profile.profile_intervals(hist, mle, level)
+    prof_pois = profile.poisson_interval(n, float(hist.total), level)
+    ivs = {
+        "pi": wald_or_profile(
+            mle.pi, mle.se_pi, level, prof["pi"], lo=0.0, hi=1.0, null=0.0, null_p=lr_p
+        ),  # fmt: skip
+        "lambda": wald_or_profile(mle.lam, mle.se_lam, level, prof["lambda"], lo=0.0),
+    }
+    iv_pois = wald_or_profile(pois.lam, pois.se_lam, level, prof_pois, lo=0.0)
+    notes = []
+    if mle.boundary:
+        zeros = int(hist.freqs[hist.values == 0].sum())
+        expected = n * math.exp(-pois.lam)
+        notes.append(
+            f"{zeros} zeros observed, {expected:.1f} expected under a Poisson with the same "
+            "mean: no excess zeros, so the MLE is on the boundary pi = 0, lambda = mean (the "
+            "ZIP reduces to the Poisson; LR statistic 0, p = 1; the lower limits for pi are 0)"
+        )  # fmt: skip
+    return {
+        "zip": {"pi": mle.pi, "lambda": mle.lam, "se_pi": mle.se_pi, "se_lambda": mle.se_lam,
+                "se_logit_pi": mle.se_logit_pi, "se_log_lambda": mle.se_log_lam,
+                "boundary": mle.boundary, "nll": mle.nll,
+                "wald": {key: iv.wald for key, iv in ivs.items()}, "profile": prof,
+                "interval": {key: interval_entry(iv) for key, iv in ivs.items()}},
+        "poisson": {"lambda": pois.lam, "se_lambda": pois.se_lam, "nll": pois.nll,
+                    "wald": {"lambda": iv_pois.wald}, "profile": {"lambda": prof_pois},
+                    "interval": {"lambda": interval_entry(iv_pois)}},
+        "notes": notes,
+    }  # fmt: skip
+
+
+def scaling(M: np.ndarray, standardize: bool) -> np.ndarray:
+    """(k, k) T such that M T has standardised columns and M beta = (M T) T^-1 beta.
+
+    Non-constant columns are scaled to unit SD and, when M has an all-ones column, centred
+    (the intercept absorbs the means); an original-scale coefficient vector is T times the
+    fitting-scale one. Identity when `standardize` is False.
+    """
+    T = np.eye(M.shape[1])
+    if not standardize:
+        return T
+    ones, sd = (M == 1).all(0), M.std(0)
+    slope = np.flatnonzero(~ones & (sd > 0))
+    T[slope, slope] = 1.0 / sd[slope]
+    if ones.any():
+        T[int(np.argmax(ones)), slope] = -M.mean(0)[slope] / sd[slope]
+    return T
+
+
+def design_starts(data: FitData, rng: np.random.Generator, inits: int) -> np.ndarray:
+    """`inits` random starts [gamma, beta] on the fitting scale (see the module docstring).
+
+    Args:
+        data: the data (a positive count among the rows with weight: the oracle checked).
+        rng: the `fit_counts` stream of the seed tree.
+        inits: number of starts.
+
+    Returns:
+        (inits, q + p) array.
+    """
+    pos = (data.y > 0) & (data.weights > 0)
+    w = data.weights[pos]
+    guess = float(np.log(w @ data.y[pos] / w.sum()) - w @ data.offset_x[pos] / w.sum())
+    parts = []
+    for M, centre_value in ((data.Z, 0.0), (data.X, guess)):
+        centre = np.zeros(M.shape[1])
+        centre[(M == 1).all(0)] = centre_value  # the intercept, if the part has one
+        parts.append(rng.normal(centre, START_SD, (inits, M.shape[1])))
+    return np.concatenate(parts, axis=1)
+
+
+def descent_summary(result, reference: float | None, oracle: OracleFit, names: dict,
+                    fc) -> dict:  # fmt: skip
+    """The kept start (lowest final NLL) against the Newton oracle, in its standard errors.
+
+    Args:
+        result: `descend`'s `FitResult`.
+        reference: the engine's mean NLL at the oracle's estimate, or None (the oracle's).
+        oracle: the ZIP's `OracleFit`.
+        names: {"zero": q names, "count": p names} of the oracle's parameters.
+        fc: the `fit_counts` settings.
+
+    Returns:
+        A dict of numbers and words: status, steps, nll_gap, max_se_error and its term, the
+        kept start's estimates per part.
+    """
+    best = int(np.argmin(np.where(np.isfinite(result.nll), result.nll, np.inf)))
+    theta = np.asarray(result.params[best], float)
+    reference = oracle.nll if reference is None else reference
+    gap = float(result.nll[best] - reference)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        errors = np.abs(theta - oracle.params) / oracle.se
+    finite = np.where(np.isfinite(errors), errors, -np.inf)
+    worst = int(np.argmax(finite))
+    q = oracle.q
+    zero, count = list(names["zero"][:q]), list(names["count"])
+    labels = [f"zero: {n}" for n in zero] + [f"count: {n}" for n in count]
+    status = [str(s) for s in result.status]
+    pi = float(result.pi[best]) if q == 1 else math.nan
+    whole = {"pi": pi, "lambda": float(result.lam[best])} if len(theta) == 2 else {}
+    # Intercept-only, the oracle's pi -> 0 (separation of the zero part) is the boundary MLE.
+    boundary = oracle.status == "separated" or not np.isfinite(oracle.gamma).all()
+    return {**whole,
+        "optimizer": fc.optimizer, "lr": fc.lr, "inits": fc.inits, "max_steps": fc.max_steps,
+        "standardize": fc.standardize, "best": best, "status": status[best],
+        "steps": int(result.steps[best]), "nll": oracle.nll + gap, "nll_gap": gap,
+        "max_se_error": float(errors[worst]) if np.isfinite(finite[worst]) else math.nan,
+        "worst_term": labels[worst],
+        "converged_inits": status.count("converged"), "diverged_inits": status.count("diverged"),
+        "zero": dict(zip(zero, map(float, theta[:q]))),
+        "count": dict(zip(count, map(float, theta[q:]))),
+        # On the boundary the optimum is logit(pi) = -inf: descent can only approach it.
+        "towards_boundary": bool(whole and boundary
+                                 and pi < 0.5 * float(np.min(result.history_pi[:, 0]))),
+    }  # fmt: skip
