@@ -21,7 +21,8 @@ class Combined:
 
     Scenarios differ in their columns: each part is zero-padded to the widest scenario's, and
     a zero column with a zero start keeps a zero gradient and a zero coefficient under every
-    optimizer, so a padded fit follows exactly its own scenario's path. One call instead of
+    optimizer, so a padded fit follows exactly its own scenario's path (likewise a scenario
+    without an exposure gets a zero count offset when another has one). One call instead of
     one per scenario × variant saves the engine's per-step overhead, which dominates at the
     study's sizes (measured: ~1.5 ms per step whatever the batch).
 
@@ -57,12 +58,14 @@ def _combine(problems, variants, device: str, family: str) -> Combined:
     q_max = max(_sizes(pr)[0] for pr in problems)
     p_max = max(_sizes(pr)[1] for pr in problems)
     k = _sizes(problems[0])[2]
-    Xs, Zs, ys, flags, index, starts, groups = [], [], [], [], [], [], []
+    Xs, Zs, ys, flags, index, starts, groups, offsets = [], [], [], [], [], [], [], []
     for standardize in variants:
         for pr in problems:
             q, p, _ = _sizes(pr)
             base, first = len(Xs), sum(len(s) for s in starts)
-            for X, Z, y in pr.arrays:
+            for d, (X, Z, y) in enumerate(pr.arrays):
+                offsets.append(np.zeros(len(y)) if pr.count_offsets is None
+                               else pr.count_offsets[d])  # fmt: skip
                 Xs.append(np.pad(X, ((0, 0), (0, p_max - p))))
                 Zs.append(np.pad(Z, ((0, 0), (0, q_max - q))))
                 ys.append(y)
@@ -73,7 +76,12 @@ def _combine(problems, variants, device: str, family: str) -> Combined:
             starts.append(padded)
             index.append(pr.fits["dataset"].to_numpy() + base)
             groups.append((pr, standardize, slice(first, first + len(padded)), cols))
-    return Combined(stack_designs(Xs, Zs, ys, device=device), np.array(flags),
+    # Offsets only where a problem has one (an exposure): a zero offset adds exactly nothing,
+    # but without any the engine takes no offset at all, as before exposures existed.
+    with_offsets = any(pr.count_offsets is not None for pr in problems)
+    data = stack_designs(Xs, Zs, ys, count_offsets=offsets if with_offsets else None,
+                         device=device)  # fmt: skip
+    return Combined(data, np.array(flags),
                     np.concatenate(index), np.vstack(starts), tuple(groups),
                     family)  # fmt: skip
 

@@ -6,6 +6,9 @@ covariates, mapped to the original scale, so a start means the same whatever the
 units and the raw and standardised fits of a dataset start from the same point. The draws come
 from the `inits` stream of the seed tree, keyed by scenario and replicate.
 
+A scenario with an exposure t fits with log t as the count part's offset, in the engine and in
+the standard errors, as its oracle was fitted by the data stage.
+
 The judge of a fit is its dataset's Newton oracle (`core.oracle.fit`): the full-data NLL
 gap, and every parameter's error in oracle standard errors (log α excluded where its oracle
 is on the boundary α = 0: no SE there).
@@ -41,6 +44,7 @@ class RegProblem:
         oracle, oracle_se: (B, P) the oracle's estimate and SE of each fit's dataset.
         arrays: per dataset (X, Z, y) in numpy, for standard errors at the GD estimates.
         family: the scenario's count family (`core.laws.count_terms.FAMILIES`).
+        count_offsets: per dataset the (n,) count-part offset (log exposure), or None.
     """
 
     scenario: str
@@ -53,6 +57,7 @@ class RegProblem:
     oracle_se: np.ndarray
     arrays: tuple
     family: str = "zip"
+    count_offsets: tuple | None = None
 
 
 def matrices(rows: pl.DataFrame, x_names, z_names):
@@ -101,7 +106,8 @@ def standard_starts(X, Z, k: int, sd: float, rng: np.random.Generator) -> np.nda
 
 
 def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, seed: int,
-                      cfg, device: str = "cpu") -> RegProblem | None:  # fmt: skip
+                      cfg, device: str = "cpu",
+                      offset: str | None = None) -> RegProblem | None:  # fmt: skip
     """The fits of one regression scenario, or None when no dataset's oracle converged.
 
     Args:
@@ -111,6 +117,8 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
         seed: `params.seed`.
         cfg: `sweep.regression` (inits, init_sd).
         device: torch device of the designs.
+        offset: the column holding the scenario's exposure t (log t is the count part's
+            offset), or None.
     """
     mine = summary.filter(pl.col("scenario") == scenario).sort("replicate", maintain_order=True)
     first = mine.filter(pl.col("replicate") == mine["replicate"].min())
@@ -121,9 +129,12 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
     dispersion = [t for p, t in names if p == "dispersion"]
     usable = pl.col("oracle_status").is_in(["converged", "boundary"])
     good = mine.filter(usable)["replicate"].unique().sort()
-    Xs, Zs, ys, fit_rows, starts, oracle, oracle_se = [], [], [], [], [], [], []
+    Xs, Zs, ys, fit_rows, starts, oracle, oracle_se, offsets = [], [], [], [], [], [], [], []
     for d, rep in enumerate(good.to_list()):
-        X, Z, y = matrices(rows.filter(pl.col("replicate") == rep), x_names, z_names)
+        mine_rows = rows.filter(pl.col("replicate") == rep)
+        X, Z, y = matrices(mine_rows, x_names, z_names)
+        if offset is not None:
+            offsets.append(np.log(mine_rows[offset].to_numpy().astype(float)))
         est = mine.filter(pl.col("replicate") == rep)
         Xs.append(X), Zs.append(Z), ys.append(y)
         seq = seeds.stream(seed, "inits", seeds.name_key(scenario), rep)
@@ -143,7 +154,7 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
         return None
     return RegProblem(
         scenario=scenario,
-        data=stack_designs(Xs, Zs, ys, device=device),
+        data=stack_designs(Xs, Zs, ys, count_offsets=offsets or None, device=device),
         names=names,
         truth=first["truth"].to_numpy(),
         fits=pl.DataFrame(fit_rows),
@@ -152,13 +163,15 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
         oracle_se=np.array(oracle_se),
         arrays=tuple(zip(Xs, Zs, ys)),
         family=family,
+        count_offsets=tuple(offsets) if offset is not None else None,
     )
 
 
-def _se_at(problem: RegProblem, X, Z, y, params) -> np.ndarray:
+def _se_at(problem: RegProblem, X, Z, y, params, offset=None) -> np.ndarray:
     """Standard errors from the observed information at any point (NaN where singular)."""
     with np.errstate(all="ignore"):
-        _, _, hess = gradient_hessian(problem.family, fit_data(X, Z, y), params)
+        data = fit_data(X, Z, y, offset_x=offset)
+        _, _, hess = gradient_hessian(problem.family, data, params)
         inv = inverse(-hess)
         cov = np.full_like(hess, np.nan) if inv is None else inv
         return np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
@@ -198,7 +211,8 @@ def reg_tables(problem: RegProblem, result, standardize: bool, batch_size: int |
     for b in range(len(dataset)):
         if result.status[b] == "diverged" or not np.isfinite(result.params[b]).all():
             continue
-        se_gd[b] = _se_at(problem, *problem.arrays[dataset[b]], result.params[b])
+        offset = None if problem.count_offsets is None else problem.count_offsets[dataset[b]]
+        se_gd[b] = _se_at(problem, *problem.arrays[dataset[b]], result.params[b], offset)
     B = len(dataset)
     coefs = pl.DataFrame({
         "fit": np.repeat(np.arange(B), P),

@@ -172,6 +172,7 @@ def reg_findings(
     *,
     max_steps: int,
     level: float,
+    exposures: dict[str, str] | None = None,
 ) -> list[str]:
     """Per regression scenario, where GD recovers the oracle and where it does not.
 
@@ -181,6 +182,8 @@ def reg_findings(
         recovery: `reg_recovery_table`.
         max_steps: the step budget of each fit.
         level: the Wald intervals' nominal coverage.
+        exposures: the scenarios with an exposure t, each in words (e.g. `time ~ U(0.5, 2)`):
+            their bullet says that log t is the count part's offset (optional).
 
     Returns:
         Markdown list lines: one bullet per scenario, details as sub-bullets.
@@ -191,6 +194,10 @@ def reg_findings(
         rows = optimisation.filter(pl.col("scenario") == b["scenario"])
         rec = recovery.filter(pl.col("scenario") == b["scenario"])
         head = f"- **{b['scenario']}**"
+        exposure = (exposures or {}).get(b["scenario"])
+        if exposure:
+            head += (f" [exposure: {exposure}, its log the count part's offset in the data, "
+                     "the oracle and GD alike]")  # fmt: skip
         if rec.height:
             left_out = rec["excluded"][0]
             head += f" ({rec['datasets'][0]} datasets, {rec.height} coefficients"

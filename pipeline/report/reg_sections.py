@@ -108,13 +108,22 @@ def coefficient_table(recovery: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(recovery.select("gd_err_mean", "gd_err_max"))
 
 
+def heading(name: str, family: str | None = None, exposure: str | None = None) -> str:
+    """A scenario's heading, e.g. `### visits (ZIP; exposure: time ~ U(0.5, 2), its log the
+    count part's offset)`."""
+    said = [FAMILY_NAMES.get(family, family)] if family else []
+    if exposure:
+        said.append(f"exposure: {exposure}, its log the count part's offset")
+    return f"### {name}" + (f" ({'; '.join(said)})" if said else "")
+
+
 def _scenario(name, optimisation, recovery, *, multi: bool, level: float,
-              family: str | None = None) -> list[str]:  # fmt: skip
+              family: str | None = None, exposure: str | None = None) -> list[str]:  # fmt: skip
     rows = optimisation.filter(pl.col("scenario") == name)
     cols = [c for c in OPTIMISATION_COLUMNS if multi or c != "optimizer"]
     full = rows.filter(pl.col("batch_size").is_null())
     mini = rows.filter(pl.col("batch_size").is_not_null())
-    parts = [f"### {name}" + (f" ({FAMILY_NAMES.get(family, family)})" if family else ""), ""]
+    parts = [heading(name, family, exposure), ""]
     if full.height:
         shown = full.select(c for c in cols if c != "batch_size")
         parts += ["Full batch:", "", markdown_table(shown), ""]
@@ -145,6 +154,7 @@ def reg_sections(
     level: float,
     figure: str | None = FIGURE,
     families: dict[str, str] | None = None,
+    exposures: dict[str, str] | None = None,
 ) -> str:
     """The "## Regression scenarios" part of `reports/recovery.md`.
 
@@ -156,6 +166,8 @@ def reg_sections(
         level: the Wald intervals' nominal coverage.
         figure: the figure's file name under `figures/`, or None for no figure.
         families: each scenario's count family, for the headings (optional).
+        exposures: the scenarios with an exposure, each in words (`ExposureSpec.describe`),
+            for the headings and the findings (optional).
 
     Returns:
         Markdown text (ends with a newline).
@@ -179,12 +191,15 @@ def reg_sections(
         "",
         "### Summary (generated from the numbers below)",
         "",
-        *reg_findings(optimisation, best, recovery, max_steps=max_steps, level=level),
+        *reg_findings(
+            optimisation, best, recovery, max_steps=max_steps, level=level, exposures=exposures
+        ),
         "",
     ]
     for name in best["scenario"].to_list():
         parts += _scenario(name, optimisation, recovery, multi=multi, level=level,
-                           family=(families or {}).get(name))  # fmt: skip
+                           family=(families or {}).get(name),
+                           exposure=(exposures or {}).get(name))  # fmt: skip
     if figure:
         parts += [f"![{figure}](figures/{figure})", "", CAPTION, ""]
     return "\n".join(parts)

@@ -72,9 +72,12 @@ def aggregate_regression(params: config.Params, workdir: Path, inputs, stamp: st
     shown = [s for s in order if s in set(optimisation["scenario"])]
     rp.save(reg_sections.reg_error_vs_lr(optimisation, shown), layout.figures / reg_sections.FIGURE)
     written.append(layout.figures / reg_sections.FIGURE)
-    families = {s.name: s.family for s in params.data.regression.scenarios}
+    scenarios = params.data.regression.scenarios
+    families = {s.name: s.family for s in scenarios}
+    exposures = {s.name: s.exposure.describe() for s in scenarios if s.exposure is not None}
     text = reg_sections.reg_sections(optimisation, best, recovery, max_steps=params.fit.max_steps,
-                                     level=params.report.level, families=families)  # fmt: skip
+                                     level=params.report.level, families=families,
+                                     exposures=exposures)  # fmt: skip
     return {"optimisation": optimisation, "best": best, "recovery": recovery, "text": text,
             "files": written}  # fmt: skip
 

@@ -2,7 +2,8 @@
 
 Intercept-only scenarios (`Scenario`: pi, lambda) and count-regression scenarios of any
 family (`RegressionScenario`: coefficients of the count and zero parts over simulated
-covariates, `CovariateSpec`, and the NB dispersion) with their sizes (`DataConfig`,
+covariates, `CovariateSpec`, the NB dispersion, and optionally an exposure, `ExposureSpec`)
+with their sizes (`DataConfig`,
 `RegressionData`). `config` builds and validates them with the rest of `Params`; each
 problem is one line naming the key path.
 """
@@ -13,8 +14,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.core.simulation.covariates import INTERCEPT, Covariate, check_covariates, columns
-from pipeline.stages.params_file import check_name, fail, key_text
+from pipeline.core.simulation.covariates import (
+    INTERCEPT,
+    Covariate,
+    check_covariates,
+    check_exposure,
+    columns,
+)
+from pipeline.stages.params_file import as_raw, check_name, fail, key_text
 
 MAX_N = 10**10  # counts per dataset: 1e10 int64 counts are ~10 GB of parquet and hours to draw
 MAX_REPLICATES = 10_000
@@ -61,6 +68,32 @@ class CovariateSpec:
         return Covariate(**{f: getattr(self, f) for f in self.__dataclass_fields__})
 
 
+@dataclass(frozen=True)
+class ExposureSpec:
+    """A scenario's exposure t (time at risk, area): drawn after the covariates, stored as the
+    column `name`, and log t added to the count part's linear predictor with coefficient 1.
+
+    Only the count part: an exposure scales the rate of events, log μ = x'β + log t, while the
+    zero part describes the unit (never at risk, or past the hurdle) and is not proportional
+    to how long it was watched; an offset there would fix the coefficient of log t in a logit
+    at 1, a law no exposure produces."""
+
+    dist: Literal["uniform"]
+    low: float
+    high: float
+    name: str = "exposure"
+
+    def check(self, path: str) -> None:
+        check_name(f"{path}.name", self.name)
+
+    def covariate(self) -> Covariate:
+        return Covariate(name=self.name, dist=self.dist, low=self.low, high=self.high)
+
+    def describe(self) -> str:
+        """The exposure in words, e.g. `exposure ~ U(0.5, 2)`."""
+        return f"{self.name} ~ U({self.low:g}, {self.high:g})"
+
+
 Family = Literal["poisson", "nb", "zip", "zinb", "hurdle_poisson", "hurdle_nb"]
 
 
@@ -69,7 +102,10 @@ class RegressionScenario:
     """A count regression of one family (`core.laws.count_terms`): log mean = x'beta (`count`),
     and where the family has a zero part, z'gamma (`zero`) = logit pi (zip, zinb: pi the
     probability of a structural zero) or logit P(Y > 0) (hurdles); NB families have the
-    dispersion alpha (variance mu + alpha mu^2)."""
+    dispersion alpha (variance mu + alpha mu^2). With an `exposure` t, log mean = x'beta + log t.
+
+    `exposure` is left out of the params hash when absent (`omit_none`), so params without one
+    hash, and stamp their data, as before the key existed."""
 
     name: str
     count: dict
@@ -77,6 +113,7 @@ class RegressionScenario:
     covariates: tuple[CovariateSpec, ...] = ()
     family: Family = "zip"
     dispersion: float | None = None
+    exposure: ExposureSpec | None = field(default=None, metadata={"omit_none": True})
 
     def check(self, path: str) -> None:
         check_name(f"{path}.name", self.name)
@@ -85,6 +122,11 @@ class RegressionScenario:
             check_covariates(covs)
         except ValueError as err:
             fail(f"{path}.covariates", str(err), [c.name for c in self.covariates])
+        if self.exposure is not None:
+            try:
+                check_exposure(self.exposure.covariate(), covs)
+            except ValueError as err:
+                fail(f"{path}.exposure", str(err), as_raw(self.exposure))
         known = (INTERCEPT, *columns(covs))
         nb = self.family in ("nb", "zinb", "hurdle_nb")
         if nb and (isinstance(self.dispersion, bool) or self.dispersion is None
@@ -112,6 +154,11 @@ class RegressionScenario:
 
     def part_coefficients(self, part: str) -> dict[str, float]:
         return {k: float(v) for k, v in getattr(self, part).items()}
+
+    @property
+    def offset_column(self) -> str | None:
+        """The stored column whose log is the count part's offset, or None."""
+        return None if self.exposure is None else self.exposure.name
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 
 Each dataset draws from its own stream of the seed tree, `seeds.stream(seed, "data",
 name_key(scenario), replicate)` (names are unique across both kinds of scenario): child 0
-draws the covariates, child 1 the counts of the scenario's family (`core.simulation.design` for the
-ZIP,
-`core.laws.count_dists` for the others). Every replicate of a scenario goes to
-`data/regression/<scenario>.parquet`; the oracle's fit of each dataset (`core.oracle.fit`) to
-`data/reg_summary.parquet`, one row per parameter:
+draws the covariates (then a scenario's exposure t, after them, so a scenario without one draws
+as before exposures existed), child 1 the counts of the scenario's family
+(`core.simulation.design` for the ZIP, `core.laws.count_dists` for the others). Every replicate
+of a scenario goes to `data/regression/<scenario>.parquet` (the exposure a column of its own,
+its log the count part's offset in the draw and in the oracle's fit); the oracle's fit of each
+dataset (`core.oracle.fit`) to `data/reg_summary.parquet`, one row per parameter:
 zero part, count part, then the NB families' log dispersion (`store.reg_data`).
 """
 
@@ -31,7 +32,9 @@ PARTS = ("zero", "count")  # parameter order everywhere: zero part (gamma) first
 
 
 def simulate(params, index: int, replicate: int):
-    """One regression dataset: (covariate columns, X, x_names, beta, Z, z_names, gamma, y).
+    """One regression dataset: (covariate columns, X, x_names, beta, Z, z_names, gamma, y,
+    seed label, count offset); the columns include the exposure and the offset is its log
+    (None without an exposure).
 
     Raises:
         UserError: the true rates or zero probabilities leave the usable range somewhere in
@@ -41,36 +44,41 @@ def simulate(params, index: int, replicate: int):
     scenario = reg.scenarios[index]
     seq = seeds.stream(params.seed, "data", seeds.name_key(scenario.name), replicate)
     cov_rng, count_rng = seeds.children(seq, 2)
-    values = draw_covariates([c.covariate() for c in scenario.covariates], reg.n, cov_rng)
+    covs = [c.covariate() for c in scenario.covariates]
+    if scenario.exposure is not None:  # drawn last: the covariates' draws stay as they were
+        covs.append(scenario.exposure.covariate())
+    values = draw_covariates(covs, reg.n, cov_rng)
+    offset = None if scenario.exposure is None else np.log(values[scenario.offset_column])
     X, x_names, beta = design.design_matrix(values, scenario.part_coefficients("count"), n=reg.n)
     if family_of(scenario.family).zero:
         zero = scenario.part_coefficients("zero")
         Z, z_names, gamma = design.design_matrix(values, zero, n=reg.n)
     else:
         Z, z_names, gamma = np.zeros((reg.n, 0)), [], np.zeros(0)
-    problem = design.linear_predictor_problem(X @ beta, Z @ gamma)
+    eta = X @ beta if offset is None else X @ beta + offset
+    problem = design.linear_predictor_problem(eta, Z @ gamma)
     if problem:
         raise UserError(
             f"data.regression.scenarios[{index}] ({scenario.name}), replicate {replicate}: "
             f"{problem}; change its coefficients or covariates"
         )
     if scenario.family == "zip":
-        y = design.simulate_counts(X, Z, beta, gamma, count_rng)
+        y = design.simulate_counts(X, Z, beta, gamma, count_rng, count_offset=offset)
     else:
         log_alpha = None if scenario.dispersion is None else math.log(scenario.dispersion)
-        y = count_dists.sample_counts(scenario.family, count_rng, s=Z @ gamma, eta=X @ beta,
+        y = count_dists.sample_counts(scenario.family, count_rng, s=Z @ gamma, eta=eta,
                                       log_alpha=log_alpha)  # fmt: skip
-    return values, X, x_names, beta, Z, z_names, gamma, y, seeds.label(seq)
+    return values, X, x_names, beta, Z, z_names, gamma, y, seeds.label(seq), offset
 
 
-def _oracle(family: str, X, Z, y):
-    """(estimates, SEs, fit) in parameter order."""
-    fit = fit_model(family, fit_data(X, Z, y))
+def _oracle(family: str, X, Z, y, offset=None):
+    """(estimates, SEs, fit) in parameter order; `offset`: the count part's, or None."""
+    fit = fit_model(family, fit_data(X, Z, y, offset_x=offset))
     return list(fit.params), list(fit.se), fit
 
 
 def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth,
-                family: str = "zip") -> list[dict]:  # fmt: skip
+                family: str = "zip", offset=None) -> list[dict]:  # fmt: skip
     """The summary rows of one dataset: one per parameter, zero part first, log α last.
 
     Args:
@@ -78,6 +86,7 @@ def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth,
         X, Z, y: its designs and counts.
         names: ((part, term), ...) in parameter order; `truth` the true values in that order.
         family: the scenario's family (`core.model.FAMILIES`).
+        offset: (n,) the count part's offset (log exposure), or None.
 
     Returns:
         Dicts with the oracle's estimate and SE (NaN when every count is zero; log α = −inf
@@ -87,7 +96,7 @@ def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth,
             "n": len(y), "zero_share": float((y == 0).mean()),
             "mean": float(y.mean())}  # fmt: skip
     try:
-        est, se, fit = _oracle(family, X, Z, y)
+        est, se, fit = _oracle(family, X, Z, y, offset)
         state = {"oracle_nll": fit.nll, "oracle_status": fit.status,
                  "oracle_message": fit.message, "oracle_iterations": fit.iterations}  # fmt: skip
     except NotIdentifiableError as err:
@@ -118,7 +127,9 @@ def generate_regression(params, layout: files.Layout, stamp: str, bar=None) -> p
     for index, scenario in enumerate(reg.scenarios):
         frames = []
         for rep in range(reg.replicates):
-            values, X, x_names, beta, Z, z_names, gamma, y, seed = simulate(params, index, rep)
+            values, X, x_names, beta, Z, z_names, gamma, y, seed, offset = simulate(
+                params, index, rep
+            )
             frames.append(pl.DataFrame({"replicate": [rep] * reg.n, **values, "y": y}))
             names = [("zero", t) for t in z_names] + [("count", t) for t in x_names]
             truth = [*gamma, *beta]
@@ -126,7 +137,7 @@ def generate_regression(params, layout: files.Layout, stamp: str, bar=None) -> p
                 names.append(("dispersion", "log_alpha"))
                 truth.append(math.log(scenario.dispersion))
             rows += oracle_rows(scenario.name, rep, seed, X, Z, y, names, truth,
-                                scenario.family)  # fmt: skip
+                                scenario.family, offset)  # fmt: skip
             if bar is not None:
                 bar.update(1)
         files.write(pl.concat(frames), layout.reg_dataset(scenario.name), stamp)

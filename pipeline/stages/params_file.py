@@ -226,7 +226,10 @@ def parse_number(value: Any, path: str, problem: str) -> Any:
 def as_raw(obj: Any) -> Any:
     """A dataclass back to plain YAML-like data (keys as written in params.yaml)."""
     if dataclasses.is_dataclass(obj):
-        return {key_of(f): as_raw(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        # A field marked `omit_none` is left out while None: adding an optional key to a block
+        # leaves the hash of params that do not use it (and the stamps of their files) as it was.
+        return {key_of(f): as_raw(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_none") and getattr(obj, f.name) is None)}  # fmt: skip
     if isinstance(obj, tuple):
         return [as_raw(v) for v in obj]
     if isinstance(obj, dict):

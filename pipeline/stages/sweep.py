@@ -94,11 +94,12 @@ class Plan:
 
 def load_reg_problems(layout, params, cfg) -> tuple:
     """The regression scenarios' fits (those with at least one dataset the oracle fitted)."""
-    names = [s.name for s in params.data.regression.scenarios]
+    scenarios = params.data.regression.scenarios
     stamp = params.digest(*config.STAGE_BLOCKS["generate"])
-    summary, rows = reg_data.load_regression(layout, stamp, names)
-    built = (build_reg_problem(name, summary, rows[name], params.seed, cfg.regression,
-                               params.fit.device) for name in names)  # fmt: skip
+    summary, rows = reg_data.load_regression(layout, stamp, [s.name for s in scenarios])
+    built = (build_reg_problem(s.name, summary, rows[s.name], params.seed, cfg.regression,
+                               params.fit.device, offset=s.offset_column)
+             for s in scenarios)  # fmt: skip
     return tuple(p for p in built if p is not None)
 
 

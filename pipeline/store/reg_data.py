@@ -1,7 +1,8 @@
 """The regression scenarios' data on disk: one parquet file per scenario and a long summary.
 
 `data/regression/<scenario>.parquet` holds every replicate of a scenario: `replicate`, the
-design columns (`core.simulation.design.columns`, e.g. `age`, `health[poor]`) and the count `y`.
+design columns (`core.simulation.design.columns`, e.g. `age`, `health[poor]`), the exposure
+column where the scenario has one (its log the count part's offset), and the count `y`.
 `data/reg_summary.parquet` has one row per dataset × coefficient (part "zero" or "count",
 term, truth, the Newton oracle's estimate and SE, and the dataset's oracle NLL and status).
 Both are stamped with the data stage's params hash, like the intercept-only files.

@@ -1,5 +1,7 @@
 """The sweep's regression fits: starts, the combined batch, the tables of a variant."""
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
@@ -113,3 +115,48 @@ def test_tables_of_a_variant(problems):
     X, Z, y = matrices(pl.DataFrame({"replicate": [0], "x0": [1.5], "y": [2]}),
                        ["intercept", "x0"], ["intercept"])  # fmt: skip
     assert X.tolist() == [[1.0, 1.5]] and Z.tolist() == [[1.0]] and y.tolist() == [2]
+
+
+def exposed_frames(n: int = 400, seed: int = 5):
+    """A scenario with an exposure `t` ~ U(0.5, 4) (log t the count offset), 2 replicates."""
+    rng = np.random.default_rng(seed)
+    rows, summary = [], []
+    gamma, beta = np.r_[-1.0], np.r_[0.3, 0.4]
+    names = [("zero", "intercept"), ("count", "intercept"), ("count", "x0")]
+    for rep in range(2):
+        x, t = rng.normal(0, 1, n), rng.uniform(0.5, 4.0, n)
+        X, Z = np.column_stack([np.ones(n), x]), np.ones((n, 1))
+        gate = rng.random(n) < 1 / (1 + np.exp(-Z @ gamma))
+        y = np.where(gate, 0, rng.poisson(np.exp(X @ beta) * t))
+        rows.append(pl.DataFrame({"replicate": [rep] * n, "x0": x, "t": t, "y": y}))
+        summary += oracle_rows("exposed", rep, f"s{rep}", X, Z, y, names, [*gamma, *beta],
+                               offset=np.log(t))  # fmt: skip
+    return pl.concat(rows), pl.DataFrame(summary)
+
+
+def test_an_exposure_scenario_fits_with_its_offset_and_leaves_others_bitwise(problems):
+    rows, summary = exposed_frames()
+    exposed = build_reg_problem("exposed", summary, rows, seed=0, cfg=Cfg(), offset="t")
+    X, Z, y = exposed.arrays[0]
+    assert np.array_equal(
+        exposed.count_offsets[0], np.log(rows.filter(pl.col("replicate") == 0)["t"])
+    )
+    with_offset = fit_model("zip", fit_data(X, Z, y, offset_x=exposed.count_offsets[0]))
+    assert np.allclose(exposed.oracle[0], with_offset.params, atol=1e-12)
+    # GD with the offset reaches the oracle fitted with it (and its SEs at the estimate).
+    (combined,) = combine([exposed, problems[0]], (True,))
+    results = run_combined(combined, Fit, 0.1, "adam", None, 0)
+    fits, coefs, _ = reg_tables(exposed, results[0][2], True, None)
+    assert (fits["status"] == "converged").all() and fits["max_err_se"].max() < 0.01
+    assert np.allclose(coefs["se_gd"].to_numpy(), coefs["se_oracle"].to_numpy(), rtol=1e-5)
+    # Beside one with an exposure, a scenario without gets a zero offset, which adds exactly
+    # nothing: its fits follow bit for bit the path they follow with no offset at all.
+    wide = problems[0]
+    zeros = dataclasses.replace(wide, count_offsets=tuple(np.zeros(len(a[2])) for a in wide.arrays))
+    (plain,) = combine([wide], (True,))
+    (zeroed,) = combine([zeros], (True,))
+    assert plain.data.count_offset is None and zeroed.data.count_offset is not None
+    alone = run_combined(plain, Fit, 0.1, "adam", None, 0)[0][2]
+    offset = run_combined(zeroed, Fit, 0.1, "adam", None, 0)[0][2]
+    assert np.array_equal(offset.params, alone.params) and np.array_equal(offset.nll, alone.nll)
+    assert np.array_equal(offset.steps, alone.steps)

@@ -133,3 +133,17 @@ def test_figure_is_written(tmp_path):
     path = tmp_path / reg_sections.FIGURE
     figures.save(fig, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_scenario_with_an_exposure_says_so_in_heading_and_findings():
+    exposures = {"s": "years ~ U(0.5, 4)"}
+    lines = reg_findings(*tables(), max_steps=500, level=0.95, exposures=exposures)
+    assert lines[0].startswith(
+        "- **s** [exposure: years ~ U(0.5, 4), its log the count part's offset in the data, "
+        "the oracle and GD alike] (2 datasets"
+    )
+    assert all("exposure" not in line for line in findings())
+    text = reg_sections.reg_sections(*tables(), max_steps=500, level=0.95, figure=None,
+                                     families={"s": "zip"}, exposures=exposures)  # fmt: skip
+    assert "### s (ZIP; exposure: years ~ U(0.5, 4), its log the count part's offset)" in text
+    assert reg_sections.heading("s", "nb") == "### s (NB)"

@@ -3,7 +3,10 @@
 A scenario lists its covariates (`Covariate`); `check_covariates` rejects a bad list with one
 line naming the covariate and field; `draw_covariates` turns them into named float64 columns
 (a categorical becomes 0/1 dummies under treatment coding, its first level the reference,
-`columns`). `design` builds the two design matrices from these columns.
+`columns`). `design` builds the two design matrices from these columns. An exposure t (time
+at risk, area) is one more column, drawn like a covariate after them (`check_exposure`): its
+log enters the count part's linear predictor with coefficient 1 (an offset), no coefficient
+is fitted for it.
 
 Stream layout: covariates draw from the generator one after another in the order listed, so
 appending a covariate leaves the earlier columns unchanged. Pure numpy: no I/O, no module
@@ -144,6 +147,28 @@ def check_covariates(covariates: Sequence[Covariate]) -> None:
         names.add(cov.name)
         if cov.dist == "normal":
             normals.add(cov.name)
+
+
+EXPOSURE_DISTS = ("uniform",)  # laws whose draws are all > 0 (uniform with low > 0)
+
+
+def check_exposure(exposure: Covariate, covariates: Sequence[Covariate]) -> None:
+    """Reject an exposure that could be <= 0 or whose column clashes with a covariate's.
+
+    Args:
+        exposure: the exposure, drawn after `covariates`.
+        covariates: the scenario's covariates (checked with `check_covariates` first).
+
+    Raises:
+        ValueError: one line naming the problem: a dist not in `EXPOSURE_DISTS`, a uniform
+            with low <= 0 (log t must be finite), bad fields, or a name that clashes.
+    """
+    if exposure.dist not in EXPOSURE_DISTS:
+        raise ValueError(f"dist must be one of {', '.join(EXPOSURE_DISTS)} (an exposure is > 0), "
+                         f"got {exposure.dist!r}")  # fmt: skip
+    if not (_finite(exposure.low) and exposure.low > 0):
+        raise ValueError(f"low must be > 0 (log exposure is the offset), got {exposure.low}")
+    check_covariates([*covariates, exposure])
 
 
 def draw_covariates(

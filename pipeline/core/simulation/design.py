@@ -132,15 +132,23 @@ def linear_predictor_problem(eta: np.ndarray, s: np.ndarray) -> str | None:
 
 
 def simulate_counts(
-    X: np.ndarray, Z: np.ndarray, beta: np.ndarray, gamma: np.ndarray, rng: np.random.Generator
+    X: np.ndarray,
+    Z: np.ndarray,
+    beta: np.ndarray,
+    gamma: np.ndarray,
+    rng: np.random.Generator,
+    count_offset: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Draw ZIP-regression counts: 0 with probability sigmoid(Z gamma), else Poisson(exp(X beta)).
+    """Draw ZIP-regression counts: 0 with probability sigmoid(Z gamma), else
+    Poisson(exp(X beta + count_offset)).
 
     Args:
         X, beta: count-part design (n x k) and coefficients (k).
         Z, gamma: zero-part design (n x m) and coefficients (m).
         rng: consumed as n uniforms (the gates: u < pi is a structural zero), then n Poisson
             draws, one per row, gated rows included.
+        count_offset: (n,) added to the log rates (log exposure), or None (no offset: the
+            same draws as before offsets existed).
 
     Returns:
         int64 counts of length n.
@@ -155,7 +163,13 @@ def simulate_counts(
             f" gamma {gamma.shape} for Z {Z.shape}"
         )
     n = X.shape[0]
+    eta = X @ beta
+    if count_offset is not None:
+        count_offset = np.asarray(count_offset, np.float64)
+        if count_offset.shape != (n,) or not np.isfinite(count_offset).all():
+            raise ValueError(f"count_offset must be {n} finite values, got {count_offset.shape}")
+        eta = eta + count_offset
     gated = rng.random(n) < expit(Z @ gamma)
-    counts = rng.poisson(np.exp(X @ beta), n).astype(np.int64)
+    counts = rng.poisson(np.exp(eta), n).astype(np.int64)
     counts[gated] = 0
     return counts
