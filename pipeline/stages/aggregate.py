@@ -220,6 +220,16 @@ def log_stage(
     for path in result["files"]:
         folder = path.parent.relative_to(out).as_posix()
         tracker.log_artifact(run_id, path, "reports" if folder == "." else f"reports/{folder}")
+    layout = files.Layout(workdir)
+    inputs = {"fits": layout.fits("sweep").path, "histories": layout.histories("sweep").path,
+              "blog": layout.blog.path, "summary": layout.summary.path}  # fmt: skip
+    if result.get("regression") is not None:
+        inputs.update(reg_fits=layout.reg("fits").path, reg_coefs=layout.reg("coefs").path,
+                      reg_summary=layout.reg_summary.path)  # fmt: skip
+    tracker.log_inputs(run_id, inputs)
+    if tracker.invocation_run is not None:  # the invocation shows the report it produced
+        tracker.log_artifact(tracker.invocation_run, layout.report_text)
+    tracker.summary["fits"] = result["fits"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,12 +139,14 @@ class SweepConfig:
 @dataclass(frozen=True)
 class TrackingConfig:
     experiment: str = "zip-recovery"
+    fit_counts_experiment: str = "zip-fit-counts"
     log_fits: bool = True
     fit_plots: bool = True
     max_points: int = 100
 
     def check(self, path: str) -> None:
         check_name(f"{path}.experiment", self.experiment)
+        check_name(f"{path}.fit_counts_experiment", self.fit_counts_experiment)
         if self.max_points < 2:
             fail(f"{path}.max_points", "must be >= 2 (first and last step)", self.max_points)
 

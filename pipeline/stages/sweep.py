@@ -283,6 +283,7 @@ def _sweep(args, params, workdir: Path, stage: str, workers: int) -> int:
         ):
             start = time.perf_counter()
             study, todo = start_stage(tracker, stage_run, heartbeat, params, stage, where)
+            tracker.log_inputs(stage_run, data_inputs(files.Layout(workdir), params))
             count = min(workers, todo)  # a worker without a trial to run only costs memory
             plans = [Plan(str(args.params.resolve()), str(workdir), stage, where, study_name,
                           stage_run, i, count) for i in range(count)]  # fmt: skip
@@ -316,6 +317,16 @@ def lost_services(uri: str, storage_url: str):
             raise
         give_up_retries()
         raise ServiceLost(lost) from None
+
+
+def data_inputs(layout: files.Layout, params) -> dict[str, Path]:
+    """The data stage's files a sweep reads, by dataset name (`Tracker.log_inputs`)."""
+    paths = {"summary": layout.summary.path, "histograms": layout.histograms.path}
+    if params.data.regression.scenarios:
+        paths["reg_summary"] = layout.reg_summary.path
+        for s in params.data.regression.scenarios:
+            paths[f"regression/{s.name}"] = layout.reg_dataset(s.name).path
+    return paths
 
 
 def max_workers() -> int:

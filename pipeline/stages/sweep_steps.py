@@ -176,6 +176,7 @@ def finish_stage(tracker, run_id: str, study, params, stage: str, workdir: Path,
 
     table = assemble(study, files.Layout(workdir), stage, params, tracker)
     log_study(tracker, run_id, study, table.path)
+    tracker.summary["fits"] = pl.scan_parquet(table.path).select(pl.len()).collect().item()
     trials = study.get_trials(deepcopy=False)
     fit_s = sum(t.user_attrs.get("fit_seconds", 0.0) for t in trials)
     track_s = sum(t.user_attrs.get("tracking_seconds", 0.0) for t in trials)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
-import re
 import shutil
 import signal
 import socket
@@ -39,11 +38,10 @@ from pipeline.report.reg_convergence import RegressionPlot, short_label
 from pipeline.tracking import interrupts
 from pipeline.tracking.quiet import quiet_libraries
 from pipeline.tracking.runs import Tracker, alive
-from pipeline.tracking.values import thin
+from pipeline.tracking.values import key_part, thin
 
 _WORKER: dict = {}  # state of a logger process (its own Tracker, figures and temp folder)
 _RENDERERS = {None: ConvergencePlot, "regression": RegressionPlot}  # by the plot's "kind"
-_NOT_IN_KEY = re.compile(r"[^\w\-.]")  # MLflow keys: alphanumerics _ - . (and space /)
 REG_KEYS = ("scenario", "replicate", "init", "standardize", "batch_size")  # one regression fit
 
 
@@ -61,7 +59,7 @@ def coefficient_keys(parts: Sequence[str], terms: Sequence[str]) -> list[str]:
     """
     keys: list[str] = []
     for part, term in zip(parts, terms):
-        key = base = f"{part}.{_NOT_IN_KEY.sub('_', term)}"
+        key = base = f"{part}.{key_part(term)}"
         copy = 1
         while key in keys:
             copy += 1
@@ -75,17 +73,22 @@ def fit_payloads(fits: pl.DataFrame, histories: pl.DataFrame, *, coefs: pl.DataF
                  study: str) -> list[dict]:  # fmt: skip
     """What each fit run logs, built from a trial's tables: one schema for every kind of fit.
 
-    Every payload has the fit's name `fit-<scenario>-<replicate>-<init>[-<variant>]`, tags
-    (status, trial, study[, model]), params (the dataset, seeds, start, lr, optimizer,
-    max_steps, tol), metrics (nll_final, nll_gap, steps, converged and the estimates), the
-    thinned `nll` history beside one history per parameter, and the plot's data. Two kinds:
+    Every payload has the fit's name `<scenario> rep=<replicate> start=<init>[ <variant>]`,
+    tags (status, trial, study, model: `<family>-intercept` or `<family>-regression`), params
+    (the dataset, its seed, the start, family, lr, optimizer, max_steps, tol), metrics
+    (nll_gap, steps, converged and the errors in SEs), the thinned `nll` history beside one
+    history per parameter, and the plot's data. One value per quantity: a final estimate
+    (or NLL) is the last point of its history, which MLflow shows as the metric's value. Two
+    kinds:
     - intercept-only ZIP fits (`coefs` None): `fits` are the trial's fit rows
       (`objective.fit_rows` plus lr and optimizer) and `histories` their
       `objective.fit_histories` (`fit` = row index); parameters `pi` and `lambda`, the gap to
-      the exact MLE, drawn by `ConvergencePlot`;
+      the exact MLE, drawn by `ConvergencePlot`; params `pi_true`, `lambda_true`, `pi0`,
+      `lambda0`, `form` (`fit.model`) and `init_seed` (the integer seeding the starts);
     - regression fits: the `regression.reg_tables` frames, a fit keyed by `REG_KEYS` in all
-      three; coefficient keys are `coefficient_keys` (`<part>.<term>`): params `start.<key>`,
-      metrics `estimate.<key>` and `err_se.<key>` (in oracle SEs), histories `<key>`; the gap
+      three; coefficient keys are `coefficient_keys` (`<part>.<term>`): params `start.<key>`
+      and `init_seed_sequence` (the `SeedSequence` seeding the starts: a text, so not named
+      like the integer), metrics `err_se.<key>` (in oracle SEs), histories `<key>`; the gap
       to the Newton oracle, drawn by `RegressionPlot` (`"kind": "regression"`).
 
     Args:
@@ -118,16 +121,15 @@ def fit_payloads(fits: pl.DataFrame, histories: pl.DataFrame, *, coefs: pl.DataF
                 **part["plot"],
             }  # fmt: skip
         out.append({
-            "name": f"fit-{r['scenario']}-{r['replicate']}-{r['init']}{part['suffix']}",
+            "name": f"{r['scenario']} rep={r['replicate']} start={r['init']}{part['suffix']}",
             "tags": {"status": r["status"], "trial": trial, "study": study, **part["tags"]},
             "params": {
                 "scenario": r["scenario"], "n": r["n"], "replicate": r["replicate"],
-                "data_seed": r["data_seed"], "init_seed": r["init_seed"], "lr": r["lr"],
-                "optimizer": r["optimizer"], "max_steps": fit_cfg.max_steps, "tol": fit_cfg.tol,
-                **part["params"],
+                "data_seed": r["data_seed"], "lr": r["lr"], "optimizer": r["optimizer"],
+                "max_steps": fit_cfg.max_steps, "tol": fit_cfg.tol, **part["params"],
             },
             "metrics": {
-                "nll_final": r["nll_final"], "nll_gap": r["nll_gap"], "steps": r["steps"],
+                "nll_gap": r["nll_gap"], "steps": r["steps"],
                 "converged": float(r["status"] == "converged"), **part["metrics"],
             },
             "histories": series,
@@ -160,13 +162,11 @@ def _intercept_parts(rows: pl.DataFrame, histories: pl.DataFrame, fit_cfg, max_p
             }  # fmt: skip
         out.append({
             "histories": series, "reference": r["mle_nll"], "suffix": "", "variant": "",
-            "tags": {}, "plot": plot,
-            "params": {"pi": r["pi_true"], "lambda": r["lambda_true"], "pi0": r["pi0"],
-                       "lambda0": r["lambda0"], "model": fit_cfg.model},
-            "metrics": {
-                "pi_hat": r["pi_hat"], "lambda_hat": r["lambda_hat"],
-                "err_pi_se": r["err_pi_se"], "err_lambda_se": r["err_lambda_se"],
-            },
+            "tags": {"model": "zip-intercept"}, "plot": plot,
+            "params": {"family": "zip", "form": fit_cfg.model, "init_seed": r["init_seed"],
+                       "pi_true": r["pi_true"], "lambda_true": r["lambda_true"],
+                       "pi0": r["pi0"], "lambda0": r["lambda0"]},
+            "metrics": {"err_pi_se": r["err_pi_se"], "err_lambda_se": r["err_lambda_se"]},
         })  # fmt: skip
     return out
 
@@ -205,16 +205,16 @@ def _regression_parts(fits: pl.DataFrame, coefs: pl.DataFrame, histories: pl.Dat
         family = r.get("family", "zip")
         out.append({
             "histories": series, "reference": r["oracle_nll"],
-            "suffix": f"-{'-'.join(variant)}", "variant": f"{' '.join(variant)} · ",
+            "suffix": f" {' '.join(variant)}", "variant": f"{' '.join(variant)} · ",
             "tags": {"model": f"{family}-regression"}, "plot": plot,
             "params": {
-                "family": family, "standardize": r["standardize"],
+                "family": family, "init_seed_sequence": r["init_seed"],
+                "standardize": r["standardize"],
                 "batch_size": "full" if r["batch_size"] is None else r["batch_size"],
                 **{f"start.{n}": v for n, v in zip(names, c["start"])},
             },
             "metrics": {
                 "max_err_se": r["max_err_se"],
-                **{f"estimate.{n}": v for n, v in zip(names, c["estimate"])},
                 **{f"err_se.{n}": v for n, v in zip(names, c["err_se"])},
             },
         })  # fmt: skip
@@ -230,14 +230,15 @@ def _render(figures: dict, png: Path, plot: Mapping) -> None:
 
 
 def _log_fits(tracker: Tracker, figures: dict, folder: Path, payloads: Sequence[Mapping],
-              parent: str) -> list[str]:  # fmt: skip
+              parent: str, start_time: int | None = None) -> list[str]:  # fmt: skip
     run_ids = []
     png = folder / "convergence.png"
     for p in payloads:
         interrupts.check()  # between runs: never inside an MLflow write
         if p["plot"] is not None:
             _render(figures, png, p["plot"])
-        run_id = tracker.start(p["name"], "fit", parent=parent, tags=p["tags"])
+        run_id = tracker.start(p["name"], "fit", parent=parent, tags=p["tags"],
+                               start_time=start_time)  # fmt: skip
         tracker.log(run_id, params=p["params"], metrics=p["metrics"], histories=p["histories"])
         if p["plot"] is not None:
             tracker.log_artifact(run_id, png)
@@ -259,12 +260,13 @@ def _init_worker(experiment: str, root: str, folder: str) -> None:
     _WORKER["figures"] = {}
 
 
-def _log_chunk(task: tuple[list[dict], str]) -> list[str]:
-    payloads, parent = task
+def _log_chunk(task: tuple[list[dict], str, int | None]) -> list[str]:
+    payloads, parent, start_time = task
     tracker = _WORKER["tracker"]
     _WORKER["busy"] = True
     try:
-        return _log_fits(tracker, _WORKER["figures"], _WORKER["folder"], payloads, parent)
+        return _log_fits(tracker, _WORKER["figures"], _WORKER["folder"], payloads, parent,
+                         start_time)  # fmt: skip
     except (KeyboardInterrupt, SystemExit):
         tracker.end_all("KILLED")
         raise SystemExit(143) from None  # a quiet exit: the parent is stopping the pool
@@ -317,17 +319,21 @@ class FitLogger:
             args = (*self._args, str(self._temp()))
             self._pool = ctx.Pool(self.processes, _init_worker, args)
 
-    def submit(self, payloads: list[dict], parent: str):
-        """Start logging `payloads` as children of run `parent`; `.get()` gives the run ids."""
+    def submit(self, payloads: list[dict], parent: str, start_time: int | None = None):
+        """Start logging `payloads` as children of run `parent`; `.get()` gives the run ids.
+
+        `start_time` (ms) dates every fit run (`runs.child_time`); None: when it is made.
+        """
         if self.processes == 1 or len(payloads) < 2 * self.processes:
-            return _Done(self._log_here(payloads, parent))
+            return _Done(self._log_here(payloads, parent, start_time))
         self.start()
         size = math.ceil(len(payloads) / (4 * self.processes))
-        tasks = [(payloads[i : i + size], parent) for i in range(0, len(payloads), size)]
+        tasks = [(payloads[i : i + size], parent, start_time)
+                 for i in range(0, len(payloads), size)]  # fmt: skip
         return _Pending(self._pool.map_async(_log_chunk, tasks, chunksize=1))
 
-    def _log_here(self, payloads, parent) -> list[str]:
-        return _log_fits(self.tracker, self._figures, self._temp(), payloads, parent)
+    def _log_here(self, payloads, parent, start_time=None) -> list[str]:
+        return _log_fits(self.tracker, self._figures, self._temp(), payloads, parent, start_time)
 
     def close(self, interrupted: bool = False) -> None:
         """Stop the logger processes: wait for them, or terminate them (runs end KILLED)."""

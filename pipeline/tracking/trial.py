@@ -40,6 +40,7 @@ from pipeline.report.convergence import trial_figures
 from pipeline.store import files
 from pipeline.tracking import interrupts
 from pipeline.tracking.fit_runs import fit_payloads
+from pipeline.tracking.runs import child_time
 from pipeline.tracking.study import lr_range
 
 
@@ -111,6 +112,11 @@ def reg_parts(rows: pl.DataFrame, reg_fits: pl.DataFrame, max_steps: int) -> dic
     }
 
 
+def trial_name(number: int, optimizer: str, lr: float) -> str:
+    """A trial run's name, e.g. `trial-3 adam lr=0.1` (what tells trials apart in the UI)."""
+    return f"trial-{number} {optimizer} lr={lr:.3g}"
+
+
 def make_objective(setup: TrialSetup) -> Callable:
     """The Optuna objective: one trial = one (lr, optimizer) on every fit of the problem.
 
@@ -133,7 +139,10 @@ def make_objective(setup: TrialSetup) -> Callable:
         optimizer = trial.suggest_categorical("optimizer", list(cfg.optimizers))
         tracker = setup.tracker
         tags = {"trial": trial.number, "study": setup.study, "stage": setup.stage}
-        run_id = tracker.start(f"trial-{trial.number}", "trial", parent=setup.stage_run, tags=tags)
+        # Dated just before the stage run, its fits just before it (`runs.child_time`).
+        began = child_time(tracker.start_time(setup.stage_run), trial.number)
+        run_id = tracker.start(trial_name(trial.number, optimizer, lr), "trial",
+                               parent=setup.stage_run, tags=tags, start_time=began)  # fmt: skip
         trial.set_user_attr("mlflow_run_id", run_id)
         intermediate: list[tuple[int, float]] = []
 
@@ -166,13 +175,13 @@ def make_objective(setup: TrialSetup) -> Callable:
             payloads = fit_payloads(rows, histories, fit_cfg=fit_cfg,
                                     max_points=tracking.max_points, plots=tracking.fit_plots,
                                     trial=trial.number, study=setup.study)  # fmt: skip
-            pending = setup.fit_logger.submit(payloads, run_id)
+            pending = setup.fit_logger.submit(payloads, run_id, child_time(began))
             if reg is not None and reg[0].height:
                 reg_payloads = fit_payloads(reg[0], reg[2], coefs=reg[1], fit_cfg=fit_cfg,
                                             max_points=tracking.max_points,
                                             plots=tracking.fit_plots, trial=trial.number,
                                             study=setup.study)  # fmt: skip
-                reg_pending = setup.fit_logger.submit(reg_payloads, run_id)
+                reg_pending = setup.fit_logger.submit(reg_payloads, run_id, child_time(began))
         title = f"{setup.study} trial {trial.number}: {optimizer} lr={lr:g}"
         for name, fig in trial_figures(setup.problem, rows, histories, title).items():
             tracker.log_figure(run_id, fig, name)

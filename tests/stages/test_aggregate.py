@@ -261,9 +261,11 @@ def test_mlflow_is_a_sink_holding_the_parquet_numbers(chain):
     for row in fits.iter_rows(named=True):
         run = runs[row["run_id"]]
         assert run.info.status == "FINISHED" and run.data.tags["zip.status"] == row["status"]
-        for key in ("pi_hat", "lambda_hat", "nll_final"):
-            if math.isfinite(row[key]):
-                assert run.data.metrics[key] == row[key]  # float64 end to end: exact
+        # One value per quantity: an estimate is its history's last point (MLflow's value).
+        for key, column in (("pi", "pi_hat"), ("lambda", "lambda_hat"), ("nll", "nll_final")):
+            assert column not in run.data.metrics
+            if math.isfinite(row[column]):
+                assert run.data.metrics[key] == row[column]  # float64 end to end: exact
     row = fits.filter(pl.col("status") == "converged").row(0, named=True)
     path = histories.filter(
         (pl.col("trial") == row["trial"]) & (pl.col("scenario") == row["scenario"])
@@ -274,6 +276,45 @@ def test_mlflow_is_a_sink_holding_the_parquet_numbers(chain):
     assert len(logged) == min(path.height, TINY["tracking"]["max_points"])
     assert {m.step for m in logged} <= set(by_step) and max(m.step for m in logged) == row["steps"]
     assert all(m.value == by_step[m.step] for m in logged)
+
+
+def test_the_invocation_run_summarises_its_stages(chain):
+    from pipeline.tracking.runs import Tracker, git_commit
+
+    tracker = Tracker(TINY["tracking"]["experiment"], root=chain)
+    (inv,) = tracker.search("tags.`zip.level` = 'invocation'")
+    stages = {r.data.tags["zip.stage"]: r for r in tracker.search("tags.`zip.level` = 'stage'")}
+    assert set(stages) == {"generate", "sweep", "aggregate"}
+    tags, metrics = inv.data.tags, inv.data.metrics
+    for name, run in stages.items():
+        assert tags[f"zip.stage.{name}"] == run.info.run_id
+        assert run.data.tags["mlflow.parentRunId"] == inv.info.run_id
+        assert metrics[f"{name}.seconds"] > 0
+    fits = pl.read_parquet(chain / "data" / "fits.parquet").height
+    assert metrics["sweep.fits"] == fits == metrics["aggregate.fits"]
+    assert inv.data.params["git_commit"] == git_commit() == tags["mlflow.source.git.commit"]
+    assert inv.data.params["params_hash"] == tags["zip.params_hash"]
+    assert [a.path for a in tracker.client.list_artifacts(inv.info.run_id)] == ["recovery.md"]
+    inputs = {d.dataset.name for d in stages["aggregate"].inputs.dataset_inputs}
+    assert {"fits", "histories", "summary"} <= inputs
+    inputs = {d.dataset.name for d in stages["sweep"].inputs.dataset_inputs}
+    assert {"summary", "histograms"} <= inputs
+
+
+@pytest.mark.parametrize("page", [3, 10, 40])
+def test_the_ui_pages_never_show_a_child_without_its_parent(chain, page):
+    """MLflow's runs table loads the newest `page` runs and fetches their direct parents only:
+    every run it then shows has its parent shown, or is an invocation (top level)."""
+    from pipeline.tracking.runs import Tracker
+
+    tracker = Tracker(TINY["tracking"]["experiment"], root=chain)
+    runs = tracker.client.search_runs([tracker.experiment_id], max_results=page)
+    shown = {r.info.run_id: r for r in runs}
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs} - {None}
+    shown.update({p: tracker.client.get_run(p) for p in parents})
+    for run in shown.values():
+        parent = run.data.tags.get("mlflow.parentRunId")
+        assert parent in shown or run.data.tags["zip.level"] == "invocation", run.info.run_name
 
 
 def test_report_is_the_same_without_fit_tracking(chain, tmp_path):

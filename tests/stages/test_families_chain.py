@@ -84,4 +84,5 @@ def test_fit_runs_name_their_family(chain):
     runs = client.search_runs([exp.experiment_id], "tags.`zip.model` = 'zinb-regression'")
     assert len(runs) == 2  # 2 replicates × 1 init × 1 variant × 1 trial
     assert {r.data.params["family"] for r in runs} == {"zinb"}
-    assert all("estimate.dispersion.log_alpha" in r.data.metrics for r in runs)
+    # The estimate is the last point of its history, which MLflow shows as its value.
+    assert all("dispersion.log_alpha" in r.data.metrics for r in runs)

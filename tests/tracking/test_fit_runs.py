@@ -67,25 +67,28 @@ def test_the_problem_mixes_converged_and_max_steps_fits(fitted):
 def test_payload_names_tags_params_and_metrics(fitted):
     payloads = _payloads(fitted)
     assert [p["name"] for p in payloads] == [
-        "fit-blog-0-0", "fit-blog-0-1", "fit-rare-events-0-0", "fit-rare-events-0-1",
+        "blog rep=0 start=0", "blog rep=0 start=1", "rare-events rep=0 start=0",
+        "rare-events rep=0 start=1",
     ]  # fmt: skip
     for p, r in zip(payloads, fitted.rows.iter_rows(named=True)):
-        assert p["tags"] == {"status": r["status"], "trial": TRIAL, "study": STUDY}
+        assert p["tags"] == {"status": r["status"], "trial": TRIAL, "study": STUDY,
+                             "model": "zip-intercept"}  # fmt: skip
         assert p["params"] == {
-            "scenario": r["scenario"], "pi": r["pi_true"], "lambda": r["lambda_true"], "n": 300,
-            "replicate": 0, "data_seed": r["data_seed"], "init_seed": r["init_seed"],
+            "scenario": r["scenario"], "pi_true": r["pi_true"], "lambda_true": r["lambda_true"],
+            "n": 300, "replicate": 0, "data_seed": r["data_seed"], "init_seed": r["init_seed"],
             "pi0": r["pi0"], "lambda0": r["lambda0"], "lr": 1.0, "optimizer": "adam",
-            "model": "zip", "max_steps": 400, "tol": 1e-10,
+            "family": "zip", "form": "zip", "max_steps": 400, "tol": 1e-10,
         }  # fmt: skip
+        # One value per quantity: the estimates and the final NLL are their histories' last
+        # points (checked in the thinning test below), not metrics of their own.
         assert p["metrics"] == {
-            "pi_hat": r["pi_hat"], "lambda_hat": r["lambda_hat"], "nll_final": r["nll_final"],
             "nll_gap": r["nll_gap"], "steps": r["steps"],
             "converged": 1.0 if r["status"] == "converged" else 0.0,
             "err_pi_se": r["err_pi_se"], "err_lambda_se": r["err_lambda_se"],
         }  # fmt: skip
-    assert [p["params"]["pi"] for p in payloads] == [0.5, 0.5, 0.3, 0.3]
+    assert [p["params"]["pi_true"] for p in payloads] == [0.5, 0.5, 0.3, 0.3]
     assert [p["metrics"]["converged"] for p in payloads] == [1.0, 1.0, 1.0, 0.0]
-    assert pickle.loads(pickle.dumps(payloads))[3]["name"] == "fit-rare-events-0-1"
+    assert pickle.loads(pickle.dumps(payloads))[3]["name"] == "rare-events rep=0 start=1"
 
 
 @pytest.mark.parametrize("max_points", [2, 5, MAX_POINTS, 1000])
@@ -104,6 +107,7 @@ def test_histories_are_thinned_to_max_points_keeping_first_and_final_step(fitted
             assert values.tolist() == [recorded[s][k] for s in steps.tolist()]
         assert p["histories"]["nll"][1][-1] == r["nll_final"]
         assert p["histories"]["pi"][1][-1] == r["pi_hat"]
+        assert p["histories"]["lambda"][1][-1] == r["lambda_hat"]
 
 
 def test_a_fit_of_more_than_max_points_keeps_evenly_spread_steps(fitted):
@@ -157,9 +161,11 @@ def test_fit_logger_logs_one_finished_child_run_per_payload(fitted, tracker, wor
         assert (tags["zip.trial"], tags["zip.study"]) == (str(TRIAL), STUDY)
         assert tags["zip.pid"] == str(os.getpid())  # logged in this process
         params = run.data.params
-        assert (params["scenario"], params["optimizer"], params["model"]) == (
+        assert (params["scenario"], params["optimizer"], params["family"]) == (
             p["params"]["scenario"], "adam", "zip",
         )  # fmt: skip
+        assert tags["zip.model"] == "zip-intercept"
+        assert len(tags["mlflow.source.git.commit"]) == 40 and tags["mlflow.source.name"]
         assert (params["lr"], params["max_steps"], params["tol"]) == ("1.0", "400", "1e-10")
         assert float(params["pi0"]) == p["params"]["pi0"]
         assert int(params["init_seed"]) == p["params"]["init_seed"]

@@ -89,7 +89,10 @@ def test_coefficient_keys_are_valid_for_mlflow_and_distinct():
 def test_names_tags_params_and_metrics():
     payloads = _payloads()
     fits, coefs, _ = _frames()
-    assert [p["name"] for p in payloads] == ["fit-visits-3-0-raw-full", "fit-visits-3-1-std-b64"]
+    assert [p["name"] for p in payloads] == [
+        "visits rep=3 start=0 raw full",
+        "visits rep=3 start=1 std b64",
+    ]
     assert [p["tags"] for p in payloads] == [
         {"status": s, "trial": TRIAL, "study": STUDY, "model": "zip-regression"}
         for s in ("converged", "max_steps")
@@ -98,19 +101,18 @@ def test_names_tags_params_and_metrics():
         r, c = fits.row(b, named=True), coefs.filter(pl.col("init") == b)
         assert p["params"] == {
             "scenario": "visits", "family": "zip", "n": 1000, "replicate": 3, "data_seed": 11,
-            "init_seed": f"s{b}", "lr": 0.05, "optimizer": "adam", "standardize": bool(b),
+            "init_seed_sequence": f"s{b}", "lr": 0.05, "optimizer": "adam", "standardize": bool(b),
             "batch_size": ["full", 64][b], "max_steps": 40, "tol": 1e-9,
             **{f"start.{n}": v for n, v in zip(NAMES, c["start"])},
         }  # fmt: skip
         assert all(MLFLOW_KEY.match(k) for k in [*p["params"], *p["metrics"], *p["histories"]])
         assert p["metrics"] == {
-            "nll_final": r["nll_final"], "nll_gap": r["nll_gap"], "steps": r["steps"],
+            "nll_gap": r["nll_gap"], "steps": r["steps"],
             "converged": 1.0 - b, "max_err_se": r["max_err_se"],
-            **{f"estimate.{n}": v for n, v in zip(NAMES, c["estimate"])},
             **{f"err_se.{n}": v for n, v in zip(NAMES, c["err_se"])},
         }  # fmt: skip
         assert p["plot"] is None
-    assert pickle.loads(pickle.dumps(payloads))[1]["name"] == "fit-visits-3-1-std-b64"
+    assert pickle.loads(pickle.dumps(payloads))[1]["name"] == "visits rep=3 start=1 std b64"
 
 
 def test_payloads_follow_the_order_of_the_fits_rows():
@@ -118,7 +120,10 @@ def test_payloads_follow_the_order_of_the_fits_rows():
     payloads = fit_payloads(fits.reverse(), histories, coefs=coefs, fit_cfg=FIT_CFG,
                             max_points=MAX_POINTS, plots=False, trial=TRIAL,
                             study=STUDY)  # fmt: skip
-    assert [p["name"] for p in payloads] == ["fit-visits-3-1-std-b64", "fit-visits-3-0-raw-full"]
+    assert [p["name"] for p in payloads] == [
+        "visits rep=3 start=1 std b64",
+        "visits rep=3 start=0 raw full",
+    ]
     assert payloads[0]["metrics"]["steps"] == 40
 
 

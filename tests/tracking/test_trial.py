@@ -132,7 +132,7 @@ def test_the_trial_run_holds_params_metrics_and_the_intermediate_history(complet
     out = complete
     run = _trial_run(out)
     tags = run.data.tags
-    assert run.info.status == "FINISHED" and run.info.run_name == "trial-0"
+    assert run.info.status == "FINISHED" and run.info.run_name == "trial-0 adam lr=0.1"
     assert tags["mlflow.parentRunId"] == out.stage_run
     assert (tags["zip.trial"], tags["zip.study"], tags["zip.stage"]) == ("0", STUDY, "sweep")
     assert tags["zip.state"] == "complete"
@@ -172,9 +172,16 @@ def test_fit_runs_nest_in_the_trial_run_and_their_ids_are_in_the_rows(complete):
     assert set(out.rows["run_id"]) == set(by_id) and len(by_id) == 4
     for row in out.rows.iter_rows(named=True):
         run = by_id[row["run_id"]]
-        assert run.info.run_name == f"fit-{row['scenario']}-0-{row['init']}"
-        assert run.data.metrics["nll_final"] == row["nll_final"]
+        assert run.info.run_name == f"{row['scenario']} rep=0 start={row['init']}"
+        # The final NLL is the last point of the `nll` history: MLflow's value of `nll`.
+        assert run.data.metrics["nll"] == row["nll_final"]
+        assert "nll_final" not in run.data.metrics and "pi_hat" not in run.data.metrics
         assert run.info.status == "FINISHED"
+    # Dated so that, newest first, each run follows its parent (`runs.child_time`).
+    stage = out.tracker.client.get_run(out.stage_run).info.start_time
+    trial = _trial_run(out).info.start_time
+    assert trial == stage - 1
+    assert {r.info.start_time for r in fits} == {trial - 1}
 
 
 def test_without_fit_logging_no_fit_run_and_no_rate_metric(sweep):

@@ -60,7 +60,7 @@ def test_flatten_joins_nested_keys_with_dots():
     assert flatten(config) == {
         "seed": 0,
         "data.n": 500,
-        "data.scenarios": [{"name": "blog", "pi": 0.5}],  # lists are values
+        "data.scenarios.blog.pi": 0.5,  # a list of named mappings: by name
         "fit.max_steps": 60,
         "fit.adam.betas": (0.9, 0.999),
     }
@@ -76,3 +76,10 @@ def test_param_is_text_within_mlflows_limit_and_finite_filters_metrics():
 def test_redact_hides_passwords_only():
     assert redact("postgresql://user:secret@db/x") == "postgresql://user:***@db/x"
     assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_flatten_names_list_items_by_index_without_distinct_names_and_cleans_keys():
+    config = {"s": [{"name": "a", "x": 1}, {"name": "a", "x": 2}], "c": {"health[poor]": 0.6},
+              "grid": [0.1, 1.0]}  # fmt: skip
+    assert flatten(config) == {"s.0.name": "a", "s.0.x": 1, "s.1.name": "a", "s.1.x": 2,
+                               "c.health_poor_": 0.6, "grid": [0.1, 1.0]}  # fmt: skip
