@@ -15,6 +15,12 @@ import polars as pl
 import pytest
 import yaml
 
+# `make test` runs this suite inside a recipe: make's own variables would reach every `make` a
+# test starts, which then prints "make[1]: Entering directory" on stdout (a CI run once failed a
+# JSON-on-stdout test that way). Tests stand for a user at a terminal, outside any make.
+for _name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
+    os.environ.pop(_name, None)
+
 # Small enough for a stage to run in seconds on 2 shared cores, large enough to exercise every
 # code path: 2 scenarios × 2 replicates, 2 learning rates × 2 inits, per-fit plots on.
 TINY = {

@@ -351,11 +351,24 @@ class Tracker:
         For the fit runs of a trial that did not complete (interrupted, killed): the report
         leaves them out, so the UI must not show them as results. Returns how many.
         """
+        from mlflow.exceptions import MlflowException
+
         runs = self.search(f"{filter_string} and attributes.status = 'FINISHED'")
+        marked = 0
         for run in runs:
-            self.client.set_tag(run.info.run_id, f"{TAG}superseded", "true")
-            self.client.set_terminated(run.info.run_id, status="KILLED")
-        return len(runs)
+            run_id = run.info.run_id
+            try:
+                self.client.set_tag(run_id, f"{TAG}superseded", "true")
+            except MlflowException:
+                # Workers on other hosts supersede the same trial's runs as they start: on
+                # PostgreSQL the second INSERT of the tag is a unique violation (seen in CI).
+                # Another worker marking it first is success; anything else is not.
+                if self.client.get_run(run_id).data.tags.get(f"{TAG}superseded") != "true":
+                    raise
+                continue
+            self.client.set_terminated(run_id, status="KILLED")
+            marked += 1
+        return marked
 
     # -- logging ----------------------------------------------------------------------------
     def log(
