@@ -120,9 +120,12 @@ def _stop_and_check(launcher: subprocess.Popen, sig: int, pgid: int, port: int, 
 def _launched(module: str, args: list[str], env: dict[str, str], log: Path):
     """Run `python -m module args` (output to `log`); whatever happens, kill what is left."""
     with log.open("w") as out:
+        # As from a terminal: a suite started under `nohup` would hand the launcher an ignored
+        # SIGHUP, which it rightly keeps ignoring (a local run once failed the SIGHUP case so).
         launcher = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
         )  # fmt: skip
     groups: set[int] = set()
     try:
