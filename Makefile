@@ -40,7 +40,7 @@ help: ## list the targets
 		text = put(put($$2, "$$(PORT)", ENVIRON["ZIP_PORT"]), \
 		           "$$(DASHBOARD_PORT)", ENVIRON["ZIP_DASHBOARD_PORT"]); \
 		printf "  make %-15s %s\n", $$1, text }' $(MAKEFILE_LIST)
-	@echo "  variables: PARAMS=path/to/params.yaml  WORKERS=N  PORT=N  DASHBOARD_PORT=N  FILE=... COLUMN=... or FORMULA=... [FAMILY=... WHERE=... JSON=1 NO_MLFLOW=1] (fit-counts)"
+	@echo "  variables: PARAMS=path/to/params.yaml  WORKERS=N  PORT=N  DASHBOARD_PORT=N  FILE=... COLUMN=... or FORMULA=... [FAMILY=... WHERE=... WEIGHTS=... JSON=1 NO_MLFLOW=1] (fit-counts)"
 
 install: $(VENV)/.installed ## create .venv and install pinned dependencies
 
@@ -80,19 +80,21 @@ tune: data/summary.parquet ## Optuna TPE search over learning rate and optimizer
 # as "$$ZIP_..." (and as `--opt=value`, `-- FILE`, so a value starting with '-' is not read as
 # an option). COLUMN or FORMULA: the program refuses both at once, in one line.
 # `unexport` keeps make from expanding command-line values when it exports them itself.
-unexport FILE COLUMN FORMULA WHERE JSON FAMILY NO_MLFLOW
+unexport FILE COLUMN FORMULA WHERE WEIGHTS JSON FAMILY NO_MLFLOW
 fit-counts: export ZIP_FILE := $(value FILE)
 fit-counts: export ZIP_COLUMN := $(value COLUMN)
 fit-counts: export ZIP_FORMULA := $(value FORMULA)
 fit-counts: export ZIP_WHERE := $(value WHERE)
+fit-counts: export ZIP_WEIGHTS := $(value WEIGHTS)
 fit-counts: export ZIP_JSON := $(value JSON)
 fit-counts: export ZIP_FAMILY := $(value FAMILY)
 fit-counts: export ZIP_NO_MLFLOW := $(value NO_MLFLOW)
 fit-counts: $(VENV)/.installed ## compare count models on your counts: FILE=path COLUMN=name or FORMULA="y ~ x | z" [FAMILY=all|zip|zinb|...]
-	@test -n "$$ZIP_FILE" && test -n "$$ZIP_COLUMN$$ZIP_FORMULA" || { echo "usage: make fit-counts FILE=path COLUMN=name [WHERE=...]  or  make fit-counts FILE=path FORMULA='y ~ count regressors | zero regressors'" >&2; exit 2; }
+	@test -n "$$ZIP_FILE" && test -n "$$ZIP_COLUMN$$ZIP_FORMULA" || { echo "usage: make fit-counts FILE=path COLUMN=name [WHERE=... WEIGHTS=...]  or  make fit-counts FILE=path FORMULA='y ~ count regressors | zero regressors'" >&2; exit 2; }
 	@$(PY) -m pipeline.fit_counts $${ZIP_COLUMN:+--column="$$ZIP_COLUMN"} \
 		$${ZIP_FORMULA:+--formula="$$ZIP_FORMULA"} --params="$$ZIP_PARAMS" \
-		$${ZIP_WHERE:+--where="$$ZIP_WHERE"} $${ZIP_FAMILY:+--family="$$ZIP_FAMILY"} \
+		$${ZIP_WHERE:+--where="$$ZIP_WHERE"} $${ZIP_WEIGHTS:+--weights="$$ZIP_WEIGHTS"} \
+		$${ZIP_FAMILY:+--family="$$ZIP_FAMILY"} \
 		$${ZIP_JSON:+--json} $${ZIP_NO_MLFLOW:+--no-mlflow} -- "$$ZIP_FILE"
 
 ui: $(VENV)/.installed ## browse the MLflow runs at http://127.0.0.1:$(PORT)

@@ -306,7 +306,8 @@ def render(r: dict) -> str:
     d, s, pct = r["data"], r["source"], f"{100 * r['level']:g}%"
     what = s.get("formula") or f"column {s.get('column')!r}"
     scope = (f" of {s['rows']:,} rows" if s.get("rows") else "") + (
-        f", where {s['where']}" if s.get("where") else "")  # fmt: skip
+        f", where {s['where']}" if s.get("where") else "") + (
+        f", frequency weights {s['weights']!r}" if s.get("weights") else "")  # fmt: skip
     lines = [f"Count families ({r['family']}): {s.get('file')}, {what} ({d['n']:,} counts{scope})",
              f"  zeros = {d['zeros']:,} ({100 * d['zero_share']:.1f}%)   mean = "
              f"{_num(d['mean'], '.4g')}   variance = {_num(d['variance'], '.4g')}   "

@@ -3,15 +3,17 @@ fitted to users' data, through one path.
 
 A column of counts is read as its histogram (streamed; the ones-design with the frequencies as
 weights), a formula as its design with its offsets (`offset(log(x))` in either part); `--where`
-selects rows. Then one path for every input (`analysis.count_fits`): the requested family by
-the float64 Newton oracle — for `--family zip` also its Poisson, so the likelihood-ratio and
-Vuong comparison stays —, or all six (`all`, the default) compared and one recommended; one
-report and text (`report.count_report`). For the ZIP the report adds the closed form with
-profile-likelihood intervals where the model is intercept-only, and the gradient-descent
-section (`descend`: the sufficient-statistics engine on a histogram, the design engine
-otherwise, seeded random starts, best kept, judged against the oracle in its standard errors).
-`--json` prints the report as one JSON object; one MLflow run (`log_run`, named by `run_name`)
-holds the text, JSON, frequency table, rootograms and, for the ZIP, the descent's path.
+selects rows, `--weights COLUMN` weights them (frequency weights: a row of weight w counts as w
+rows, so a weighted file and its expanded rows give the same fits). Then one path for every
+input (`analysis.count_fits`): the requested family by the float64 Newton oracle — for `--family
+zip` also its Poisson, so the likelihood-ratio and Vuong comparison stays —, or all six (`all`,
+the default) compared and one recommended; one report and text (`report.count_report`). For the
+ZIP the report adds the closed form with profile-likelihood intervals where the model is
+intercept-only, and the gradient-descent section (`descend`: the sufficient-statistics engine on
+a histogram, the design engine otherwise, seeded random starts, best kept, judged against the
+oracle in its standard errors). `--json` prints the report as one JSON object; one MLflow run
+(`log_run`, named by `run_name`) holds the text, JSON, frequency table, rootograms and, for the
+ZIP, the descent's path.
 
 Bad input gets one line on stderr and exit status 2, never a number. The heavy libraries
 (torch, scipy.stats, matplotlib, MLflow) are imported inside the functions that need them,
@@ -43,7 +45,8 @@ FAMILY_CHOICES = ("all", *FAMILIES)
 def run_name(args) -> str:
     """The MLflow run's name: file, then column or formula, then family."""
     what = args.formula if args.formula is not None else args.column
-    return f"fit_counts-{Path(args.file).name}-{what}-{args.family}"
+    weighted = f"-weights:{args.weights}" if args.weights else ""
+    return f"fit_counts-{Path(args.file).name}-{what}{weighted}-{args.family}"
 
 
 def read_data(args):
@@ -54,9 +57,9 @@ def read_data(args):
     """
     from pipeline.core.model import fit_data, histogram_data
 
-    source = {"file": str(args.file), "where": args.where}
+    source = {"file": str(args.file), "where": args.where, "weights": args.weights}
     if args.formula is None:
-        counts = read_counts(args.file, args.column, args.where)
+        counts = read_counts(args.file, args.column, args.where, weights=args.weights)
         hist = counts.hist
         if hist.total == 0:
             raise UserError(f"{args.file}: column {args.column!r}: all {hist.n:,} counts are "
@@ -67,11 +70,14 @@ def read_data(args):
         return data, names, source
     from pipeline.store.formula import read_design  # formulaic (~1.6 s) loads only now
 
-    design = read_design(args.file, args.formula, where=args.where)
-    data = fit_data(design.X, design.Z, design.y, offset_x=design.count_offset,
+    design = read_design(args.file, args.formula, where=args.where, weights=args.weights)
+    data = fit_data(design.X, design.Z, design.y, weights=design.weights.astype(float),
+                    offset_x=design.count_offset,
                     offset_z=design.zero_offset if design.Z.shape[1] else None)  # fmt: skip
     names = {"count": list(design.x_names), "zero": list(design.z_names)}
     source.update(formula=design.formula, rows=design.rows, dropped=design.dropped)
+    if args.weights:
+        source.update(zero_weight=design.zero_weight)
     return data, names, source
 
 
@@ -160,7 +166,7 @@ def log_run(tracker, args, params: config.Params, report: dict, text: str, resul
     source = report["source"]
     tags = {"stage": "fit_counts", "file": str(args.file), "family": report["family"],
             "formula": source.get("formula") or "", "column": source.get("column") or "",
-            "where": args.where or "", "params_hash": stamp,
+            "where": args.where or "", "weights": args.weights or "", "params_hash": stamp,
             "invocation": invocation_id()}  # fmt: skip
     run_id = tracker.start(run_name(args), "stage", parent=parent, tags=tags)
     report["mlflow_run_id"] = run_id  # also in the JSON artifact
@@ -293,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--formula", help='ZIP regression, pscl style: "y ~ count regressors | zero '
                    'regressors" (without "|" both parts use the same regressors)')  # fmt: skip
     p.add_argument("--where", help='polars SQL condition selecting rows, e.g. "camper = 1"')
+    p.add_argument("--weights", metavar="COLUMN",
+                   help="column of frequency weights (non-negative integers): a row of weight w "
+                   "counts as w rows")  # fmt: skip
     p.add_argument("--family", default="all",
                    help="all (default): fit poisson, nb, zip, zinb, hurdle_poisson and hurdle_nb "
                    "and compare them; or fit one of them (zip: the exact/Newton fit with "

@@ -1,4 +1,5 @@
-"""Read one column of counts from a CSV or parquet file into a `Histogram`, streaming.
+"""Read one column of counts (optionally weighted by a column of frequency weights) from a
+CSV or parquet file into a `Histogram`, streaming.
 
 Only the histogram of the counts is needed (DESIGN §2), so the file is never loaded: polars
 scans it lazily, one pass of aggregates validates the column (after the optional `--where`
@@ -112,13 +113,13 @@ def scan_table(path: Path) -> pl.LazyFrame:
     return _scan(path, infer_schema_length=None)
 
 
-def scan(path: Path, column: str, *, as_text: bool = False) -> pl.LazyFrame:
-    """A lazy scan of `path` (CSV/TSV: the count column parsed as Float64, or as text).
+def scan(path: Path, *columns: str, as_text: bool = False) -> pl.LazyFrame:
+    """A lazy scan of `path` (CSV/TSV: the count columns parsed as Float64, or as text).
 
     Args:
         path: CSV, TSV or parquet file.
-        column: the count column (CSV: read as Float64 so that 3.0 and 1e3 are counts too
-            and any other token is a parse error, diagnosed by `_bad_token`).
+        columns: the count (and weight) columns (CSV: read as Float64 so that 3.0 and 1e3
+            are counts too and any other token is a parse error, diagnosed by `_bad_token`).
         as_text: read the CSV column as strings (to find an unparsable value).
 
     Returns:
@@ -127,7 +128,8 @@ def scan(path: Path, column: str, *, as_text: bool = False) -> pl.LazyFrame:
     Raises:
         UserError: missing, unreadable or empty file; unsupported extension.
     """
-    return _scan(path, schema_overrides={column: pl.String if as_text else pl.Float64})
+    dtype = pl.String if as_text else pl.Float64
+    return _scan(path, schema_overrides=dict.fromkeys(columns, dtype))
 
 
 def row_filter(lf: pl.LazyFrame, where: str | None) -> pl.Expr:
@@ -153,68 +155,98 @@ def row_filter(lf: pl.LazyFrame, where: str | None) -> pl.Expr:
     return expr.fill_null(False)
 
 
-def read_counts(path: str | Path, column: str, where: str | None = None) -> Counts:
+def read_counts(path: str | Path, column: str, where: str | None = None,
+                weights: str | None = None) -> Counts:  # fmt: skip
     """Histogram of a non-negative integer column, validated and built by streaming scans.
 
     Args:
         path: CSV, TSV or parquet file.
         column: name of the count column.
         where: optional polars SQL condition selecting rows, e.g. ``"camper = 1"``.
+        weights: optional column of frequency weights (non-negative integers: a row of weight
+            w stands for w rows; weight 0 leaves it out). The histogram's frequencies are the
+            weights' sums per count, so a weighted file and its expanded rows give one
+            histogram.
 
     Returns:
-        The `Counts`.
+        The `Counts` (`hist.n` is the weights' sum with `weights`).
 
     Raises:
         UserError: unreadable file, missing or non-numeric column, a bad filter, no rows, or
-            a missing, NaN, infinite, negative or non-integer count (naming its row).
+            a missing, NaN, infinite, negative or non-integer count or weight (naming its
+            row); weights all zero or summing past 2**62.
     """
     path = Path(path)
-    lf = scan(path, column)
+    roles = {column: "counts"} if weights is None else {column: "counts", weights: "weights"}
+    lf = scan(path, *roles)
     try:
         schema = lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as err:
         raise UserError(f"{path}: cannot read ({first_line(err)})") from None
-    if column not in schema:
-        raise UserError(f"{path}: no column {column!r}; available: {name_list(schema.names())}")
-    dtype = schema[column]
-    if not dtype.is_numeric():
-        raise UserError(f"{path}: column {column!r} holds {dtype}, not numbers")
+    for name in roles:
+        if name not in schema:
+            role = " (the --weights column)" if name == weights != column else ""
+            raise UserError(f"{path}: no column {name!r}{role}; available: "
+                            f"{name_list(schema.names())}")  # fmt: skip
+        if not schema[name].is_numeric():
+            raise UserError(f"{path}: column {name!r} holds {schema[name]}, not numbers")
     keep = row_filter(lf, where)
-    col = pl.col(column) if dtype.is_integer() else pl.col(column).cast(pl.Float64)
-    problems = _problems(col, dtype.is_integer())
+    cols = {name: pl.col(name) if schema[name].is_integer() else pl.col(name).cast(pl.Float64)
+            for name in roles}  # fmt: skip
+    checks = {name: _problems(cols[name], schema[name].is_integer()) for name in roles}
+    problems = [(name, what, cond) for name, named in checks.items()
+                for what, cond in named.items()]  # fmt: skip
     aggs = [pl.len().alias("rows"), (pl.len() - (~keep).sum()).alias("selected")]
-    aggs += [(keep & cond).sum().alias(name) for name, cond in problems.items()]
+    aggs += [(keep & cond).sum().alias(f"problem{i}") for i, (_, _, cond) in enumerate(problems)]
+    if weights is not None:  # in float64: an int64 sum of weights below 2**62 each can wrap
+        aggs.append(cols[weights].cast(pl.Float64).filter(keep).sum().alias("weight_sum"))
     try:
         found = _collect(lf.select(aggs), path, where).row(0, named=True)
     except UserError:
         if path.suffix.lower() in (".csv", ".tsv"):
-            _bad_token(path, column)
+            for name, role in roles.items():
+                _bad_token(path, name, role)
         raise
     if found["selected"] == 0:
         scope = f" after --where {where!r}" if where else ""
         raise UserError(f"{path}: column {column!r} has no rows{scope}")
-    for name, cond in problems.items():
-        if found[name]:
-            row, value = _first(lf, keep & cond, column)
+    for i, (name, what, cond) in enumerate(problems):
+        if found[f"problem{i}"]:
+            row, value = _first(lf, keep & cond, name)
             if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
                 value = int(value)
             if value is None:
                 shown = ""
             else:  # a float's %g keeps a 1e300 to one short cell
                 shown = f" ({value:.6g})" if isinstance(value, float) else f" ({value!r})"
-            raise UserError(f"{path}: column {column!r} has {found[name]} {name} value(s), "
-                            f"first at row {row}{shown}; counts must be non-negative "
-                            "integers")  # fmt: skip
+            count, must = found[f"problem{i}"], _MUST[roles[name]]
+            raise UserError(f"{path}: column {name!r} has {count} {what} value(s), first at "
+                            f"row {row}{shown}; {must}")  # fmt: skip
     # Every value is now a count below 2**62: int64 holds it, whatever the column's dtype
     # (numpy has no 128-bit integers to convert to).
-    value = col.cast(pl.Int64).alias("value")
+    value = cols[column].cast(pl.Int64).alias("value")
+    if weights is None:
+        freq = pl.len().alias("freq")
+    else:
+        if found["weight_sum"] == 0:
+            raise UserError(f"{path}: every weight in column {weights!r} is zero"
+                            + (f" after --where {where!r}" if where else ""))  # fmt: skip
+        if found["weight_sum"] >= _MAX_COUNT:
+            raise UserError(f"{path}: the weights in column {weights!r} sum to "
+                            f"{found['weight_sum']:.6g}, beyond 2**62 rows")  # fmt: skip
+        freq = cols[weights].cast(pl.Int64).sum().alias("freq")
     hist = _collect(
-        lf.filter(keep).group_by(value).agg(pl.len().alias("freq")).sort("value"),
+        lf.filter(keep).group_by(value).agg(freq).filter(pl.col("freq") > 0).sort("value"),
         path, where,
     )  # fmt: skip
     values = hist["value"].to_numpy().astype(np.int64)
     freqs = hist["freq"].to_numpy().astype(np.int64)
     return Counts(Histogram(values, freqs), int(found["rows"]), int(found["selected"]))
+
+
+_MUST = {"counts": "counts must be non-negative integers",
+         "weights": "frequency weights must be non-negative integers (a row of weight w "
+                    "stands for w rows)"}  # fmt: skip
 
 
 def _problems(col: pl.Expr, integer: bool) -> dict[str, pl.Expr]:
@@ -242,7 +274,7 @@ def _collect(lf: pl.LazyFrame, path: Path, where: str | None) -> pl.DataFrame:
         raise UserError(f"{path}: cannot read{scope}: {first_line(err)}") from None
 
 
-def _bad_token(path: Path, column: str) -> None:
+def _bad_token(path: Path, column: str, role: str = "counts") -> None:
     """Raise a `UserError` naming the first CSV value that is not a number, if any.
 
     The whole column is parsed whatever `--where` selects, so any row can be the culprit.
@@ -254,7 +286,7 @@ def _bad_token(path: Path, column: str) -> None:
     except (pl.exceptions.PolarsError, IndexError):
         return
     raise UserError(f"{path}: column {column!r} has a non-numeric value at row {row} "
-                    f"({value!r}); counts must be non-negative integers")  # fmt: skip
+                    f"({value!r}); {_MUST[role]}")  # fmt: skip
 
 
 def _first(lf: pl.LazyFrame, cond: pl.Expr, column: str) -> tuple[int, object]:

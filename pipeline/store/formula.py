@@ -76,6 +76,9 @@ class Design:
         count_offset: float64 offset of log lambda, shape (n,): the sum of the count part's
             ``offset(…)`` terms, zeros without one.
         zero_offset: the same for the zero part's linear predictor.
+        weights: int64 frequency weights, shape (n,): the `weights` column's (all > 0: rows
+            of weight 0 are left out, counted in `zero_weight`), ones without one.
+        zero_weight: rows of weight 0 left out.
     """
 
     formula: str
@@ -89,11 +92,15 @@ class Design:
     dropped: int
     count_offset: np.ndarray = field(default=None)  # type: ignore[assignment]
     zero_offset: np.ndarray = field(default=None)  # type: ignore[assignment]
+    weights: np.ndarray = field(default=None)  # type: ignore[assignment]
+    zero_weight: int = 0
 
     def __post_init__(self):
         for name in ("count_offset", "zero_offset"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.zeros(len(self.y)))
+        if self.weights is None:
+            object.__setattr__(self, "weights", np.ones(len(self.y), np.int64))
 
 
 @dataclass(frozen=True)
@@ -157,13 +164,16 @@ def check_formula(text: str) -> None:
         _parse(part, rhs, parser.get_ast, aliased)  # a malformed side, before any file is read
 
 
-def read_design(path: str | Path, formula: str, *, where: str | None = None) -> Design:
+def read_design(path: str | Path, formula: str, *, where: str | None = None,
+                weights: str | None = None) -> Design:  # fmt: skip
     """Load the columns `formula` uses from a CSV, TSV or parquet file and build the design.
 
     Args:
         path: the file (CSV/TSV column types are inferred from every row).
         formula: ``"y ~ count regressors | zero regressors"``.
         where: optional polars SQL condition selecting rows, e.g. ``"camper = 1"``.
+        weights: optional column of frequency weights (non-negative integers: a row of
+            weight w stands for w rows, weight 0 for none).
 
     Returns:
         The `Design`; `rows` counts the rows `where` selected; errors number rows from 1 in
@@ -183,7 +193,10 @@ def read_design(path: str | Path, formula: str, *, where: str | None = None) -> 
         names = lf.collect_schema().names()
         row = _row_column(names)
         response, parts, refs = _resolve(formula, names, row)
-        used = dict.fromkeys([row, response, *refs.values()])
+        if weights is not None and weights not in names:
+            raise UserError(f"no column {weights!r} (the --weights column); available: "
+                            f"{name_list(names)}")  # fmt: skip
+        used = dict.fromkeys([row, response, *refs.values(), *[weights] * (weights is not None)])
         frame = lf.with_row_index(row, offset=1).filter(row_filter(lf, where))
         frame = frame.select(*used).collect()
         if frame.height == 0:
@@ -193,18 +206,20 @@ def read_design(path: str | Path, formula: str, *, where: str | None = None) -> 
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
     try:
-        return _design(frame, formula, frame.height, row)
+        return _design(frame, formula, frame.height, row, weights)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
 
 
-def build_design(frame: pl.DataFrame, formula: str, *, rows: int | None = None) -> Design:
+def build_design(frame: pl.DataFrame, formula: str, *, rows: int | None = None,
+                 weights: str | None = None) -> Design:  # fmt: skip
     """Build the design of `formula` from a frame already in memory.
 
     Args:
         frame: the data, one row per observation.
         formula: ``"y ~ count regressors | zero regressors"``.
         rows: rows to report as `Design.rows` (default: the frame's height).
+        weights: optional column of frequency weights (as `read_design`).
 
     Returns:
         The `Design`; error messages number rows from 1 in `frame`'s order.
@@ -217,7 +232,10 @@ def build_design(frame: pl.DataFrame, formula: str, *, rows: int | None = None) 
         raise UserError("no rows to fit")
     row = _row_column(frame.columns)
     numbered = frame.with_row_index(row, offset=1)
-    return _design(numbered, formula, frame.height if rows is None else rows, row)
+    if weights is not None and weights not in frame.columns:
+        raise UserError(f"no column {weights!r} (the weights); available: "
+                        f"{name_list(frame.columns)}")  # fmt: skip
+    return _design(numbered, formula, frame.height if rows is None else rows, row, weights)
 
 
 def _row_column(columns: list[str]) -> str:
@@ -228,10 +246,18 @@ def _row_column(columns: list[str]) -> str:
     return row
 
 
-def _design(frame: pl.DataFrame, formula: str, rows: int, row: str) -> Design:
+def _design(frame: pl.DataFrame, formula: str, rows: int, row: str,
+            weights: str | None = None) -> Design:  # fmt: skip
     """`build_design` on a frame that numbers its rows in column `row`."""
     response, parts, refs = _resolve(formula, [c for c in frame.columns if c != row], row)
     regressors = list(dict.fromkeys(refs.values()))
+    zero_weight = 0
+    if weights is not None:  # a row of weight 0 is no row: left out before anything is checked
+        w = response_counts(frame, weights, row, role="weights")
+        zero_weight = int((w == 0).sum())
+        if zero_weight == frame.height:
+            raise UserError(f"every weight in {weights!r} is zero")
+        frame = frame.filter(pl.Series(w > 0))
     frame, dropped = drop_missing(frame, regressors)
     y = response_counts(frame, response, row)
     factors = [f for part in parts for _, fs in part.terms for f in fs]
@@ -257,7 +283,9 @@ def _design(frame: pl.DataFrame, formula: str, rows: int, row: str) -> Design:
                         "need more rows than parameters")  # fmt: skip
     for part, (matrix, names, _) in zip(PARTS, built):
         check_rank(matrix, names, part)
-    return Design(formula, response, y, X, x_names, Z, z_names, rows, dropped, x_off, z_off)
+    w = None if weights is None else response_counts(frame, weights, row, role="weights")
+    return Design(formula, response, y, X, x_names, Z, z_names, rows, dropped, x_off, z_off,
+                  w, zero_weight)  # fmt: skip
 
 
 def _resolve(formula: str, columns: list[str], row: str) -> tuple[str, list[_Part], dict]:

@@ -82,11 +82,14 @@ def drop_missing(frame: pl.DataFrame, columns: list[str]) -> tuple[pl.DataFrame,
     return frame.filter(~drop), dropped
 
 
-def response_counts(frame: pl.DataFrame, response: str, row: str = ROW) -> np.ndarray:
-    """The response as int64 counts.
+def response_counts(frame: pl.DataFrame, response: str, row: str = ROW,
+                    role: str = "response") -> np.ndarray:  # fmt: skip
+    """The response (or the frequency weights) as int64 counts.
 
     Args:
         frame: the rows, numbered in column `row`; response: the response column.
+        role: "response", or "weights" for a column of frequency weights (same checks: a
+            row of weight w stands for w rows).
 
     Returns:
         int64 counts, one per row.
@@ -99,7 +102,7 @@ def response_counts(frame: pl.DataFrame, response: str, row: str = ROW) -> np.nd
         col.cast(pl.String).str.strip_chars() if col.dtype in (pl.String, pl.Categorical) else None
     )
     if text is None and not col.dtype.is_numeric():
-        raise UserError(f"response {response!r} holds {col.dtype}, not counts")
+        raise UserError(f"{role} {response!r} holds {col.dtype}, not {_WHAT[role]}")
     values = (col if text is None else text.cast(pl.Float64, strict=False)).cast(pl.Float64)
     values = values.to_numpy()
     with np.errstate(invalid="ignore"):
@@ -113,10 +116,13 @@ def response_counts(frame: pl.DataFrame, response: str, row: str = ROW) -> np.nd
             i = int(np.argmax(bad))
             shown = "" if col[i] is None else f" ({col[i]!r})"
             hint = f" (skip them with --where '\"{response}\" IS NOT NULL')" * (name == "missing")
-            raise UserError(f"response {response!r}: {int(bad.sum())} {name} value(s), first at "
-                            f"row {frame[row][i]}{shown}; counts must be non-negative "
+            raise UserError(f"{role} {response!r}: {int(bad.sum())} {name} value(s), first at "
+                            f"row {frame[row][i]}{shown}; {_WHAT[role]} must be non-negative "
                             f"integers{hint}")  # fmt: skip
     return values.astype(np.int64)
+
+
+_WHAT = {"response": "counts", "weights": "frequency weights"}
 
 
 def check_values(matrix: np.ndarray, names: tuple[str, ...], part: str, row_ids) -> None:

@@ -36,8 +36,9 @@ HOSTILE = {
     "leading-dash": "-count < 0 or x = 'a=b'",
     "glob-and-pipe": "* | touch {s} && echo > {s} # \\",
 }
-USER_VARIABLES = {"FILE", "COLUMN", "FORMULA", "WHERE", "JSON", "FAMILY", "NO_MLFLOW", "PORT",
-                  "DASHBOARD_PORT", "WORKERS", "SERVICES_HOST", "ALLOW", "PARAMS"}  # fmt: skip
+USER_VARIABLES = {"FILE", "COLUMN", "FORMULA", "WHERE", "WEIGHTS", "JSON", "FAMILY",
+                  "NO_MLFLOW", "PORT", "DASHBOARD_PORT", "WORKERS", "SERVICES_HOST", "ALLOW",
+                  "PARAMS"}  # fmt: skip
 
 
 @pytest.fixture
@@ -150,6 +151,9 @@ OTHER_VARIABLES = {
     "FAMILY": ("fit-counts", [], "FAMILY",
                ["pipeline.fit_counts", "--column=n", "--params=params.yaml", "--family={v}", "--",
                 "f.csv"]),
+    "WEIGHTS": ("fit-counts", [], "WEIGHTS",
+                ["pipeline.fit_counts", "--column=n", "--params=params.yaml", "--weights={v}",
+                 "--", "f.csv"]),
     "PORT": ("ui", [], "PORT", ["pipeline.ui", "--port={v}"]),
     "DASHBOARD_PORT": ("dashboard", [], "DASHBOARD_PORT",
                        ["pipeline.dashboard", "--params=params.yaml", "--port={v}"]),

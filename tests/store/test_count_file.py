@@ -216,3 +216,25 @@ def test_bad_filter_is_one_line_naming_the_filter(tmp_path, where, message):
         assert text.endswith(
             '(a SQL condition; quote column names that are SQL words, e.g. "group" = 1)'
         )
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_weighted_counts_are_the_histogram_of_the_expanded_rows(tmp_path, suffix):
+    rng = np.random.default_rng(3)
+    y, w = zip_sample(0.3, 2.0, 400, seed=3), rng.integers(0, 5, 400)
+    frame = pl.DataFrame({"y": y, "w": w, "g": rng.integers(0, 2, 400)})
+    path = tmp_path / f"f{suffix}"
+    frame.write_csv(path) if suffix == ".csv" else frame.write_parquet(path)
+    got = count_io.read_counts(path, "y", "g = 1", weights="w")
+    keep = frame["g"].to_numpy() == 1
+    want = histogram(np.repeat(y[keep], w[keep]))
+    np.testing.assert_array_equal(got.hist.values, want.values)  # weight-0 values left out
+    np.testing.assert_array_equal(got.hist.freqs, want.freqs)
+    assert (got.rows, got.selected) == (400, int(keep.sum()))
+
+
+def test_weights_summing_past_int64_rows_are_refused(tmp_path):
+    path = tmp_path / "w.csv"
+    path.write_text("y,w\n0,4000000000000000000\n1,4000000000000000000\n")
+    with pytest.raises(UserError, match=r"sum to 8e\+18, beyond 2\*\*62 rows"):
+        count_io.read_counts(path, "y", weights="w")
