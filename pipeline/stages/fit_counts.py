@@ -217,6 +217,11 @@ def analyse(args) -> dict:
     from pipeline.report.count_report import render, summarise
     from pipeline.tracking.runs import Tracker
 
+    if args.family == "zip":  # the descent's device: refused before any fit or store
+        try:
+            check_device(params.fit.device)
+        except ValueError as err:
+            raise UserError(f"fit.device: {err}") from None
     level = params.fit_counts.level
     try:
         fits = count_fits.fit_families(data, args.family, level)
@@ -232,10 +237,6 @@ def analyse(args) -> dict:
     tracker = None if args.no_mlflow else Tracker(params.tracking.experiment,
                                                   root=args.workdir.resolve())  # fmt: skip
     if args.family == "zip":
-        try:
-            check_device(params.fit.device)
-        except ValueError as err:
-            raise UserError(f"fit.device: {err}") from None
         fc = params.fit_counts
         bar = progress(fc.max_steps, "gradient descent", "step")
 

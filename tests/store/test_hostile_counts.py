@@ -321,7 +321,7 @@ def test_fit_counts_gives_the_exact_mle_or_one_line(tmp_path, column, fmt):
     event("fitted")
     assert isinstance(expected, Histogram), f"accepted bad counts: expected {expected!r}"
     exact = exact_mle(expected)
-    z, gd = got["zip"], got["gradient_descent"]
+    z, gd = got["closed_form"]["zip"], got["gradient_descent"]
     assert got["n"] == expected.n == len(values)
     assert 0.0 <= z["pi"] <= 1.0 and finite(z["pi"])
     assert finite(z["lambda"]) and z["lambda"] > 0
