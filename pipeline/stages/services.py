@@ -40,6 +40,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -288,19 +289,24 @@ def start_mlflow(pg: Postgres, artifacts: Path, host: str = "127.0.0.1",
     env = {**server_env(), "MLFLOW_BACKEND_STORE_URI": pg.url("mlflow")}
     log = log or Path(pg.root) / "mlflow.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)  # no signal between fork and `try`
+    # No signal may land between the fork and the `try` that stops the server: Ctrl-C and
+    # SIGTERM are only recorded meanwhile, and delivered again inside it. (Not by blocking
+    # them: the server would inherit the mask and ignore the SIGTERM that stops it.)
+    pending: list[int] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, _: pending.append(signum))
     try:
         with open(log, "ab") as out:
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _restore(previous, pending)
         raise
     proc.url = f"http://{_url_host(host)}:{port}"
     try:
-        # A signal held since the fork lands here, inside the `try` that stops the server.
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _restore(previous, pending)  # a signal recorded since the fork lands here
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             with contextlib.suppress(OSError):
@@ -316,6 +322,14 @@ def start_mlflow(pg: Postgres, artifacts: Path, host: str = "127.0.0.1",
     except BaseException:
         stop_group(proc, grace=10)
         raise
+
+
+def _restore(previous: dict, pending: list[int]) -> None:
+    """Put back the signal handlers `previous` and deliver the first signal in `pending`."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    if pending:
+        signal.raise_signal(pending[0])
 
 
 @dataclass

@@ -62,6 +62,12 @@ def test_start_env_stop_leave_nothing(tmp_path, stage_env):
         with urllib.request.urlopen(env["MLFLOW_TRACKING_URI"] + "/health", timeout=10) as r:
             assert r.status == 200
         record = json.loads((state / "services.json").read_text())
+        # The server must not inherit a mask blocking the SIGTERM that stops it (a CI run:
+        # blocked across the fork, it outlived an interrupted start).
+        status = Path(f"/proc/{record['mlflow_pid']}/status").read_text().splitlines()
+        blocked = int(next(x for x in status if x.startswith("SigBlk:")).split()[1], 16)
+        stops = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+        assert not blocked & stops, f"the mlflow server blocks SIGTERM/SIGINT ({blocked:#x})"
         printed = _services("env", "--state", str(state), env=stage_env)
         assert printed.stdout == (state / "env").read_text()
     finally:
