@@ -43,10 +43,17 @@ FAMILY_CHOICES = ("all", *FAMILIES)
 
 
 def run_name(args) -> str:
-    """The MLflow run's name: file, then column or formula, then family."""
+    """The MLflow run's name: file, column or formula, weights and rows if given, family (each
+    user text cut to 60 characters: the name tells runs apart, the tags hold the full text)."""
+
+    def cut(text: str) -> str:
+        return text if len(text) <= 60 else text[:59] + "…"
+
     what = args.formula if args.formula is not None else args.column
-    weighted = f"-weights:{args.weights}" if args.weights else ""
-    return f"fit_counts-{Path(args.file).name}-{what}{weighted}-{args.family}"
+    parts = [Path(args.file).name, what]
+    parts += [f"weights:{args.weights}"] * bool(args.weights)
+    parts += [f"where:{args.where}"] * bool(args.where)
+    return "-".join(["fit_counts", *map(cut, parts), args.family])
 
 
 def read_data(args):
@@ -149,26 +156,26 @@ def _descend_histogram(hist, fc, fit, rng, common: dict):
 
 
 def log_run(tracker, args, params: config.Params, report: dict, text: str, result) -> str:
-    """One MLflow run (under the invocation) for every path: params, metrics, the text, JSON
-    and frequency table, the rootograms of every fitted family and, for the ZIP, the descent's
-    NLL path and its convergence figure; returns its id."""
+    """One top-level MLflow run in `tracking.fit_counts_experiment` for every path: params,
+    metrics, the text, JSON and frequency table, the rootograms of every fitted family and, for
+    the ZIP, the descent's NLL path and its convergence figure; returns its id."""
     from pipeline.report.count_report import (
         jsonable,
         markdown_frequencies,
         metrics,
         rootograms_figure,
     )
-    from pipeline.tracking.runs import invocation_id
     from pipeline.tracking.values import flatten, thin
 
     stamp = params.digest(*config.STAGE_BLOCKS["fit_counts"])
-    parent = tracker.invocation(params.digest())
     source = report["source"]
     tags = {"stage": "fit_counts", "file": str(args.file), "family": report["family"],
             "formula": source.get("formula") or "", "column": source.get("column") or "",
-            "where": args.where or "", "weights": args.weights or "", "params_hash": stamp,
-            "invocation": invocation_id()}  # fmt: skip
-    run_id = tracker.start(run_name(args), "stage", parent=parent, tags=tags)
+            "where": args.where or "", "weights": args.weights or "",
+            "params_hash": stamp}  # fmt: skip
+    # Its own experiment, one top-level run per analysis: users' analyses never push the
+    # study's invocation runs off the runs table's first page.
+    run_id = tracker.start(run_name(args), "analysis", tags=tags)
     report["mlflow_run_id"] = run_id  # also in the JSON artifact
     flat = flatten({"fit": config.as_dict(params.fit),
                     "fit_counts": config.as_dict(params.fit_counts)})  # fmt: skip
@@ -234,8 +241,8 @@ def analyse(args) -> dict:
     if args.family == "zip":
         extra, result = zip_sections(args, params, data, names, fits)
     # The store opens before the descent: a broken one is one line, not a fit thrown away.
-    tracker = None if args.no_mlflow else Tracker(params.tracking.experiment,
-                                                  root=args.workdir.resolve())  # fmt: skip
+    root = args.workdir.resolve()
+    tracker = None if args.no_mlflow else Tracker.fit_counts(params.tracking, root)
     if args.family == "zip":
         fc = params.fit_counts
         bar = progress(fc.max_steps, "gradient descent", "step")
@@ -252,7 +259,8 @@ def analyse(args) -> dict:
     report = summarise(fits, names, level=level, data=count_fits.data_summary(data),
                        source=source, family=args.family, **extra)  # fmt: skip
     text = render(report)
-    report["mlflow_run_id"], report["mlflow_experiment"] = None, params.tracking.experiment
+    report["mlflow_run_id"] = None
+    report["mlflow_experiment"] = params.tracking.fit_counts_experiment
     if tracker is not None:
         report["mlflow_run_id"] = logged(
             tracker, lambda: log_run(tracker, args, params, report, text, result)

@@ -141,7 +141,7 @@ def test_example_run_logs_one_mlflow_run(tiny_params, tmp_path, isolated_mlflow,
     out = run_main(args, capsys)
     assert "of 250 rows, where camper = 1" in out and "MLflow run" in out
     client = MlflowClient(tracking_uri=isolated_mlflow)
-    exp = client.get_experiment_by_name("zip-test")
+    exp = client.get_experiment_by_name("zip-test-counts")
     runs = client.search_runs([exp.experiment_id], "tags.`zip.stage` = 'fit_counts'")
     assert len(runs) == 1
     run = runs[0]
@@ -149,8 +149,11 @@ def test_example_run_logs_one_mlflow_run(tiny_params, tmp_path, isolated_mlflow,
     tags = run.data.tags
     assert tags["zip.column"] == "count" and tags["zip.where"] == "camper = 1"
     assert tags["zip.file"] == str(EXAMPLE)
-    parent = client.get_run(tags["mlflow.parentRunId"])
-    assert parent.data.tags["zip.level"] == "invocation"
+    # Its own experiment, at the top level: the study's runs table keeps its invocations.
+    assert "mlflow.parentRunId" not in tags and tags["zip.level"] == "analysis"
+    assert run.info.run_name == "fit_counts-fish_caught.csv-count-where:camper = 1-zip"
+    study = client.get_experiment_by_name("zip-test")
+    assert study is None or client.search_runs([study.experiment_id]) == []
     assert run.data.params["fit_counts.inits"] == "2"
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"rootogram.png", "convergence.png", "fit_counts.json", "fit_counts.txt",
@@ -258,3 +261,20 @@ def test_unreadable_file_exits_2(tiny_params, tmp_path):
     path.chmod(0)
     proc = fit_counts([path, "--column", "count", "--params", tiny_params], os.environ, tmp_path)
     assert proc.returncode == 2 and "permission denied" in proc.stderr
+
+
+def test_run_names_tell_analyses_apart_and_stay_short():
+    from argparse import Namespace
+
+    from pipeline.stages.fit_counts import run_name
+
+    def name(**kw):
+        base = dict(file="/d/fish.csv", column="count", formula=None, where=None, weights=None,
+                    family="all")  # fmt: skip
+        return run_name(Namespace(**{**base, **kw}))
+
+    names = {name(), name(where="camper = 1"), name(where="camper = 0"), name(weights="w"),
+             name(column=None, formula="count ~ persons"), name(family="zip")}  # fmt: skip
+    assert len(names) == 6 and name() == "fit_counts-fish.csv-count-all"
+    long = name(column=None, formula="y ~ " + " + ".join(f"x{i}" for i in range(100)))
+    assert len(long) < 100 and "…" in long

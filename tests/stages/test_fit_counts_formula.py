@@ -155,7 +155,7 @@ def test_printed_report_and_one_mlflow_run(params, tmp_path, isolated_mlflow, ca
     assert any(line.startswith("  Poisson in ZIP") and "chi2(2)" in line for line in lines)
     assert any(line.startswith("Gradient descent (") for line in lines)
     client = MlflowClient(tracking_uri=isolated_mlflow)
-    exp = client.get_experiment_by_name("zip-test")
+    exp = client.get_experiment_by_name("zip-test-counts")
     (run,) = client.search_runs([exp.experiment_id], "tags.`zip.stage` = 'fit_counts'")
     assert run.info.status == "FINISHED" and run.info.run_id in out
     assert run.data.tags["zip.formula"] == FORMULA and run.data.tags["zip.where"] == "persons > 1"
@@ -190,7 +190,7 @@ def test_categorical_terms_reach_mlflow_under_valid_keys(params, tmp_path, isola
     out = run_main([path, "--formula", "count ~ g | g", "--params", params,
                     "--workdir", tmp_path], capsys)  # fmt: skip
     client = MlflowClient(tracking_uri=isolated_mlflow)
-    exp = client.get_experiment_by_name("zip-test")
+    exp = client.get_experiment_by_name("zip-test-counts")
     (run,) = client.search_runs([exp.experiment_id], "tags.`zip.stage` = 'fit_counts'")
     assert run.info.run_id in out and run.info.status == "FINISHED"
     keys = set(run.data.metrics)
