@@ -31,7 +31,11 @@ from pipeline.core.simulation import simulate
 from pipeline.report.plots import figure, pmf_vs_histogram
 from pipeline.stages import config
 from pipeline.stages.cli import parser, progress
-from pipeline.stages.generate_regression import generate_regression, scenario_lines
+from pipeline.stages.generate_regression import (
+    check_scenarios,
+    generate_regression,
+    scenario_lines,
+)
 from pipeline.store import datasets, files
 from pipeline.tracking import interrupts
 from pipeline.tracking.runs import Tracker
@@ -273,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = files.Layout(workdir)
     files.check_writable(layout.data, workdir / "mlruns")
     check_cost(params.data, layout.data)
+    check_scenarios(params)  # every replicate's design and draw, before anything is written
     tracker = Tracker(params.tracking.experiment, root=workdir)
     with (
         interrupts.sigterm_raises(),

@@ -1,5 +1,6 @@
 """The data stage's regression scenarios: validation, files, oracle fits, determinism."""
 
+import copy
 import subprocess
 import sys
 
@@ -62,17 +63,46 @@ def test_bad_regression_params_name_the_key(write_params, overrides, key, proble
     assert problem in message and "\n" not in message
 
 
-def test_a_rate_that_overflows_across_the_design_is_one_line(write_params, stage_env, tmp_path):
-    # exp(0.5 + 20 * age) passes 1e6 within a few SDs of age: the stage refuses, naming it.
-    path = write_params(merge(REG, scenario(count={"intercept": 0.5, "age": 20.0})))
+SECOND_ONLY = [  # the first scenario is fine, the second fails only in its last replicate
+    ("rate", [VISITS, {**VISITS, "name": "big", "count": {"intercept": 0.5, "age": 20.0}}],
+     "(big), replicate 0:", "count part: rate reaches"),
+    ("dispersion", [VISITS, {**VISITS, "name": "wide", "family": "zinb", "dispersion": 1e308}],
+     "(wide), replicate 0:", "dispersion 1e+308 makes the gamma-mixed Poisson rate overflow"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("scenarios, where, problem", [c[1:] for c in SECOND_ONLY],
+                         ids=[c[0] for c in SECOND_ONLY])  # fmt: skip
+def test_a_scenario_that_cannot_be_drawn_is_one_line_and_writes_nothing(
+    scenarios, where, problem, write_params, stage_env, tmp_path
+):
+    """Issue 21 items 12 and 13: exp(0.5 + 20 * age) passes 1e6 within a few SDs of age; an
+    NB dispersion of 1e308 overflows the gamma-mixed rate (was a ValueError traceback). Both
+    were refused only after the intercept-only datasets, earlier scenarios and the MLflow store
+    were written; now before anything is."""
+    scenarios = [copy.deepcopy(s) for s in scenarios]  # shared objects: YAML aliases, refused
+    path = write_params(merge(REG, {"data": {"regression": {"scenarios": scenarios}}}))
     out = subprocess.run([sys.executable, "-m", "pipeline.generate", "--params", str(path),
                           "--workdir", str(tmp_path)], env=stage_env, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in out.stderr
-    assert lines[0].startswith("error: data.regression.scenarios[0] (visits), replicate 0:")
-    assert "count part: rate reaches" in lines[0]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert lines[0].startswith("error: data.regression.scenarios[1] " + where), lines[0]
+    assert problem in lines[0], lines[0]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize("alpha", [1e5, 1e20])
+def test_a_huge_but_finite_dispersion_generates(alpha, write_params, stage_env, tmp_path):
+    """Issue 21 item 12: 1e5 wrote every file, then crashed formatting its summary line."""
+    nb = {**copy.deepcopy(VISITS), "name": "wide", "family": "zinb", "dispersion": alpha}
+    path = write_params(merge(REG, {"data": {"regression": {"scenarios": [nb]}}}))
+    out = subprocess.run([sys.executable, "-m", "pipeline.generate", "--params", str(path),
+                          "--workdir", str(tmp_path)], env=stage_env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "regression wide (zinb)" in out.stdout
 
 
 @pytest.fixture(scope="module")
