@@ -210,6 +210,10 @@ def _bad(tmp: Path) -> dict[str, tuple[list, str]]:
     frame.head(3).write_csv(few := tmp / "few.csv")
     frame.with_columns(count=pl.when(pl.col("g") == 1).then(0).otherwise(pl.col("count") + 1)
                        ).write_csv(sep := tmp / "sep.csv")  # fmt: skip
+    # Issue 21 item 14: y > 0 exactly when a continuous x > 0 (quasi-complete separation):
+    # `--family zip` exited 0 after 200 iterations with a zero-part x of -161 and p = 0.097.
+    frame.with_columns(count=pl.when(pl.col("x") > 0).then(pl.col("count") + 1).otherwise(0)
+                       ).write_csv(sep_x := tmp / "sep_x.csv")  # fmt: skip
     return {
         "unknown-column": ([ok, "--formula", "count ~ nosuch"], "no column 'nosuch'"),
         "unparsable": ([ok, "--formula", "count ~ x +"], "count part"),
@@ -219,19 +223,20 @@ def _bad(tmp: Path) -> dict[str, tuple[list, str]]:
         "non-integer": ([frac, "--formula", "count ~ x"], "non-integer"),
         "too-few-rows": ([few, "--formula", "count ~ x | x"], "need more rows than parameters"),
         "separated": ([sep, "--formula", "count ~ 1 | g"], "no finite maximum"),
+        "separated-x": ([sep_x, "--formula", "count ~ x | x"], "no finite maximum"),
         "both": ([ok, "--formula", "count ~ x", "--column", "count"], "exactly one of"),
         "neither": ([ok], "exactly one of --column"),
     }
 
 
 BAD = ["unknown-column", "unparsable", "no-tilde", "constant", "collinear", "non-integer",
-       "too-few-rows", "separated", "both", "neither"]  # fmt: skip
+       "too-few-rows", "separated", "separated-x", "both", "neither"]  # fmt: skip
 
 
 # Reading the design is shared by every family; separation is the ZIP oracle's verdict (the
 # comparison of families shows each family's status instead).
 CASES = [(name, family) for name in BAD for family in ("zip", "all")
-         if not (name == "separated" and family == "all")]  # fmt: skip
+         if not (name.startswith("separated") and family == "all")]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "family"), CASES)
@@ -317,3 +322,20 @@ def test_the_real_program_gets_the_hostile_formula_verbatim(tmp_path):
 def test_make_without_column_or_formula_prints_the_usage(tmp_path):
     out = _make(tmp_path, "FILE=f.csv", py=tmp_path / "never-run")
     assert out.returncode == 2 and "FORMULA='y ~ count regressors | zero regressors'" in out.stderr
+
+
+def test_a_separated_family_is_labelled_so_and_never_recommended(tiny_params, tmp_path, capsys):
+    """Issue 21 item 14: the comparison labelled the continuous separation `max_iter`; now
+    every family with a zero part says `separated`, and the recommendation skips them."""
+    from pipeline.stages import fit_counts
+
+    x = np.random.default_rng(8).normal(size=200)
+    y = np.where(x > 0, np.random.default_rng(9).poisson(2.0, 200) + 1, 0)
+    pl.DataFrame({"count": y, "x": x}).write_csv(path := tmp_path / "sep.csv")
+    argv = [str(path), "--formula", "count ~ x | x", "--params", str(tiny_params),
+            "--no-mlflow", "--json"]  # fmt: skip
+    assert fit_counts.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    statuses = {f: m["status"] for f, m in report["models"].items()}
+    assert {statuses[f] for f in ("zip", "zinb", "hurdle_poisson", "hurdle_nb")} == {"separated"}
+    assert report["recommendation"]["family"] in ("poisson", "nb", None)

@@ -26,6 +26,7 @@ _RUNOFF = 30.0  # logit/log shift of one coefficient beyond which a probability 
 _MAX_MOVE = 5.0  # largest change of any s_i, eta_i or of log α in one step
 _RUNOFF_STEPS = 3  # consecutive growing steps past _RUNOFF (or ALPHA_FLOOR) that decide
 _CREEP = 1e-9  # mean log-likelihood gain per step of a runaway parameter
+_CAPPED_STEPS = 20  # consecutive trust-region-capped outward steps past _RUNOFF that decide
 
 
 class Run(NamedTuple):
@@ -94,7 +95,7 @@ def _move(data: Prepared, step) -> float:
 
 def _loop(data: Prepared, theta, free, max_iter):
     point = evaluate(data, theta)
-    total_weight, streak, last = float(data.w.sum()), 0, None
+    total_weight, streak, capped_streak, last = float(data.w.sum()), 0, 0, None
     sizes = _column_sizes(data)
     for it in range(max_iter):
         grad = point.grad[free]
@@ -104,7 +105,8 @@ def _loop(data: Prepared, theta, free, max_iter):
         step = np.zeros_like(theta)
         step[free] = step_free
         move = _move(data, step)
-        if move > _MAX_MOVE:  # far from the optimum: a trust region on the linear predictors
+        capped = move > _MAX_MOVE
+        if capped:  # far from the optimum: a trust region on the linear predictors
             step *= _MAX_MOVE / move
         slack = 64 * np.finfo(float).eps * point.size  # rounding of the summed log-likelihood
         slope, t = float(point.grad @ step), 1.0
@@ -125,12 +127,18 @@ def _loop(data: Prepared, theta, free, max_iter):
         # A genuine optimum is approached with shrinking steps, and far from any optimum the
         # likelihood gains much more than _CREEP per observation: a parameter that keeps moving
         # out by >= 0.5 per step while the likelihood only creeps up is running to infinity.
-        grows = hit is not None and _growth(hit, theta, new, sizes) >= 0.5
-        grows = grows and gain <= _CREEP * total_weight
-        streak = streak + 1 if grows and hit[0] == last else int(grows)
-        last = hit[0] if grows else None
+        # Or (quasi-complete separation on a continuous regressor: the likelihood creeps up
+        # geometrically, too slowly for _CREEP within max_iter) the Newton step wants to go
+        # beyond the trust region step after step: near a finite optimum it shrinks to 0.
+        runaway = hit is not None and _growth(hit, theta, new, sizes) >= 0.5
+        grows = runaway and gain <= _CREEP * total_weight
+        same = hit is not None and hit[0] == last
+        streak = streak + 1 if grows and same else int(grows)
+        pushed = runaway and capped
+        capped_streak = capped_streak + 1 if pushed and same else int(pushed)
+        last = hit[0] if runaway else None
         theta, point = new, trial
-        if streak >= _RUNOFF_STEPS:
+        if streak >= _RUNOFF_STEPS or capped_streak >= _CAPPED_STEPS:
             if hit[2] == "dispersion":
                 text = f"log alpha runs off to -inf (now {theta[-1]:.1f}; alpha -> 0)"
                 return Run(theta, point.ll, "boundary", text, it + 1)
