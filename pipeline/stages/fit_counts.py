@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -211,6 +212,23 @@ def log_run(tracker, args, params: config.Params, report: dict, text: str, resul
     return run_id
 
 
+LONG_FIT_S = 20.0  # an estimate above this is announced before the fits start
+
+
+def announce_cost(data, families: tuple[str, ...]) -> None:
+    """Say on stderr what the Newton fits will cost when that is long (before any work)."""
+    from pipeline.analysis import count_fits
+
+    seconds = count_fits.fit_seconds(data, families)
+    if seconds < LONG_FIT_S:
+        return
+    k = max(count_fits.parameter_count(f, data) for f in families)
+    took = f"~{seconds / 60:.0f} min" if seconds >= 90 else f"~{seconds:.0f} s"
+    what = f"{len(families)} families" if len(families) > 1 else "1 family"
+    print(f"fit_counts: {len(data.y):,} rows, {what} of up to {k} parameters: {took} of Newton "
+          "fits on these cores (Ctrl-C stops)", file=sys.stderr)  # fmt: skip
+
+
 def analyse(args) -> dict:
     """Read, fit, compare, (ZIP) descend and (unless --no-mlflow) log; returns the report with
     its text under "text"."""
@@ -230,13 +248,23 @@ def analyse(args) -> dict:
         except ValueError as err:
             raise UserError(f"fit.device: {err}") from None
     level = params.fit_counts.level
+    families = count_fits.families_for(args.family)
+    announce_cost(data, families)
+    bar = progress(len(families), "Newton fits", "family")
+
+    def fitted(family: str) -> None:
+        bar.set_postfix_str(family, refresh=False)
+        bar.update(1)
+
     try:
-        fits = count_fits.fit_families(data, args.family, level)
+        fits = count_fits.fit_families(data, args.family, level, on_family=fitted)
     except NotIdentifiableError:
         why = "all counts are zero, so the count models are not identifiable"
         raise UserError(f"{args.file}: {why}") from None
     except ValueError as err:
         raise UserError(f"{args.file}: {err}") from None
+    finally:
+        bar.close()
     extra, result = {}, None
     if args.family == "zip":
         extra, result = zip_sections(args, params, data, names, fits)
