@@ -104,11 +104,25 @@ def bytes_per_count(lam: float) -> float:
     return 0.25 + bits / 8
 
 
+# Regression rows (their covariates drawn twice: once to check every scenario before
+# anything is written, `check_scenarios`; the Newton oracle fitted on each dataset): 5
+# scenarios x 4 replicates x 100,000 rows took 13 s of the stage's 15 s on the 2 cores, and
+# 23 MB of parquet (~12 bytes a row with 2-4 covariates: ~3 bytes a stored value).
+REG_ROWS_PER_SECOND = 1.5e5
+REG_BYTES_PER_VALUE = 3.0
+LONG_SECONDS = 120.0  # the stage says what it will cost from here
+
+
 def cost(data) -> tuple[int, float, float]:
-    """(counts, estimated bytes on disk, estimated seconds) of the data stage."""
+    """(counts, estimated bytes on disk, estimated seconds) of the data stage, the regression
+    scenarios' rows included (each is one count)."""
     counts = data.n * data.replicates * len(data.scenarios)
     size = sum(data.n * data.replicates * bytes_per_count(s.lam) for s in data.scenarios)
-    return counts, size, counts / COUNTS_PER_SECOND
+    reg = data.regression
+    rows = reg.n * reg.replicates * len(reg.scenarios)
+    values = sum(reg.n * reg.replicates * (len(s.covariates) + 3) for s in reg.scenarios)
+    return (counts + rows, size + values * REG_BYTES_PER_VALUE,
+            counts / COUNTS_PER_SECOND + rows / REG_ROWS_PER_SECOND)  # fmt: skip
 
 
 def check_cost(data, folder: Path) -> None:
@@ -118,8 +132,8 @@ def check_cost(data, folder: Path) -> None:
     if size + files.MIN_FREE_BYTES > free:
         raise UserError(f"data: {counts:.3g} counts need ~{size / 1e9:.3g} GB of parquet, but "
                         f"{folder} has {free / 1e9:.3g} GB free; lower data.n or "
-                        "data.replicates")  # fmt: skip
-    if counts >= LONG_RUN:
+                        "data.replicates (data.regression.n or .replicates)")  # fmt: skip
+    if counts >= LONG_RUN or seconds >= LONG_SECONDS:
         print(f"generate: {counts:.3g} counts, ~{size / 1e9:.2g} GB of parquet, "
               f"~{seconds / 60:.0f} min", file=sys.stderr)  # fmt: skip
 

@@ -100,3 +100,23 @@ def test_a_huge_seed_and_an_all_zero_blog_dataset_run_to_the_end(tmp_path, isola
     text = (tmp_path / "reports" / "recovery.md").read_text()
     assert "## The blog's table" not in text  # no identifiable replicate 0 to reproduce it on
     assert (tmp_path / "data" / "tune_fits.parquet").exists()
+
+
+def test_regression_data_counts_in_the_cost_and_the_disk_check(write_params, tmp_path,
+                                                              isolated_mlflow, capsys,
+                                                              monkeypatch):  # fmt: skip
+    """Issue 21 item 18: `data.regression` with n = 1e7 x 10,000 replicates was accepted with
+    no cost line (the check covered the intercept-only data only); every regression replicate
+    is now simulated before anything is written, so the cost must come first."""
+    reg = {"n": 10**7, "replicates": 10**4, "scenarios": [
+        {"name": "visits", "covariates": [{"name": "age", "dist": "normal"}],
+         "count": {"intercept": 0.5, "age": 0.2}, "zero": {"intercept": -1.0}}]}  # fmt: skip
+    params = write_params({"data": {"regression": reg}})
+    counts, size, seconds = generate.cost(generate.config.load(params).data)
+    assert counts > 1e11 and size > 1e12 and seconds > 1e5
+    usage = shutil.disk_usage(tmp_path)._replace(free=10**12)
+    monkeypatch.setattr(generate.shutil, "disk_usage", lambda path: usage)
+    code, err = run_stage(generate.main, ["--params", params, "--workdir", tmp_path], capsys)
+    assert code == 2 and len(err) == 1 and "GB of parquet" in err[0], err
+    assert "data.regression.n" in err[0]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlruns").exists()
