@@ -278,3 +278,26 @@ def test_run_names_tell_analyses_apart_and_stay_short():
     assert len(names) == 6 and name() == "fit_counts-fish.csv-count-all"
     long = name(column=None, formula="y ~ " + " + ".join(f"x{i}" for i in range(100)))
     assert len(long) < 100 and "…" in long
+
+
+def test_the_answer_is_printed_before_mlflow_is_touched(tiny_params, tmp_path, isolated_mlflow,
+                                                        capsys, monkeypatch):  # fmt: skip
+    """Issue 19 item 3: the terminal's answer waited for MLflow's import and round trips
+    (~3 s of ~6 s on the fish example); now the store opens only after the text is out."""
+    from pipeline.stages import fit_counts
+    from pipeline.tracking.runs import Tracker
+
+    opened = []
+    real = Tracker.fit_counts.__func__
+
+    def spy(cls, tracking, root):
+        opened.append(capsys.readouterr().out)  # what the user had seen by then
+        return real(cls, tracking, root)
+
+    monkeypatch.setattr(Tracker, "fit_counts", classmethod(spy))
+    argv = [str(EXAMPLE), "--column", "count", "--params", str(tiny_params),
+            "--workdir", str(tmp_path)]  # fmt: skip
+    assert fit_counts.main(argv) == 0
+    (seen,) = opened
+    assert seen.startswith("Count families (all):") and "Recommendation:" in seen
+    assert capsys.readouterr().out.startswith("\nMLflow run ")
