@@ -32,7 +32,7 @@ from pipeline.core.inference.asymptotics import wald_or_profile
 from pipeline.core.inference.goodness import gof_bound_p, screen_level
 from pipeline.core.inference.intercept import FrequencyTable
 from pipeline.core.inference.model_tests import TITLES, VUONG_P, wald_test
-from pipeline.report.fit_checks import (
+from pipeline.report.count_wording import (
     GOF_HEADER,
     ZIP_VUONG_CAVEAT,
     frequency_lines,
@@ -56,7 +56,7 @@ __all__ = ["jsonable", "markdown_frequencies", "metrics", "render", "rootograms_
            "summarise"]  # fmt: skip
 
 SE_RATIO = 1.5  # robust/model SE ratio beyond which (either way) misspecification is flagged
-# Column titles of the frequency table (`fit_checks.frequency_lines` gives each 12 characters).
+# Column titles of the frequency table (`count_wording.frequency_lines` gives each 12 characters).
 COLUMNS = {**TITLES, "hurdle_poisson": "hurdle P"}
 PARTS = {"inflation": "zero part: logit(pi), pi = P(structural zero)",
          "hurdle": "zero part: logit P(Y > 0)", "count": "count part: log(mean)",
@@ -115,7 +115,7 @@ def model_entry(fit, robust_cov, names: dict, gof: dict | None, level: float) ->
         fit: its `oracle.fit.OracleFit`.
         robust_cov: its `OracleFit.robust_cov`.
         names: {"count": count-part term names, "zero": zero-part term names}.
-        gof: its `fit_checks.gof_entry`, or None.
+        gof: its `count_wording.gof_entry`, or None.
         level: interval coverage.
 
     Returns:
@@ -223,7 +223,7 @@ def _num(x, fmt: str = ".6g") -> str:
 
 
 def _p(p, log10_p) -> str:
-    """p to 3 digits; below the float range from its log10 ('4.6e-413'): `fit_checks.p_cell`."""
+    """p to 3 digits; below the float range from its log10 ('4.6e-413'): `count_wording.p_cell`."""
     return p_cell(p, log10_p)
 
 
@@ -413,7 +413,7 @@ def rootograms_figure(rows: list[dict], models: list[tuple[str, str]]):
     """One hanging rootogram panel per model, on a shared y axis (at most 3 panels a row).
 
     Args:
-        rows: the frequency rows (`fit_checks.frequency_rows`).
+        rows: the frequency rows (`count_wording.frequency_rows`).
         models: [(row key, panel title), ...].
 
     Returns:

@@ -1,9 +1,10 @@
-"""What both `fit_counts` reports (a column, `--formula`) say about how far to trust them.
+"""The words, cells and tables of the `fit_counts` report (`count_report` assembles them).
 
-p-values below the float range, goodness of fit, samples too small for large-sample inference,
-which interval a parameter gets, and the frequency table's rows: the same words and the same
-JSON in both reports, for any count model (each model's expected frequencies come in as an
-array per row). No I/O here.
+Cells that stay readable numbers (p-values below the float range from their log10, values too
+wide for their column), the notes on how far to trust a fit (goodness of fit, misfit, samples
+too small for large-sample inference, which interval a parameter gets), the frequency table
+for the terminal and for markdown, Vuong's lines, strict JSON and the flat MLflow metrics. For
+any count model (each model's expected frequencies come in as an array per row). No I/O here.
 """
 
 from __future__ import annotations
