@@ -19,8 +19,11 @@ or timestamps, so the same params give byte-identical files.
 
 from __future__ import annotations
 
+import datetime
+import platform
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 import polars as pl
@@ -36,7 +39,7 @@ from pipeline.stages import config
 from pipeline.stages.cli import parser
 from pipeline.store import files
 from pipeline.tracking import interrupts
-from pipeline.tracking.runs import Tracker
+from pipeline.tracking.runs import Tracker, git_commit
 from pipeline.tracking.values import flatten
 
 FIGURES = ("convergence_vs_lr.png", "error_vs_lr.png", "sampling_distribution.png")
@@ -169,6 +172,7 @@ def aggregate(params: config.Params, workdir: Path, inputs=None) -> dict:
             f"groups; params hash `{stamp}`.",
             f"Source: data/fits.parquet and data/histories.parquet "
             f"({inputs['histories'].height:,} recorded steps).",
+            provenance(),
         ],
         recovery=recovery,
         statistics=statistics,
@@ -230,6 +234,22 @@ def log_stage(
     if tracker.invocation_run is not None:  # the invocation shows the report it produced
         tracker.log_artifact(tracker.invocation_run, layout.report_text)
     tracker.summary["fits"] = result["fits"]
+
+
+CITED_PACKAGES = ("torch", "numpy", "scipy", "polars", "optuna", "mlflow")
+
+
+def provenance() -> str:
+    """The report's citation line: commit, date (UTC) and the versions that shape its numbers."""
+    versions = []
+    for name in CITED_PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    return (f"Made by commit `{git_commit()[:12]}` on {today} (UTC) with Python "
+            f"{platform.python_version()}, {', '.join(versions)}.")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

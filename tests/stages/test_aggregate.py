@@ -354,3 +354,18 @@ def test_two_chains_from_scratch_give_identical_recovery_parquet(chain, tmp_path
         a, b = chain / "reports" / name, tmp_path / "b" / "reports" / name
         assert pl.read_parquet(a).equals(pl.read_parquet(b)), name
         assert a.read_bytes() == b.read_bytes(), name
+
+
+def test_the_report_says_what_made_it():
+    """Issue 19 item 5: a report a reviewer can cite names its commit, date and versions."""
+    import re
+    from importlib import metadata
+
+    from pipeline.stages.aggregate import CITED_PACKAGES, provenance
+    from pipeline.tracking.runs import git_commit
+
+    line = provenance()
+    assert line.startswith(f"Made by commit `{git_commit()[:12]}` on ")
+    assert re.search(r" on \d{4}-\d\d-\d\d \(UTC\) with Python 3\.\d+\.\d+, ", line)
+    for name in CITED_PACKAGES:
+        assert f"{name} {metadata.version(name)}" in line
