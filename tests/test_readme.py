@@ -38,4 +38,16 @@ def test_a_quoted_session_is_what_the_program_prints(block):
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     printed = done.stdout.splitlines()
-    assert printed[: len(quoted)] == quoted
+    assert _steady(printed[: len(quoted)]) == _steady(quoted)
+
+
+def _steady(lines: list[str]) -> list[str]:
+    """The lines with the gradient-descent section's numbers masked: its step count and its
+    distance from the oracle (~1e-7 SE) follow float rounding, which another CPU's vector
+    kernels may change; its wording still counts. Every other number is the oracle's, exact to
+    the printed digits."""
+    out, descent = [], False
+    for line in lines:
+        descent = line.startswith("Gradient descent (") or (descent and line.strip() != "")
+        out.append(re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", line) if descent else line)
+    return out
