@@ -79,28 +79,32 @@ def _started_ago(trial) -> float:
 
 
 def supersede_failed(study, tracker) -> int:
-    """Mark the fit runs of the study's FAIL trials KILLED (`Tracker.supersede`).
+    """Mark the FINISHED runs of the study's FAIL trials KILLED (`Tracker.supersede`).
 
     A trial interrupted or killed after some of its fit runs were logged left them FINISHED;
-    its grid point runs again as a new trial, and only COMPLETE trials reach the report.
+    one killed between ending its trial run and telling Optuna left the trial run FINISHED
+    too (seen in CI). Its grid point runs again as a new trial, and only COMPLETE trials reach
+    the report, so none of its runs may look like a result.
 
     Returns:
-        How many fit runs were marked.
+        How many runs were marked.
     """
     marked = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        marked += tracker.supersede(
-            f"tags.`zip.level` = 'fit' and tags.`zip.study` = '{study.study_name}' and "
-            f"tags.`zip.trial` = '{t.number}'"
-        )
+        marked += tracker.supersede(trial_runs(study.study_name, t.number))
     return marked
+
+
+def trial_runs(study: str, trial: int) -> str:
+    """The MLflow filter for every run of one trial: its trial run and its fit runs."""
+    return f"tags.`zip.study` = '{study}' and tags.`zip.trial` = '{trial}'"
 
 
 def close_dead(tracker, study: str, trial: int, host: str | None, pid: int | None) -> int:
     """End as FAILED the RUNNING runs of a dead worker on any host: its trial's (trial and fit
     runs, tags `zip.study`, `zip.trial`) and, given its host and pid, its process's others (its
     stage run). Returns how many."""
-    where = [f"tags.`zip.study` = '{study}' and tags.`zip.trial` = '{trial}'"]
+    where = [trial_runs(study, trial)]
     if host and pid:
         where.append(f"tags.`zip.host` = '{host}' and tags.`zip.pid` = '{pid}'")
     dead = {r.info.run_id for w in where
@@ -139,11 +143,10 @@ class Heartbeat:
         self.recovered += 1
 
     def close_runs(self, study_name: str, trial) -> None:
-        """End a dead trial's RUNNING runs (and its worker's) FAILED, its finished fits KILLED."""
+        """End a dead trial's RUNNING runs (and its worker's) FAILED, its finished ones KILLED."""
         host, pid = trial.user_attrs.get("host"), trial.user_attrs.get("pid")
         close_dead(self.tracker, study_name, trial.number, host, pid)
-        self.tracker.supersede(f"tags.`zip.level` = 'fit' and tags.`zip.study` = '{study_name}' "
-                               f"and tags.`zip.trial` = '{trial.number}'")  # fmt: skip
+        self.tracker.supersede(trial_runs(study_name, trial.number))
 
     def recover(self, study) -> None:
         """Fail the trials of dead workers (heartbeat, then the orphan rule) and retry them."""

@@ -71,7 +71,9 @@ def _worker(hosts, i: int, workdir: Path, env: dict) -> subprocess.Popen:
 
 
 def _victims_trial(study_name: str, storage, proc: subprocess.Popen, deadline: float) -> int:
-    """Wait until worker `proc` (the sweep, after `exec`) runs a trial; returns its number.
+    """Wait until worker `proc` (the sweep, after `exec`) runs a trial and has opened its MLflow
+    trial run (user attr `mlflow_run_id`: a kill before that leaves no run to close, seen once
+    on a loaded machine); returns its number.
 
     `storage` is one `RDBStorage` for all the polls (a URL would open a new connection pool
     each time, and PostgreSQL refuses clients past its 100 connections)."""
@@ -84,7 +86,7 @@ def _victims_trial(study_name: str, storage, proc: subprocess.Popen, deadline: f
         except KeyError:  # not created yet
             study = None
         for t in study.get_trials(states=(TrialState.RUNNING,)) if study else ():
-            if t.user_attrs.get("pid") == pid:
+            if t.user_attrs.get("pid") == pid and t.user_attrs.get("mlflow_run_id"):
                 return t.number
         time.sleep(0.05)
     raise AssertionError("the victim never ran a trial")
