@@ -19,6 +19,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator
 from pipeline.store import files
 
 _MARKERS = "os^vD"
+GD_AT_BEST = "gradient descent, best lr"  # its lr is in each panel's title
 _ERR_FLOOR = 1e-4  # |error| / SE drawn no lower than this on log axes
 
 
@@ -63,8 +64,24 @@ def _log_axis(ax, which: str = "x") -> None:
     axis.set_minor_locator(NullLocator())
 
 
+def _legend_outside(ax, row=()) -> None:
+    """The row's legend right of its last panel `ax`, clear of every plotted point; with `row`
+    (the row's panels), one entry per label any of them has."""
+    handles = dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    for other in row:
+        for handle, label in zip(*other.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    ax.legend(list(handles.values()), list(handles), fontsize="x-small", loc="upper left",
+              bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # fmt: skip
+
+
 def convergence_vs_lr(recovery: pl.DataFrame, scenarios: Sequence[str], max_steps: int):
-    """Share of fits converged / diverged and median steps to convergence vs learning rate.
+    """Share of fits recovered / converged (/ diverged) and steps to convergence vs lr.
+
+    `recovered` (the report's and the objective's measure: converged and within `OFF_SE` of
+    the exact MLE) is the solid line, `converged` dashed beside it; the `diverged` share is
+    drawn only when some fit of the table diverged (a line at zero in every panel says
+    nothing the caption cannot).
 
     Args:
         recovery: the optimisation table (`recovery.optimisation_table`).
@@ -75,11 +92,14 @@ def convergence_vs_lr(recovery: pl.DataFrame, scenarios: Sequence[str], max_step
         The figure.
     """
     fig, axes = _panels(2, len(scenarios))
+    any_diverged = bool((recovery["diverged"].fill_null(0.0) > 0).any())
     for j, name in enumerate(scenarios):
         part = recovery.filter(pl.col("scenario") == name)
         top, bottom = axes[0, j], axes[1, j]
-        _lines(top, part, "converged", err="converged_se", label=" converged")
-        _lines(top, part, "diverged", err="diverged_se", style="--", label=" diverged")
+        _lines(top, part, "recovered", err="recovered_se", label=" recovered")
+        _lines(top, part, "converged", err="converged_se", style="--", label=" converged")
+        if any_diverged:
+            _lines(top, part, "diverged", err="diverged_se", style=":", label=" diverged")
         top.set_ylim(-0.05, 1.05)
         top.set_title(name)
         _lines(bottom, part, "steps_median", label=" median")
@@ -88,8 +108,8 @@ def convergence_vs_lr(recovery: pl.DataFrame, scenarios: Sequence[str], max_step
         bottom.set_xlabel("learning rate")
     axes[0, 0].set_ylabel("share of fits (± MC SE)")
     axes[1, 0].set_ylabel("steps to convergence")
-    axes[0, 0].legend(fontsize="x-small")
-    axes[1, 0].legend(fontsize="x-small")
+    _legend_outside(axes[0, -1])
+    _legend_outside(axes[1, -1])
     return fig
 
 
@@ -97,7 +117,8 @@ def error_vs_lr(recovery: pl.DataFrame, statistics: pl.DataFrame, scenarios: Seq
     """Estimate error vs learning rate: distance to the exact MLE, and RMSE against the truth.
 
     Top: median (solid) and max (dashed) |theta_hat - theta_MLE| in MLE standard errors
-    (values below 1e-4 SE, i.e. zero for any purpose, are drawn at 1e-4).
+    (values below 1e-4 SE, i.e. zero for any purpose, are drawn at 1e-4, a dotted line in the
+    legend says so).
     Bottom: RMSE against the truth of the best-NLL init, relative to the exact MLE's RMSE
     (1 = as good as the MLE).
 
@@ -123,15 +144,22 @@ def error_vs_lr(recovery: pl.DataFrame, statistics: pl.DataFrame, scenarios: Seq
             sub = stats.filter((pl.col("scenario") == name) & (pl.col("parameter") == par))
             _lines(bottom, sub, "rmse_ratio", label=f" {par}")
         _log_axis(top, "y")
-        top.set_ylim(bottom=_ERR_FLOOR)
+        top.set_ylim(bottom=_ERR_FLOOR / 2)
+        top.axhline(
+            _ERR_FLOOR,
+            color="0.6",
+            linewidth=0.8,
+            linestyle=":",
+            label=f"floor: below {_ERR_FLOOR:g} SE drawn here",
+        )
         top.set_title(name)
         bottom.axhline(1.0, color="0.6", linewidth=0.8)
         _log_axis(bottom, "y")
         bottom.set_xlabel("learning rate")
     axes[0, 0].set_ylabel(r"$|\hat\theta - \hat\theta_{MLE}|$ / SE")
     axes[1, 0].set_ylabel("RMSE / RMSE of exact MLE")
-    axes[0, 0].legend(fontsize="x-small")
-    axes[1, 0].legend(fontsize="x-small")
+    _legend_outside(axes[0, -1])
+    _legend_outside(axes[1, -1])
     return fig
 
 
@@ -152,7 +180,7 @@ def sampling_distribution(best: pl.DataFrame, summary: pl.DataFrame, scenarios: 
     for j, name in enumerate(scenarios):
         gd = best.filter(pl.col("scenario") == name)
         mle = summary.filter(pl.col("scenario") == name)
-        tag = f"GD lr {gd['lr'][0]:g}" if gd.height else "GD (none)"
+        tag = f"GD lr {gd['lr'][0]:g}" if gd.height else "no GD fits"
         for i, (est, ref, truth, label) in enumerate(
             [("pi_hat", "mle_pi", "pi_true", "π"), ("lambda_hat", "mle_lambda", "lambda_true", "λ")]
         ):
@@ -163,15 +191,16 @@ def sampling_distribution(best: pl.DataFrame, summary: pl.DataFrame, scenarios: 
             bins = np.histogram_bin_edges(both, bins=max(5, min(30, len(b) // 2)))
             ax.hist(b, bins=bins, histtype="stepfilled", alpha=0.35, label="exact MLE")
             if a.size:
-                ax.hist(a, bins=bins, histtype="step", linewidth=1.5, label=tag)
+                ax.hist(a, bins=bins, histtype="step", linewidth=1.5, label=GD_AT_BEST)
             ax.axvline(mle[truth][0], color="k", linewidth=1.0, label="truth")
             ax.set_xlabel(label)
             ax.xaxis.set_major_locator(MaxNLocator(4))
             if i == 0:
-                ax.set_title(name)
-            ax.legend(fontsize="x-small")
+                ax.set_title(f"{name} ({tag})")
     axes[0, 0].set_ylabel("datasets")
     axes[1, 0].set_ylabel("datasets")
+    for i in range(2):
+        _legend_outside(axes[i, -1], axes[i])
     return fig
 
 
@@ -201,5 +230,5 @@ def reach_curves(reach: pl.DataFrame, scenarios: Sequence[str], max_steps: int, 
         ax.set_xlabel("optimizer step")
         ax.set_ylim(-0.05, 1.05)
     axes[0, 0].set_ylabel(f"share of fits within {within:g} SE of MLE")
-    axes[0, -1].legend(fontsize="x-small")
+    _legend_outside(axes[0, -1])
     return fig

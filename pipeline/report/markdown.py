@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.analysis.recovery import best_lr
+from pipeline.analysis.recovery import OFF_SE, best_lr
 from pipeline.report.findings import blog_finding, findings, pct, sig, study_finding
 
 
@@ -80,13 +80,18 @@ STATISTICS_COLUMNS = (
 
 
 FIGURE_CAPTIONS = {
-    "convergence_vs_lr.png": "Share of fits converged (solid) and diverged (dashed), ± MC SE, "
-    "and median / 90th-percentile steps to convergence, against the learning rate.",
+    "convergence_vs_lr.png": "Share of fits recovered (solid: converged and within "
+    f"{OFF_SE:g} SE of "
+    "the exact MLE in π and λ, what the objective counts) and converged (dashed), ± MC SE, "
+    "the diverged share (dotted) only when some fit diverged; below, median / 90th-percentile "
+    "steps to convergence (grey line: the step budget), against the learning rate.",
     "error_vs_lr.png": "Top: |θ̂ − θ̂_MLE| in standard errors, median (solid) and max (dashed) "
-    "over fits that did not diverge. Bottom: RMSE against the truth of the best-NLL init per "
-    "dataset, relative to the exact MLE's (1 = as good as the MLE).",
+    "over fits that did not diverge; errors below 1e-4 SE are drawn on the dotted floor. "
+    "Bottom: RMSE against the truth of the best-NLL init per dataset, relative to the exact "
+    "MLE's (1 = as good as the MLE).",
     "sampling_distribution.png": "Estimates over replicates at each scenario's best learning "
-    "rate (best-NLL init) against the exact MLE's; the black line is the truth.",
+    "rate (in the panel title; best-NLL init) against the exact MLE's; the black line is the "
+    "truth.",
     "reach_mle.png": "Share of fits within 0.1 SE of the exact MLE (in both π and λ) by "
     "optimizer step, from the MLflow metric histories (exact to the recording cadence).",
 }

@@ -26,6 +26,7 @@ def _recovery(scenarios) -> pl.DataFrame:
                 conv = float(rng.uniform())
                 rows.append({"scenario": s, "optimizer": opt, "lr": lr, "converged": conv,
                              "converged_se": 0.05, "diverged": 1 - conv, "diverged_se": 0.02,
+                             "recovered": conv / 2, "recovered_se": 0.04,
                              "steps_median": float(rng.integers(10, 500)),
                              "steps_p90": float(rng.integers(500, 900)),
                              "err_pi_median": float(rng.uniform(0, 2)),
@@ -82,6 +83,7 @@ def test_convergence_vs_lr_plots_shares_and_steps(scenarios):
         shares, steps = _series(top), _series(bottom)
         for opt in OPTIMIZERS:
             for series, label, column in [
+                (shares, "recovered", "recovered"),
                 (shares, "converged", "converged"),
                 (shares, "diverged", "diverged"),
                 (steps, "median", "steps_median"),
@@ -98,6 +100,44 @@ def test_convergence_vs_lr_plots_shares_and_steps(scenarios):
         budget = [line for line in bottom.lines if line.get_label().startswith("_")][-1]
         assert list(budget.get_ydata()) == [1000, 1000]
     assert np.isnan(_series(axes[1, 0])["adam median"][1][-1])  # lr 1: none converged
+    # Where no fit of the study diverged, no flat line at zero says so.
+    never = recovery.with_columns(diverged=pl.lit(0.0))
+    axes = _grid(figures.convergence_vs_lr(never, scenarios, max_steps=1000), 2, len(scenarios))
+    for top in axes[0]:
+        assert sorted(_series(top)) == sorted(f"{o} {w}" for o in OPTIMIZERS
+                                              for w in ("recovered", "converged"))  # fmt: skip
+
+
+def _boxes_overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("scenarios", SCENARIO_SETS, ids=len)
+def test_legends_are_clear_of_every_panel(scenarios):
+    """Issue 19 item 5: no legend covers data: each sits outside every panel, one per row."""
+    recovery, statistics = _recovery(scenarios), _statistics(scenarios)
+    reach = pl.DataFrame({"scenario": list(scenarios) * 2, "optimizer": "adam",
+                          "lr": [0.1] * len(scenarios) + [1.0] * len(scenarios),
+                          "reach_step": [5] * len(scenarios) * 2})  # fmt: skip
+    summary = pl.DataFrame({"scenario": list(scenarios), "replicate": 0, "mle_pi": 0.3,
+                            "mle_lambda": 4.0, "pi_true": 0.3, "lambda_true": 4.0})  # fmt: skip
+    best = summary.select("scenario", "replicate", pl.col("mle_pi").alias("pi_hat"),
+                          pl.col("mle_lambda").alias("lambda_hat"), optimizer=pl.lit("adam"),
+                          lr=pl.lit(0.3))  # fmt: skip
+    for fig, rows in [
+        (figures.convergence_vs_lr(recovery, scenarios, 1000), 2),
+        (figures.error_vs_lr(recovery, statistics, scenarios), 2),
+        (figures.sampling_distribution(best, summary, scenarios), 2),
+        (figures.reach_curves(reach, scenarios, 10, 0.1), 1),
+    ]:
+        renderer = fig.canvas.get_renderer()
+        fig.canvas.draw()
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert len(legends) == rows
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            assert not [ax for ax in fig.axes if _boxes_overlap(box, ax.get_window_extent())]
+            assert fig.bbox.contains(box.x1 - 1, box.y0 + 1)  # inside the figure
 
 
 @pytest.mark.parametrize("scenarios", SCENARIO_SETS, ids=len)
@@ -109,7 +149,7 @@ def test_error_vs_lr_plots_floored_errors_and_rmse_ratio_on_log_axes(scenarios):
         assert top.get_title() == name
         for ax in (top, bottom):
             assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
-        assert top.get_ylim()[0] == pytest.approx(1e-4)
+        assert top.get_ylim()[0] == pytest.approx(5e-5)  # the floor line shows
         errors, ratios = _series(top), _series(bottom)
         assert len(errors) == 4 * len(OPTIMIZERS) and len(ratios) == 2 * len(OPTIMIZERS)
         for opt in OPTIMIZERS:
@@ -127,8 +167,14 @@ def test_error_vs_lr_plots_floored_errors_and_rmse_ratio_on_log_axes(scenarios):
                 np.testing.assert_allclose(ratios[f"{opt} {par}"][1], want, rtol=1e-12)
         one = [line for line in bottom.lines if line.get_label().startswith("_")][-1]
         assert list(one.get_ydata()) == [1.0, 1.0]
-    # The exact-zero error is drawn on the floor, not dropped off the log axis.
+    # The exact-zero error is drawn on the floor, not dropped off the log axis; the floor is
+    # drawn and named in the legend.
     assert _series(axes[0, 0])["adam pi median"][1][1] == 1e-4
+    floor = [line for line in axes[0, -1].lines if line.get_label().startswith("floor")]
+    assert list(floor[0].get_ydata()) == [1e-4, 1e-4]
+    assert "floor: below 0.0001 SE drawn here" in [
+        t.get_text() for t in axes[0, -1].get_legend().get_texts()
+    ]
 
 
 def _step_counts(patch, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +216,8 @@ def test_sampling_distribution_histograms_estimates_against_the_exact_mle(scenar
         best = best.filter(pl.col("scenario") != scenarios[-1])
     axes = _grid(figures.sampling_distribution(best, summary, scenarios), 2, len(scenarios))
     for j, name in enumerate(scenarios):
-        assert axes[0, j].get_title() == name
         gd = best.filter(pl.col("scenario") == name)
+        assert axes[0, j].get_title() == f"{name} ({'GD lr 0.3' if gd.height else 'no GD fits'})"
         mle = summary.filter(pl.col("scenario") == name)
         for i, (est, ref, truth) in enumerate(
             [("pi_hat", "mle_pi", 0.4), ("lambda_hat", "mle_lambda", 5.0)]
@@ -188,7 +234,7 @@ def test_sampling_distribution_histograms_estimates_against_the_exact_mle(scenar
             assert edges[0] == pytest.approx(both.min()) and edges[-1] == pytest.approx(both.max())
             np.testing.assert_array_equal(counts, np.histogram(b, edges)[0])
             if gd.height:
-                assert labels == ["exact MLE", "GD lr 0.3"]
+                assert labels == ["exact MLE", figures.GD_AT_BEST]
                 edges_gd, counts_gd = _step_counts(ax.patches[1], 10)
                 np.testing.assert_array_equal(edges_gd, edges)  # shared bins
                 np.testing.assert_array_equal(counts_gd, np.histogram(a, edges)[0])
