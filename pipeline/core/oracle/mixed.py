@@ -1,0 +1,480 @@
+"""Count GLMMs with Gaussian random intercepts: the exact marginal likelihood by adaptive
+Gauss–Hermite quadrature, and its float64 maximum (the mixed models' oracle).
+
+Model (issue 20): group i = 1..G, row j; every family of `core.model`, with random intercepts
+in the count part, the zero part, or both (independent):
+    η_ij = x_ijᵀβ + o_x + b_i,   s_ij = z_ijᵀγ + o_z + c_i,   b_i ~ N(0, σ_b²), c_i ~ N(0, σ_c²).
+Parameters [γ (q), β (p), (log α), log σ per random part in `PARTS` order (count, zero)].
+
+Group i's likelihood is the integral over u_i = (b_i, c_i) of exp(h_i(u)), with
+h_i(u) = Σ_j w_ij ℓ_ij(s_ij, η_ij) − ½ Σ_r u_r²/σ_r² (ℓ: `count_terms.family_terms`). Adaptive
+quadrature (Liu & Pierce 1994; Pinheiro & Bates 1995): at the mode û_i of h_i, with S_i the
+inverse of −∇²h_i(û_i) and L_i its Cholesky factor, and the K-point Gauss–Hermite rule
+(x_k, w_k) for ∫e^{−x²}f(x)dx taken as a product over the d random parts,
+    log L_i = (d/2) log 2 + log|L_i| + log Σ_m w_m e^{|x_m|²} e^{h_i(û_i + √2 L_i x_m)}
+              − Σ_r (½ log 2π + log σ_r).
+K = 1 is the Laplace approximation (glmmTMB's); the error falls quickly in K.
+
+Derivatives are exact, by autograd in float64: the modes are found without a graph (damped
+Newton per group, all groups at once), then two Newton steps are taken with the graph. At the
+mode a Newton step has zero derivative in u, so one step carries the implicit derivative
+dû/dθ and two carry d²û/dθ² (the Hessian, hence standard errors, are those of the quadrature
+likelihood, not of a frozen-mode surrogate). Groups of unequal sizes are sums over rows by
+group index (`index_add`), never Python loops over groups. Core layer: no I/O, no state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.core.inference.model_tests import Test, boundary_p
+from pipeline.core.laws.count_terms import family_terms
+from pipeline.core.model import Family, FitData, family
+from pipeline.core.oracle.fit import fit_model
+from pipeline.core.oracle.newton import DECREMENT_TOL, newton_direction
+
+PARTS = ("count", "zero")  # where a random intercept may sit, in parameter order
+KEY = {"count": "eta", "zero": "s"}  # the predictor each part shifts (`family_terms` names)
+# Default quadrature points per random part, by the number of random parts: the
+# log-likelihood is then stable to ~1e-9 as K grows (tests/core/test_oracle_mixed.py).
+NODES = {1: 25, 2: 30}
+SIGMA_FLOOR = math.log(1e-4)  # log σ below which σ̂ = 0 is tried (its effect ~σ² on ll)
+_SIGMA_START = math.log(0.5)
+_SECOND = {frozenset(["s"]): "d_ss", frozenset(["eta"]): "d_eta_eta",
+           frozenset(["s", "eta"]): "d_s_eta"}  # fmt: skip
+_MODE_TOL = 1e-11  # largest Newton step of a group's mode (the modes are O(1))
+_MODE_ITER = 100
+_MAX_MOVE = 2.0  # largest change of a linear predictor or log σ in one outer step
+_HALVINGS = 40
+
+
+@dataclass(frozen=True, eq=False)
+class MixedProblem:
+    """One family's data with groups, as float64 torch tensors (build with `mixed_problem`).
+
+    Attributes:
+        family: the `Family`; parts: the random parts, a sub-tuple of `PARTS`.
+        X, Z, y, lgy, zero, w, ox, oz: the rows (Z has no columns without a zero part).
+        groups: (n,) int64 group index in 0..G-1; G: the number of groups.
+    """
+
+    family: Family
+    parts: tuple[str, ...]
+    X: torch.Tensor
+    Z: torch.Tensor
+    y: torch.Tensor
+    lgy: torch.Tensor
+    zero: torch.Tensor
+    w: torch.Tensor
+    ox: torch.Tensor
+    oz: torch.Tensor
+    groups: torch.Tensor
+    G: int
+    data: FitData
+
+    @property
+    def q(self) -> int:
+        return self.Z.shape[1]
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def k_fixed(self) -> int:
+        return self.q + self.p + int(self.family.dispersion)
+
+    @property
+    def d(self) -> int:
+        return len(self.parts)
+
+
+def mixed_problem(fam, data: FitData, groups, parts) -> MixedProblem:
+    """A `MixedProblem`: `groups` (n,) any labels (codes in order of first appearance).
+
+    Raises:
+        ValueError: unknown or repeated parts, a zero part on a family without one, groups of
+            the wrong length, fewer than two groups, or every group of size one.
+    """
+    fam = family(fam)
+    parts = tuple(parts)
+    if not parts or len(set(parts)) != len(parts) or not set(parts) <= set(PARTS):
+        raise ValueError(f"random parts must be some of {PARTS}, got {parts!r}")
+    parts = tuple(p for p in PARTS if p in parts)
+    if "zero" in parts and fam.zero is None:
+        raise ValueError(f"family {fam.name!r} has no zero part for a random intercept")
+    labels = np.asarray(groups)
+    if labels.shape != (data.n,):
+        raise ValueError(f"groups must have shape ({data.n},), got {labels.shape}")
+    keep = data.weights > 0
+    data = data.rows(keep)
+    _, first, codes = np.unique(labels[keep], return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))  # codes in order of first appearance
+    codes = order[codes]
+    G = len(first)
+    if G < 2:
+        raise ValueError(f"a random intercept needs at least two groups, got {G}")
+    if np.bincount(codes, minlength=G).max() < 2:
+        raise ValueError("every group has one row: a random intercept is not identifiable")
+    if fam.zero is not None and data.Z.shape[1] == 0:
+        raise ValueError(f"family {fam.name!r} needs at least one zero-part column in Z")
+
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+
+    Z = data.Z if fam.zero is not None else data.Z[:, :0]
+    y = t(data.y)
+    return MixedProblem(fam, parts, t(data.X), t(Z), y, torch.lgamma(y + 1), y == 0,
+                        t(data.weights), t(data.offset_x), t(data.offset_z),
+                        torch.from_numpy(codes.astype(np.int64)), G, data)  # fmt: skip
+
+
+def hermite_rule(nodes: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The product Gauss–Hermite rule in d dimensions: points (M, d) and log(w_m) + |x_m|²."""
+    x, w = np.polynomial.hermite.hermgauss(nodes)
+    grids = np.meshgrid(*[x] * d, indexing="ij")
+    points = np.stack([g.ravel() for g in grids], axis=1)
+    logw = sum(np.log(np.meshgrid(*[w] * d, indexing="ij")[r].ravel()) for r in range(d))
+    return torch.from_numpy(points), torch.from_numpy(logw + (points**2).sum(axis=1))
+
+
+def _split(mp: MixedProblem, theta: torch.Tensor):
+    q, p = mp.q, mp.p
+    gamma, beta = theta[:q], theta[q : q + p]
+    a = theta[q + p] if mp.family.dispersion else None
+    return gamma, beta, a, theta[mp.k_fixed :]
+
+
+def _predictors(mp: MixedProblem, theta: torch.Tensor):
+    gamma, beta, a, log_sigma = _split(mp, theta)
+    s = mp.Z @ gamma + mp.oz if mp.q else mp.oz
+    return s, mp.X @ beta + mp.ox, a, log_sigma
+
+
+def _shifted(mp: MixedProblem, s, eta, u):
+    """The predictors shifted by the groups' random intercepts u (G, ..., d) -> (n, ...)."""
+    rows = u[mp.groups]
+    extra = rows.dim() - 1 - s.dim()  # node axes
+    s = s.reshape(s.shape + (1,) * extra)
+    eta = eta.reshape(eta.shape + (1,) * extra)
+    shift = {part: rows[..., r] for r, part in enumerate(mp.parts)}
+    return s + shift.get("zero", 0.0), eta + shift.get("count", 0.0)
+
+
+def _group_sum(mp: MixedProblem, v: torch.Tensor) -> torch.Tensor:
+    """Σ over each group's rows of w·v, v (n, ...) -> (G, ...)."""
+    w = mp.w.reshape(mp.w.shape + (1,) * (v.dim() - 1))
+    out = torch.zeros((mp.G,) + v.shape[1:], dtype=v.dtype)
+    return out.index_add(0, mp.groups, w * v)
+
+
+def _inner(mp: MixedProblem, s, eta, a, log_sigma, u, order: int):
+    """h_i(u) per group (G,), and its gradient (G, d) and Hessian (G, d, d) when order 2."""
+    ss, ee = _shifted(mp, s, eta, u)
+    shape = (mp.y.shape[0],) + (1,) * (ee.dim() - 1)
+    y, lgy, zero = (v.reshape(shape) for v in (mp.y, mp.lgy, mp.zero))
+    t = family_terms(mp.family.name, y, lgy, zero, ss, ee, a, order=order)
+    prec = torch.exp(-2 * log_sigma)  # 1/σ²
+    h = _group_sum(mp, t.ll) - 0.5 * (u * u * prec).sum(-1)
+    if order == 0:
+        return h, None, None
+    keys = [KEY[p] for p in mp.parts]
+    grad = torch.stack([_group_sum(mp, getattr(t, f"d_{k}")) for k in keys], -1) - u * prec
+    rows = []
+    for i, ki in enumerate(keys):
+        row = []
+        for j, kj in enumerate(keys):
+            name = _SECOND[frozenset((ki, kj))]
+            row.append(_group_sum(mp, getattr(t, name)) - (prec[i] if i == j else 0.0))
+        rows.append(torch.stack(row, -1))
+    hess = torch.stack(rows, -2)
+    return h, grad, hess
+
+
+def _newton_step(mp, s, eta, a, log_sigma, u):
+    """One Newton step of every group's mode, and how long it was; (u, |step| max, h)."""
+    h, g, H = _inner(mp, s, eta, a, log_sigma, u, 2)
+    step = torch.linalg.solve(-H, g.unsqueeze(-1)).squeeze(-1)
+    return u + step, step, h
+
+
+def modes(mp: MixedProblem, theta: torch.Tensor, start: torch.Tensor | None = None):
+    """Each group's mode û (G, d) of h_i at `theta`, without a graph: damped Newton, all groups
+    at once; a group whose Newton direction does not rise takes a prior-scaled gradient step,
+    halved until h_i rises."""
+    with torch.no_grad():
+        s, eta, a, log_sigma = _predictors(mp, torch.as_tensor(theta, dtype=torch.float64))
+        u = torch.zeros(mp.G, mp.d, dtype=torch.float64) if start is None else start.clone()
+        var = torch.exp(2 * log_sigma)
+        for _ in range(_MODE_ITER):
+            h, g, H = _inner(mp, s, eta, a, log_sigma, u, 2)
+            try:
+                L = torch.linalg.cholesky(-H)
+                step = torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
+            except torch.linalg.LinAlgError:
+                L, info = torch.linalg.cholesky_ex(-H)
+                ok = (info == 0).unsqueeze(-1)
+                safe = torch.where(ok.unsqueeze(-1), L, torch.eye(mp.d, dtype=u.dtype))
+                newton = torch.cholesky_solve(g.unsqueeze(-1), safe).squeeze(-1)
+                step = torch.where(ok, newton, var * g)
+            step = torch.where(step.isfinite(), step, var * g)
+            t = torch.ones(mp.G, 1, dtype=u.dtype)
+            for _ in range(_HALVINGS):
+                new = u + t * step
+                h_new = _inner(mp, s, eta, a, log_sigma, new, 0)[0]
+                worse = ~(h_new >= h - 1e-12 * h.abs().clamp(min=1))
+                if not worse.any():
+                    break
+                t = torch.where(worse.unsqueeze(-1), t / 2, t)
+            u = u + t * step
+            if (t * step).abs().max() < _MODE_TOL:
+                break
+        return u
+
+
+def marginal_loglik(
+    mp: MixedProblem, theta, nodes: int | None = None, start: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The adaptive Gauss–Hermite marginal log-likelihood Σ_i log L_i at `theta` (a float64
+    tensor; differentiable twice), and the groups' modes (G, d).
+
+    Args:
+        mp: the `MixedProblem`; theta: (k,) parameters (float64); nodes: points per random
+            part (1 is the Laplace approximation; default `NODES`); start: modes to start the
+            search from.
+    """
+    theta = torch.as_tensor(theta, dtype=torch.float64)
+    nodes = nodes or NODES[mp.d]
+    u0 = modes(mp, theta, start)
+    s, eta, a, log_sigma = _predictors(mp, theta)
+    u = u0
+    for _ in range(2):  # with the graph: exact first and second derivatives of û(θ)
+        u = _newton_step(mp, s, eta, a, log_sigma, u)[0]
+    _, _, H = _inner(mp, s, eta, a, log_sigma, u, 2)
+    chol = torch.linalg.cholesky(torch.linalg.inv(-H))  # (G, d, d): the scale of each group
+    points, logw = hermite_rule(nodes, mp.d)
+    at = u.unsqueeze(1) + math.sqrt(2) * torch.einsum("gij,mj->gmi", chol, points)  # (G, M, d)
+    h = _inner(mp, s, eta, a, log_sigma, at, 0)[0]  # (G, M)
+    logdet = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    per_group = (0.5 * mp.d * math.log(2) + logdet + torch.logsumexp(logw + h, dim=-1)
+                 - (0.5 * math.log(2 * math.pi) + log_sigma).sum())  # fmt: skip
+    return per_group.sum(), u0
+
+
+STATUSES = ("converged", "boundary", "max_iter", "singular", "separated")
+
+
+@dataclass(frozen=True, eq=False)
+class MixedFit:
+    """An oracle fit of a count GLMM.
+
+    Attributes:
+        family, parts: the model; nodes: quadrature points per random part.
+        params: (k,) [γ, β, (log α), log σ per part]; log σ is −inf where σ̂ = 0 (boundary).
+        q: zero-part coefficients; cov: (k, k) inverse observed information of the quadrature
+            likelihood (NaN rows for a σ̂ = 0 and where singular).
+        loglik: the marginal log-likelihood; modes: (G, d) conditional modes of the random
+            intercepts (zero in a part with σ̂ = 0); iterations: outer Newton steps;
+        status: one of STATUSES; message: one line.
+    """
+
+    family: Family
+    parts: tuple[str, ...]
+    nodes: int
+    params: np.ndarray
+    q: int
+    cov: np.ndarray
+    loglik: float
+    modes: np.ndarray
+    iterations: int
+    status: str
+    message: str
+
+    @property
+    def se(self) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return np.sqrt(np.diag(self.cov))
+
+    @property
+    def log_sigma(self) -> dict[str, float]:
+        k = len(self.params) - len(self.parts)
+        return {part: float(self.params[k + r]) for r, part in enumerate(self.parts)}
+
+    @property
+    def sigma(self) -> dict[str, float]:
+        return {part: math.exp(v) for part, v in self.log_sigma.items()}
+
+
+def _value_grad(mp, theta_np, nodes, start):
+    theta = torch.tensor(theta_np, dtype=torch.float64, requires_grad=True)
+    ll, u = marginal_loglik(mp, theta, nodes, start)
+    (grad,) = torch.autograd.grad(ll, theta)
+    return float(ll.detach()), grad.numpy(), u
+
+
+def hessian(mp: MixedProblem, theta_np, nodes: int | None = None, start=None) -> np.ndarray:
+    """The exact Hessian (k, k) of `marginal_loglik` at `theta_np` (autograd, float64)."""
+    u = modes(mp, torch.as_tensor(theta_np, dtype=torch.float64), start)
+
+    def f(theta):
+        return marginal_loglik(mp, theta, nodes, u)[0]
+
+    theta = torch.tensor(theta_np, dtype=torch.float64)
+    return torch.autograd.functional.hessian(f, theta).numpy()
+
+
+def _move(mp: MixedProblem, step: np.ndarray) -> float:
+    q, p = mp.q, mp.p
+    moves = [np.abs(mp.data.X @ step[q : q + p]).max(initial=0)]
+    if q:
+        moves.append(np.abs(mp.data.Z[:, :q] @ step[:q]).max(initial=0))
+    moves.append(np.abs(step[q + p :]).max(initial=0))
+    return float(max(moves))
+
+
+def _reduced(mp: MixedProblem, parts: tuple[str, ...]) -> MixedProblem:
+    return MixedProblem(mp.family, parts, mp.X, mp.Z, mp.y, mp.lgy, mp.zero, mp.w, mp.ox,
+                        mp.oz, mp.groups, mp.G, mp.data)  # fmt: skip
+
+
+def fit_mixed(fam, data: FitData, groups, parts, *, nodes: int | None = None, start=None,
+              max_iter: int = 200) -> MixedFit:  # fmt: skip
+    """Maximum marginal likelihood of a count GLMM by damped Newton on the exact (autograd)
+    gradient and Hessian of the adaptive quadrature log-likelihood, in float64.
+
+    Start: the fixed-effects oracle fit (`fit_model`) and σ = 0.5 (or `start`). A log σ that
+    falls below `SIGMA_FLOOR` is tried at σ = 0: the model without that random part is fitted,
+    and if its log-likelihood is not below the current one the fit ends there (status
+    "boundary", log σ = −inf); the LR test of σ = 0 then is 0.
+
+    Args:
+        fam: a family; data: its `FitData`; groups: (n,) group labels; parts: the random
+            parts (some of `PARTS`); nodes: quadrature points per part; start: optional (k,)
+            parameters; max_iter: outer iteration limit.
+
+    Returns:
+        The `MixedFit`.
+    """
+    mp = mixed_problem(fam, data, groups, parts)
+    return _fit(mp, nodes or NODES[mp.d], start, max_iter)
+
+
+def _fit(mp: MixedProblem, nodes: int, start, max_iter: int) -> MixedFit:
+    k = mp.k_fixed + mp.d
+    if start is None:
+        base = fit_model(mp.family, mp.data)
+        if base.status in ("separated", "singular"):
+            return _result(mp, nodes, np.r_[base.params, [np.nan] * mp.d], None, base.loglik,
+                           0, base.status, f"fixed effects: {base.message}")  # fmt: skip
+        fixed = np.nan_to_num(base.params, neginf=math.log(1e-8))
+        theta = np.r_[fixed, [_SIGMA_START] * mp.d]
+    else:
+        theta = np.asarray(start, dtype=float).copy()
+        if theta.shape != (k,) or not np.isfinite(theta).all():
+            raise ValueError(f"start must be {k} finite values, got {np.shape(start)}")
+    ll, grad, u = _value_grad(mp, theta, nodes, None)
+    for it in range(max_iter):
+        H = hessian(mp, theta, nodes, u)
+        step, dec = newton_direction(grad, H)
+        if dec <= DECREMENT_TOL:
+            return _result(mp, nodes, theta, H, ll, it, "converged",
+                           f"converged: Newton decrement {dec:.1e}", u)  # fmt: skip
+        move = _move(mp, step)
+        if move > _MAX_MOVE:
+            step = step * (_MAX_MOVE / move)
+        slope, t = float(grad @ step), 1.0
+        while t > 1e-14:
+            new = theta + t * step
+            try:
+                ll_new, grad_new, u_new = _value_grad(mp, new, nodes, u)
+            except torch.linalg.LinAlgError:
+                ll_new = -math.inf
+            if ll_new >= ll + 1e-4 * t * slope or (dec < 1e-6 and ll_new >= ll - 1e-9):
+                break
+            t *= 0.5
+        else:
+            status = "converged" if dec < 1e-6 else "max_iter"
+            return _result(mp, nodes, theta, H, ll, it, status,
+                           f"line search stalled (decrement {dec:.1e})", u)  # fmt: skip
+        theta, ll, grad, u = new, ll_new, grad_new, u_new
+        low = [r for r in range(mp.d) if theta[mp.k_fixed + r] < SIGMA_FLOOR]
+        if low:
+            return _boundary(mp, nodes, theta, ll, low, it + 1, max_iter)
+    return _result(mp, nodes, theta, hessian(mp, theta, nodes, u), ll, max_iter, "max_iter",
+                   f"no convergence in {max_iter} iterations", u)  # fmt: skip
+
+
+def _boundary(mp, nodes, theta, ll, low, iterations, max_iter) -> MixedFit:
+    """σ̂ = 0 for the parts `low`: fit without them and put log σ = −inf there."""
+    keep = tuple(p for r, p in enumerate(mp.parts) if r not in low)
+    kf = mp.k_fixed
+    if keep:
+        sub = _fit(_reduced(mp, keep), nodes, np.r_[theta[:kf],
+                   [theta[kf + r] for r in range(mp.d) if r not in low]], max_iter)  # fmt: skip
+        fixed, sigmas, cov_sub, ll_sub = sub.params[:kf], sub.params[kf:], sub.cov, sub.loglik
+        modes_sub = sub.modes
+    else:
+        base = fit_model(mp.family, mp.data, start=theta[:kf])
+        fixed, sigmas, cov_sub, ll_sub = base.params, np.array([]), base.cov, base.loglik
+        modes_sub = np.zeros((mp.G, 0))
+    if ll_sub < ll - 1e-6:  # not the maximum after all: an interior optimum with tiny σ
+        text = f"log sigma fell below {SIGMA_FLOOR:.1f} but sigma = 0 fits worse"
+        H = hessian(mp, theta, nodes)
+        return _result(mp, nodes, theta, H, ll, iterations, "max_iter", text)
+    params = np.r_[fixed, np.full(mp.d, -np.inf)]
+    modes_all = np.zeros((mp.G, mp.d))
+    idx = [r for r in range(mp.d) if r not in low]
+    params[[kf + r for r in idx]] = sigmas
+    modes_all[:, idx] = modes_sub
+    k = len(params)
+    cov = np.full((k, k), np.nan)
+    keep_idx = list(range(kf)) + [kf + r for r in idx]
+    cov[np.ix_(keep_idx, keep_idx)] = cov_sub
+    names = ", ".join(mp.parts[r] for r in low)
+    text = f"sigma of the {names} part at 0 (boundary)"
+    return MixedFit(mp.family, mp.parts, nodes, params, mp.q, cov, ll_sub, modes_all,
+                    iterations, "boundary", text)  # fmt: skip
+
+
+def _result(mp, nodes, theta, H, ll, iterations, status, message, u=None) -> MixedFit:
+    k = len(theta)
+    cov = np.full((k, k), np.nan)
+    if H is not None:
+        try:
+            info = -H
+            c = np.linalg.cholesky(info)
+            cov = np.linalg.inv(info)
+            del c
+        except np.linalg.LinAlgError:
+            if status == "converged":
+                status, message = "singular", f"singular information at the estimate; {message}"
+    if u is not None:
+        u = modes(mp, torch.as_tensor(theta, dtype=torch.float64), u).numpy()
+    else:
+        u = np.full((mp.G, mp.d), np.nan)
+    return MixedFit(mp.family, mp.parts, nodes, np.asarray(theta, dtype=float), mp.q, cov,
+                    float(ll), u, iterations, status, message)  # fmt: skip
+
+
+def sigma_test(fit: MixedFit, data: FitData, groups, part: str) -> Test:
+    """The likelihood-ratio test of σ = 0 for the random intercept of `part` in `fit`.
+
+    σ = 0 is on the boundary of σ >= 0, so T = 2(ℓ_with − ℓ_without) follows ½χ²₀ + ½χ²₁
+    under the null (Self & Liang 1987): p = ½ P(χ²₁ >= T), 1 at T = 0.
+
+    Returns:
+        `model_tests.Test` (T, p, log10 p); the model without the part is refitted.
+    """
+    if part not in fit.parts:
+        raise ValueError(f"the fit has no random intercept in the {part} part")
+    rest = tuple(p for p in fit.parts if p != part)
+    if rest:
+        without = fit_mixed(fit.family, data, groups, rest, nodes=fit.nodes).loglik
+    else:
+        without = fit_model(fit.family, data).loglik
+    stat = max(0.0, 2.0 * (fit.loglik - without))
+    return Test(stat, *boundary_p(stat))
