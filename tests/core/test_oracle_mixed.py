@@ -270,8 +270,8 @@ def test_value_does_not_depend_on_where_the_modes_are_searched_from():
     far = mixed.marginal_loglik(mp, theta, start=u + torch.linspace(-2, 2, mp.G)[:, None])[0]
     assert float(far) == pytest.approx(float(base), abs=1e-10)
     # The modes solve each group's score equation.
-    s, eta, a, log_sigma = mixed._predictors(mp, theta)
-    grad = mixed._inner(mp, s, eta, a, log_sigma, u, 2)[1]
+    s, eta, a, log_sigma = mixed._predictors(mp, theta[None])
+    grad = mixed._inner(mp, s, eta, a, log_sigma, u[None], 2)[1]
     assert float(grad.abs().max()) < 1e-9
 
 

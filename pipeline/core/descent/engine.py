@@ -28,12 +28,11 @@ from pipeline.core.descent.likelihood import (
 )
 from pipeline.core.descent.likelihood import nll_per_sample as nll_per_sample
 from pipeline.core.descent.outcome import (
-    RUNNING,
-    STOPPED,
     ChunkReport,
     FitResult,
     Outcome,
     StopRule,
+    descend,
     require,
 )
 from pipeline.core.histogram import Histogram
@@ -167,47 +166,19 @@ def fit_zip(
     else:
         data = (values[index].T.contiguous(), freqs[index].T.contiguous())
     params = torch.stack([torch.logit(pi0), torch.log(lam0)]).contiguous()
-    active = torch.arange(len(index), device=device)  # ids of the fits still running
-    outcome = Outcome(len(index), 2, device, dtype)
-    opt_state = optim.init_state(optimizer, params)
-    prev_loss = torch.full_like(pi0, torch.nan)
-    streak = torch.zeros_like(active)  # consecutive steps with |change of NLL| < tol
-    last = ()  # (params, loss, grad norm) one step back, for fits that diverge
-    t = 0
-    while True:
-        loss, grad = loss_and_grad(model, params, data)
+    state = {"data": data}
+
+    def evaluate(params):
+        loss, grad = loss_and_grad(model, params, state["data"])
         # Elementwise on the (B,) rows: vector_norm over the length-2 dim 0 is ~40x slower.
         gnorm = torch.hypot(grad[0], grad[1])
         # One isfinite for three rows: a sum is finite iff its terms are (short of overflow).
         finite = (loss + gnorm + params[0]).isfinite() & (params[1].abs() <= MAX_LOG_RATE)
-        all_finite = bool(finite.all())
-        if t % record_every == 0:
-            ok = slice(None) if all_finite else finite.nonzero().squeeze(1)
-            outcome.record(t, active[ok], loss[ok], params[:, ok])
-        status, streak = rule.status(t, loss, prev_loss, streak, gnorm,
-                                     None if all_finite else finite)  # fmt: skip
-        done = status != RUNNING
-        if bool(done.any()):
-            stop, keep = done.nonzero().squeeze(1), (~done).nonzero().squeeze(1)
-            state = [x.index_select(-1, stop) for x in (params, loss, gnorm)]
-            steps = torch.full_like(stop, t)
-            if not all_finite and t > 0:  # diverged: report the last finite state, a step back
-                ok = finite.index_select(0, stop)
-                state = [torch.where(ok, x, y.index_select(-1, stop)) for x, y in zip(state, last)]
-                steps -= (~ok).long()
-            outcome.finish(active[stop], status[stop], *state, steps)
-            active, params, grad, loss, gnorm, lr, streak = (
-                x.index_select(-1, keep) for x in (active, params, grad, loss, gnorm, lr, streak)
-            )
-            data = tuple(x.index_select(-1, keep) for x in data)
-            opt_state = optim.select_state(opt_state, keep)
-        if len(active) == 0:
-            break
-        if callback is not None and t > 0 and t % rule.chunk_steps == 0:
-            if callback(outcome.report(t, active, params, loss)):
-                outcome.finish(active, STOPPED, params, loss, gnorm, t)
-                break
-        last, prev_loss = (params, loss, gnorm), loss
-        t += 1
-        params, opt_state = optim.step(optimizer, params, grad, opt_state, lr, t, momentum)
-    return outcome.result()
+        return loss, grad, gnorm, finite
+
+    def compact(keep):
+        state["data"] = tuple(x.index_select(-1, keep) for x in state["data"])
+
+    outcome = Outcome(len(index), 2, device, dtype)
+    return descend(rule, outcome, params, lr, evaluate, optimizer=optimizer, momentum=momentum,
+                   callback=callback, compact=compact)  # fmt: skip

@@ -19,6 +19,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from pipeline.core.descent import optim
+
 # "stalled" (design engine only): the stop rule held on a plateau at infinity, the zero part
 # saturated (`design_engine.SATURATED_LOGIT`), not at a finite maximum.
 STATUSES = ("running", "converged", "max_steps", "diverged", "stopped", "stalled")
@@ -209,7 +211,8 @@ def to_result(params, nll, steps, status, grad_norm, history_step, history_nll,
 
 class Outcome:
     """Final states of finished fits and the recorded histories, collected during a run of an
-    engine that drops finished fits from its batch (`engine.fit_zip`; θ as (P, B) columns)."""
+    engine that drops finished fits from its batch (`engine.fit_zip`,
+    `mixed_engine.fit_mixed_gd`; θ as (P, B) columns)."""
 
     def __init__(self, size: int, n_params: int, device, dtype):
         self.params = torch.full((n_params, size), torch.nan, device=device, dtype=dtype)
@@ -225,6 +228,50 @@ class Outcome:
     def finish(self, ids, status, params, loss, grad_norm, steps):
         self.params[:, ids], self.nll[ids], self.grad_norm[ids] = params, loss, grad_norm
         self.status[ids], self.steps[ids] = status, steps
+
+    def check(self, rule: StopRule, t, finite, active, params, loss, prev_loss, gnorm, streak,
+              last):  # fmt: skip
+        """After evaluating step `t`: record it (every `rule.record_every` steps), decide each
+        fit's status (`rule.status`) and retire the finished fits (`retire`).
+
+        Returns:
+            (indices of the fits still running or None when none finished, the new streak).
+        """
+        all_finite = bool(finite.all())
+        if t % rule.record_every == 0:
+            ok = slice(None) if all_finite else finite.nonzero().squeeze(1)
+            self.record(t, active[ok], loss[ok], params[:, ok])
+        finite = None if all_finite else finite
+        status, streak = rule.status(t, loss, prev_loss, streak, gnorm, finite)
+        return self.retire(t, status, finite, active, params, loss, gnorm, last), streak
+
+    def retire(self, t, status, finite, active, params, loss, gnorm, last):
+        """Record the fits whose `status` is final; returns the indices of those still
+        running, or None when none finished. A diverged fit (`finite` False; None: all
+        finite) is recorded at its last finite state `last` = (params, loss, gnorm) one step
+        back, except at step 0."""
+        done = status != RUNNING
+        if not bool(done.any()):
+            return None
+        stop, keep = done.nonzero().squeeze(1), (~done).nonzero().squeeze(1)
+        state = [x.index_select(-1, stop) for x in (params, loss, gnorm)]
+        steps = torch.full_like(stop, t)
+        if finite is not None and t > 0:  # diverged: report the last finite state, a step back
+            ok = finite.index_select(0, stop)
+            state = [torch.where(ok, x, y.index_select(-1, stop)) for x, y in zip(state, last)]
+            steps -= (~ok).long()
+        self.finish(active[stop], status[stop], *state, steps)
+        return keep
+
+    def stopped(self, callback, t, chunk_steps, active, params, loss, gnorm) -> bool:
+        """Run `callback` every `chunk_steps` steps; when it returns True, record the fits still
+        running as "stopped" and say so."""
+        if callback is None or t == 0 or t % chunk_steps:
+            return False
+        if callback(self.report(t, active, params, loss)):
+            self.finish(active, STOPPED, params, loss, gnorm, t)
+            return True
+        return False
 
     def report(self, t, active, params, loss) -> ChunkReport:
         state, nll, status = self.params.clone(), self.nll.clone(), self.status.clone()
@@ -242,3 +289,46 @@ class Outcome:
         return to_result(self.params.T, self.nll, self.steps, self.status, self.grad_norm,
                          [t for t, *_ in self.records], history[0],
                          history[1:].permute(1, 0, 2))  # fmt: skip
+
+
+def descend(rule: StopRule, outcome: Outcome, params, lr, evaluate, *, optimizer: str,
+            momentum: float = 0.0, callback=None, compact=None) -> FitResult:  # fmt: skip
+    """The loop of the engines that drop finished fits from their batch.
+
+    Each step: `evaluate(params)` -> (loss (B,), grad (P, B), grad norm (B,), finite (B,)) of
+    the fits still running; record, decide and retire them (`Outcome.check`), compact the
+    batch (and the engine's own per-fit state: `compact(keep)`), run the callback, take one
+    optimizer step (`optim.step`).
+
+    Args:
+        rule: the `StopRule`; outcome: the `Outcome` to fill; params: (P, B) starts; lr: (B,).
+        optimizer, momentum: as `optim.step`; callback: as the engines'.
+
+    Returns:
+        `outcome.result()`.
+    """
+    active = torch.arange(params.shape[-1], device=params.device)  # ids of the fits running
+    opt_state = optim.init_state(optimizer, params)
+    prev_loss = torch.full_like(lr, torch.nan)
+    streak = torch.zeros_like(active)  # consecutive steps with |change of NLL| < tol
+    last = ()  # (params, loss, grad norm) one step back, for fits that diverge
+    t = 0
+    while True:
+        loss, grad, gnorm, finite = evaluate(params)
+        keep, streak = outcome.check(rule, t, finite, active, params, loss, prev_loss, gnorm,
+                                     streak, last)  # fmt: skip
+        if keep is not None:
+            active, params, grad, loss, gnorm, lr, streak = (
+                x.index_select(-1, keep) for x in (active, params, grad, loss, gnorm, lr, streak)
+            )
+            opt_state = optim.select_state(opt_state, keep)
+            if compact is not None:
+                compact(keep)
+        if len(active) == 0:
+            break
+        if outcome.stopped(callback, t, rule.chunk_steps, active, params, loss, gnorm):
+            break
+        last, prev_loss = (params, loss, gnorm), loss
+        t += 1
+        params, opt_state = optim.step(optimizer, params, grad, opt_state, lr, t, momentum)
+    return outcome.result()

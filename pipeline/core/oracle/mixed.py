@@ -142,43 +142,44 @@ def hermite_rule(nodes: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(points), torch.from_numpy(logw + (points**2).sum(axis=1))
 
 
-def _split(mp: MixedProblem, theta: torch.Tensor):
-    q, p = mp.q, mp.p
-    gamma, beta = theta[:q], theta[q : q + p]
-    a = theta[q + p] if mp.family.dispersion else None
-    return gamma, beta, a, theta[mp.k_fixed :]
-
-
 def _predictors(mp: MixedProblem, theta: torch.Tensor):
-    gamma, beta, a, log_sigma = _split(mp, theta)
-    s = mp.Z @ gamma + mp.oz if mp.q else mp.oz
-    return s, mp.X @ beta + mp.ox, a, log_sigma
+    """(s, η) (B, n), log α (B,) or None, log σ (B, d) of parameters `theta` (B, k)."""
+    q, p = mp.q, mp.p
+    # Elementwise products, not a matrix product: a fit's predictors then do not depend on
+    # how many fits share the batch (BLAS picks its kernel, hence its rounding, by shape).
+    s = (theta[:, None, :q] * mp.Z).sum(-1) + mp.oz if q else mp.oz.expand(theta.shape[0], -1)
+    eta = (theta[:, None, q : q + p] * mp.X).sum(-1) + mp.ox
+    a = theta[:, q + p] if mp.family.dispersion else None
+    return s, eta, a, theta[:, mp.k_fixed :]
 
 
 def _shifted(mp: MixedProblem, s, eta, u):
-    """The predictors shifted by the groups' random intercepts u (G, ..., d) -> (n, ...)."""
-    rows = u[mp.groups]
-    extra = rows.dim() - 1 - s.dim()  # node axes
-    s = s.reshape(s.shape + (1,) * extra)
-    eta = eta.reshape(eta.shape + (1,) * extra)
+    """The predictors (B, n) shifted by the random intercepts u (B, G, ..., d): (B, n, ...)."""
+    rows = u[:, mp.groups]
+    extra = (1,) * (rows.dim() - 3)  # node axes
+    s = s.reshape(s.shape + extra)
+    eta = eta.reshape(eta.shape + extra)
     shift = {part: rows[..., r] for r, part in enumerate(mp.parts)}
     return s + shift.get("zero", 0.0), eta + shift.get("count", 0.0)
 
 
 def _group_sum(mp: MixedProblem, v: torch.Tensor) -> torch.Tensor:
-    """Σ over each group's rows of w·v, v (n, ...) -> (G, ...)."""
-    w = mp.w.reshape(mp.w.shape + (1,) * (v.dim() - 1))
-    out = torch.zeros((mp.G,) + v.shape[1:], dtype=v.dtype)
-    return out.index_add(0, mp.groups, w * v)
+    """Σ over each group's rows of w·v, v (B, n, ...) -> (B, G, ...)."""
+    w = mp.w.reshape((1, -1) + (1,) * (v.dim() - 2))
+    out = torch.zeros((v.shape[0], mp.G) + v.shape[2:], dtype=v.dtype)
+    return out.index_add(1, mp.groups, w * v)
 
 
 def _inner(mp: MixedProblem, s, eta, a, log_sigma, u, order: int):
-    """h_i(u) per group (G,), and its gradient (G, d) and Hessian (G, d, d) when order 2."""
+    """h_i(u) per fit and group (B, G, ...), and its gradient (B, G, d) and Hessian
+    (B, G, d, d) when order 2; u (B, G, ..., d)."""
     ss, ee = _shifted(mp, s, eta, u)
-    shape = (mp.y.shape[0],) + (1,) * (ee.dim() - 1)
+    shape = (1, -1) + (1,) * (ee.dim() - 2)
     y, lgy, zero = (v.reshape(shape) for v in (mp.y, mp.lgy, mp.zero))
+    if a is not None:
+        a = a.reshape((-1,) + (1,) * (ee.dim() - 1))
     t = family_terms(mp.family.name, y, lgy, zero, ss, ee, a, order=order)
-    prec = torch.exp(-2 * log_sigma)  # 1/σ²
+    prec = torch.exp(-2 * log_sigma).reshape((-1,) + (1,) * (u.dim() - 2) + (mp.d,))  # 1/σ²
     h = _group_sum(mp, t.ll) - 0.5 * (u * u * prec).sum(-1)
     if order == 0:
         return h, None, None
@@ -188,81 +189,104 @@ def _inner(mp: MixedProblem, s, eta, a, log_sigma, u, order: int):
     for i, ki in enumerate(keys):
         row = []
         for j, kj in enumerate(keys):
-            name = _SECOND[frozenset((ki, kj))]
-            row.append(_group_sum(mp, getattr(t, name)) - (prec[i] if i == j else 0.0))
+            value = _group_sum(mp, getattr(t, _SECOND[frozenset((ki, kj))]))
+            row.append(value - prec[..., i] if i == j else value)
         rows.append(torch.stack(row, -1))
-    hess = torch.stack(rows, -2)
-    return h, grad, hess
+    return h, grad, torch.stack(rows, -2)
 
 
 def _newton_step(mp, s, eta, a, log_sigma, u):
-    """One Newton step of every group's mode, and how long it was; (u, |step| max, h)."""
-    h, g, H = _inner(mp, s, eta, a, log_sigma, u, 2)
-    step = torch.linalg.solve(-H, g.unsqueeze(-1)).squeeze(-1)
-    return u + step, step, h
+    """One Newton step of every group's mode (with the graph, if any)."""
+    _, g, H = _inner(mp, s, eta, a, log_sigma, u, 2)
+    return u + torch.linalg.solve_ex(-H, g.unsqueeze(-1))[0].squeeze(-1)
 
 
-def modes(mp: MixedProblem, theta: torch.Tensor, start: torch.Tensor | None = None):
-    """Each group's mode û (G, d) of h_i at `theta`, without a graph: damped Newton, all groups
-    at once; a group whose Newton direction does not rise takes a prior-scaled gradient step,
-    halved until h_i rises."""
+def _batch(theta) -> tuple[torch.Tensor, bool]:
+    """`theta` as float64 (B, k), and whether it was one vector (k,)."""
+    theta = torch.as_tensor(theta, dtype=torch.float64)
+    return (theta.unsqueeze(0), True) if theta.dim() == 1 else (theta, False)
+
+
+def modes(mp: MixedProblem, theta, start: torch.Tensor | None = None) -> torch.Tensor:
+    """Each group's mode û of h_i at `theta` ((k,) -> (G, d); (B, k) -> (B, G, d)), without a
+    graph: damped Newton, all fits and groups at once; a group whose Newton direction does
+    not rise takes a prior-scaled gradient step, halved until h_i rises."""
+    theta, single = _batch(theta)
     with torch.no_grad():
-        s, eta, a, log_sigma = _predictors(mp, torch.as_tensor(theta, dtype=torch.float64))
-        u = torch.zeros(mp.G, mp.d, dtype=torch.float64) if start is None else start.clone()
-        var = torch.exp(2 * log_sigma)
+        s, eta, a, log_sigma = _predictors(mp, theta)
+        B = theta.shape[0]
+        if start is None:
+            u = torch.zeros(B, mp.G, mp.d, dtype=torch.float64)
+        else:
+            u = start.reshape(B, mp.G, mp.d).clone()
+        var = torch.exp(2 * log_sigma).unsqueeze(1)  # (B, 1, d)
+        found = torch.zeros(B, mp.G, dtype=torch.bool)
         for _ in range(_MODE_ITER):
             h, g, H = _inner(mp, s, eta, a, log_sigma, u, 2)
-            try:
-                L = torch.linalg.cholesky(-H)
-                step = torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
-            except torch.linalg.LinAlgError:
-                L, info = torch.linalg.cholesky_ex(-H)
-                ok = (info == 0).unsqueeze(-1)
-                safe = torch.where(ok.unsqueeze(-1), L, torch.eye(mp.d, dtype=u.dtype))
-                newton = torch.cholesky_solve(g.unsqueeze(-1), safe).squeeze(-1)
-                step = torch.where(ok, newton, var * g)
-            step = torch.where(step.isfinite(), step, var * g)
-            t = torch.ones(mp.G, 1, dtype=u.dtype)
+            L, info = torch.linalg.cholesky_ex(-H)
+            ok = (info == 0).unsqueeze(-1)
+            safe = torch.where(ok.unsqueeze(-1), L, torch.eye(mp.d, dtype=u.dtype))
+            step = torch.cholesky_solve(g.unsqueeze(-1), safe).squeeze(-1)
+            step = torch.where(ok & step.isfinite(), step, var * g)
+            t = torch.ones(B, mp.G, 1, dtype=u.dtype)
+            # Groups whose mode is found (and fits at non-finite values) stay as they are:
+            # each group's iterations then do not depend on the other fits of the batch.
+            alive = h.isfinite() & ~found
             for _ in range(_HALVINGS):
-                new = u + t * step
-                h_new = _inner(mp, s, eta, a, log_sigma, new, 0)[0]
-                worse = ~(h_new >= h - 1e-12 * h.abs().clamp(min=1))
+                h_new = _inner(mp, s, eta, a, log_sigma, u + t * step, 0)[0]
+                worse = ~(h_new >= h - 1e-12 * h.abs().clamp(min=1)) & alive
                 if not worse.any():
                     break
                 t = torch.where(worse.unsqueeze(-1), t / 2, t)
-            u = u + t * step
-            if (t * step).abs().max() < _MODE_TOL:
+            move = torch.where(alive.unsqueeze(-1), t * step, 0.0)
+            u = u + move
+            found |= ~(move.abs().amax(-1) >= _MODE_TOL)  # (NaN-safe)
+            if bool(found.all()):
                 break
-        return u
+    return u[0] if single else u
 
 
 def marginal_loglik(
-    mp: MixedProblem, theta, nodes: int | None = None, start: torch.Tensor | None = None
+    mp: MixedProblem,
+    theta,
+    nodes: int | None = None,
+    start: torch.Tensor | None = None,
+    graph_steps: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The adaptive Gauss–Hermite marginal log-likelihood Σ_i log L_i at `theta` (a float64
-    tensor; differentiable twice), and the groups' modes (G, d).
+    """The adaptive Gauss–Hermite marginal log-likelihood Σ_i log L_i at `theta`, and the
+    groups' modes: a scalar and (G, d) for one vector (k,), (B,) and (B, G, d) for a batch of
+    fits (B, k) (each fit's value depends on its own parameters only).
 
     Args:
-        mp: the `MixedProblem`; theta: (k,) parameters (float64); nodes: points per random
-            part (1 is the Laplace approximation; default `NODES`); start: modes to start the
-            search from.
+        mp: the `MixedProblem`; theta: parameters (float64); nodes: points per random part
+            (1 is the Laplace approximation; default `NODES`); start: modes to start the
+            search from; graph_steps: Newton steps of the modes taken with the graph (1 gives
+            exact first derivatives, 2 exact second derivatives).
     """
-    theta = torch.as_tensor(theta, dtype=torch.float64)
+    theta, single = _batch(theta)
     nodes = nodes or NODES[mp.d]
-    u0 = modes(mp, theta, start)
+    u0 = modes(mp, theta, None if start is None else start.reshape(-1, mp.G, mp.d))
     s, eta, a, log_sigma = _predictors(mp, theta)
     u = u0
-    for _ in range(2):  # with the graph: exact first and second derivatives of û(θ)
-        u = _newton_step(mp, s, eta, a, log_sigma, u)[0]
+    for _ in range(graph_steps):  # carries dû/dθ (and d²û/dθ²) at the mode
+        u = _newton_step(mp, s, eta, a, log_sigma, u)
     _, _, H = _inner(mp, s, eta, a, log_sigma, u, 2)
-    chol = torch.linalg.cholesky(torch.linalg.inv(-H))  # (G, d, d): the scale of each group
+    cov, bad = torch.linalg.inv_ex(-H)
+    chol, info = torch.linalg.cholesky_ex(cov)  # (B, G, d, d): each group's scale
+    failed = ((bad != 0) | (info != 0)).any(-1)  # (B,): a fit at non-finite or wild values
+    if single and bool(failed.any()):
+        raise torch.linalg.LinAlgError("a group's curvature is not negative definite")
+    chol = torch.where(failed[:, None, None, None], torch.eye(mp.d, dtype=chol.dtype), chol)
     points, logw = hermite_rule(nodes, mp.d)
-    at = u.unsqueeze(1) + math.sqrt(2) * torch.einsum("gij,mj->gmi", chol, points)  # (G, M, d)
-    h = _inner(mp, s, eta, a, log_sigma, at, 0)[0]  # (G, M)
+    scaled = (chol.unsqueeze(2) * points[:, None, :]).sum(-1)  # (B, G, M, d), as above
+    at = u.unsqueeze(2) + math.sqrt(2) * scaled
+    h = _inner(mp, s, eta, a, log_sigma, at, 0)[0]  # (B, G, M)
     logdet = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-    per_group = (0.5 * mp.d * math.log(2) + logdet + torch.logsumexp(logw + h, dim=-1)
-                 - (0.5 * math.log(2 * math.pi) + log_sigma).sum())  # fmt: skip
-    return per_group.sum(), u0
+    norm = (0.5 * math.log(2 * math.pi) + log_sigma).sum(-1, keepdim=True)  # (B, 1)
+    per_group = 0.5 * mp.d * math.log(2) + logdet + torch.logsumexp(logw + h, dim=-1) - norm
+    ll = per_group.sum(-1)
+    ll = torch.where(failed, torch.nan, ll)
+    return (ll[0], u0[0]) if single else (ll, u0)
 
 
 STATUSES = ("converged", "boundary", "max_iter", "singular", "separated")
