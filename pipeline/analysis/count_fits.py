@@ -36,12 +36,19 @@ from pipeline.core.histogram import Histogram
 from pipeline.core.inference import goodness, profile
 from pipeline.core.inference import intercept as intercept_tests
 from pipeline.core.inference.asymptotics import Interval, wald_or_profile
-from pipeline.core.inference.model_choice import Comparison, Recommendation, compare, recommend
-from pipeline.core.inference.model_tests import TITLES, vuong_statistics
+from pipeline.core.inference.model_choice import (
+    Comparison,
+    Recommendation,
+    compare,
+    information_criteria,
+    recommend,
+)
+from pipeline.core.inference.model_tests import TITLES, Test, boundary_p, vuong_statistics
 from pipeline.core.laws.count_cdf import binned_expected
 from pipeline.core.model import FAMILIES, FitData
 from pipeline.core.model import family as family_of
 from pipeline.core.oracle.fit import OracleFit, fit_model
+from pipeline.core.oracle.mixed import MixedFit, fit_mixed, mixed_problem, sigma_test
 from pipeline.core.oracle.mle import exact_mle
 from pipeline.core.oracle.terms import loglik_terms, zero_design
 
@@ -207,6 +214,65 @@ def fit_families(data: FitData, family: str, level: float,
         expected={f: r["expected"] for f, r in ok.items()},
         gof=gof, starts=starts, observed=observed, comparison=comparison, recommendation=rec,
     )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedFits:
+    """The fits of one `fit_mixed_families` call (families in `families_for` order).
+
+    Attributes:
+        fits: family -> its `MixedFit`, or why it was not fitted (a string).
+        fixed: family -> the same family without random intercepts (`OracleFit`) or why not.
+        tests: family -> part -> the LR test of σ = 0 (`model_tests.Test`).
+        criteria: family -> (AIC, BIC) of the mixed fit.
+        best: the family of lowest BIC among the usable mixed fits, or None.
+    """
+
+    fits: dict[str, MixedFit | str]
+    fixed: dict[str, OracleFit | str]
+    tests: dict[str, dict]
+    criteria: dict[str, tuple[float, float]]
+    best: str | None
+
+
+def fit_mixed_families(data: FitData, groups, parts: tuple[str, ...], family: str,
+                       on_family: Callable[[str], None] | None = None) -> MixedFits:  # fmt: skip
+    """The requested families with Gaussian random intercepts per level of `groups`
+    (`core.oracle.mixed`, exact adaptive quadrature), each beside its fit without them and
+    the LR test of σ = 0 per random part (½χ²₀ + ½χ²₁). A family without a zero part takes
+    only the count part's random intercept (none if only the zero part has one: not fitted).
+
+    Raises:
+        ValueError: groups that cannot carry a random intercept (one level, every level one
+            row), before any fit.
+    """
+    mixed_problem("poisson", data, groups, ("count",))  # the groups' checks, before any fit
+    fits, fixed, tests, criteria = {}, {}, {}, {}
+    n = float(data.weights.sum())
+    for fam in families_for(family):
+        own = tuple(p for p in parts if p == "count" or family_of(fam).zero is not None)
+        if not own:
+            fits[fam] = fixed[fam] = "it has no zero part for the zero part's random intercept"
+            continue
+        try:
+            fit = fit_mixed(fam, data, groups, own)
+            base = fit_model(fam, data)
+        except (ValueError, NotIdentifiableError) as err:
+            fits[fam] = fixed[fam] = str(err)
+            continue
+        fits[fam], fixed[fam] = fit, base
+        criteria[fam] = information_criteria(fit.loglik, fit.n_params, n)
+        if len(own) == 1:  # the model without it is the fixed-effects fit, already here
+            stat = max(0.0, 2.0 * (fit.loglik - base.loglik))
+            tests[fam] = {own[0]: Test(stat, *boundary_p(stat))}
+        else:
+            tests[fam] = {part: sigma_test(fit, data, groups, part) for part in own}
+        if on_family is not None:
+            on_family(fam)
+    usable = [f for f, fit in fits.items() if not isinstance(fit, str)
+              and fit.status in ("converged", "boundary")]  # fmt: skip
+    best = min(usable, key=lambda f: criteria[f][1]) if usable else None
+    return MixedFits(fits, fixed, tests, criteria, best)
 
 
 def zip_vuong(fits: FamilyFits, data: FitData) -> tuple[dict, bool]:

@@ -58,10 +58,11 @@ def run_name(args) -> str:
 
 
 def read_data(args):
-    """The user's data as one `FitData` and what was read (for the header and the JSON).
+    """The user's data as one `FitData`, its term names, what was read (for the header and
+    the JSON) and the grouping column's values per row (None without a random intercept).
 
     A column of counts is its histogram (the ones-design with frequencies as weights), a
-    formula its design with its offsets.
+    formula its design with its offsets (and its random intercepts' groups).
     """
     from pipeline.core.model import fit_data, histogram_data
 
@@ -75,7 +76,7 @@ def read_data(args):
         data = histogram_data(hist.values, hist.freqs.astype(float))
         names = {"count": ["intercept"], "zero": ["intercept"]}
         source.update(column=args.column, rows=counts.rows)
-        return data, names, source
+        return data, names, source, None
     from pipeline.store.formula import read_design  # formulaic (~1.6 s) loads only now
 
     design = read_design(args.file, args.formula, where=args.where, weights=args.weights)
@@ -86,7 +87,9 @@ def read_data(args):
     source.update(formula=design.formula, rows=design.rows, dropped=design.dropped)
     if args.weights:
         source.update(zero_weight=design.zero_weight)
-    return data, names, source
+    if design.random:
+        source.update(group_column=design.group_column, random=list(design.random))
+    return data, names, source, design.groups
 
 
 def descend(data, fc, fit, rng: np.random.Generator,
@@ -240,12 +243,15 @@ def analyse(args, show: Callable[[str], None] | None = None) -> dict:
     params = config.load(args.params)
     if not args.no_mlflow:  # before any work: an unusable mlruns/ is one line, not a lost fit
         files.check_writable(args.workdir.resolve() / "mlruns")
-    data, names, source = read_data(args)
+    data, names, source, groups = read_data(args)
     # torch, scipy.stats and MLflow load only now: bad input is rejected without them.
     from pipeline.analysis import count_fits
     from pipeline.core.descent.engine import check_device
     from pipeline.report.count_report import render, summarise
     from pipeline.tracking.runs import Tracker
+
+    if groups is not None:
+        return analyse_mixed(args, params, data, names, source, groups, show)
 
     if args.family == "zip":  # the descent's device: refused before any fit or store
         try:
@@ -293,16 +299,89 @@ def analyse(args, show: Callable[[str], None] | None = None) -> dict:
     report = summarise(fits, names, level=level, data=count_fits.data_summary(data),
                        source=source, family=args.family, **extra)  # fmt: skip
     text = render(report)
+    return answer(args, params, report, text, show, tracker,
+                  lambda t: log_run(t, args, params, report, text, result))  # fmt: skip
+
+
+def answer(args, params, report: dict, text: str, show, tracker, log) -> dict:
+    """Show the answer (`show`), then log it unless --no-mlflow (`log(tracker)` returns the
+    run id; the tracker opens now if the caller has none); returns the report with its text."""
+    from pipeline.tracking.runs import Tracker
+
     report["mlflow_run_id"] = None
     report["mlflow_experiment"] = params.tracking.fit_counts_experiment
     if show is not None:
         show(text)
     if not args.no_mlflow:
-        tracker = tracker or Tracker.fit_counts(params.tracking, root)
-        report["mlflow_run_id"] = logged(
-            tracker, lambda: log_run(tracker, args, params, report, text, result)
-        )
+        tracker = tracker or Tracker.fit_counts(params.tracking, args.workdir.resolve())
+        report["mlflow_run_id"] = logged(tracker, lambda: log(tracker))
     return {**report, "text": text}
+
+
+def analyse_mixed(args, params, data, names, source, groups, show) -> dict:
+    """`analyse` for a formula with random intercepts: the families with them by the exact
+    quadrature oracle, each against itself without them (`count_fits.fit_mixed_families`,
+    `report.mixed_report`), logged as one run with the conditional modes as modes.csv."""
+    from pipeline.analysis import count_fits
+    from pipeline.report.mixed_report import render_mixed, summarise_mixed
+
+    families = count_fits.families_for(args.family)
+    bar = progress(len(families), "mixed-model fits", "family")
+
+    def fitted(family: str) -> None:
+        bar.set_postfix_str(family, refresh=False)
+        bar.update(1)
+
+    try:
+        fits = count_fits.fit_mixed_families(data, groups, tuple(source["random"]), args.family,
+                                             on_family=fitted)  # fmt: skip
+    except ValueError as err:
+        raise UserError(f"{args.file}: {source['group_column']!r}: {err}") from None
+    finally:
+        bar.close()
+    if all(isinstance(f, str) for f in fits.fits.values()):
+        why = "; ".join(f"{f}: {m}" for f, m in fits.fits.items())
+        raise UserError(f"{args.file}: no family could be fitted with random intercepts ({why})")
+    report = summarise_mixed(fits, names, level=params.fit_counts.level,
+                             data=count_fits.data_summary(data), source=source,
+                             family=args.family, group_labels=groups)  # fmt: skip
+    text = render_mixed(report)
+    return answer(args, params, report, text, show, None,
+                  lambda t: log_mixed_run(t, args, params, report, text))  # fmt: skip
+
+
+def log_mixed_run(tracker, args, params: config.Params, report: dict, text: str) -> str:
+    """The mixed analysis' MLflow run (as `log_run`'s: its params, metrics, text and JSON, and
+    the conditional modes as modes.csv); returns its id."""
+    from pipeline.report.count_report import jsonable, metrics
+    from pipeline.report.mixed_report import modes_table
+    from pipeline.tracking.values import flatten
+
+    source = report["source"]
+    tags = {"stage": "fit_counts", "file": str(args.file), "family": report["family"],
+            "formula": source.get("formula") or "", "where": args.where or "",
+            "weights": args.weights or "", "random": ",".join(report["random"]),
+            "group_column": report["group_column"],
+            "params_hash": params.digest(*config.STAGE_BLOCKS["fit_counts"])}  # fmt: skip
+    run_id = tracker.start(run_name(args), "analysis", tags=tags)
+    report["mlflow_run_id"] = run_id
+    flat = flatten({"fit_counts": config.as_dict(params.fit_counts)})
+    flat.update(seed=params.seed, family=report["family"], n=report["n"],
+                groups=report["groups"],
+                **{f"source.{k}": v for k, v in source.items() if v is not None})  # fmt: skip
+    rec = report["recommendation"] or {}
+    tracker.log(run_id, params=flat,
+                metrics=metrics({k: v for k, v in report.items() if k != "modes"}),
+                tags={"recommended": rec.get("family") or "",
+                      "detail": report["detail"] or ""})  # fmt: skip
+    for name, body in {
+        "fit_counts.txt": text + "\n",
+        "modes.csv": modes_table(report),
+        "fit_counts.json": json.dumps(jsonable(report), indent=2) + "\n",
+    }.items():
+        tracker.log_text(run_id, body, name)
+    tracker.end(run_id)
+    return run_id
 
 
 def zip_sections(args, params, data, names, fits) -> tuple[dict, None]:
@@ -343,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("file", type=Path, help="CSV, TSV or parquet file")
     p.add_argument("--column", help="name of the column of counts (intercept-only ZIP)")
     p.add_argument("--formula", help='ZIP regression, pscl style: "y ~ count regressors | zero '
-                   'regressors" (without "|" both parts use the same regressors)')  # fmt: skip
+                   'regressors" (without "|" both parts use the same regressors); "+ (1 | g)" '
+                   "in a part adds a random intercept per level of column g")  # fmt: skip
     p.add_argument("--where", help='polars SQL condition selecting rows, e.g. "camper = 1"')
     p.add_argument("--weights", metavar="COLUMN",
                    help="column of frequency weights (non-negative integers): a row of weight w "

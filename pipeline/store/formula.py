@@ -79,6 +79,9 @@ class Design:
         weights: int64 frequency weights, shape (n,): the `weights` column's (all > 0: rows
             of weight 0 are left out, counted in `zero_weight`), ones without one.
         zero_weight: rows of weight 0 left out.
+        group_column: the grouping column of the random intercepts ``(1 | g)``, or None.
+        groups: (n,) its values per row (rows missing it are dropped, as for a regressor).
+        random: the parts with a random intercept, in `PARTS` order (empty without one).
     """
 
     formula: str
@@ -94,6 +97,9 @@ class Design:
     zero_offset: np.ndarray = field(default=None)  # type: ignore[assignment]
     weights: np.ndarray = field(default=None)  # type: ignore[assignment]
     zero_weight: int = 0
+    group_column: str | None = None
+    groups: np.ndarray | None = None
+    random: tuple[str, ...] = ()
 
     def __post_init__(self):
         for name in ("count_offset", "zero_offset"):
@@ -111,6 +117,74 @@ class _Part:
     formula: Formula
     terms: list[tuple[str, list[tuple[Uses, str | None]]]]  # (term, [(uses, lookup name)])
     offsets: list[str]  # the offset terms' names
+
+
+@dataclass(frozen=True)
+class RandomTerms:
+    """A formula's random intercepts: the formula without them, their grouping column and the
+    parts they are in."""
+
+    fixed: str
+    group: str | None
+    parts: tuple[str, ...]
+
+
+_RANDOM = re.compile(r"\(\s*1\s*\|\s*(?P<group>`(?:[^`\\]|\\.)*`|[^\W\d]\w*)\s*\)")
+
+
+def random_intercepts(text: str) -> RandomTerms:
+    """Take the random-intercept terms ``(1 | g)`` (lme4 / glmmTMB syntax) out of a formula.
+
+    A term ``(1 | g)`` added (``+``) to a part's right-hand side gives that part a Gaussian
+    random intercept per level of column g; without ``|`` between the parts, both parts share
+    the right-hand side and so the random intercept. One grouping column for the formula.
+
+    Returns:
+        `RandomTerms` (`fixed` is `text` itself when there are none).
+
+    Raises:
+        UserError: another bracketed ``|`` term (random slopes, ``||``, ``(0 | g)``), two
+            grouping columns, two random intercepts in one part, or a part left without
+            regressors (write ``1 + (1 | g)``).
+    """
+    sides = _split_top(text, "~")
+    if len(sides) != 2 or "|" not in sides[1]:
+        return RandomTerms(text, None, ())
+    rhs = _split_top(sides[1], "|")
+    if len(rhs) > 2:
+        return RandomTerms(text, None, ())  # split_formula names the problem
+    fixed, groups, parts = [], set(), []
+    for part, side in zip(PARTS, rhs):
+        kept, found = [], 0
+        for term in _split_top(side, "+"):
+            bare = term.strip()
+            match = _RANDOM.fullmatch(bare)
+            if match:
+                found += 1
+                group = match["group"]
+                groups.add(read_quoted(group) or group)
+            elif bare.startswith("(") and "|" in bare:
+                raise UserError(f"formula {_cut(text)!r}: {_cut(bare)!r}: only random "
+                                "intercepts '(1 | group)' are supported")  # fmt: skip
+            else:
+                kept.append(term)
+        if found > 1:
+            raise UserError(f"formula {_cut(text)!r}: the {part} part has {found} random "
+                            "intercepts; give one '(1 | group)'")  # fmt: skip
+        if found and not "".join(kept).strip():
+            raise UserError(f"formula {_cut(text)!r}: the {part} part has only its random "
+                            "intercept; write '1 + (1 | group)'")  # fmt: skip
+        if found:
+            parts.append(part)
+        fixed.append("+".join(kept))
+    if not groups:
+        return RandomTerms(text, None, ())
+    if len(groups) > 1:
+        raise UserError(f"formula {_cut(text)!r}: random intercepts by {sorted(groups)}: give "
+                        "one grouping column")  # fmt: skip
+    if len(rhs) == 1:  # the zero part shares the right-hand side, random intercept included
+        parts = list(PARTS)
+    return RandomTerms(f"{sides[0]}~{'|'.join(fixed)}", groups.pop(), tuple(parts))
 
 
 def split_formula(text: str) -> tuple[str, str, str]:
@@ -153,7 +227,7 @@ def check_formula(text: str) -> None:
     Raises:
         UserError: a malformed formula, or a factor `formula_grammar.check_factor` refuses.
     """
-    _, *sides = split_formula(text)
+    _, *sides = split_formula(random_intercepts(text).fixed)
     aliases: dict[str, str] = {}
     for part, rhs in zip(PARTS, sides):
         aliased, aliases = unquote(rhs, set(), part, aliases)
@@ -183,7 +257,8 @@ def read_design(path: str | Path, formula: str, *, where: str | None = None,
         UserError: a bad file, formula, filter, column or value (one line, naming it).
     """
     path = Path(path)
-    split_formula(formula)  # a malformed or forbidden formula fails before the file is read
+    random = random_intercepts(formula)  # a malformed or forbidden formula fails before the
+    split_formula(random.fixed)  # file is read
     try:
         check_formula(formula)
     except UserError as err:
@@ -192,11 +267,15 @@ def read_design(path: str | Path, formula: str, *, where: str | None = None,
     try:
         names = lf.collect_schema().names()
         row = _row_column(names)
-        response, parts, refs = _resolve(formula, names, row)
+        response, parts, refs = _resolve(random.fixed, names, row)
         if weights is not None and weights not in names:
             raise UserError(f"no column {weights!r} (the --weights column); available: "
                             f"{name_list(names)}")  # fmt: skip
-        used = dict.fromkeys([row, response, *refs.values(), *[weights] * (weights is not None)])
+        if random.group is not None and random.group not in names:
+            raise UserError(f"no column {random.group!r} (the grouping column of "
+                            f"'(1 | {random.group})'); available: {name_list(names)}")  # fmt: skip
+        extra = [c for c in (weights, random.group) if c is not None]
+        used = dict.fromkeys([row, response, *refs.values(), *extra])
         frame = lf.with_row_index(row, offset=1).filter(row_filter(lf, where))
         frame = frame.select(*used).collect()
         if frame.height == 0:
@@ -235,6 +314,10 @@ def build_design(frame: pl.DataFrame, formula: str, *, rows: int | None = None,
     if weights is not None and weights not in frame.columns:
         raise UserError(f"no column {weights!r} (the weights); available: "
                         f"{name_list(frame.columns)}")  # fmt: skip
+    group = random_intercepts(formula).group
+    if group is not None and group not in frame.columns:
+        raise UserError(f"no column {group!r} (the grouping column of '(1 | {group})'); "
+                        f"available: {name_list(frame.columns)}")  # fmt: skip
     return _design(numbered, formula, frame.height if rows is None else rows, row, weights)
 
 
@@ -249,8 +332,10 @@ def _row_column(columns: list[str]) -> str:
 def _design(frame: pl.DataFrame, formula: str, rows: int, row: str,
             weights: str | None = None) -> Design:  # fmt: skip
     """`build_design` on a frame that numbers its rows in column `row`."""
-    response, parts, refs = _resolve(formula, [c for c in frame.columns if c != row], row)
+    random = random_intercepts(formula)
+    response, parts, refs = _resolve(random.fixed, [c for c in frame.columns if c != row], row)
     regressors = list(dict.fromkeys(refs.values()))
+    grouping = [random.group] if random.group is not None else []
     zero_weight = 0
     if weights is not None:  # a row of weight 0 is no row: left out before anything is checked
         w = response_counts(frame, weights, row, role="weights")
@@ -258,7 +343,7 @@ def _design(frame: pl.DataFrame, formula: str, rows: int, row: str,
         if zero_weight == frame.height:
             raise UserError(f"every weight in {weights!r} is zero")
         frame = frame.filter(pl.Series(w > 0))
-    frame, dropped = drop_missing(frame, regressors)
+    frame, dropped = drop_missing(frame, list(dict.fromkeys(regressors + grouping)))
     y = response_counts(frame, response, row)
     factors = [f for part in parts for _, fs in part.terms for f in fs]
     categorical = {refs[n] for uses, _ in factors for n in uses.categorical}
@@ -284,8 +369,9 @@ def _design(frame: pl.DataFrame, formula: str, rows: int, row: str,
     for part, (matrix, names, _) in zip(PARTS, built):
         check_rank(matrix, names, part)
     w = None if weights is None else response_counts(frame, weights, row, role="weights")
+    groups = frame[random.group].to_numpy() if random.group is not None else None
     return Design(formula, response, y, X, x_names, Z, z_names, rows, dropped, x_off, z_off,
-                  w, zero_weight)  # fmt: skip
+                  w, zero_weight, random.group, groups, random.parts)  # fmt: skip
 
 
 def _resolve(formula: str, columns: list[str], row: str) -> tuple[str, list[_Part], dict]:

@@ -6,7 +6,7 @@ exact derivatives, the σ = 0 boundary and bad input.
 References (computed once; tests never need R). Data: glmmTMB's `Salamanders` (Price et al.
 2016), written by `write.csv(data.frame(site = as.character(d$site), mined =
 as.character(d$mined), cover = d$cover, spp = as.character(d$spp), count = d$count), ...)` to
-tests/data/salamanders.csv. R 4, glmmTMB 1.1.5, lme4 1.1.31 (Debian r-cran-glmmtmb):
+examples/salamanders.csv. R 4, glmmTMB 1.1.5, lme4 1.1.31 (Debian r-cran-glmmtmb):
 
     m <- glmmTMB(count ~ mined + (1|site), zi = ~mined, family = poisson, data = d)
     m$fit$objective; m$fit$par; sqrt(diag(m$sdr$cov.fixed))
@@ -33,7 +33,7 @@ from pipeline.core.model import fit_data
 from pipeline.core.oracle import mixed
 from pipeline.core.oracle.fit import fit_model
 
-DATA = Path(__file__).parents[1] / "data" / "salamanders.csv"
+DATA = Path(__file__).parents[2] / "examples" / "salamanders.csv"
 SPECIES = ["PR", "DM", "EC-A", "EC-L", "DES-L", "DF"]  # GP is the reference level
 
 

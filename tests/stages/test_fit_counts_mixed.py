@@ -1,0 +1,124 @@
+"""`fit_counts --formula "y ~ x + (1 | g) | z"` (issue 20 item 5): random intercepts in lme4 /
+glmmTMB syntax, fitted by the exact quadrature oracle (`core.oracle.mixed`; its references
+against glmmTMB and lme4 are in tests/core/test_oracle_mixed.py), each family against itself
+without them, the conditional modes, the MLflow run, and bad input (one line, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from pipeline.core.model import fit_data
+from pipeline.core.oracle import mixed
+from pipeline.core.oracle.fit import fit_model
+
+DATA = Path(__file__).parents[2] / "examples" / "salamanders.csv"
+FORMULA = "count ~ mined + (1|site) | mined"
+
+
+def _run(args, tiny_params, capsys, workdir=None) -> dict:
+    from pipeline.stages import fit_counts
+
+    tail = ["--workdir", str(workdir)] if workdir else ["--no-mlflow"]
+    argv = [str(DATA), *args, "--params", str(tiny_params), "--json", *tail]
+    assert fit_counts.main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _design():
+    d = pl.read_csv(DATA)
+    yes = (d["mined"] == "yes").to_numpy().astype(float)  # formulaic's level order: no, yes
+    X = np.c_[np.ones(d.height), yes]
+    return fit_data(X, X, d["count"].to_numpy()), d["site"].to_numpy()
+
+
+def test_zip_with_a_site_intercept_is_the_oracles_fit(tiny_params, capsys):
+    r = _run(["--formula", FORMULA, "--family", "zip"], tiny_params, capsys)
+    data, site = _design()
+    want = mixed.fit_mixed("zip", data, site, ("count",))
+    m = r["models"]["zip"]
+    got = [c["estimate"] for c in m["zero"] + m["count"]] + [m["sigma"][0]["log_sigma"]]
+    np.testing.assert_allclose(got, want.params, rtol=1e-10)
+    np.testing.assert_allclose([c["se"] for c in m["zero"] + m["count"]], want.se[:4], rtol=1e-8)
+    assert m["loglik"] == pytest.approx(want.loglik, rel=1e-12)
+    # σ's interval: exp(log σ ± z SE); its test against the ZIP without the intercept.
+    s = m["sigma"][0]
+    z = stats.norm.ppf(0.975)
+    assert s["lower"] == pytest.approx(math.exp(s["log_sigma"] - z * s["se_log_sigma"]))
+    fixed = fit_model("zip", data).loglik
+    t = m["sigma_tests"]["count"]
+    assert t["statistic"] == pytest.approx(2 * (want.loglik - fixed), rel=1e-9)
+    assert t["p_value"] == pytest.approx(0.5 * stats.chi2.sf(t["statistic"], 1), rel=1e-9)
+    # The ZIP's Poisson is there too, and the modes are per site in file order.
+    assert set(r["models"]) == {"zip", "poisson"} and r["groups"] == 23
+    assert r["modes"]["group"][:3] == ["VF-1", "VF-2", "VF-3"]
+    np.testing.assert_allclose(r["modes"]["count"], want.modes[:, 0], rtol=1e-8, atol=1e-12)
+    assert (r["random"], r["group_column"]) == (["count"], "site")
+
+
+def test_the_zero_part_of_a_hurdle_does_not_depend_on_its_count_family(tiny_params, capsys):
+    """A hurdle's zero part is its own binary model: with the random intercept there only,
+    hurdle Poisson and hurdle NB give the same zero-part σ, coefficients and test."""
+    r = _run(["--formula", "count ~ mined | mined + (1|site)", "--family", "all"],
+             tiny_params, capsys)  # fmt: skip
+    hp, hn = r["models"]["hurdle_poisson"], r["models"]["hurdle_nb"]
+    assert r["models"]["poisson"]["status"] == "failed"  # no zero part for the intercept
+    assert hp["sigma"][0]["sigma"] == pytest.approx(hn["sigma"][0]["sigma"], rel=1e-6)
+    for a, b in zip(hp["zero"], hn["zero"]):
+        assert a["estimate"] == pytest.approx(b["estimate"], rel=1e-6)
+    assert r["recommendation"]["family"] == r["detail"]
+    best = min((m["bic"], f) for f, m in r["models"].items() if m["status"] != "failed")[1]
+    assert r["detail"] == best
+
+
+def test_the_mlflow_run_holds_the_modes(tiny_params, tmp_path, capsys, isolated_mlflow):
+    from mlflow.tracking import MlflowClient
+
+    r = _run(["--formula", FORMULA, "--family", "poisson"], tiny_params, capsys, tmp_path)
+    client = MlflowClient(tracking_uri=isolated_mlflow)
+    run = client.get_run(r["mlflow_run_id"])
+    assert run.data.tags["zip.random"] == "count" and run.data.tags["zip.group_column"] == "site"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
+        "modes.csv",
+        "fit_counts.json",
+        "fit_counts.txt",
+    }
+    local = client.download_artifacts(run.info.run_id, "modes.csv", str(tmp_path))
+    modes = pl.read_csv(local)
+    assert modes.columns == ["group", "count"] and modes.height == 23
+    np.testing.assert_allclose(modes["count"].to_numpy(), r["modes"]["count"], rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("formula", "fragment"),
+    [
+        ("count ~ mined + (1|nosuch)", "no column 'nosuch' (the grouping column"),
+        ("count ~ mined + (mined|site)", "only random intercepts '(1 | group)'"),
+        ("count ~ (1|site)", "write '1 + (1 | group)'"),
+        ("count ~ mined + (1|site) | mined + (1|spp)", "give one grouping column"),
+        ("count ~ mined + (1|one)", "at least two groups"),
+        ("count ~ mined + (1|row)", "every group has one row"),
+    ],
+)
+def test_bad_random_terms_exit_2_with_one_line(formula, fragment, tiny_params, tmp_path,
+                                               capsys):  # fmt: skip
+    from pipeline.stages.cli import run
+    from pipeline.stages.fit_counts import main
+
+    d = pl.read_csv(DATA).with_columns(one=pl.lit("a"), row=pl.int_range(pl.len()))
+    path = tmp_path / "data.csv"
+    d.write_csv(path)
+    with pytest.raises(SystemExit) as exit_:
+        run(main, [str(path), "--formula", formula, "--json", "--params", str(tiny_params),
+                   "--workdir", str(tmp_path), "--family", "zip"])  # fmt: skip
+    out = capsys.readouterr()
+    assert exit_.value.code == 2 and out.out == ""
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], out.err
+    assert not (tmp_path / "mlruns").exists()
