@@ -326,6 +326,13 @@ def analyse_mixed(args, params, data, names, source, groups, show) -> dict:
     from pipeline.report.mixed_report import render_mixed, summarise_mixed
 
     families = count_fits.families_for(args.family)
+    seconds = count_fits.mixed_seconds(data, tuple(source["random"]), args.family)
+    if seconds >= LONG_FIT_S:
+        took = f"~{seconds / 60:.0f} min" if seconds >= 90 else f"~{seconds:.0f} s"
+        print(f"fit_counts: {len(data.y):,} rows in {len(np.unique(groups)):,} groups, "
+              f"{len(families)} famil{'ies' if len(families) > 1 else 'y'} with random "
+              f"intercepts: {took} of quadrature fits on these cores (Ctrl-C stops)",
+              file=sys.stderr)  # fmt: skip
     bar = progress(len(families), "mixed-model fits", "family")
 
     def fitted(family: str) -> None:

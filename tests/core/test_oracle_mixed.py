@@ -345,3 +345,16 @@ def test_bad_input_is_one_clear_error(fam, groups, parts, match):
     data = fit_data(X, X, np.arange(10) % 3)
     with pytest.raises(ValueError, match=match):
         mixed.mixed_problem(fam, data, groups, parts)
+
+
+def test_default_nodes_shrink_only_where_the_points_would_not_fit():
+    """Rows x K^d is held under `MAX_POINTS` (the double backward keeps ~20 float64 tensors of
+    that size), never below `MIN_NODES`; small data get the stable default."""
+    assert mixed.default_nodes(644, 1) == mixed.NODES[1]
+    assert mixed.default_nodes(644, 2) == mixed.NODES[2]
+    assert mixed.default_nodes(100_000, 2) == 14  # 100,000 x 14^2 = 1.96e7
+    assert mixed.default_nodes(10**9, 1) == mixed.MIN_NODES
+    for rows in (10**4, 10**5, 10**6):
+        for d in (1, 2):
+            k = mixed.default_nodes(rows, d)
+            assert rows * k**d <= mixed.MAX_POINTS or k == mixed.MIN_NODES

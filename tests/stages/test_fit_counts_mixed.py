@@ -122,3 +122,18 @@ def test_bad_random_terms_exit_2_with_one_line(formula, fragment, tiny_params, t
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], out.err
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_long_mixed_analysis_says_its_cost_first(tiny_params, capsys, monkeypatch):
+    """The cost line (stderr, before any fit) from rows x quadrature points per fit."""
+    from pipeline.analysis import count_fits
+
+    from pipeline.stages import fit_counts
+
+    monkeypatch.setattr(count_fits, "SECONDS_PER_POINT", 1e-2)  # as if the data were huge
+    argv = [str(DATA), "--formula", FORMULA, "--family", "poisson", "--params",
+            str(tiny_params), "--json", "--no-mlflow"]  # fmt: skip
+    assert fit_counts.main(argv) == 0
+    err = capsys.readouterr().err
+    want = (644 * 25) * 1e-2  # one count-part intercept, 25 points per row
+    assert f"644 rows in 23 groups, 1 family with random intercepts: ~{want / 60:.0f} min" in err

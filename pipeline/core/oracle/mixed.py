@@ -42,6 +42,11 @@ KEY = {"count": "eta", "zero": "s"}  # the predictor each part shifts (`family_t
 # Default quadrature points per random part, by the number of random parts: the
 # log-likelihood is then stable to ~1e-9 as K grows (tests/core/test_oracle_mixed.py).
 NODES = {1: 25, 2: 30}
+# Rows x points one evaluation may hold: each is a float64 kept for the double backward
+# (~20 tensors of that size), so 2e7 stays within a few GB; above it the default K shrinks
+# (large data have large groups, whose integrands are nearly Gaussian: few points suffice).
+MAX_POINTS = 2e7
+MIN_NODES = 5
 SIGMA_FLOOR = math.log(1e-4)  # log σ below which σ̂ = 0 is tried (its effect ~σ² on ll)
 _SIGMA_START = math.log(0.5)
 _SECOND = {frozenset(["s"]): "d_ss", frozenset(["eta"]): "d_eta_eta",
@@ -135,6 +140,12 @@ def mixed_problem(fam, data: FitData, groups, parts) -> MixedProblem:
     return MixedProblem(fam, parts, t(data.X), t(Z), y, torch.lgamma(y + 1), y == 0,
                         t(data.weights), t(data.offset_x), t(data.offset_z),
                         torch.from_numpy(codes.astype(np.int64)), G, data)  # fmt: skip
+
+
+def default_nodes(rows: int, d: int) -> int:
+    """`NODES[d]`, fewer where rows x K^d would pass `MAX_POINTS` (never below `MIN_NODES`)."""
+    fit = int((MAX_POINTS / max(rows, 1)) ** (1 / d))
+    return max(MIN_NODES, min(NODES[d], fit))
 
 
 def hermite_rule(nodes: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,12 +274,12 @@ def marginal_loglik(
 
     Args:
         mp: the `MixedProblem`; theta: parameters (float64); nodes: points per random part
-            (1 is the Laplace approximation; default `NODES`); start: modes to start the
+            (1 is the Laplace approximation; default `default_nodes`); start: modes to start the
             search from; graph_steps: Newton steps of the modes taken with the graph (1 gives
             exact first derivatives, 2 exact second derivatives).
     """
     theta, single = _batch(theta)
-    nodes = nodes or NODES[mp.d]
+    nodes = nodes or default_nodes(len(mp.y), mp.d)
     u0 = modes(mp, theta, None if start is None else start.reshape(-1, mp.G, mp.d))
     s, eta, a, log_sigma = _predictors(mp, theta)
     u = u0
@@ -393,7 +404,7 @@ def fit_mixed(fam, data: FitData, groups, parts, *, nodes: int | None = None, st
         The `MixedFit`.
     """
     mp = mixed_problem(fam, data, groups, parts)
-    nodes = nodes or NODES[mp.d]
+    nodes = nodes or default_nodes(len(mp.y), mp.d)
     if nodes > _COARSE:  # most iterations on a coarse rule, the last ones on the full one
         coarse = _fit(mp, _COARSE, start, max_iter)
         if coarse.status == "converged":
