@@ -127,7 +127,6 @@ def test_bad_random_terms_exit_2_with_one_line(formula, fragment, tiny_params, t
 def test_a_long_mixed_analysis_says_its_cost_first(tiny_params, capsys, monkeypatch):
     """The cost line (stderr, before any fit) from rows x quadrature points per fit."""
     from pipeline.analysis import count_fits
-
     from pipeline.stages import fit_counts
 
     monkeypatch.setattr(count_fits, "SECONDS_PER_POINT", 1e-2)  # as if the data were huge
