@@ -162,20 +162,23 @@ def make_objective(setup: TrialSetup) -> Callable:
         ).hstack(rows)  # fmt: skip
         pruned = bool((rows["status"] == "stopped").any())
         parts = objective_parts(rows, fit_cfg.max_steps)
+        fit_seconds = time.perf_counter() - start
+        pending = None
+        reg_pending = None
+        if tracking.log_fits:  # the logger processes log these while the regressions fit
+            payloads = fit_payloads(rows, histories, fit_cfg=fit_cfg,
+                                    max_points=tracking.max_points, plots=tracking.fit_plots,
+                                    trial=trial.number, study=setup.study)  # fmt: skip
+            pending = setup.fit_logger.submit(payloads, run_id, child_time(began))
+        reg_start = time.perf_counter()
         reg = None if pruned else regression_fits(setup, lr, optimizer)
         if reg is not None:
             reg = tuple(t.with_columns(trial=pl.lit(trial.number, pl.Int64)) for t in reg)
             reg = (reg[0].with_columns(study=pl.lit(setup.study), optimizer=pl.lit(optimizer),
                                        lr=pl.lit(lr, pl.Float64)), *reg[1:])  # fmt: skip
             parts.update(reg_parts(rows, reg[0], fit_cfg.max_steps))
-        fit_seconds = time.perf_counter() - start
-        pending = None
-        reg_pending = None
+        fit_seconds += time.perf_counter() - reg_start
         if tracking.log_fits:
-            payloads = fit_payloads(rows, histories, fit_cfg=fit_cfg,
-                                    max_points=tracking.max_points, plots=tracking.fit_plots,
-                                    trial=trial.number, study=setup.study)  # fmt: skip
-            pending = setup.fit_logger.submit(payloads, run_id, child_time(began))
             if reg is not None and reg[0].height:
                 reg_payloads = fit_payloads(reg[0], reg[2], coefs=reg[1], fit_cfg=fit_cfg,
                                             max_points=tracking.max_points,
