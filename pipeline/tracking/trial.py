@@ -74,27 +74,42 @@ class TrialSetup:
     reg_problems: tuple = ()
 
 
-def regression_fits(setup: TrialSetup, lr: float, optimizer: str):
+def regression_fits(setup: TrialSetup, lr: float, optimizer: str, on_call=None):
     """Every regression problem × (standardize, batch size) variant at one (lr, optimizer).
 
+    Args:
+        on_call: called with each engine call's (fits, coefs, histories) as soon as it ends
+            (the trial hands them to the loggers while the next call fits).
+
     Returns:
-        (fits, coefs, histories) frames (`analysis.regression.reg_tables`), concatenated; None
-        when there is no regression scenario. The engine runs without pruning here: the
-        pruner judges a trial on the intercept-only fits, reported chunk by chunk before.
+        (fits, coefs, histories) frames (`analysis.regression.reg_tables`), concatenated in
+        the order of the calls; None when there is no regression scenario. The engine runs
+        without pruning here: the pruner judges a trial on the intercept-only fits, reported
+        chunk by chunk before.
     """
     if not setup.reg_problems:
         return None
     reg_cfg, fit_cfg, seed = setup.cfg.regression, setup.params.fit, setup.params.seed
     batches = combine(setup.reg_problems, reg_cfg.standardize, fit_cfg.device)
-    tables = []
+    calls = []
     for size in reg_cfg.batch_sizes:
         key = seeds.integer(seeds.stream(seed, "shuffle", size or 0))
         for combined in batches:  # one engine call per family and batch size
             interrupts.check()
-            for problem, standardize, result in run_combined(combined, fit_cfg, lr, optimizer,
-                                                             size, key):  # fmt: skip
-                tables.append(reg_tables(problem, result, standardize, size))
-    return tuple(pl.concat([t[i] for t in tables]) for i in range(3))
+            tables = [reg_tables(problem, result, standardize, size)
+                      for problem, standardize, result in run_combined(
+                          combined, fit_cfg, lr, optimizer, size, key)]  # fmt: skip
+            calls.append(tuple(pl.concat([t[i] for t in tables]) for i in range(3)))
+            if on_call is not None:
+                on_call(calls[-1])
+    return tuple(pl.concat([c[i] for c in calls]) for i in range(3))
+
+
+def _labelled(tables, trial: int, study: str, optimizer: str, lr: float):
+    """A trial's regression tables with its trial number (all), study, optimizer and lr."""
+    tables = tuple(t.with_columns(trial=pl.lit(trial, pl.Int64)) for t in tables)
+    return (tables[0].with_columns(study=pl.lit(study), optimizer=pl.lit(optimizer),
+                                   lr=pl.lit(lr, pl.Float64)), *tables[1:])  # fmt: skip
 
 
 def reg_parts(rows: pl.DataFrame, reg_fits: pl.DataFrame, max_steps: int) -> dict[str, float]:
@@ -164,27 +179,31 @@ def make_objective(setup: TrialSetup) -> Callable:
         parts = objective_parts(rows, fit_cfg.max_steps)
         fit_seconds = time.perf_counter() - start
         pending = None
-        reg_pending = None
         if tracking.log_fits:  # the logger processes log these while the regressions fit
             payloads = fit_payloads(rows, histories, fit_cfg=fit_cfg,
                                     max_points=tracking.max_points, plots=tracking.fit_plots,
                                     trial=trial.number, study=setup.study)  # fmt: skip
             pending = setup.fit_logger.submit(payloads, run_id, child_time(began))
+        reg_pending = []  # each engine call's fit runs, logged while the next call fits
+        handed = [0.0]  # seconds spent building payloads between the calls (not fitting)
+
+        def log_call(tables) -> None:
+            began_call = time.perf_counter()
+            fits, coefs, paths = _labelled(tables, trial.number, setup.study, optimizer, lr)
+            if tracking.log_fits and fits.height:
+                payloads = fit_payloads(fits, paths, coefs=coefs, fit_cfg=fit_cfg,
+                                        max_points=tracking.max_points,
+                                        plots=tracking.fit_plots, trial=trial.number,
+                                        study=setup.study)  # fmt: skip
+                reg_pending.append(setup.fit_logger.submit(payloads, run_id, child_time(began)))
+            handed[0] += time.perf_counter() - began_call
+
         reg_start = time.perf_counter()
-        reg = None if pruned else regression_fits(setup, lr, optimizer)
+        reg = None if pruned else regression_fits(setup, lr, optimizer, log_call)
         if reg is not None:
-            reg = tuple(t.with_columns(trial=pl.lit(trial.number, pl.Int64)) for t in reg)
-            reg = (reg[0].with_columns(study=pl.lit(setup.study), optimizer=pl.lit(optimizer),
-                                       lr=pl.lit(lr, pl.Float64)), *reg[1:])  # fmt: skip
+            reg = _labelled(reg, trial.number, setup.study, optimizer, lr)
             parts.update(reg_parts(rows, reg[0], fit_cfg.max_steps))
-        fit_seconds += time.perf_counter() - reg_start
-        if tracking.log_fits:
-            if reg is not None and reg[0].height:
-                reg_payloads = fit_payloads(reg[0], reg[2], coefs=reg[1], fit_cfg=fit_cfg,
-                                            max_points=tracking.max_points,
-                                            plots=tracking.fit_plots, trial=trial.number,
-                                            study=setup.study)  # fmt: skip
-                reg_pending = setup.fit_logger.submit(reg_payloads, run_id, child_time(began))
+        fit_seconds += time.perf_counter() - reg_start - handed[0]
         title = f"{setup.study} trial {trial.number}: {optimizer} lr={lr:g}"
         for name, fig in trial_figures(setup.problem, rows, histories, title).items():
             tracker.log_figure(run_id, fig, name)
@@ -195,7 +214,8 @@ def make_objective(setup: TrialSetup) -> Callable:
         path_rows = keys.join(histories, on="fit").drop("fit")
         meta = {files.STUDY_KEY: setup.study}
         if reg is not None:
-            reg_ids = reg_pending.get() if reg_pending is not None else [None] * reg[0].height
+            reg_ids = ([i for p in reg_pending for i in p.get()] if tracking.log_fits
+                       else [None] * reg[0].height)  # fmt: skip
             reg_fits = reg[0].with_columns(run_id=pl.Series(reg_ids, dtype=pl.String))
             for name, table in zip(("histories", "coefs", "fits"), (reg[2], reg[1], reg_fits)):
                 file = setup.layout.trial_reg(setup.study, trial.number, name)

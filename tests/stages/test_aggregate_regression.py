@@ -83,3 +83,27 @@ def test_stale_regression_fits_are_refused(tmp_path):
     files.write(fits_frame(), Layout(tmp_path).reg("fits"), "not-the-sweep-stamp")
     with pytest.raises(UserError):
         aggregate_regression.load_regression(params, tmp_path)
+
+
+def test_each_regression_fit_row_names_its_own_run(tmp_path_factory):
+    """The trial hands each engine call's fit runs to the loggers as soon as that call ends
+    (issue 19 item 3); the run ids, gathered call by call, must still land on their own rows:
+    every row's run carries its scenario, replicate, start, scale and batch size."""
+    from pipeline.tracking.runs import Tracker
+
+    workdir = tmp_path_factory.mktemp("reg_runs") / "a"
+    extra = merge(
+        REG, {"sweep": {"lr_grid": [0.1]}, "tracking": {"log_fits": True, "fit_plots": False}}
+    )
+    run_chain(workdir, "test-reg-runs", extra)
+    fits = pl.read_parquet(Layout(workdir).reg("fits").path)
+    assert fits.height == 2 * 2 * 2 * 2 and fits["run_id"].n_unique() == fits.height
+    tracker = Tracker(TINY["tracking"]["experiment"], root=workdir)
+    runs = {r.info.run_id: r for r in tracker.search("tags.`zip.level` = 'fit'")}
+    for row in fits.iter_rows(named=True):
+        run = runs[row["run_id"]]
+        scale = "std" if row["standardize"] else "raw"
+        batch = "full" if row["batch_size"] is None else f"b{row['batch_size']}"
+        want = f"{row['scenario']} rep={row['replicate']} start={row['init']} {scale} {batch}"
+        assert run.info.run_name == want
+        assert run.data.tags["zip.status"] == row["status"]
