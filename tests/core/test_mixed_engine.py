@@ -91,3 +91,35 @@ def test_bad_input_is_a_value_error(starts, lr, match):
     mp = mixed.mixed_problem("zip", data, groups, ("count",))
     with pytest.raises(ValueError, match=match):
         fit_mixed_gd(mp, starts, lr)
+
+
+@pytest.mark.parametrize("parts", [("count",), ("zero",), ("count", "zero")])
+@pytest.mark.parametrize("family", ["zip", "zinb", "hurdle_nb"])
+def test_the_descents_gradient_vanishes_where_the_oracle_stops(family, parts):
+    """`loglik_and_score` (points held at the modes, no autograd) against autograd through
+    the modes (`marginal_loglik`). The value is the same. The gradients differ by how much
+    the quadrature depends on where its points sit: at arbitrary parameters on these small
+    groups by up to 4e-4 of the largest component (measured 3.6e-4; 1e-12 on Salamanders'
+    larger groups), so the test allows 2e-3; at the oracle's optimum the held-point gradient
+    nearly vanishes too: the point where it does lies cov x gradient away, at most 1e-5 SE
+    (measured ≤ 2.5e-6), so a descent that stops there stops at the oracle for any purpose
+    (issue 20 asks 0.01 SE). Checked where the information is well conditioned (every SE
+    below 100: hurdle_nb's dispersion here drifts to its α = 0 boundary, SE ~1e11)."""
+    import torch
+
+    data, groups = _simulated(parts, groups=25)
+    mp = mixed.mixed_problem(family, data, groups, parts)
+    rng = np.random.default_rng(3)
+    theta = torch.tensor(rng.normal(0, 0.3, (3, mp.k_fixed + mp.d)))
+    ll, grad, _ = mixed.loglik_and_score(mp, theta)
+    t = theta.clone().requires_grad_(True)
+    ll2, _ = mixed.marginal_loglik(mp, t, graph_steps=1)
+    (grad2,) = torch.autograd.grad(ll2.sum(), t)
+    np.testing.assert_allclose(ll.numpy(), ll2.detach().numpy(), rtol=1e-13)
+    scale = grad2.abs().max().item()
+    np.testing.assert_allclose(grad.numpy(), grad2.numpy(), rtol=0, atol=2e-3 * scale)
+    oracle = mixed.fit_mixed(family, data, groups, parts)
+    if oracle.status == "converged" and oracle.se.max() < 100:
+        at_optimum = mixed.loglik_and_score(mp, torch.tensor(oracle.params)[None])[1][0]
+        shift = oracle.cov @ at_optimum.numpy()  # one Newton step to where it vanishes
+        assert np.abs(shift / oracle.se).max() < 1e-5

@@ -285,6 +285,15 @@ def marginal_loglik(
     u = u0
     for _ in range(graph_steps):  # carries dû/dθ (and d²û/dθ²) at the mode
         u = _newton_step(mp, s, eta, a, log_sigma, u)
+    at, logw, logdet, failed = _placed(mp, s, eta, a, log_sigma, u, nodes, single)
+    h = _inner(mp, s, eta, a, log_sigma, at, 0)[0]  # (B, G, M)
+    ll = _total(mp, logdet, torch.logsumexp(logw + h, dim=-1), log_sigma, failed)
+    return (ll[0], u0[0]) if single else (ll, u0)
+
+
+def _placed(mp: MixedProblem, s, eta, a, log_sigma, u, nodes: int, single: bool):
+    """The quadrature points placed at the modes u (B, G, d) with each group's scale: points
+    (B, G, M, d), log(w_m) + |x_m|², log|L_i| (B, G) and which fits failed (B,)."""
     _, _, H = _inner(mp, s, eta, a, log_sigma, u, 2)
     cov, bad = torch.linalg.inv_ex(-H)
     chol, info = torch.linalg.cholesky_ex(cov)  # (B, G, d, d): each group's scale
@@ -294,14 +303,67 @@ def marginal_loglik(
     chol = torch.where(failed[:, None, None, None], torch.eye(mp.d, dtype=chol.dtype), chol)
     points, logw = hermite_rule(nodes, mp.d)
     scaled = (chol.unsqueeze(2) * points[:, None, :]).sum(-1)  # (B, G, M, d), as above
-    at = u.unsqueeze(2) + math.sqrt(2) * scaled
-    h = _inner(mp, s, eta, a, log_sigma, at, 0)[0]  # (B, G, M)
     logdet = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    return u.unsqueeze(2) + math.sqrt(2) * scaled, logw, logdet, failed
+
+
+def _total(mp: MixedProblem, logdet, lse, log_sigma, failed) -> torch.Tensor:
+    """Σ_i log L_i (B,) from log|L_i| and log Σ_m w_m e^{|x_m|²} e^{h_i} (B, G)."""
     norm = (0.5 * math.log(2 * math.pi) + log_sigma).sum(-1, keepdim=True)  # (B, 1)
-    per_group = 0.5 * mp.d * math.log(2) + logdet + torch.logsumexp(logw + h, dim=-1) - norm
-    ll = per_group.sum(-1)
-    ll = torch.where(failed, torch.nan, ll)
-    return (ll[0], u0[0]) if single else (ll, u0)
+    per_group = 0.5 * mp.d * math.log(2) + logdet + lse - norm
+    return torch.where(failed, torch.nan, per_group.sum(-1))
+
+
+def loglik_and_score(mp: MixedProblem, theta, nodes: int | None = None,
+                     start: torch.Tensor | None = None):  # fmt: skip
+    """The marginal log-likelihood of a batch of fits (B, k) and its gradient with the
+    quadrature points held where the modes put them, without autograd (the descent's).
+
+    With the points fixed, ∂ log L_i/∂θ = Σ_m p_im ∂h_i(u_im)/∂θ, p_im the points' normalised
+    weights: per row Σ_m p ℓ_η (and ℓ_s, ℓ_a) times its design, and u_r²/σ_r² − 1 per group
+    for log σ_r. The points move with θ through the modes and scales, but the quadrature
+    value hardly depends on where they sit (it would not at all were the rule exact), so this
+    differs from the exact gradient of `marginal_loglik` by the order of its quadrature error
+    (~1e-9 relative at the default K): a descent stops where it vanishes, within that of the
+    oracle's optimum. One order-1 evaluation per row and point, no graph: about 3x cheaper.
+
+    Returns:
+        (log-likelihoods (B,), gradients (B, k), modes (B, G, d)).
+    """
+    theta, _ = _batch(theta)
+    nodes = nodes or default_nodes(len(mp.y), mp.d)
+    u = modes(mp, theta, None if start is None else start.reshape(-1, mp.G, mp.d))
+    with torch.no_grad():
+        s, eta, a, log_sigma = _predictors(mp, theta)
+        at, logw, logdet, failed = _placed(mp, s, eta, a, log_sigma, u, nodes, False)
+        ss, ee = _shifted(mp, s, eta, at)  # (B, n, M)
+        shape = (1, -1, 1)
+        y, lgy, zero = (v.reshape(shape) for v in (mp.y, mp.lgy, mp.zero))
+        t = family_terms(mp.family.name, y, lgy, zero, ss, ee,
+                         None if a is None else a.reshape(-1, 1, 1), order=1)  # fmt: skip
+        prec = torch.exp(-2 * log_sigma)  # (B, d)
+        h = _group_sum(mp, t.ll) - 0.5 * (at * at * prec[:, None, None, :]).sum(-1)
+        weighted = logw + h
+        lse = torch.logsumexp(weighted, dim=-1)
+        p = torch.exp(weighted - lse.unsqueeze(-1))  # (B, G, M)
+        rows = p[:, mp.groups]  # (B, n, M): each row's group's point weights
+        w = mp.w.reshape(1, -1)
+
+        def per_row(d):  # Σ_m p ℓ_k, weighted: (B, n)
+            return w * (rows * d).sum(-1)
+
+        grads = []
+        if mp.q:
+            grads.append((per_row(t.d_s).unsqueeze(-1) * mp.Z).sum(1))
+        grads.append((per_row(t.d_eta).unsqueeze(-1) * mp.X).sum(1))
+        if mp.family.dispersion:
+            grads.append(per_row(t.d_a).sum(1, keepdim=True))
+        spread = (p.unsqueeze(-1) * at * at).sum(2) * prec.unsqueeze(1)  # (B, G, d)
+        grads.append((spread - 1.0).sum(1))
+        ll = _total(mp, logdet, lse, log_sigma, failed)
+        grad = torch.cat(grads, -1)
+        grad = torch.where(failed.unsqueeze(-1), torch.nan, grad)
+    return ll, grad, u
 
 
 STATUSES = ("converged", "boundary", "max_iter", "singular", "separated")
