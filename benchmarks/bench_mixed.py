@@ -16,6 +16,7 @@ parts), timed side by side in one run:
 No timed assertions; run by hand (not part of the tests):
 
     .venv/bin/python benchmarks/bench_mixed.py [--repeat 5] [--fits 100 1000] [--threads 1]
+    .venv/bin/python benchmarks/bench_mixed.py --steps     # the two gradients per step
 
 Numbers go to benchmarks/README.md ("Mixed models").
 """
@@ -88,6 +89,32 @@ def engine(data, site, parts, oracle, fits: int):
     return seconds / fits, conv.mean(), err.max() if conv.any() else np.nan, np.median(res.steps)
 
 
+def step_costs(rounds: int = 3) -> None:
+    """Per descent step, side by side: the held-point gradient (`loglik_and_score`) against
+    autograd through one graph-carrying Newton step (`marginal_loglik`), modes warm."""
+    for name, parts, B in (("one random part", ("count",), 100),
+                           ("two random parts", ("count", "zero"), 10)):  # fmt: skip
+        data, site = _salamanders()
+        mp = mixed.mixed_problem("zip", data, site, parts)
+        fit = mixed.fit_mixed("zip", data, site, parts, nodes=1)
+        rng = np.random.default_rng(0)
+        theta = torch.tensor(fit.params + rng.normal(0, 0.1, (B, len(fit.params))))
+        u = mixed.modes(mp, theta)
+        for r in range(rounds):
+            start = time.process_time()
+            for _ in range(5):
+                t = theta.clone().requires_grad_(True)
+                ll, _ = mixed.marginal_loglik(mp, t, start=u, graph_steps=1)
+                torch.autograd.grad(ll.sum(), t)
+            auto = (time.process_time() - start) / 5
+            start = time.process_time()
+            for _ in range(5):
+                mixed.loglik_and_score(mp, theta, start=u)
+            held = (time.process_time() - start) / 5
+            print(f"  {name}, B = {B}, round {r}: autograd {1000 * auto:.1f} ms/step, held "
+                  f"points {1000 * held:.1f} ms/step ({auto / held:.2f}x)")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -100,8 +127,16 @@ def main() -> None:
         help="fits sharing the dataset with both random parts (30 x 30 nodes)",
     )
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--steps",
+        action="store_true",
+        help="only the per-step cost of the two gradients, side by side",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.steps:
+        step_costs()
+        return
     data, site = _salamanders()
     for parts in MODELS:
         print(f"ZIP, random intercept in {' and '.join(parts)} ({MODELS[parts]})")

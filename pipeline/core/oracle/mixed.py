@@ -328,7 +328,7 @@ def loglik_and_score(mp: MixedProblem, theta, nodes: int | None = None,
     from the optimum); where the oracle stops it vanishes to within 2.5e-6 SE
     (tests/core/test_mixed_engine.py). One order-1 evaluation per row and point, no graph:
     per step as fast as autograd with one random part (0.85-1.06x), 1.17x with two
-    (`/tmp/gradcmp.py`-style timing in benchmarks/README.md, "Mixed models").
+    (`benchmarks/bench_mixed.py --steps`).
 
     Returns:
         (log-likelihoods (B,), gradients (B, k), modes (B, G, d)).
