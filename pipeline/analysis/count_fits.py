@@ -43,7 +43,7 @@ from pipeline.core.inference.model_choice import (
     information_criteria,
     recommend,
 )
-from pipeline.core.inference.model_tests import TITLES, Test, boundary_p, vuong_statistics
+from pipeline.core.inference.model_tests import TITLES, vuong_statistics
 from pipeline.core.laws.count_cdf import binned_expected
 from pipeline.core.model import FAMILIES, FitData
 from pipeline.core.model import family as family_of
@@ -286,11 +286,9 @@ def fit_mixed_families(data: FitData, groups, parts: tuple[str, ...], family: st
             continue
         fits[fam], fixed[fam] = fit, base
         criteria[fam] = information_criteria(fit.loglik, fit.n_params, n)
-        if len(own) == 1:  # the model without it is the fixed-effects fit, already here
-            stat = max(0.0, 2.0 * (fit.loglik - base.loglik))
-            tests[fam] = {own[0]: Test(stat, *boundary_p(stat))}
-        else:
-            tests[fam] = {part: sigma_test(fit, data, groups, part) for part in own}
+        # With one part the model without it is the fixed-effects fit, already here.
+        without = base.loglik if len(own) == 1 else None
+        tests[fam] = {part: sigma_test(fit, data, groups, part, without) for part in own}
         if on_family is not None:
             on_family(fam)
     usable = [f for f, fit in fits.items() if not isinstance(fit, str)

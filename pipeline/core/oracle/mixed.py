@@ -25,6 +25,7 @@ group index (`index_add`), never Python loops over groups. Core layer: no I/O, n
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ from pipeline.core.laws.count_terms import family_terms
 from pipeline.core.model import Family, FitData, family
 from pipeline.core.oracle.fit import fit_model
 from pipeline.core.oracle.newton import DECREMENT_TOL, newton_direction
+from pipeline.core.oracle.terms import inverse
 
 PARTS = ("count", "zero")  # where a random intercept may sit, in parameter order
 KEY = {"count": "eta", "zero": "s"}  # the predictor each part shifts (`family_terms` names)
@@ -420,7 +422,7 @@ class MixedFit:
 
 def _value_grad(mp, theta_np, nodes, start):
     theta = torch.tensor(theta_np, dtype=torch.float64, requires_grad=True)
-    ll, u = marginal_loglik(mp, theta, nodes, start)
+    ll, u = marginal_loglik(mp, theta, nodes, start, graph_steps=1)  # a gradient needs one
     (grad,) = torch.autograd.grad(ll, theta)
     return float(ll.detach()), grad.numpy(), u
 
@@ -443,11 +445,6 @@ def _move(mp: MixedProblem, step: np.ndarray) -> float:
         moves.append(np.abs(mp.data.Z[:, :q] @ step[:q]).max(initial=0))
     moves.append(np.abs(step[q + p :]).max(initial=0))
     return float(max(moves))
-
-
-def _reduced(mp: MixedProblem, parts: tuple[str, ...]) -> MixedProblem:
-    return MixedProblem(mp.family, parts, mp.X, mp.Z, mp.y, mp.lgy, mp.zero, mp.w, mp.ox,
-                        mp.oz, mp.groups, mp.G, mp.data)  # fmt: skip
 
 
 def fit_mixed(fam, data: FitData, groups, parts, *, nodes: int | None = None, start=None,
@@ -527,7 +524,7 @@ def _boundary(mp, nodes, theta, ll, low, iterations, max_iter) -> MixedFit:
     keep = tuple(p for r, p in enumerate(mp.parts) if r not in low)
     kf = mp.k_fixed
     if keep:
-        sub = _fit(_reduced(mp, keep), nodes, np.r_[theta[:kf],
+        sub = _fit(dataclasses.replace(mp, parts=keep), nodes, np.r_[theta[:kf],
                    [theta[kf + r] for r in range(mp.d) if r not in low]], max_iter)  # fmt: skip
         fixed, sigmas, cov_sub, ll_sub = sub.params[:kf], sub.params[kf:], sub.cov, sub.loglik
         modes_sub = sub.modes
@@ -558,14 +555,11 @@ def _result(mp, nodes, theta, H, ll, iterations, status, message, u=None) -> Mix
     k = len(theta)
     cov = np.full((k, k), np.nan)
     if H is not None:
-        try:
-            info = -H
-            c = np.linalg.cholesky(info)
-            cov = np.linalg.inv(info)
-            del c
-        except np.linalg.LinAlgError:
-            if status == "converged":
-                status, message = "singular", f"singular information at the estimate; {message}"
+        inv = inverse(-H)  # the fixed-effects oracle's rule for a singular information
+        if inv is not None:
+            cov = inv
+        elif status == "converged":
+            status, message = "singular", f"singular information at the estimate; {message}"
     if u is not None:
         u = modes(mp, torch.as_tensor(theta, dtype=torch.float64), u).numpy()
     else:
@@ -574,21 +568,26 @@ def _result(mp, nodes, theta, H, ll, iterations, status, message, u=None) -> Mix
                     float(ll), u, iterations, status, message)  # fmt: skip
 
 
-def sigma_test(fit: MixedFit, data: FitData, groups, part: str) -> Test:
+def sigma_test(fit: MixedFit, data: FitData, groups, part: str,
+               without: float | None = None) -> Test:  # fmt: skip
     """The likelihood-ratio test of σ = 0 for the random intercept of `part` in `fit`.
 
     σ = 0 is on the boundary of σ >= 0, so T = 2(ℓ_with − ℓ_without) follows ½χ²₀ + ½χ²₁
     under the null (Self & Liang 1987): p = ½ P(χ²₁ >= T), 1 at T = 0.
 
+    Args:
+        without: the log-likelihood of the model without the part, when the caller has it
+            (else it is refitted).
+
     Returns:
-        `model_tests.Test` (T, p, log10 p); the model without the part is refitted.
+        `model_tests.Test` (T, p, log10 p).
     """
     if part not in fit.parts:
         raise ValueError(f"the fit has no random intercept in the {part} part")
     rest = tuple(p for p in fit.parts if p != part)
-    if rest:
+    if without is None and rest:
         without = fit_mixed(fit.family, data, groups, rest, nodes=fit.nodes).loglik
-    else:
+    elif without is None:
         without = fit_model(fit.family, data).loglik
     stat = max(0.0, 2.0 * (fit.loglik - without))
     return Test(stat, *boundary_p(stat))
