@@ -200,9 +200,12 @@ def test_a_fit_run_serves_its_convergence_plot(ui, browser):
         png = resp.read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     # The browser itself decodes it: an image's naturalWidth is 0 unless it could show it.
-    # A load can fail on a busy machine (the one-worker server, two test workers on 2 cores:
-    # a CI run once saw it): tried again, each time afresh, for up to 60 s.
-    browser.open("about:blank")
+    # From a page of the server's own origin: from about:blank (an opaque origin) a request to
+    # 127.0.0.1 is a local-network request that Chromium 150 may refuse (a CI run saw all 60
+    # tries fail), whereas the UI itself loads it same-origin. A load can still fail on a busy
+    # machine (the one-worker server, two test workers on 2 cores): tried again, each time
+    # afresh, for up to 60 s.
+    browser.open(f"{ui.base}/health")
     width, deadline, attempt = 0, time.monotonic() + 60, 0
     while width == 0 and time.monotonic() < deadline:
         attempt += 1
