@@ -48,11 +48,12 @@ def _share(mask: pl.Expr, name: str) -> list[pl.Expr]:
     return [p.alias(name), (p * (1 - p) / pl.len()).sqrt().alias(f"{name}_se")]
 
 
-def ordered(df: pl.DataFrame, order: Sequence[str] | None, extra: Sequence = ()):
-    """Rows sorted by scenario (in `order`, else by name), optimizer, lr, then `extra`."""
+def ordered(df: pl.DataFrame, order: Sequence[str] | None, extra: Sequence = (),
+            by: Sequence[str] = ("optimizer", "lr")):  # fmt: skip
+    """Rows sorted by scenario (in `order`, else by name), `by`, then `extra`."""
     names = list(order) if order else sorted(df["scenario"].unique().to_list())
     rank = pl.col("scenario").replace_strict(names, list(range(len(names))), default=len(names))
-    return df.sort([rank, "scenario", "optimizer", "lr", *extra])
+    return df.sort([rank, "scenario", *by, *extra])
 
 
 def recovered(status: np.ndarray, errors: np.ndarray, *, so_far: bool = False) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The sweep's regression fits as engine batches: every scenario of one family × standardize
 variant in one call of `core.descent.design_engine.fit_designs` per batch size, and the results
-split back per scenario and variant. Pure functions of the `regression.RegProblem`s.
+split back per scenario and variant; a scenario with random intercepts in one call of
+`core.descent.mixed_engine.fit_mixed_gd` (`run_mixed`). Pure functions of the
+`regression.RegProblem`s.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import numpy as np
 from pipeline.analysis.regression import RegProblem
 from pipeline.core.descent.design_engine import fit_designs
 from pipeline.core.descent.designs import StackedDesigns, stack_designs
+from pipeline.core.descent.mixed_engine import fit_mixed_gd
+from pipeline.core.descent.outcome import StopRule
+from pipeline.core.model import fit_data
+from pipeline.core.oracle.mixed import MixedProblem, mixed_problem, stack_problems
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,9 @@ def _sizes(problem: RegProblem) -> tuple[int, int, int]:
 
 
 def combine(problems, variants, device: str = "cpu") -> list[Combined]:
-    """One `Combined` batch per family of `problems` (same n) × `variants` (standardize)."""
+    """One `Combined` batch per family of `problems` (same n) × `variants` (standardize);
+    problems with random intercepts are left out (`run_mixed` fits them)."""
+    problems = [pr for pr in problems if not pr.random]
     families = list(dict.fromkeys(pr.family for pr in problems))
     return [_combine([pr for pr in problems if pr.family == f], variants, device, f)
             for f in families]  # fmt: skip
@@ -99,3 +107,26 @@ def run_combined(combined: Combined, fit_cfg, lr: float, optimizer: str,
     )  # fmt: skip
     return [(problem, standardize, result.select(rows, cols))
             for problem, standardize, rows, cols in combined.groups]  # fmt: skip
+
+
+def mixed_problems(problem: RegProblem) -> list[MixedProblem]:
+    """Each dataset of a random-intercept scenario as an `oracle.mixed.MixedProblem`."""
+    return [mixed_problem(problem.family, fit_data(X, Z, y, offset_x=None if
+                          problem.count_offsets is None else problem.count_offsets[d]),
+                          problem.groups, problem.random)
+            for d, (X, Z, y) in enumerate(problem.arrays)]  # fmt: skip
+
+
+def run_mixed(problem: RegProblem, fit_cfg, lr: float, optimizer: str):
+    """Every fit of a random-intercept scenario in one engine call (its datasets share their
+    groups: `oracle.mixed.stack_problems`), full batch on the original scale: the marginal
+    likelihood couples a group's rows, so a mini-batch of rows is not a sample of it, and the
+    scenarios' covariates are already on a unit scale. The fits use the scenario's nodes, as
+    its oracle did. Returns the `FitResult`."""
+    stacked = stack_problems(mixed_problems(problem), problem.fits["dataset"].to_numpy())
+    rule = StopRule(max_steps=fit_cfg.max_steps, tol=fit_cfg.tol, window=fit_cfg.window,
+                    grad_tol=fit_cfg.grad_tol, record_every=fit_cfg.record_every,
+                    chunk_steps=fit_cfg.chunk_steps)  # fmt: skip
+    return fit_mixed_gd(stacked, problem.start, lr, optimizer=optimizer,
+                        momentum=fit_cfg.momentum if optimizer == "sgd" else 0.0, rule=rule,
+                        nodes=problem.nodes)  # fmt: skip

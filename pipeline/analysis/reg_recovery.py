@@ -154,17 +154,22 @@ def _covered(est: str, se: str, z: float) -> pl.Expr:
     return (hit & _finite(est) & _finite(se)).fill_null(False)
 
 
-def _alpha_scale(frame: pl.DataFrame, pairs: Sequence[tuple[str, str | None]]) -> pl.DataFrame:
-    """The NB dispersion on its own scale: rows of part "dispersion" (log α) become term
-    "alpha" with value e^v and delta-method SE e^v·se, so an estimate on the boundary (log α =
-    −inf) is α = 0, a number a bias and an RMSE can average (its SE stays NaN)."""
+def _natural_scale(frame: pl.DataFrame, pairs: Sequence[tuple[str, str | None]]) -> pl.DataFrame:
+    """The NB dispersion and the random intercepts' SDs on their own scales: rows of part
+    "dispersion" (log α) become term "alpha", rows of part "random" (log σ, term
+    `log_sigma_<part>`) term `sigma_<part>`, with value e^v and delta-method SE e^v·se, so an
+    estimate on the boundary (log α or log σ = −inf) is 0, a number a bias and an RMSE can
+    average (its SE stays NaN)."""
     disp = pl.col("part") == "dispersion"
-    cols = [pl.when(disp).then(pl.lit("alpha")).otherwise(pl.col("term")).alias("term")]
+    logged = disp | (pl.col("part") == "random")
+    term = pl.col("term").str.strip_prefix("log_")
+    cols = [pl.when(disp).then(pl.lit("alpha")).when(logged).then(term)
+            .otherwise(pl.col("term")).alias("term")]  # fmt: skip
     for value, se in pairs:
-        cols.append(pl.when(disp).then(pl.col(value).exp()).otherwise(pl.col(value)).alias(value))
+        cols.append(pl.when(logged).then(pl.col(value).exp()).otherwise(pl.col(value)).alias(value))
         if se is not None:
             scaled = pl.col(value).exp() * pl.col(se)
-            cols.append(pl.when(disp).then(scaled).otherwise(pl.col(se)).alias(se))
+            cols.append(pl.when(logged).then(scaled).otherwise(pl.col(se)).alias(se))
     return frame.with_columns(cols)
 
 
@@ -179,15 +184,15 @@ def reg_recovery_table(
 ) -> pl.DataFrame:
     """Every coefficient's recovery of the truth, by the oracle and by GD at the best variant.
 
-    The NB dispersion is reported as α (`_alpha_scale`). Datasets whose oracle did not converge
-    (`oracle_status` neither "converged" nor "boundary" for some row) are left out of every
-    column and counted in `excluded`. Over the R datasets left: the oracle's bias (± MC SE),
-    RMSE and the coverage of estimate ± z·se of the truth (± MC SE sqrt(c (1 − c) / R)); GD's,
-    per dataset the best-NLL non-diverged init at the scenario's best variant
-    (`reg_best_variant`), with intervals estimate ± z·se_gd (SE from the observed information at
-    the GD estimate). GD coverage is over all R datasets: a dataset without a GD estimate or
-    with no finite se_gd counts as a miss. `gd_err_mean` / `gd_err_max`: mean and largest |GD −
-    oracle| in oracle SEs.
+    The NB dispersion is reported as α and a random intercept's log σ as σ (`_natural_scale`).
+    Datasets whose oracle did not converge (`oracle_status` neither "converged" nor "boundary"
+    for some row) are left out of every column and counted in `excluded`. Over the R datasets
+    left: the oracle's bias (± MC SE), RMSE and the coverage of estimate ± z·se of the truth
+    (± MC SE sqrt(c (1 − c) / R)); GD's, per dataset the best-NLL non-diverged init at the
+    scenario's best variant (`reg_best_variant`), with intervals estimate ± z·se_gd (SE from
+    the observed information at the GD estimate). GD coverage is over all R datasets: a dataset
+    without a GD estimate or with no finite se_gd counts as a miss. `gd_err_mean` /
+    `gd_err_max`: mean and largest |GD − oracle| in oracle SEs.
 
     Args:
         coefs: the sweep's `reg_coefs` table.
@@ -210,7 +215,7 @@ def reg_recovery_table(
         pl.col("estimate").alias("oracle"),
         pl.col("se").alias("se_oracle"),
     )
-    rows = _alpha_scale(rows, [("truth", None), ("oracle", "se_oracle")])
+    rows = _natural_scale(rows, [("truth", None), ("oracle", "se_oracle")])
     usable = pl.col("oracle_status").is_in(["converged", "boundary"])
     status = rows.group_by(DATASET).agg(usable.all().alias("ok"))
     excluded = status.group_by("scenario").agg((~pl.col("ok")).sum().alias("excluded"))
@@ -221,7 +226,7 @@ def reg_recovery_table(
         .join(picked, on=[*DATASET, *VARIANT, "init"], how="semi", nulls_equal=True)
         .select(*DATASET, "part", "term", pl.col("estimate").alias("gd"), "se_gd", "err_se")
     )
-    gd = _alpha_scale(gd, [("gd", "se_gd")])
+    gd = _natural_scale(gd, [("gd", "se_gd")])
     per = good.join(gd, on=[*DATASET, "part", "term"], how="left").sort([*DATASET, "coef"])
     table = per.group_by(["scenario", "part", "term"], maintain_order=True).agg(
         pl.col("coef").min(),

@@ -26,7 +26,9 @@ import polars as pl
 from pipeline.core import seeds
 from pipeline.core.descent.designs import StackedDesigns, stack_designs
 from pipeline.core.model import fit_data
+from pipeline.core.oracle.mixed import information_se, mixed_problem
 from pipeline.core.oracle.terms import gradient_hessian, inverse
+from pipeline.core.simulation.covariates import GROUP
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class RegProblem:
         arrays: per dataset (X, Z, y) in numpy, for standard errors at the GD estimates.
         family: the scenario's count family (`core.laws.count_terms.FAMILIES`).
         count_offsets: per dataset the (n,) count-part offset (log exposure), or None.
+        random: the random parts (`oracle.mixed.PARTS` order) of a scenario with random
+            intercepts, else (); groups: its (n,) group index, the same in every dataset;
+            nodes: its quadrature points per part (None: the oracle's default).
     """
 
     scenario: str
@@ -58,6 +63,9 @@ class RegProblem:
     arrays: tuple
     family: str = "zip"
     count_offsets: tuple | None = None
+    random: tuple[str, ...] = ()
+    groups: np.ndarray | None = None
+    nodes: int | None = None
 
 
 def matrices(rows: pl.DataFrame, x_names, z_names):
@@ -106,8 +114,8 @@ def standard_starts(X, Z, k: int, sd: float, rng: np.random.Generator) -> np.nda
 
 
 def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, seed: int,
-                      cfg, device: str = "cpu",
-                      offset: str | None = None) -> RegProblem | None:  # fmt: skip
+                      cfg, device: str = "cpu", offset: str | None = None,
+                      random=None) -> RegProblem | None:  # fmt: skip
     """The fits of one regression scenario, or None when no dataset's oracle converged.
 
     Args:
@@ -119,6 +127,8 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
         device: torch device of the designs.
         offset: the column holding the scenario's exposure t (log t is the count part's
             offset), or None.
+        random: the scenario's `RandomSpec` (random intercepts; rows have a `group` column),
+            or None. Its log σ starts ~ N(0, init_sd²), drawn after everything else.
     """
     mine = summary.filter(pl.col("scenario") == scenario).sort("replicate", maintain_order=True)
     first = mine.filter(pl.col("replicate") == mine["replicate"].min())
@@ -130,6 +140,7 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
     usable = pl.col("oracle_status").is_in(["converged", "boundary"])
     good = mine.filter(usable)["replicate"].unique().sort()
     Xs, Zs, ys, fit_rows, starts, oracle, oracle_se, offsets = [], [], [], [], [], [], [], []
+    groups = None
     for d, rep in enumerate(good.to_list()):
         mine_rows = rows.filter(pl.col("replicate") == rep)
         X, Z, y = matrices(mine_rows, x_names, z_names)
@@ -142,6 +153,10 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
         start = standard_starts(X, Z, cfg.inits, cfg.init_sd, rng)
         if dispersion:  # log α ~ N(0, init_sd²), drawn after the coefficients
             start = np.hstack([start, rng.normal(0.0, cfg.init_sd, size=(cfg.inits, 1))])
+        if random is not None:  # log σ ~ N(0, init_sd²) per random part, drawn last
+            start = np.hstack([start, rng.normal(0.0, cfg.init_sd,
+                                                 size=(cfg.inits, len(random.parts)))])  # fmt: skip
+            groups = _same_groups(groups, mine_rows[GROUP].to_numpy(), scenario)
         for i in range(cfg.inits):
             fit_rows.append({"dataset": d, "scenario": scenario, "replicate": rep, "init": i,
                              "n": len(y), "data_seed": est["seed"][0],
@@ -164,13 +179,27 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
         arrays=tuple(zip(Xs, Zs, ys)),
         family=family,
         count_offsets=tuple(offsets) if offset is not None else None,
+        random=() if random is None else random.parts,
+        groups=groups,
+        nodes=None if random is None else random.nodes,
     )
 
 
+def _same_groups(known, groups: np.ndarray, scenario: str) -> np.ndarray:
+    """The scenario's group index, which every replicate shares (a fixed sampling plan)."""
+    if known is not None and not np.array_equal(known, groups):
+        raise ValueError(f"scenario {scenario}: replicates have different groups")
+    return groups
+
+
 def _se_at(problem: RegProblem, X, Z, y, params, offset=None) -> np.ndarray:
-    """Standard errors from the observed information at any point (NaN where singular)."""
+    """Standard errors from the observed information at any point (NaN where singular); of
+    the quadrature likelihood with the scenario's nodes where it has random intercepts."""
     with np.errstate(all="ignore"):
         data = fit_data(X, Z, y, offset_x=offset)
+        if problem.random:
+            mp = mixed_problem(problem.family, data, problem.groups, problem.random)
+            return information_se(mp, params, problem.nodes)
         _, _, hess = gradient_hessian(problem.family, data, params)
         inv = inverse(-hess)
         cov = np.full_like(hess, np.nan) if inv is None else inv

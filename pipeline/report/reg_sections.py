@@ -108,22 +108,26 @@ def coefficient_table(recovery: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(recovery.select("gd_err_mean", "gd_err_max"))
 
 
-def heading(name: str, family: str | None = None, exposure: str | None = None) -> str:
+def heading(name: str, family: str | None = None, exposure: str | None = None,
+            groups: str | None = None) -> str:  # fmt: skip
     """A scenario's heading, e.g. `### visits (ZIP; exposure: time ~ U(0.5, 2), its log the
-    count part's offset)`."""
+    count part's offset)`; `groups`: its random intercepts in words."""
     said = [FAMILY_NAMES.get(family, family)] if family else []
     if exposure:
         said.append(f"exposure: {exposure}, its log the count part's offset")
+    if groups:
+        said.append(f"random intercepts: {groups}")
     return f"### {name}" + (f" ({'; '.join(said)})" if said else "")
 
 
 def _scenario(name, optimisation, recovery, *, multi: bool, level: float,
-              family: str | None = None, exposure: str | None = None) -> list[str]:  # fmt: skip
+              family: str | None = None, exposure: str | None = None,
+              groups: str | None = None) -> list[str]:  # fmt: skip
     rows = optimisation.filter(pl.col("scenario") == name)
     cols = [c for c in OPTIMISATION_COLUMNS if multi or c != "optimizer"]
     full = rows.filter(pl.col("batch_size").is_null())
     mini = rows.filter(pl.col("batch_size").is_not_null())
-    parts = [heading(name, family, exposure), ""]
+    parts = [heading(name, family, exposure, groups), ""]
     if full.height:
         shown = full.select(c for c in cols if c != "batch_size")
         parts += ["Full batch:", "", markdown_table(shown), ""]
@@ -155,6 +159,7 @@ def reg_sections(
     figure: str | None = FIGURE,
     families: dict[str, str] | None = None,
     exposures: dict[str, str] | None = None,
+    groups: dict[str, str] | None = None,
 ) -> str:
     """The "## Regression scenarios" part of `reports/recovery.md`.
 
@@ -168,6 +173,8 @@ def reg_sections(
         families: each scenario's count family, for the headings (optional).
         exposures: the scenarios with an exposure, each in words (`ExposureSpec.describe`),
             for the headings and the findings (optional).
+        groups: the scenarios with random intercepts, each in words (`RandomSpec.describe`),
+            for the headings (optional).
 
     Returns:
         Markdown text (ends with a newline).
@@ -187,7 +194,15 @@ def reg_sections(
         f"(medians and maxima over fits that did not diverge); `{TIGHT}` / `{LOOSE}`: share of "
         "all fits with every coefficient that close. The best variant per scenario has the "
         "lowest median `err` over all fits, a diverged fit counting as infinitely far. All rows: "
-        "`reports/reg_optimisation.parquet`, `reports/reg_recovery.parquet`.",
+        "`reports/reg_optimisation.parquet`, `reports/reg_recovery.parquet`."
+        + (
+            " Scenarios with random intercepts are fitted full batch on their covariates as "
+            "drawn, against the exact quadrature oracle; their log σ is a parameter like the "
+            "others (reported as σ; not judged in SEs where the oracle has σ̂ = 0): see "
+            '"Random intercepts" below.'
+            if groups
+            else ""
+        ),
         "",
         "### Summary (generated from the numbers below)",
         "",
@@ -199,7 +214,8 @@ def reg_sections(
     for name in best["scenario"].to_list():
         parts += _scenario(name, optimisation, recovery, multi=multi, level=level,
                            family=(families or {}).get(name),
-                           exposure=(exposures or {}).get(name))  # fmt: skip
+                           exposure=(exposures or {}).get(name),
+                           groups=(groups or {}).get(name))  # fmt: skip
     if figure:
         parts += [f"![{figure}](figures/{figure})", "", CAPTION, ""]
     return "\n".join(parts)

@@ -4,9 +4,10 @@ Runs only when params name regression scenarios and the sweep wrote `data/reg_fi
 Reads (parquet only, stamps checked like `data/fits.parquet`) `data/reg_fits.parquet` and
 `data/reg_coefs.parquet` (the sweep's stamp) and `data/reg_summary.parquet` (the data
 stage's); writes `reports/reg_optimisation.parquet` (`reg_recovery.reg_optimisation_table`),
-`reports/reg_recovery.parquet` (`reg_recovery.reg_recovery_table`) and
-`reports/figures/regression_error_vs_lr.png`, and returns the markdown the stage appends to
-`reports/recovery.md`.
+`reports/reg_recovery.parquet` (`reg_recovery.reg_recovery_table`),
+`reports/figures/regression_error_vs_lr.png` and, with random-intercept scenarios,
+`reports/sigma_recovery.parquet` and `reports/sigma_boundary.parquet`
+(`mixed_recovery`), and returns the markdown the stage appends to `reports/recovery.md`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.analysis import mixed_recovery
 from pipeline.analysis import reg_recovery as rr
 from pipeline.report import figures as rp
-from pipeline.report import reg_sections
+from pipeline.report import reg_sections, sigma_sections
 from pipeline.report.reg_findings import variant_label
 from pipeline.stages import config
 from pipeline.store import files
@@ -64,9 +66,18 @@ def aggregate_regression(params: config.Params, workdir: Path, inputs, stamp: st
     best = rr.reg_best_variant(optimisation)
     recovery = rr.reg_recovery_table(inputs["coefs"], inputs["fits"], inputs["summary"],
                                      level=params.report.level, best=best, order=order)  # fmt: skip
+    coefs, fits, summary = inputs["coefs"], inputs["fits"], inputs["summary"]
+    sigma = mixed_recovery.sigma_table(summary, coefs, fits, best, order)
+    near_zero = mixed_recovery.boundary_table(summary, coefs, fits, best, order)
     layout = files.Layout(workdir)
     written = []
-    for name, table in (("reg_optimisation", optimisation), ("reg_recovery", recovery)):
+    tables = [("reg_optimisation", optimisation), ("reg_recovery", recovery)]
+    if sigma.height:
+        tables += [("sigma_recovery", sigma), ("sigma_boundary", near_zero)]
+    else:  # no grouped scenario (any more): old tables would describe other params
+        for name in ("sigma_recovery", "sigma_boundary"):
+            layout.report(name).path.unlink(missing_ok=True)
+    for name, table in tables:
         files.write(table, layout.report(name), stamp)
         written.append(layout.report(name).path)
     shown = [s for s in order if s in set(optimisation["scenario"])]
@@ -75,11 +86,14 @@ def aggregate_regression(params: config.Params, workdir: Path, inputs, stamp: st
     scenarios = params.data.regression.scenarios
     families = {s.name: s.family for s in scenarios}
     exposures = {s.name: s.exposure.describe() for s in scenarios if s.exposure is not None}
+    groups = {s.name: s.random.describe() for s in scenarios if s.random is not None}
     text = reg_sections.reg_sections(optimisation, best, recovery, max_steps=params.fit.max_steps,
                                      level=params.report.level, families=families,
-                                     exposures=exposures)  # fmt: skip
-    return {"optimisation": optimisation, "best": best, "recovery": recovery, "text": text,
-            "files": written}  # fmt: skip
+                                     exposures=exposures, groups=groups)  # fmt: skip
+    if sigma.height:
+        text = text.rstrip("\n") + "\n\n" + sigma_sections.sigma_section(sigma, near_zero) + "\n"
+    return {"optimisation": optimisation, "best": best, "recovery": recovery, "sigma": sigma,
+            "text": text, "files": written}  # fmt: skip
 
 
 def best_line(result: dict) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.core.simulation.covariates import (
+    GROUP,
     INTERCEPT,
     Covariate,
     check_covariates,
@@ -26,6 +27,8 @@ from pipeline.stages.params_file import as_raw, check_name, fail, key_text
 MAX_N = 10**10  # counts per dataset: 1e10 int64 counts are ~10 GB of parquet and hours to draw
 MAX_REPLICATES = 10_000
 MAX_REGRESSION_N = 10**7  # rows per regression dataset: the design is held in memory
+MAX_GROUPS = 10**5  # groups of a random-intercept scenario (the modes are (fits, groups))
+MAX_NODES = 50  # quadrature points per random part (the default 25-30 is exact to ~1e-9)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,69 @@ class ExposureSpec:
         return f"{self.name} ~ U({self.low:g}, {self.high:g})"
 
 
+MAX_SIGMA = 5.0  # a random intercept's SD: e^{±5σ} spans 1e±10 in the mean at σ = 5
+
+
+@dataclass(frozen=True)
+class RandomSpec:
+    """Gaussian random intercepts per group (issue 20): `groups` groups whose sizes run evenly
+    from `sizes[0]` to `sizes[1]` rows (the scenario's rows are their sum, in place of
+    `data.regression.n`), and the SD of the intercept in the count part (`count`: log mean
+    + b_i), the zero part (`zero`: its logit + c_i) or both, independent; 0 is the boundary
+    σ = 0 (no group effect; the fit still estimates one). `nodes`: adaptive Gauss–Hermite
+    points per random part for the oracle and the descent alike (default: the oracle's,
+    `core.oracle.mixed.NODES`). The groups are the same in every replicate (a fixed sampling
+    plan): only the covariates, the intercepts and the counts are drawn."""
+
+    groups: int
+    sizes: tuple[int, int]
+    count: float | None = field(default=None, metadata={"omit_none": True})
+    zero: float | None = field(default=None, metadata={"omit_none": True})
+    nodes: int | None = field(default=None, metadata={"omit_none": True})
+
+    def check(self, path: str) -> None:
+        if not 2 <= self.groups <= MAX_GROUPS:
+            fail(f"{path}.groups", f"must be in [2, {MAX_GROUPS}] (a random intercept needs "
+                 "at least two groups)", self.groups)  # fmt: skip
+        low, high = self.sizes
+        if not 1 <= low <= high or high < 2:
+            fail(f"{path}.sizes", "must be [smallest, largest] rows per group with 1 <= "
+                 "smallest <= largest and largest >= 2", list(self.sizes))  # fmt: skip
+        if self.rows > MAX_REGRESSION_N:
+            fail(f"{path}.sizes", f"gives {self.rows} rows; at most {MAX_REGRESSION_N:.0e}",
+                 list(self.sizes))  # fmt: skip
+        if self.count is None and self.zero is None:
+            fail(path, "must give the SD of at least one random intercept (count, zero)",
+                 as_raw(self))  # fmt: skip
+        for part in ("count", "zero"):
+            value = getattr(self, part)
+            if value is not None and (isinstance(value, bool) or not 0 <= value <= MAX_SIGMA):
+                fail(f"{path}.{part}", f"must be an SD in [0, {MAX_SIGMA:g}]", value)
+        if self.nodes is not None and not 1 <= self.nodes <= MAX_NODES:
+            fail(f"{path}.nodes", f"must be in [1, {MAX_NODES}] (quadrature points per part)",
+                 self.nodes)  # fmt: skip
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The random parts in parameter order (count, then zero)."""
+        return tuple(p for p in ("count", "zero") if getattr(self, p) is not None)
+
+    @property
+    def group_sizes(self) -> list[int]:
+        """Each group's rows: evenly from the smallest to the largest size."""
+        low, high = self.sizes
+        return [round(low + (high - low) * g / max(self.groups - 1, 1)) for g in range(self.groups)]
+
+    @property
+    def rows(self) -> int:
+        return sum(self.group_sizes)
+
+    def describe(self) -> str:
+        """The design in words, e.g. `40 groups of 5-45 rows, sigma count 0.5`."""
+        sds = ", ".join(f"{p} {getattr(self, p):g}" for p in self.parts)
+        return f"{self.groups} groups of {self.sizes[0]}-{self.sizes[1]} rows, sigma {sds}"
+
+
 Family = Literal["poisson", "nb", "zip", "zinb", "hurdle_poisson", "hurdle_nb"]
 
 
@@ -114,10 +180,18 @@ class RegressionScenario:
     family: Family = "zip"
     dispersion: float | None = None
     exposure: ExposureSpec | None = field(default=None, metadata={"omit_none": True})
+    random: RandomSpec | None = field(default=None, metadata={"omit_none": True})
 
     def check(self, path: str) -> None:
         check_name(f"{path}.name", self.name)
         covs = [c.covariate() for c in self.covariates]
+        if self.random is not None:  # (its own keys are checked as it is built)
+            if self.random.zero is not None and self.family in ("poisson", "nb"):
+                fail(f"{path}.random.zero", f"family {self.family} has no zero part; remove it",
+                     self.random.zero)  # fmt: skip
+            if GROUP in [c.name for c in self.covariates]:
+                fail(f"{path}.covariates", f"{GROUP!r} is the group column of a scenario with "
+                     "random intercepts; rename the covariate", GROUP)  # fmt: skip
         try:
             check_covariates(covs)
         except ValueError as err:

@@ -24,8 +24,9 @@ from pipeline.core.laws import count_dists
 from pipeline.core.model import family as family_of
 from pipeline.core.model import fit_data
 from pipeline.core.oracle.fit import fit_model
+from pipeline.core.oracle.mixed import fit_mixed, sigma_profile, sigma_test
 from pipeline.core.simulation import design
-from pipeline.core.simulation.covariates import draw_covariates
+from pipeline.core.simulation.covariates import GROUP, draw_covariates
 from pipeline.store import files, reg_data
 
 PARTS = ("zero", "count")  # parameter order everywhere: zero part (gamma) first, as statsmodels
@@ -43,32 +44,42 @@ def simulate(params, index: int, replicate: int):
     reg = params.data.regression
     scenario = reg.scenarios[index]
     seq = seeds.stream(params.seed, "data", seeds.name_key(scenario.name), replicate)
-    cov_rng, count_rng = seeds.children(seq, 2)
+    random = scenario.random
+    # Child 2 draws the random intercepts; children 0 and 1 are as without them.
+    cov_rng, count_rng, group_rng = seeds.children(seq, 3)
+    n = reg.n if random is None else random.rows
     covs = [c.covariate() for c in scenario.covariates]
     if scenario.exposure is not None:  # drawn last: the covariates' draws stay as they were
         covs.append(scenario.exposure.covariate())
-    values = draw_covariates(covs, reg.n, cov_rng)
+    values = draw_covariates(covs, n, cov_rng)
     offset = None if scenario.exposure is None else np.log(values[scenario.offset_column])
-    X, x_names, beta = design.design_matrix(values, scenario.part_coefficients("count"), n=reg.n)
+    X, x_names, beta = design.design_matrix(values, scenario.part_coefficients("count"), n=n)
     if family_of(scenario.family).zero:
         zero = scenario.part_coefficients("zero")
-        Z, z_names, gamma = design.design_matrix(values, zero, n=reg.n)
+        Z, z_names, gamma = design.design_matrix(values, zero, n=n)
     else:
-        Z, z_names, gamma = np.zeros((reg.n, 0)), [], np.zeros(0)
+        Z, z_names, gamma = np.zeros((n, 0)), [], np.zeros(0)
     eta = X @ beta if offset is None else X @ beta + offset
-    problem = design.linear_predictor_problem(eta, Z @ gamma)
+    s = Z @ gamma
+    if random is not None:  # b_i ~ N(0, σ_b²) then c_i ~ N(0, σ_c²), one per group
+        groups = np.repeat(np.arange(random.groups), random.group_sizes)
+        values[GROUP] = groups
+        for part in random.parts:
+            shift = group_rng.normal(0.0, getattr(random, part), random.groups)[groups]
+            eta, s = (eta + shift, s) if part == "count" else (eta, s + shift)
+    problem = design.linear_predictor_problem(eta, s)
     if problem:
         raise UserError(
             f"data.regression.scenarios[{index}] ({scenario.name}), replicate {replicate}: "
             f"{problem}; change its coefficients or covariates"
         )
-    if scenario.family == "zip":
+    if scenario.family == "zip" and random is None:
         y = design.simulate_counts(X, Z, beta, gamma, count_rng, count_offset=offset)
     else:
         log_alpha = None if scenario.dispersion is None else math.log(scenario.dispersion)
         with np.errstate(invalid="ignore", over="ignore"):
             try:
-                y = count_dists.sample_counts(scenario.family, count_rng, s=Z @ gamma, eta=eta,
+                y = count_dists.sample_counts(scenario.family, count_rng, s=s, eta=eta,
                                               log_alpha=log_alpha)  # fmt: skip
             except ValueError:  # numpy's Poisson refuses an infinite or NaN gamma-mixed rate
                 raise UserError(
@@ -93,15 +104,47 @@ def check_scenarios(params) -> None:
             simulate(params, index, rep)
 
 
+PROFILE_LEVEL = 0.95  # the profile intervals of σ the data stage stores (one level, fixed)
+
+
+def sigma_term(part: str) -> str:
+    """The summary's term of a random part's log σ: `log_sigma_count`, `log_sigma_zero`."""
+    return f"log_sigma_{part}"
+
+
 def _oracle(family: str, X, Z, y, offset=None):
     """(estimates, SEs, fit) in parameter order; `offset`: the count part's, or None."""
     fit = fit_model(family, fit_data(X, Z, y, offset_x=offset))
     return list(fit.params), list(fit.se), fit
 
 
+def _mixed_oracle(family: str, X, Z, y, offset, groups, random):
+    """(estimates, SEs, fit, {log σ term: extra summary columns}) of a random-intercept
+    scenario: `oracle.mixed.fit_mixed` with the scenario's nodes, and per random part the LR
+    test of σ = 0 and the profile interval of log σ at `PROFILE_LEVEL` (−inf: σ = 0)."""
+    data = fit_data(X, Z, y, offset_x=offset)
+    fit = fit_mixed(family, data, groups, random.parts, nodes=random.nodes)
+    extra = {}
+    for part in random.parts:
+        cols = {"sigma_lr": math.nan, "sigma_p": math.nan, "profile_lower": math.nan,
+                "profile_upper": math.nan, "profile_level": PROFILE_LEVEL}  # fmt: skip
+        if fit.status in ("converged", "boundary"):
+            at_zero = not math.isfinite(fit.log_sigma[part])  # the fit is the model without it
+            test = sigma_test(fit, data, groups, part, fit.loglik if at_zero else None)
+            low, high = sigma_profile(fit, data, groups, part, PROFILE_LEVEL)
+            with np.errstate(divide="ignore"):
+                cols.update(sigma_lr=test.statistic, sigma_p=test.p_value,
+                            profile_lower=float(np.log(low)),
+                            profile_upper=float(np.log(high)))  # fmt: skip
+        extra[sigma_term(part)] = cols
+    return list(fit.params), list(fit.se), fit, extra
+
+
 def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth,
-                family: str = "zip", offset=None) -> list[dict]:  # fmt: skip
-    """The summary rows of one dataset: one per parameter, zero part first, log α last.
+                family: str = "zip", offset=None, groups=None,
+                random=None) -> list[dict]:  # fmt: skip
+    """The summary rows of one dataset: one per parameter, zero part first, log α, then the
+    log σ of each random part.
 
     Args:
         scenario, replicate, seed: the dataset.
@@ -109,17 +152,26 @@ def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth,
         names: ((part, term), ...) in parameter order; `truth` the true values in that order.
         family: the scenario's family (`core.model.FAMILIES`).
         offset: (n,) the count part's offset (log exposure), or None.
+        groups, random: the (n,) group index and the scenario's `RandomSpec` of a scenario
+            with random intercepts (the oracle is then `oracle.mixed.fit_mixed`), or None.
 
     Returns:
-        Dicts with the oracle's estimate and SE (NaN when every count is zero; log α = −inf
-        with a NaN SE when its estimate is on the boundary α = 0, status "boundary").
+        Dicts with the oracle's estimate and SE (NaN when every count is zero; log α or log σ
+        = −inf with a NaN SE when its estimate is on the boundary 0, status "boundary"); a
+        log σ row also has the LR test of σ = 0 (`sigma_lr`, `sigma_p`) and its profile
+        interval (`profile_lower`, `profile_upper` on the log scale, at `profile_level`).
     """
     base = {"scenario": scenario, "family": family, "replicate": replicate, "seed": seed,
             "n": len(y), "zero_share": float((y == 0).mean()),
             "mean": float(y.mean())}  # fmt: skip
+    extra: dict = {}
     try:
-        est, se, fit = _oracle(family, X, Z, y, offset)
-        state = {"oracle_nll": fit.nll, "oracle_status": fit.status,
+        if random is None:
+            est, se, fit = _oracle(family, X, Z, y, offset)
+        else:
+            est, se, fit, extra = _mixed_oracle(family, X, Z, y, offset, groups, random)
+        nll = fit.nll if random is None else -fit.loglik / len(y)
+        state = {"oracle_nll": nll, "oracle_status": fit.status,
                  "oracle_message": fit.message, "oracle_iterations": fit.iterations}  # fmt: skip
     except NotIdentifiableError as err:
         est = se = [float("nan")] * len(names)
@@ -127,7 +179,7 @@ def oracle_rows(scenario: str, replicate: int, seed: str, X, Z, y, names, truth,
                  "oracle_message": str(err), "oracle_iterations": 0}  # fmt: skip
     return [
         {**base, "part": part, "term": term, "truth": float(t), "estimate": float(e),
-         "se": float(s), **state}
+         "se": float(s), **state, **extra.get(term, {})}
         for (part, term), t, e, s in zip(names, truth, est, se)
     ]  # fmt: skip
 
@@ -152,19 +204,25 @@ def generate_regression(params, layout: files.Layout, stamp: str, bar=None) -> p
             values, X, x_names, beta, Z, z_names, gamma, y, seed, offset = simulate(
                 params, index, rep
             )
-            frames.append(pl.DataFrame({"replicate": [rep] * reg.n, **values, "y": y}))
+            frames.append(pl.DataFrame({"replicate": [rep] * len(y), **values, "y": y}))
             names = [("zero", t) for t in z_names] + [("count", t) for t in x_names]
             truth = [*gamma, *beta]
             if scenario.dispersion is not None:
                 names.append(("dispersion", "log_alpha"))
                 truth.append(math.log(scenario.dispersion))
+            random, groups = scenario.random, values.get(GROUP)
+            for part in () if random is None else random.parts:
+                names.append(("random", sigma_term(part)))
+                with np.errstate(divide="ignore"):  # σ = 0: log σ = -inf
+                    truth.append(float(np.log(getattr(random, part))))
             rows += oracle_rows(scenario.name, rep, seed, X, Z, y, names, truth,
-                                scenario.family, offset)  # fmt: skip
+                                scenario.family, offset, groups, random)  # fmt: skip
             if bar is not None:
                 bar.update(1)
         files.write(pl.concat(frames), layout.reg_dataset(scenario.name), stamp)
     reg_data.remove_stale(layout, {s.name for s in reg.scenarios})
-    summary = pl.DataFrame(rows) if rows else pl.DataFrame()
+    # Only log σ rows have the σ columns (null elsewhere; absent without random intercepts).
+    summary = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
     if reg.scenarios:
         files.write(summary, layout.reg_summary, stamp)
     else:

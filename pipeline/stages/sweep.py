@@ -98,7 +98,7 @@ def load_reg_problems(layout, params, cfg) -> tuple:
     stamp = params.digest(*config.STAGE_BLOCKS["generate"])
     summary, rows = reg_data.load_regression(layout, stamp, [s.name for s in scenarios])
     built = (build_reg_problem(s.name, summary, rows[s.name], params.seed, cfg.regression,
-                               params.fit.device, offset=s.offset_column)
+                               params.fit.device, offset=s.offset_column, random=s.random)
              for s in scenarios)  # fmt: skip
     return tuple(p for p in built if p is not None)
 

@@ -32,7 +32,7 @@ from pipeline.analysis.objective import (
     run_fits,
 )
 from pipeline.analysis.recovery import fit_charges
-from pipeline.analysis.reg_batch import combine, run_combined
+from pipeline.analysis.reg_batch import combine, run_combined, run_mixed
 from pipeline.analysis.regression import reg_tables
 from pipeline.core import seeds
 from pipeline.core.errors import UserError
@@ -75,7 +75,8 @@ class TrialSetup:
 
 
 def regression_fits(setup: TrialSetup, lr: float, optimizer: str, on_call=None):
-    """Every regression problem × (standardize, batch size) variant at one (lr, optimizer).
+    """Every regression problem × (standardize, batch size) variant at one (lr, optimizer);
+    a scenario with random intercepts full batch on its covariates as drawn (`run_mixed`).
 
     Args:
         on_call: called with each engine call's (fits, coefs, histories) as soon as it ends
@@ -102,6 +103,11 @@ def regression_fits(setup: TrialSetup, lr: float, optimizer: str, on_call=None):
             calls.append(tuple(pl.concat([t[i] for t in tables]) for i in range(3)))
             if on_call is not None:
                 on_call(calls[-1])
+    for problem in (pr for pr in setup.reg_problems if pr.random):  # one call per scenario
+        interrupts.check()
+        calls.append(reg_tables(problem, run_mixed(problem, fit_cfg, lr, optimizer), False, None))
+        if on_call is not None:
+            on_call(calls[-1])
     return tuple(pl.concat([c[i] for c in calls]) for i in range(3))
 
 

@@ -123,3 +123,49 @@ def test_the_descents_gradient_vanishes_where_the_oracle_stops(family, parts):
         at_optimum = mixed.loglik_and_score(mp, torch.tensor(oracle.params)[None])[1][0]
         shift = oracle.cov @ at_optimum.numpy()  # one Newton step to where it vanishes
         assert np.abs(shift / oracle.se).max() < 1e-5
+
+
+def _same_design(seed: int, groups: np.ndarray):
+    """A ZIP dataset on the given groups (σ 0.6 in the count part): the study's replicates."""
+    rng = np.random.default_rng(seed)
+    n = len(groups)
+    x = rng.normal(size=n)
+    X = np.c_[np.ones(n), x]
+    b = rng.normal(0, 0.6, groups.max() + 1)[groups]
+    y = rng.poisson(np.exp(0.5 + 0.4 * x + b)) * (rng.uniform(size=n) > 0.3)
+    return fit_data(X, X[:, :1], y)
+
+
+def test_datasets_of_one_design_fit_in_one_batch_as_alone():
+    """Stacked (`stack_problems`: each fit its own dataset's rows) is alone, fit by fit: the
+    same stop step and parameters within 1e-12 (only the vectorised-exp rounding of the module
+    docstring differs), while fits that end early leave the batch (its rows go with them)."""
+    groups = np.repeat(np.arange(10), np.arange(3, 13))
+    datasets = [_same_design(seed, groups) for seed in (1, 2, 3)]
+    problems = [mixed.mixed_problem("zip", d, groups, ("count",)) for d in datasets]
+    index = [0, 1, 2, 0, 2]
+    rng = np.random.default_rng(4)
+    starts = rng.normal(0, 0.5, (len(index), 4))
+    lrs = np.array([0.1, 0.2, 0.05, 50.0, 0.1])  # the fourth diverges at once
+    stacked = mixed.stack_problems(problems, index)
+    batch = fit_mixed_gd(stacked, starts, lrs, rule=StopRule(max_steps=3000))
+    assert batch.status[3] == "diverged" and (np.delete(batch.status, 3) == "converged").all()
+    assert len(set(batch.steps.tolist())) > 2  # fits left at different steps
+    for b, d in enumerate(index):
+        alone = fit_mixed_gd(problems[d], starts[b : b + 1], lrs[b : b + 1],
+                             rule=StopRule(max_steps=3000))  # fmt: skip
+        assert alone.steps[0] == batch.steps[b] and alone.status[0] == batch.status[b]
+        np.testing.assert_allclose(batch.params[b], alone.params[0], rtol=0, atol=1e-12)
+    oracle = mixed.fit_mixed("zip", datasets[1], groups, ("count",))
+    assert np.abs((batch.params[1] - oracle.params) / oracle.se).max() < 0.01
+
+
+def test_stacking_refuses_problems_of_different_designs():
+    groups = np.repeat(np.arange(10), np.arange(3, 13))
+    a = mixed.mixed_problem("zip", _same_design(1, groups), groups, ("count",))
+    other = np.repeat(np.arange(10), np.arange(12, 2, -1))
+    b = mixed.mixed_problem("zip", _same_design(2, other), other, ("count",))
+    with pytest.raises(ValueError, match="share family, parts, columns and groups"):
+        mixed.stack_problems([a, b], [0, 1])
+    with pytest.raises(ValueError, match="one dataset per fit"):
+        fit_mixed_gd(mixed.stack_problems([a], [0, 0]), np.zeros((1, 4)), 0.1)

@@ -36,7 +36,7 @@ from pipeline.core.descent.outcome import FitResult, Outcome, StopRule, descend,
 from pipeline.core.oracle.mixed import MixedProblem, loglik_and_score
 
 
-def _loss_grad(mp: MixedProblem, params: torch.Tensor, nodes, modes, total: float):
+def _loss_grad(mp: MixedProblem, params: torch.Tensor, nodes, modes, total):
     """Mean NLL (B,), its gradient (k, B) and the modes (B, G, d) at `params` (k, B): the
     quadrature's value and its gradient with the points held at the modes
     (`oracle.mixed.loglik_and_score`; equal to the exact gradient to ~1e-12 relative). A fit
@@ -56,10 +56,12 @@ def fit_mixed_gd(
     nodes: int | None = None,
     callback: Callable[[outcome.ChunkReport], bool | None] | None = None,
 ) -> FitResult:
-    """Fit B count GLMMs to one dataset by full-batch gradient descent, all at once.
+    """Fit B count GLMMs by full-batch gradient descent, all at once: to one dataset, or
+    each to its own of datasets that share a design (`oracle.mixed.stack_problems`).
 
     Args:
-        mp: the `MixedProblem` (`oracle.mixed.mixed_problem`).
+        mp: the `MixedProblem` (`oracle.mixed.mixed_problem`), or a stacked one with one
+            dataset per fit.
         starts: (B, k) initial parameters [γ, β, (log α), log σ...], finite.
         lr: (B,) or scalar learning rates.
         optimizer, momentum: as `engine.fit_zip`.
@@ -84,20 +86,23 @@ def fit_mixed_gd(
     B = starts.shape[0]
     lr = torch.as_tensor(lr, dtype=torch.float64).broadcast_to(B).clone()
     require(bool(((lr > 0) & lr.isfinite()).all()), "lr must be positive, finite", lr)
-    total = float(mp.w.sum())
+    require(not mp.stacked or mp.y.shape[0] == B, "a stacked problem needs one dataset per "
+            "fit", tuple(mp.y.shape))  # fmt: skip
     q, p = mp.q, mp.p
-
-    state = {"modes": None}
+    state = {"modes": None, "mp": mp}
 
     def evaluate(params):
+        mp = state["mp"]
+        total = mp.w.sum(-1)  # per fit: each fits its own rows when stacked
         loss, grad, modes = _loss_grad(mp, params, nodes, state["modes"], total)
         state["modes"] = modes if modes is not None else state["modes"]
         gnorm = torch.linalg.vector_norm(grad, dim=0)
         eta = (params[q : q + p].T[:, None, :] * mp.X).sum(-1)
-        in_range = eta.abs().amax(-1) + mp.ox.abs().max() <= MAX_LOG_RATE
+        in_range = eta.abs().amax(-1) + mp.ox.abs().amax(-1) <= MAX_LOG_RATE
         return loss, grad, gnorm, (loss + gnorm + params.sum(0)).isfinite() & in_range
 
     def compact(keep):
+        state["mp"] = state["mp"].take(keep)
         if state["modes"] is not None:
             state["modes"] = state["modes"].index_select(0, keep)
 

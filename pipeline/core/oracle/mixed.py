@@ -26,11 +26,13 @@ group index (`index_add`), never Python loops over groups. Core layer: no I/O, n
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import optimize, stats
 
 from pipeline.core.inference.model_tests import Test, boundary_p
 from pipeline.core.laws.count_terms import family_terms
@@ -55,12 +57,23 @@ _SECOND = {frozenset(["s"]): "d_ss", frozenset(["eta"]): "d_eta_eta",
            frozenset(["s", "eta"]): "d_s_eta"}  # fmt: skip
 _MODE_TOL = 1e-11  # largest Newton step of a group's mode (the modes are O(1))
 _MODE_ITER = 100
+# A full Newton step of a group's mode below _TRUST is taken without checking that h rises
+# (the curvature is negative definite there and the quadratic model exact to ~_TRUST); one
+# below _QUADRATIC ends the search (the error after it is ~its square). Per descent step this
+# saves most of the mode search's evaluations once the modes are warm-started.
+_TRUST = 1e-3
+_QUADRATIC = 1e-6
 # Points per part of the rule the search starts on: its optimum is within ~1e-4 SE of the
 # full rule's, so the full rule then needs one or two Newton steps (3.0 s -> ~1 s per fit
 # with two random parts, 900 points, on Salamanders).
 _COARSE = 10
 _MAX_MOVE = 2.0  # largest change of a linear predictor or log σ in one outer step
 _HALVINGS = 40
+# Profile limits in log σ: brentq's tolerance (the profile deviance rises ~15 per unit of
+# log σ at a 95% limit on Salamanders, so it meets its cutoff to ~1.5e-5), and the largest σ
+# an upper limit is searched to.
+_PROFILE_XTOL = 1e-6
+_PROFILE_CAP = math.log(1e3)
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,11 +102,32 @@ class MixedProblem:
 
     @property
     def q(self) -> int:
-        return self.Z.shape[1]
+        return self.Z.shape[-1]
 
     @property
     def p(self) -> int:
-        return self.X.shape[1]
+        return self.X.shape[-1]
+
+    @property
+    def n(self) -> int:
+        return self.y.shape[-1]
+
+    @property
+    def stacked(self) -> bool:
+        """Whether each fit has its own rows (`stack_problems`): row tensors (B, n, ...)."""
+        return self.y.dim() == 2
+
+    def rows_view(self, v: torch.Tensor, extra: int) -> torch.Tensor:
+        """A row tensor (n,) or (B, n) as (1 or B, n) + `extra` trailing unit axes."""
+        return v.reshape((v.shape[0] if v.dim() == 2 else 1, -1) + (1,) * extra)
+
+    def take(self, keep: torch.Tensor) -> MixedProblem:
+        """The fits `keep` of a stacked problem (itself when the rows are shared)."""
+        if not self.stacked:
+            return self
+        fields = ("X", "Z", "y", "lgy", "zero", "w", "ox", "oz")
+        return dataclasses.replace(self, **{f: getattr(self, f).index_select(0, keep)
+                                            for f in fields})  # fmt: skip
 
     @property
     def k_fixed(self) -> int:
@@ -144,12 +178,35 @@ def mixed_problem(fam, data: FitData, groups, parts) -> MixedProblem:
                         torch.from_numpy(codes.astype(np.int64)), G, data)  # fmt: skip
 
 
+def stack_problems(problems: list[MixedProblem], index) -> MixedProblem:
+    """One problem whose fit b has the rows of `problems[index[b]]`: datasets of one design
+    (family, random parts, groups and sizes) fitted in one batch. Row tensors become
+    (B, n, ...); the group index stays shared. `problems[0].data` is kept (for the oracle's
+    row-wise helpers, which a stacked problem does not use).
+
+    Raises:
+        ValueError: the problems differ in family, parts, columns or groups.
+    """
+    first = problems[0]
+    for other in problems[1:]:
+        same = (other.family.name == first.family.name and other.parts == first.parts
+                and other.X.shape == first.X.shape and other.Z.shape == first.Z.shape
+                and torch.equal(other.groups, first.groups))  # fmt: skip
+        if not same:
+            raise ValueError("stacked problems must share family, parts, columns and groups")
+    idx = torch.from_numpy(np.array(index, dtype=np.int64))
+    fields = ("X", "Z", "y", "lgy", "zero", "w", "ox", "oz")
+    return dataclasses.replace(first, **{f: torch.stack([getattr(p, f) for p in problems])
+                                         .index_select(0, idx) for f in fields})  # fmt: skip
+
+
 def default_nodes(rows: int, d: int) -> int:
     """`NODES[d]`, fewer where rows x K^d would pass `MAX_POINTS` (never below `MIN_NODES`)."""
     fit = int((MAX_POINTS / max(rows, 1)) ** (1 / d))
     return max(MIN_NODES, min(NODES[d], fit))
 
 
+@functools.lru_cache(maxsize=32)
 def hermite_rule(nodes: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The product Gauss–Hermite rule in d dimensions: points (M, d) and log(w_m) + |x_m|²."""
     x, w = np.polynomial.hermite.hermgauss(nodes)
@@ -182,7 +239,7 @@ def _shifted(mp: MixedProblem, s, eta, u):
 
 def _group_sum(mp: MixedProblem, v: torch.Tensor) -> torch.Tensor:
     """Σ over each group's rows of w·v, v (B, n, ...) -> (B, G, ...)."""
-    w = mp.w.reshape((1, -1) + (1,) * (v.dim() - 2))
+    w = mp.rows_view(mp.w, v.dim() - 2)
     out = torch.zeros((v.shape[0], mp.G) + v.shape[2:], dtype=v.dtype)
     return out.index_add(1, mp.groups, w * v)
 
@@ -191,8 +248,7 @@ def _inner(mp: MixedProblem, s, eta, a, log_sigma, u, order: int):
     """h_i(u) per fit and group (B, G, ...), and its gradient (B, G, d) and Hessian
     (B, G, d, d) when order 2; u (B, G, ..., d)."""
     ss, ee = _shifted(mp, s, eta, u)
-    shape = (1, -1) + (1,) * (ee.dim() - 2)
-    y, lgy, zero = (v.reshape(shape) for v in (mp.y, mp.lgy, mp.zero))
+    y, lgy, zero = (mp.rows_view(v, ee.dim() - 2) for v in (mp.y, mp.lgy, mp.zero))
     if a is not None:
         a = a.reshape((-1,) + (1,) * (ee.dim() - 1))
     t = family_terms(mp.family.name, y, lgy, zero, ss, ee, a, order=order)
@@ -244,20 +300,26 @@ def modes(mp: MixedProblem, theta, start: torch.Tensor | None = None) -> torch.T
             ok = (info == 0).unsqueeze(-1)
             safe = torch.where(ok.unsqueeze(-1), L, torch.eye(mp.d, dtype=u.dtype))
             step = torch.cholesky_solve(g.unsqueeze(-1), safe).squeeze(-1)
-            step = torch.where(ok & step.isfinite(), step, var * g)
+            newton = (ok & step.isfinite()).all(-1)
+            step = torch.where(newton.unsqueeze(-1), step, var * g)
+            size = step.abs().amax(-1)
             t = torch.ones(B, mp.G, 1, dtype=u.dtype)
             # Groups whose mode is found (and fits at non-finite values) stay as they are:
             # each group's iterations then do not depend on the other fits of the batch.
             alive = h.isfinite() & ~found
-            for _ in range(_HALVINGS):
+            trusted = newton & (size < _TRUST)  # in Newton's quadratic region: h rises
+            checked = alive & ~trusted
+            for _ in range(_HALVINGS if bool(checked.any()) else 0):
                 h_new = _inner(mp, s, eta, a, log_sigma, u + t * step, 0)[0]
-                worse = ~(h_new >= h - 1e-12 * h.abs().clamp(min=1)) & alive
+                worse = ~(h_new >= h - 1e-12 * h.abs().clamp(min=1)) & checked
                 if not worse.any():
                     break
                 t = torch.where(worse.unsqueeze(-1), t / 2, t)
             move = torch.where(alive.unsqueeze(-1), t * step, 0.0)
             u = u + move
-            found |= ~(move.abs().amax(-1) >= _MODE_TOL)  # (NaN-safe)
+            # Found: the last move was negligible, or a full Newton step so small that the
+            # next would be ~its square (quadratic convergence: within ~1e-12 of the mode).
+            found |= ~(move.abs().amax(-1) >= _MODE_TOL) | (trusted & (size < _QUADRATIC))
             if bool(found.all()):
                 break
     return u[0] if single else u
@@ -281,7 +343,7 @@ def marginal_loglik(
             exact first derivatives, 2 exact second derivatives).
     """
     theta, single = _batch(theta)
-    nodes = nodes or default_nodes(len(mp.y), mp.d)
+    nodes = nodes or default_nodes(mp.n, mp.d)
     u0 = modes(mp, theta, None if start is None else start.reshape(-1, mp.G, mp.d))
     s, eta, a, log_sigma = _predictors(mp, theta)
     u = u0
@@ -336,14 +398,13 @@ def loglik_and_score(mp: MixedProblem, theta, nodes: int | None = None,
         (log-likelihoods (B,), gradients (B, k), modes (B, G, d)).
     """
     theta, _ = _batch(theta)
-    nodes = nodes or default_nodes(len(mp.y), mp.d)
+    nodes = nodes or default_nodes(mp.n, mp.d)
     u = modes(mp, theta, None if start is None else start.reshape(-1, mp.G, mp.d))
     with torch.no_grad():
         s, eta, a, log_sigma = _predictors(mp, theta)
         at, logw, logdet, failed = _placed(mp, s, eta, a, log_sigma, u, nodes, False)
         ss, ee = _shifted(mp, s, eta, at)  # (B, n, M)
-        shape = (1, -1, 1)
-        y, lgy, zero = (v.reshape(shape) for v in (mp.y, mp.lgy, mp.zero))
+        y, lgy, zero = (mp.rows_view(v, 1) for v in (mp.y, mp.lgy, mp.zero))
         t = family_terms(mp.family.name, y, lgy, zero, ss, ee,
                          None if a is None else a.reshape(-1, 1, 1), order=1)  # fmt: skip
         prec = torch.exp(-2 * log_sigma)  # (B, d)
@@ -352,7 +413,7 @@ def loglik_and_score(mp: MixedProblem, theta, nodes: int | None = None,
         lse = torch.logsumexp(weighted, dim=-1)
         p = torch.exp(weighted - lse.unsqueeze(-1))  # (B, G, M)
         rows = p[:, mp.groups]  # (B, n, M): each row's group's point weights
-        w = mp.w.reshape(1, -1)
+        w = mp.rows_view(mp.w, 0)
 
         def per_row(d):  # Σ_m p ℓ_k, weighted: (B, n)
             return w * (rows * d).sum(-1)
@@ -438,6 +499,23 @@ def hessian(mp: MixedProblem, theta_np, nodes: int | None = None, start=None) ->
     return torch.autograd.functional.hessian(f, theta).numpy()
 
 
+def information_se(mp: MixedProblem, theta_np, nodes: int | None = None) -> np.ndarray:
+    """Standard errors from the observed information of the quadrature likelihood at any
+    point `theta_np` (k,): NaN where it is singular or a group's curvature is not negative
+    definite there (the fixed-effects oracle's rule, `terms.inverse`)."""
+    k = len(theta_np)
+    try:
+        H = hessian(mp, theta_np, nodes)
+    except torch.linalg.LinAlgError:
+        return np.full(k, np.nan)
+    cov = inverse(-H)
+    if cov is None:
+        return np.full(k, np.nan)
+    diag = np.diag(cov)
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.where(diag > 0, diag, np.nan))
+
+
 def _move(mp: MixedProblem, step: np.ndarray) -> float:
     q, p = mp.q, mp.p
     moves = [np.abs(mp.data.X @ step[q : q + p]).max(initial=0)]
@@ -474,8 +552,17 @@ def fit_mixed(fam, data: FitData, groups, parts, *, nodes: int | None = None, st
     return _fit(mp, nodes, start, max_iter)
 
 
-def _fit(mp: MixedProblem, nodes: int, start, max_iter: int) -> MixedFit:
+def _fit(mp: MixedProblem, nodes: int, start, max_iter: int,
+         hold: dict[int, float] | None = None) -> MixedFit:  # fmt: skip
+    """Damped Newton from `start` (default: `fit_model` and σ = 0.5); `hold` {index: value}
+    holds some log σ (indices k_fixed..k-1) at finite values: the steps, the σ = 0 rule and
+    the covariance (NaN rows there) then concern the other coordinates only."""
     k = mp.k_fixed + mp.d
+    hold = dict(hold or {})
+    if any(not mp.k_fixed <= i < k or not math.isfinite(v) for i, v in hold.items()):
+        raise ValueError(f"hold must map log sigma indices {mp.k_fixed}..{k - 1} to finite "
+                         f"values, got {hold!r}")  # fmt: skip
+    free = np.array([i for i in range(k) if i not in hold], dtype=int)
     if start is None:
         base = fit_model(mp.family, mp.data)
         if base.status in ("separated", "singular"):
@@ -487,13 +574,15 @@ def _fit(mp: MixedProblem, nodes: int, start, max_iter: int) -> MixedFit:
         theta = np.asarray(start, dtype=float).copy()
         if theta.shape != (k,) or not np.isfinite(theta).all():
             raise ValueError(f"start must be {k} finite values, got {np.shape(start)}")
+    theta[list(hold)] = list(hold.values())
     ll, grad, u = _value_grad(mp, theta, nodes, None)
     for it in range(max_iter):
         H = hessian(mp, theta, nodes, u)
-        step, dec = newton_direction(grad, H)
+        step = np.zeros(k)  # held coordinates do not move
+        step[free], dec = newton_direction(grad[free], H[np.ix_(free, free)])
         if dec <= DECREMENT_TOL:
             return _result(mp, nodes, theta, H, ll, it, "converged",
-                           f"converged: Newton decrement {dec:.1e}", u)  # fmt: skip
+                           f"converged: Newton decrement {dec:.1e}", u, hold)  # fmt: skip
         move = _move(mp, step)
         if move > _MAX_MOVE:
             step = step * (_MAX_MOVE / move)
@@ -510,22 +599,27 @@ def _fit(mp: MixedProblem, nodes: int, start, max_iter: int) -> MixedFit:
         else:
             status = "converged" if dec < 1e-6 else "max_iter"
             return _result(mp, nodes, theta, H, ll, it, status,
-                           f"line search stalled (decrement {dec:.1e})", u)  # fmt: skip
+                           f"line search stalled (decrement {dec:.1e})", u, hold)  # fmt: skip
         theta, ll, grad, u = new, ll_new, grad_new, u_new
-        low = [r for r in range(mp.d) if theta[mp.k_fixed + r] < SIGMA_FLOOR]
+        low = [r for r in range(mp.d)
+               if mp.k_fixed + r not in hold and theta[mp.k_fixed + r] < SIGMA_FLOOR]  # fmt: skip
         if low:
-            return _boundary(mp, nodes, theta, ll, low, it + 1, max_iter)
+            return _boundary(mp, nodes, theta, ll, low, it + 1, max_iter, hold)
     return _result(mp, nodes, theta, hessian(mp, theta, nodes, u), ll, max_iter, "max_iter",
-                   f"no convergence in {max_iter} iterations", u)  # fmt: skip
+                   f"no convergence in {max_iter} iterations", u, hold)  # fmt: skip
 
 
-def _boundary(mp, nodes, theta, ll, low, iterations, max_iter) -> MixedFit:
-    """σ̂ = 0 for the parts `low`: fit without them and put log σ = −inf there."""
+def _boundary(mp, nodes, theta, ll, low, iterations, max_iter, hold=None) -> MixedFit:
+    """σ̂ = 0 for the parts `low`: fit without them and put log σ = −inf there (the held log
+    σ of `hold`, never among `low`, stay held in the smaller model)."""
     keep = tuple(p for r, p in enumerate(mp.parts) if r not in low)
     kf = mp.k_fixed
+    hold = hold or {}
     if keep:
+        kept = [r for r in range(mp.d) if r not in low]
+        sub_hold = {kf + j: hold[kf + r] for j, r in enumerate(kept) if kf + r in hold}
         sub = _fit(dataclasses.replace(mp, parts=keep), nodes, np.r_[theta[:kf],
-                   [theta[kf + r] for r in range(mp.d) if r not in low]], max_iter)  # fmt: skip
+                   [theta[kf + r] for r in kept]], max_iter, sub_hold)  # fmt: skip
         fixed, sigmas, cov_sub, ll_sub = sub.params[:kf], sub.params[kf:], sub.cov, sub.loglik
         modes_sub = sub.modes
     else:
@@ -535,7 +629,7 @@ def _boundary(mp, nodes, theta, ll, low, iterations, max_iter) -> MixedFit:
     if ll_sub < ll - 1e-6:  # not the maximum after all: an interior optimum with tiny σ
         text = f"log sigma fell below {SIGMA_FLOOR:.1f} but sigma = 0 fits worse"
         H = hessian(mp, theta, nodes)
-        return _result(mp, nodes, theta, H, ll, iterations, "max_iter", text)
+        return _result(mp, nodes, theta, H, ll, iterations, "max_iter", text, hold=hold)
     params = np.r_[fixed, np.full(mp.d, -np.inf)]
     modes_all = np.zeros((mp.G, mp.d))
     idx = [r for r in range(mp.d) if r not in low]
@@ -551,13 +645,15 @@ def _boundary(mp, nodes, theta, ll, low, iterations, max_iter) -> MixedFit:
                     iterations, "boundary", text)  # fmt: skip
 
 
-def _result(mp, nodes, theta, H, ll, iterations, status, message, u=None) -> MixedFit:
+def _result(mp, nodes, theta, H, ll, iterations, status, message, u=None,
+            hold=None) -> MixedFit:  # fmt: skip
     k = len(theta)
     cov = np.full((k, k), np.nan)
     if H is not None:
-        inv = inverse(-H)  # the fixed-effects oracle's rule for a singular information
+        free = [i for i in range(k) if i not in (hold or {})]  # held: no information
+        inv = inverse(-H[np.ix_(free, free)])  # the fixed-effects oracle's rule when singular
         if inv is not None:
-            cov = inv
+            cov[np.ix_(free, free)] = inv
         elif status == "converged":
             status, message = "singular", f"singular information at the estimate; {message}"
     if u is not None:
@@ -591,3 +687,93 @@ def sigma_test(fit: MixedFit, data: FitData, groups, part: str,
         without = fit_model(fit.family, data).loglik
     stat = max(0.0, 2.0 * (fit.loglik - without))
     return Test(stat, *boundary_p(stat))
+
+
+def sigma_profile(fit: MixedFit, data: FitData, groups, part: str,
+                  level: float = 0.95) -> tuple[float, float]:  # fmt: skip
+    """The profile-likelihood interval for σ (not log σ) of the random intercept of `part`.
+
+    {σ : 2(ℓ̂ − ℓ_p(σ)) <= c}, c the χ²₁ quantile at `level` (the usual interval; the same
+    on the σ and log σ scales, and not symmetric on either), where ℓ_p(σ) is the marginal
+    log-likelihood maximised over every other parameter with log σ of `part` held (`_fit`
+    with `hold`, `fit.nodes` points, warm-started from the profile fit nearest in log σ). Each
+    limit: a walk in log σ from σ̂ (first step the Wald half-width on the log scale, then
+    doubling) until the profile deviance passes c, then brentq to `_PROFILE_XTOL` in log σ.
+
+    Lower limit exactly 0 when σ̂ = 0 (status "boundary" for the part) or when the model
+    without the part is within c of ℓ̂ (`sigma_test`'s T <= c); a limit found below
+    σ = 1e-4 (`SIGMA_FLOOR`) is reported as 0. The LR law at σ = 0 is the mixture ½χ²₀ + ½χ²₁,
+    not χ²₁: with c from χ²₁ the interval excludes 0 exactly when `sigma_test`'s p-value is
+    below (1 − level)/2 (0.025 at 95%), so near 0 it is conservative; no mixture correction is
+    made. Upper limit: math.inf when the deviance stays below c up to σ = 1e3. One interval
+    on Salamanders (ZIP, site intercept in the count part): 12 profile fits of 1-4 Newton
+    steps each, about 1 s.
+
+    Args:
+        fit: a `fit_mixed` result with status "converged" or "boundary"; data, groups: the
+            data and group labels it was fitted to; part: one of `fit.parts`; level: the
+            coverage, in (0, 1).
+
+    Returns:
+        (lower, upper) for σ.
+
+    Raises:
+        ValueError: a part the fit does not have, a fit of another status, a bad level.
+        RuntimeError: a profile fit that does not converge.
+    """
+    if part not in fit.parts:
+        raise ValueError(f"the fit has no random intercept in the {part} part")
+    if fit.status not in ("converged", "boundary"):
+        raise ValueError(f"a profile needs a converged or boundary fit, got {fit.status!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    mp = mixed_problem(fit.family, data, groups, fit.parts)
+    index = mp.k_fixed + fit.parts.index(part)
+    cutoff = float(stats.chi2.ppf(level, 1))
+    best = float(fit.params[index])
+    starts = {}  # log σ -> the profile fit's parameters there
+    excess = {}  # log σ -> 2(ℓ̂ − ℓ_p) − c
+    if math.isfinite(best):
+        starts[best], excess[best] = fit.params, -cutoff
+
+    def deviance_excess(log_sigma: float) -> float:
+        log_sigma = float(log_sigma)
+        if log_sigma not in excess:
+            near = min(starts, key=lambda v: abs(v - log_sigma), default=None)
+            start = fit.params if near is None else starts[near]
+            start = np.where(np.isfinite(start), start, _SIGMA_START)  # σ = 0 elsewhere
+            prof = _fit(mp, fit.nodes, start, 200, hold={index: log_sigma})
+            if prof.status not in ("converged", "boundary"):
+                raise RuntimeError(f"profile fit at log sigma {log_sigma:.4g}: {prof.message}")
+            starts[log_sigma] = prof.params
+            excess[log_sigma] = 2.0 * (fit.loglik - prof.loglik) - cutoff
+        return excess[log_sigma]
+
+    def crossing(x: float, step: float, end: float) -> float | None:
+        """From x, steps (doubling, up to `end`) to the first point on the other side of c,
+        then brentq in between; None if the side never changes."""
+        outside = deviance_excess(x) >= 0
+        while x != end:
+            nxt = min(x + step, end) if step > 0 else max(x + step, end)
+            if (deviance_excess(nxt) >= 0) != outside:
+                lo, hi = sorted((x, nxt))
+                return optimize.brentq(deviance_excess, lo, hi, xtol=_PROFILE_XTOL)
+            x, step = nxt, 2.0 * step
+        return None
+
+    if not math.isfinite(best):  # σ̂ = 0: the upper limit from a first guess of σ = 0.5
+        first = _SIGMA_START
+        if deviance_excess(first) < 0:
+            upper = crossing(first, 1.0, _PROFILE_CAP)
+        else:
+            upper = crossing(first, -1.0, SIGMA_FLOOR)
+            upper = -math.inf if upper is None else upper
+        return 0.0, math.inf if upper is None else math.exp(upper)
+    se = float(fit.se[index])
+    step = min(max(math.sqrt(cutoff) * se, 0.01), 2.0) if math.isfinite(se) else 1.0
+    upper = crossing(best, step, _PROFILE_CAP)
+    lower = None
+    if sigma_test(fit, data, groups, part).statistic > cutoff:
+        lower = crossing(best, -step, SIGMA_FLOOR)
+    return (0.0 if lower is None else math.exp(lower),
+            math.inf if upper is None else math.exp(upper))  # fmt: skip

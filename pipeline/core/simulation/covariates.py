@@ -24,6 +24,7 @@ import numpy as np
 
 DISTS = ("normal", "bernoulli", "poisson", "uniform", "categorical")
 INTERCEPT = "intercept"
+GROUP = "group"  # the column of a grouped scenario's group index (random intercepts)
 PROB_TOL = 1e-9  # categorical probabilities must sum to 1 within this
 
 
