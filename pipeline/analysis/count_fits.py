@@ -53,6 +53,7 @@ from pipeline.core.oracle.mixed import (
     default_nodes,
     fit_mixed,
     mixed_problem,
+    sigma_profile,
     sigma_test,
 )
 from pipeline.core.oracle.mle import exact_mle
@@ -232,6 +233,9 @@ class MixedFits:
         tests: family -> part -> the LR test of σ = 0 (`model_tests.Test`).
         criteria: family -> (AIC, BIC) of the mixed fit.
         best: the family of lowest BIC among the usable mixed fits, or None.
+        profiles: family -> part -> the profile-likelihood interval (lower, upper) of σ
+            (`oracle.mixed.sigma_profile`), for the family the report details (the best,
+            or the one asked for); the others' σ get Wald intervals on log σ.
     """
 
     fits: dict[str, MixedFit | str]
@@ -239,38 +243,55 @@ class MixedFits:
     tests: dict[str, dict]
     criteria: dict[str, tuple[float, float]]
     best: str | None
+    profiles: dict[str, dict[str, tuple[float, float]]] = dataclasses.field(default_factory=dict)
 
 
 # Seconds per quadrature point (row x K^d) of one mixed fit, Newton to convergence with its
 # Hessians: on these cores Salamanders' ZIP (644 rows) took 0.21 s at 25 points (1.3e-5) and
 # 2.0 s at 30 x 30 (3.4e-6). A factor of 3 either way is what the cost line claims.
 SECONDS_PER_POINT = 1e-5
+# A profile interval of σ costs ~6 fits' worth per part (12 warm-started fits of 1-4 Newton
+# steps: 1.0-1.1 s on Salamanders' ZIP against 0.21 s for its fit).
+PROFILE_FITS = 6
 
 
 def mixed_seconds(data: FitData, parts: tuple[str, ...], family: str) -> float:
     """A rough estimate of the seconds `fit_mixed_families` takes (for the cost line)."""
-    total = 0.0
+    total, profiled = 0.0, 0.0
     for fam in families_for(family):
         own = [p for p in parts if p == "count" or family_of(fam).zero is not None]
         if own:
             points = data.n * default_nodes(data.n, len(own)) ** len(own)
             one = data.n * default_nodes(data.n, 1)
             total += points + (len(own) > 1) * len(own) * one  # the σ tests refit each part
-    return SECONDS_PER_POINT * total
+            profiled = max(profiled, PROFILE_FITS * len(own) * points)  # one family's
+    return SECONDS_PER_POINT * (total + profiled)
+
+
+def check_groups(data: FitData, groups) -> None:
+    """Refuse groups that cannot carry a random intercept (one level, every level one row).
+
+    Raises:
+        ValueError: from `oracle.mixed.mixed_problem`'s checks.
+    """
+    mixed_problem("poisson", data, groups, ("count",))
 
 
 def fit_mixed_families(data: FitData, groups, parts: tuple[str, ...], family: str,
-                       on_family: Callable[[str], None] | None = None) -> MixedFits:  # fmt: skip
+                       on_family: Callable[[str], None] | None = None,
+                       level: float = 0.95) -> MixedFits:  # fmt: skip
     """The requested families with Gaussian random intercepts per level of `groups`
     (`core.oracle.mixed`, exact adaptive quadrature), each beside its fit without them and
-    the LR test of σ = 0 per random part (½χ²₀ + ½χ²₁). A family without a zero part takes
-    only the count part's random intercept (none if only the zero part has one: not fitted).
+    the LR test of σ = 0 per random part (½χ²₀ + ½χ²₁), and the profile interval of each σ
+    at `level` for the family the report details (`MixedFits.profiles`). A family without a
+    zero part takes only the count part's random intercept (none if only the zero part has
+    one: not fitted).
 
     Raises:
         ValueError: groups that cannot carry a random intercept (one level, every level one
             row), before any fit.
     """
-    mixed_problem("poisson", data, groups, ("count",))  # the groups' checks, before any fit
+    check_groups(data, groups)
     fits, fixed, tests, criteria = {}, {}, {}, {}
     n = float(data.weights.sum())
     for fam in families_for(family):
@@ -294,7 +315,13 @@ def fit_mixed_families(data: FitData, groups, parts: tuple[str, ...], family: st
     usable = [f for f, fit in fits.items() if not isinstance(fit, str)
               and fit.status in ("converged", "boundary")]  # fmt: skip
     best = min(usable, key=lambda f: criteria[f][1]) if usable else None
-    return MixedFits(fits, fixed, tests, criteria, best)
+    detail = best if family == "all" else family
+    profiles = {}
+    if detail in usable:
+        fit = fits[detail]
+        profiles[detail] = {part: sigma_profile(fit, data, groups, part, level)
+                            for part in fit.parts}  # fmt: skip
+    return MixedFits(fits, fixed, tests, criteria, best, profiles)
 
 
 def zip_vuong(fits: FamilyFits, data: FitData) -> tuple[dict, bool]:

@@ -1,6 +1,7 @@
 """`fit_counts`' report of count models with random intercepts (`count_fits.MixedFits`): the
 comparison of the families with the random intercept, each family's fixed-effect tables and
-σ̂ per random part (Wald interval on the log scale), the LR tests of σ = 0 against the same
+σ̂ per random part (profile-likelihood interval for the detailed family, Wald on the log
+scale for the others), the LR tests of σ = 0 against the same
 family without random intercepts, and the conditional modes of the chosen family per group.
 
 The coefficient rows are `count_report.coefficients`' (one table format for every fit); the
@@ -22,28 +23,37 @@ from pipeline.report.count_wording import num_cell
 
 SIGMA_REFERENCE = "0.5*chi2(0) + 0.5*chi2(1)"  # σ = 0 is on the boundary of σ >= 0
 SIGMA_INTERVAL = "Wald on log(sigma), exponentiated"
+SIGMA_PROFILE = "profile likelihood, chi2(1) cutoff"
 SE_NOTE = ("model-based SEs (inverse observed information of the exact marginal likelihood, "
            "adaptive Gauss-Hermite quadrature); no sandwich: rows of a group are not "
            "independent")  # fmt: skip
 
 
-def _sigma_rows(fit, level: float) -> list[dict]:
+def _sigma_rows(fit, level: float, profiles: dict | None = None) -> list[dict]:
+    """σ per random part with its interval: the profile likelihood's where `profiles` has
+    it (the detailed family; lower limit 0 where σ = 0 is inside, so also at σ̂ = 0), else
+    Wald on log σ (none at σ̂ = 0, where log σ has no SE)."""
     k = fit.n_params - len(fit.parts)
     rows = []
     for r, part in enumerate(fit.parts):
         log_s, se = float(fit.params[k + r]), float(fit.se[k + r])
         ok = math.isfinite(log_s) and math.isfinite(se) and se > 0
-        iv = wald_or_profile(log_s, se, level) if ok else None
-        why = "sigma = 0 on the boundary" if log_s == -math.inf else "no finite SE"
-        rows.append({"part": part, "sigma": math.exp(log_s), "log_sigma": log_s,
-                     "se_log_sigma": se if ok else math.nan,
-                     "lower": math.exp(iv.lower) if ok else math.nan,
-                     "upper": math.exp(iv.upper) if ok else math.nan,
-                     "interval": SIGMA_INTERVAL if ok else why})  # fmt: skip
+        row = {"part": part, "sigma": math.exp(log_s), "log_sigma": log_s,
+               "se_log_sigma": se if ok else math.nan}  # fmt: skip
+        if part in (profiles or {}):
+            lower, upper = profiles[part]
+            row.update(lower=lower, upper=upper, interval=SIGMA_PROFILE)
+        elif ok:
+            iv = wald_or_profile(log_s, se, level)
+            row.update(lower=math.exp(iv.lower), upper=math.exp(iv.upper), interval=SIGMA_INTERVAL)
+        else:
+            why = "sigma = 0 on the boundary" if log_s == -math.inf else "no finite SE"
+            row.update(lower=math.nan, upper=math.nan, interval=why)
+        rows.append(row)
     return rows
 
 
-def _model(fam, fit, fixed, tests, criteria, names, level: float) -> dict:
+def _model(fam, fit, fixed, tests, criteria, names, level: float, profiles=None) -> dict:
     if isinstance(fit, str):
         return {"title": TITLES[fam], "status": "failed", "message": fit}
     q, k = fit.q, fit.n_params - len(fit.parts)
@@ -54,7 +64,7 @@ def _model(fam, fit, fixed, tests, criteria, names, level: float) -> dict:
              "random": list(fit.parts), "aic": criteria[0], "bic": criteria[1],
              "alpha": math.exp(est[q + p]) if fit.family.dispersion else None,
              "fixed_loglik": fixed.loglik, "fixed_status": fixed.status,
-             "sigma": _sigma_rows(fit, level),
+             "sigma": _sigma_rows(fit, level, profiles),
              "sigma_tests": {part: {"statistic": t.statistic, "p_value": t.p_value,
                                     "log10_p_value": t.log10_p_value,
                                     "reference": SIGMA_REFERENCE}
@@ -83,7 +93,8 @@ def summarise_mixed(fits, names: dict, *, level: float, data: dict, source: dict
             the order levels first appear).
     """
     models = {fam: _model(fam, fit, fits.fixed.get(fam), fits.tests.get(fam, {}),
-                          fits.criteria.get(fam, (math.nan, math.nan)), names, level)
+                          fits.criteria.get(fam, (math.nan, math.nan)), names, level,
+                          fits.profiles.get(fam))
               for fam, fit in fits.fits.items()}  # fmt: skip
     bics = [m["bic"] for m in models.values() if m["status"] != "failed"]
     for m in models.values():
@@ -137,14 +148,16 @@ def render_mixed(r: dict) -> str:
         lines.append(form.format(m["title"], num_cell(m["loglik"], ".2f", 14), m["parameters"],
                                  num_cell(m["aic"], ".2f", 13), num_cell(m["bic"], ".2f", 13),
                                  num_cell(m["delta_bic"], ".2f", 10), m["status"]))  # fmt: skip
-    lines += ["", f"Random intercepts: sigma ({pct} interval, {SIGMA_INTERVAL}) and the LR test "
-              f"of sigma = 0 against the family without them ({SIGMA_REFERENCE})"]  # fmt: skip
+    lines += ["", f"Random intercepts: sigma with a {pct} interval (profile: {SIGMA_PROFILE}, "
+              "for the detailed family; Wald: on log(sigma), exponentiated) and the LR test of "
+              f"sigma = 0 against the family without them ({SIGMA_REFERENCE})"]  # fmt: skip
     for m in r["models"].values():
         if m["status"] == "failed":
             continue
         for row in m["sigma"]:
             t = m["sigma_tests"][row["part"]]
-            interval = (f"[{_num(row['lower'], '.4g')}, {_num(row['upper'], '.4g')}]"
+            how = "profile" if row["interval"] == SIGMA_PROFILE else "Wald"
+            interval = (f"[{_num(row['lower'], '.4g')}, {_num(row['upper'], '.4g')}] {how}"
                         if math.isfinite(row["lower"]) else f"({row['interval']})")  # fmt: skip
             lines.append(f"  {m['title']:<16}{row['part']:<6}sigma = "
                          f"{_num(row['sigma'], '.4g'):<10}{interval:<26} T = "

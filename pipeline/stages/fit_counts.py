@@ -326,6 +326,10 @@ def analyse_mixed(args, params, data, names, source, groups, show) -> dict:
     from pipeline.report.mixed_report import render_mixed, summarise_mixed
 
     families = count_fits.families_for(args.family)
+    try:  # bad groups are one line before the cost line or any fit
+        count_fits.check_groups(data, groups)
+    except ValueError as err:
+        raise UserError(f"{args.file}: {source['group_column']!r}: {err}") from None
     seconds = count_fits.mixed_seconds(data, tuple(source["random"]), args.family)
     if seconds >= LONG_FIT_S:
         took = f"~{seconds / 60:.0f} min" if seconds >= 90 else f"~{seconds:.0f} s"
@@ -341,7 +345,8 @@ def analyse_mixed(args, params, data, names, source, groups, show) -> dict:
 
     try:
         fits = count_fits.fit_mixed_families(data, groups, tuple(source["random"]), args.family,
-                                             on_family=fitted)  # fmt: skip
+                                             on_family=fitted,
+                                             level=params.fit_counts.level)  # fmt: skip
     except ValueError as err:
         raise UserError(f"{args.file}: {source['group_column']!r}: {err}") from None
     finally:

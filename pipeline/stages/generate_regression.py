@@ -236,8 +236,10 @@ def scenario_lines(summary: pl.DataFrame) -> list[str]:
         return []
     lines = []
     z = (pl.col("estimate") - pl.col("truth")).abs() / pl.col("se")
+    grouped = (pl.col("part") == "random").any().alias("grouped")
     per = summary.group_by("scenario", maintain_order=True).agg(
         pl.col("family").first() if "family" in summary.columns else pl.lit("zip").alias("family"),
+        grouped,
         pl.col("replicate").n_unique().alias("datasets"),
         (pl.col("oracle_status") == "converged").sum().alias("converged_coefs"),
         (pl.col("oracle_status") == "boundary").sum().alias("boundary_coefs"),
@@ -247,10 +249,12 @@ def scenario_lines(summary: pl.DataFrame) -> list[str]:
     for r in per.iter_rows(named=True):
         share = r["converged_coefs"] / r["coefs"]
         boundary = r["boundary_coefs"] / r["coefs"]
-        at_zero = f", alpha = 0 (boundary) on {boundary:.0%}" if boundary else ""
+        at_zero = (f", {'sigma' if r['grouped'] else 'alpha'} = 0 (boundary) on {boundary:.0%}"
+                   if boundary else "")  # fmt: skip
+        oracle = "quadrature" if r["grouped"] else "Newton"
         worst = r["worst_z"]  # None: no finite SE at all (every dataset all zeros, say)
         error = ("no finite standard error to measure its error in" if worst is None
                  else f"largest |estimate - truth| = {worst:.2f} SE")  # fmt: skip
         lines.append(f"regression {r['scenario']} ({r['family']}): {r['datasets']} datasets, "
-                     f"Newton oracle converged on {share:.0%}{at_zero}, {error}")  # fmt: skip
+                     f"{oracle} oracle converged on {share:.0%}{at_zero}, {error}")  # fmt: skip
     return lines

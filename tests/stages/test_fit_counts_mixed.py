@@ -47,10 +47,15 @@ def test_zip_with_a_site_intercept_is_the_oracles_fit(tiny_params, capsys):
     np.testing.assert_allclose(got, want.params, rtol=1e-10)
     np.testing.assert_allclose([c["se"] for c in m["zero"] + m["count"]], want.se[:4], rtol=1e-8)
     assert m["loglik"] == pytest.approx(want.loglik, rel=1e-12)
-    # σ's interval: exp(log σ ± z SE); its test against the ZIP without the intercept.
+    # σ's interval: the profile likelihood's for the family asked for, Wald on log σ for the
+    # Poisson beside it (exp(log σ ± z SE)); its test against the ZIP without the intercept.
     s = m["sigma"][0]
+    profile = mixed.sigma_profile(want, data, site, "count", 0.95)
+    assert (s["lower"], s["upper"]) == pytest.approx(profile, rel=1e-9)
+    assert s["interval"] == "profile likelihood, chi2(1) cutoff"
+    other = r["models"]["poisson"]["sigma"][0]
     z = stats.norm.ppf(0.975)
-    assert s["lower"] == pytest.approx(math.exp(s["log_sigma"] - z * s["se_log_sigma"]))
+    assert other["lower"] == pytest.approx(math.exp(other["log_sigma"] - z * other["se_log_sigma"]))
     fixed = fit_model("zip", data).loglik
     t = m["sigma_tests"]["count"]
     assert t["statistic"] == pytest.approx(2 * (want.loglik - fixed), rel=1e-9)
@@ -134,5 +139,6 @@ def test_a_long_mixed_analysis_says_its_cost_first(tiny_params, capsys, monkeypa
             str(tiny_params), "--json", "--no-mlflow"]  # fmt: skip
     assert fit_counts.main(argv) == 0
     err = capsys.readouterr().err
-    want = (644 * 25) * 1e-2  # one count-part intercept, 25 points per row
+    # one count-part intercept, 25 points per row; its fit and its σ's profile interval
+    want = (644 * 25) * (1 + count_fits.PROFILE_FITS) * 1e-2
     assert f"644 rows in 23 groups, 1 family with random intercepts: ~{want / 60:.0f} min" in err
