@@ -74,7 +74,8 @@ def fit_payloads(fits: pl.DataFrame, histories: pl.DataFrame, *, coefs: pl.DataF
     """What each fit run logs, built from a trial's tables: one schema for every kind of fit.
 
     Every payload has the fit's name `<scenario> rep=<replicate> start=<init>[ <variant>]`,
-    tags (status, trial, study, model: `<family>-intercept` or `<family>-regression`), params
+    tags (status, trial, study, model: `<family>-intercept`, `<family>-regression` or, with
+    random intercepts, `<family>-mixed`), params
     (the dataset, its seed, the start, family, lr, optimizer, max_steps, tol), metrics
     (nll_gap, steps, converged and the errors in SEs), the thinned `nll` history beside one
     history per parameter, and the plot's data. One value per quantity: a final estimate
@@ -203,11 +204,15 @@ def _regression_parts(fits: pl.DataFrame, coefs: pl.DataFrame, histories: pl.Dat
                 "parts": c["part"].to_list(),
             }  # fmt: skip
         family = r.get("family", "zip")
+        # Random intercepts (log σ rows, part "random"): the model is a GLMM, `<family>-mixed`.
+        random = [t.removeprefix("log_sigma_") for p, t in zip(c["part"], c["term"])
+                  if p == "random"]  # fmt: skip
         out.append({
             "histories": series, "reference": r["oracle_nll"],
             "suffix": f" {' '.join(variant)}", "variant": f"{' '.join(variant)} · ",
-            "tags": {"model": f"{family}-regression"}, "plot": plot,
+            "tags": {"model": f"{family}-{'mixed' if random else 'regression'}"}, "plot": plot,
             "params": {
+                **({"random": ",".join(random)} if random else {}),
                 "family": family, "init_seed_sequence": r["init_seed"],
                 "standardize": r["standardize"],
                 "batch_size": "full" if r["batch_size"] is None else r["batch_size"],

@@ -243,3 +243,21 @@ def test_fit_logger_logs_regression_fits_with_their_png(workdir):
         with Image.open(png) as image:
             assert (image.format, image.size) == ("PNG", (640, 208))  # 8 × 2.6 in at 80 dpi
     assert tracker.open_runs == {parent}
+
+
+def test_a_fit_with_random_intercepts_is_a_mixed_model_run():
+    """A grouped scenario's fit (its coefficients end with part "random", log σ) is tagged
+    `<family>-mixed` and names its random parts; log σ is one more start and error."""
+    fits, coefs, histories = _frames()
+    sigma = pl.col("term") == "health[poor]"
+    relabel = (
+        pl.when(sigma).then(pl.lit("random")).otherwise("part").alias("part"),
+        pl.when(sigma).then(pl.lit("log_sigma_count")).otherwise("term").alias("term"),
+    )
+    coefs, histories = coefs.with_columns(*relabel), histories.with_columns(*relabel)
+    payloads = fit_payloads(fits, histories, coefs=coefs, fit_cfg=FIT_CFG, max_points=MAX_POINTS,
+                            plots=False, trial=TRIAL, study=STUDY)  # fmt: skip
+    for p in payloads:
+        assert p["tags"]["model"] == "zip-mixed" and p["params"]["random"] == "count"
+        assert "start.random.log_sigma_count" in p["params"]
+        assert "err_se.random.log_sigma_count" in p["metrics"]
