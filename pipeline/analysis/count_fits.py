@@ -235,7 +235,8 @@ class MixedFits:
         best: the family of lowest BIC among the usable mixed fits, or None.
         profiles: family -> part -> the profile-likelihood interval (lower, upper) of σ
             (`oracle.mixed.sigma_profile`), for the family the report details (the best,
-            or the one asked for); the others' σ get Wald intervals on log σ.
+            or the one asked for); the others' σ, and a σ whose profile fits did not
+            converge, get Wald intervals on log σ.
     """
 
     fits: dict[str, MixedFit | str]
@@ -318,9 +319,12 @@ def fit_mixed_families(data: FitData, groups, parts: tuple[str, ...], family: st
     detail = best if family == "all" else family
     profiles = {}
     if detail in usable:
-        fit = fits[detail]
-        profiles[detail] = {part: sigma_profile(fit, data, groups, part, level)
-                            for part in fit.parts}  # fmt: skip
+        profiles[detail] = {}
+        for part in fits[detail].parts:
+            try:
+                profiles[detail][part] = sigma_profile(fits[detail], data, groups, part, level)
+            except RuntimeError:  # a profile fit that did not converge: Wald instead
+                continue
     return MixedFits(fits, fixed, tests, criteria, best, profiles)
 
 

@@ -131,7 +131,10 @@ def _mixed_oracle(family: str, X, Z, y, offset, groups, random):
         if fit.status in ("converged", "boundary"):
             at_zero = not math.isfinite(fit.log_sigma[part])  # the fit is the model without it
             test = sigma_test(fit, data, groups, part, fit.loglik if at_zero else None)
-            low, high = sigma_profile(fit, data, groups, part, PROFILE_LEVEL)
+            try:
+                low, high = sigma_profile(fit, data, groups, part, PROFILE_LEVEL)
+            except RuntimeError:  # a profile fit did not converge: no interval (NaN)
+                low = high = math.nan
             with np.errstate(divide="ignore"):
                 cols.update(sigma_lr=test.statistic, sigma_p=test.p_value,
                             profile_lower=float(np.log(low)),
