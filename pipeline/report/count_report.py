@@ -4,8 +4,9 @@
 one dict of plain numbers (what `--json` prints and MLflow stores), `render` lays it out for
 the terminal (comparison table, tests, recommendation, the chosen family's coefficients; for
 the ZIP its Vuong test against the Poisson, the closed form with profile intervals where the
-model is intercept-only, and the gradient-descent section), and `rootograms_figure` draws one
-hanging rootogram per family. No I/O here.
+model is intercept-only, and the gradient-descent section). Its figures are
+`report.rootogram`'s: the text needs no plotting library, so the answer prints before
+matplotlib loads. No I/O here.
 
 Standard errors (`SE_CONVENTIONS`, printed under the coefficients): the model-based SE is the
 inverse *observed* information over every parameter, log α included (the Newton oracle's
@@ -30,7 +31,6 @@ import numpy as np
 
 from pipeline.core.inference.asymptotics import wald_or_profile
 from pipeline.core.inference.goodness import gof_bound_p, screen_level
-from pipeline.core.inference.intercept import FrequencyTable
 from pipeline.core.inference.model_tests import TITLES, VUONG_P, wald_test
 from pipeline.report.count_wording import (
     GOF_HEADER,
@@ -49,11 +49,8 @@ from pipeline.report.count_wording import (
     small_sample_warning,
     vuong_lines,
 )
-from pipeline.report.plots import figure
-from pipeline.report.rootogram import hanging_rootogram
 
-__all__ = ["jsonable", "markdown_frequencies", "metrics", "render", "rootograms_figure",
-           "summarise"]  # fmt: skip
+__all__ = ["jsonable", "markdown_frequencies", "metrics", "render", "summarise"]
 
 SE_RATIO = 1.5  # robust/model SE ratio beyond which (either way) misspecification is flagged
 # Column titles of the frequency table (`count_wording.frequency_lines` gives each 12 characters).
@@ -407,35 +404,3 @@ def _zip_lines(r: dict, pct: str) -> list[str]:
     if "gradient_descent" in r:
         lines += _descent_lines(r["gradient_descent"])
     return lines
-
-
-def rootograms_figure(rows: list[dict], models: list[tuple[str, str]]):
-    """One hanging rootogram panel per model, on a shared y axis (at most 3 panels a row).
-
-    Args:
-        rows: the frequency rows (`count_wording.frequency_rows`).
-        models: [(row key, panel title), ...].
-
-    Returns:
-        The matplotlib `Figure`.
-    """
-    counts = np.array([row["count"] for row in rows])
-    observed = np.array([row["observed"] for row in rows], float)
-    cols = min(3, max(1, len(models)))
-    grid = math.ceil(len(models) / cols)
-    fig, _ = figure(4.2 * cols, 3.6 * grid)
-    fig.clear()
-    axes = np.atleast_1d(fig.subplots(grid, cols, sharey=True, squeeze=False)).ravel()
-    low, high = 0.0, 0.0
-    for ax, (key, title) in zip(axes, models):
-        expected = np.array([row[key] for row in rows], float)
-        table = FrequencyTable(counts, observed, expected, expected)
-        hanging_rootogram(ax, table, expected, title)
-        low = min(low, float(np.min(np.sqrt(expected) - np.sqrt(observed), initial=0.0)))
-        high = max(high, float(np.max(np.sqrt(expected), initial=0.0)))
-    axes[0].set_ylim(low - 0.3, 1.05 * high + 0.3)  # shared: every panel's bars in view
-    for ax in axes[len(models) :]:
-        ax.set_visible(False)
-    axes[0].set_ylabel("sqrt(frequency)")
-    axes[0].legend(fontsize=7, loc="upper right")
-    return fig

@@ -1,4 +1,5 @@
-"""Figures of `fit_counts`: hanging rootograms of both models and the gradient-descent paths.
+"""Figures of `fit_counts`: hanging rootograms of the fitted families (`rootograms_figure`)
+and the gradient-descent paths.
 
 Hanging rootogram (Kleiber & Zeileis 2016, The American Statistician 70:296): for each count k
 a bar of height sqrt(observed_k) hangs from the curve sqrt(expected_k), so its bottom sits at
@@ -13,6 +14,7 @@ Figures are built on an Agg canvas (`plots.figure`), never through pyplot.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -120,4 +122,36 @@ def convergence_figure(result: FitResult, best: int, pi: float, lam: float, nll:
     axes[1].set_ylabel("pi")
     axes[2].set_ylabel("lambda")
     axes[1].legend(fontsize=8)
+    return fig
+
+
+def rootograms_figure(rows: list[dict], models: list[tuple[str, str]]):
+    """One hanging rootogram panel per model, on a shared y axis (at most 3 panels a row).
+
+    Args:
+        rows: the frequency rows (`count_wording.frequency_rows`).
+        models: [(row key, panel title), ...].
+
+    Returns:
+        The matplotlib `Figure`.
+    """
+    counts = np.array([row["count"] for row in rows])
+    observed = np.array([row["observed"] for row in rows], float)
+    cols = min(3, max(1, len(models)))
+    grid = math.ceil(len(models) / cols)
+    fig, _ = figure(4.2 * cols, 3.6 * grid)
+    fig.clear()
+    axes = np.atleast_1d(fig.subplots(grid, cols, sharey=True, squeeze=False)).ravel()
+    low, high = 0.0, 0.0
+    for ax, (key, title) in zip(axes, models):
+        expected = np.array([row[key] for row in rows], float)
+        table = FrequencyTable(counts, observed, expected, expected)
+        hanging_rootogram(ax, table, expected, title)
+        low = min(low, float(np.min(np.sqrt(expected) - np.sqrt(observed), initial=0.0)))
+        high = max(high, float(np.max(np.sqrt(expected), initial=0.0)))
+    axes[0].set_ylim(low - 0.3, 1.05 * high + 0.3)  # shared: every panel's bars in view
+    for ax in axes[len(models) :]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("sqrt(frequency)")
+    axes[0].legend(fontsize=7, loc="upper right")
     return fig

@@ -163,12 +163,8 @@ def log_run(tracker, args, params: config.Params, report: dict, text: str, resul
     """One top-level MLflow run in `tracking.fit_counts_experiment` for every path: params,
     metrics, the text, JSON and frequency table, the rootograms of every fitted family and, for
     the ZIP, the descent's NLL path and its convergence figure; returns its id."""
-    from pipeline.report.count_report import (
-        jsonable,
-        markdown_frequencies,
-        metrics,
-        rootograms_figure,
-    )
+    from pipeline.report.count_report import jsonable, markdown_frequencies, metrics
+    from pipeline.report.rootogram import rootograms_figure
     from pipeline.tracking.values import flatten, thin
 
     stamp = params.digest(*config.STAGE_BLOCKS["fit_counts"])

@@ -21,9 +21,9 @@ from pipeline.report.count_report import (
     jsonable,
     model_entry,
     render,
-    rootograms_figure,
     summarise,
 )
+from pipeline.report.rootogram import rootograms_figure
 
 NAMES = {"count": ["intercept", "x"], "zero": ["intercept", "x"]}
 
