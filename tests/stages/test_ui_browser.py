@@ -1,6 +1,7 @@
 """The MLflow UI as users meet it: the runs table, a fit's run page, its charts and its plot.
 
-Starts `make ui`'s server (pipeline.stages.ui) on a free loopback port over a tiny study and
+Starts `make ui`'s server (pipeline.stages.ui) on a free loopback port over a tiny study (its
+three stages under one invocation, as `make all` runs them, then three `make fit-counts`) and
 drives headless Chromium (Debian's package; never a browser download) over the DevTools
 protocol (`test_ui_devtools.Browser`). Skipped when Chromium is absent; `.ci/run` installs it.
 Run by hand (not in CI), it also saves a screenshot to reports/mlflow-ui.png for the README.
@@ -42,9 +43,16 @@ data:
     - {name: blog, pi: 0.5, lambda: 5.0}
 fit: {max_steps: 60, record_every: 5, chunk_steps: 20}
 sweep: {lr_grid: [0.1], inits: 2}
-tracking: {experiment: browser-check, max_points: 20}
+tracking: {experiment: browser-check, fit_counts_experiment: browser-counts, max_points: 20}
 blog: {scenario: blog, inits: 2}
+fit_counts: {inits: 2, max_steps: 200}
 """
+FISH = str(ROOT / "examples" / "fish_caught.csv")
+FIT_COUNTS = (  # what a researcher tries next: a histogram, a family, a regression
+    [FISH, "--column", "count"],
+    [FISH, "--column", "count", "--family", "zip"],
+    [FISH, "--formula", "count ~ persons + camper | persons"],
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -84,6 +92,8 @@ class UI:
     port: int
     experiment: dict
     runs: list[dict]
+    counts_experiment: dict
+    counts_runs: list[dict]
 
     def fit(self) -> dict:
         """A fit run (the lowest level of the run tree)."""
@@ -120,10 +130,15 @@ def ui(tmp_path_factory):
     params = work / "params.yaml"
     params.write_text(TINY)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["CI"] = "true"
-    for stage in ("generate", "sweep"):
+    env.update(CI="true", ZIP_INVOCATION="browser-walk")  # one `make all`: one invocation
+    for stage in ("generate", "sweep", "aggregate"):
         cmd = [sys.executable, "-m", f"pipeline.{stage}", "--params", str(params)]
         subprocess.run([*cmd, "--workdir", str(work)], check=True, env=env, cwd=ROOT)
+    for argv in FIT_COUNTS:  # three `make fit-counts` calls, each its own invocation
+        env["ZIP_INVOCATION"] = f"browser-counts-{len(argv)}-{argv[-1]}"
+        cmd = [sys.executable, "-m", "pipeline.fit_counts", *argv, "--params", str(params)]
+        subprocess.run([*cmd, "--workdir", str(work)], check=True, env=env, cwd=ROOT,
+                       capture_output=True)  # fmt: skip
     port = _free_port()
     log = work / "server.log"
     with log.open("w") as out:  # its own group, stopped whole as `make ui` stops it
@@ -144,8 +159,11 @@ def ui(tmp_path_factory):
             pytest.fail(f"the MLflow server did not come up within 60 s:\n{log.read_text()}")
         api = f"{base}/api/2.0/mlflow"
         exp = _api(f"{api}/experiments/get-by-name?experiment_name=browser-check")["experiment"]
+        counts = _api(f"{api}/experiments/get-by-name?experiment_name=browser-counts")
         body = {"experiment_ids": [exp["experiment_id"]], "max_results": 1000}
-        yield UI(base, port, exp, _api(f"{api}/runs/search", body)["runs"])
+        counts_body = {"experiment_ids": [counts["experiment"]["experiment_id"]]}
+        yield UI(base, port, exp, _api(f"{api}/runs/search", body)["runs"], counts["experiment"],
+                 _api(f"{api}/runs/search", counts_body)["runs"])  # fmt: skip
     finally:
         stop_group(proc, grace=10)
 
@@ -218,3 +236,52 @@ def test_a_fit_run_serves_its_convergence_plot(ui, browser):
         if width == 0:
             time.sleep(1)
     assert width > 0, f"Chromium cannot show convergence.png ({attempt} tries in 60 s)"
+
+
+def test_the_study_lists_its_invocation_with_its_stages_nested(ui, browser):
+    # Issue 19: on page one, the invocation run; its stages, trials and fits nested below it,
+    # never at the top level; a trial's name says its learning rate.
+    by_id = {r["info"]["run_id"]: r for r in ui.runs}
+    top = [r for r in ui.runs if "mlflow.parentRunId" not in _tags(r)]
+    assert [_tags(r).get("zip.level") for r in top] == ["invocation"], [
+        r["info"]["run_name"] for r in top
+    ]
+    for r in ui.runs:
+        level, parent = _tags(r).get("zip.level"), _tags(r).get("mlflow.parentRunId")
+        want = {"stage": "invocation", "trial": "stage", "fit": "trial"}.get(level)
+        if want:
+            assert _tags(by_id[parent]).get("zip.level") == want, r["info"]["run_name"]
+        if level == "trial":
+            assert "lr=0.1" in r["info"]["run_name"], r["info"]["run_name"]
+    browser.open(experiment_url(ui.port, ui.experiment["experiment_id"]))
+    name = top[0]["info"]["run_name"]
+    text = browser.wait_for(f"document.body.innerText.includes({json.dumps(name)}) && "
+                            "document.body.innerText")  # fmt: skip
+    assert text, f"the runs table does not show the invocation run {name!r}"
+    hidden = [r["info"]["run_name"] for r in ui.runs
+              if _tags(r).get("zip.level") in ("trial", "fit")]  # fmt: skip
+    assert not [n for n in hidden if n in text], "a trial or fit run shows at the top level"
+
+
+def test_fit_counts_runs_have_their_own_experiment_and_distinct_names(ui, browser):
+    names = [r["info"]["run_name"] for r in ui.counts_runs]
+    assert len(names) == 3 and len(set(names)) == 3, names
+    assert not {r["info"]["run_name"] for r in ui.runs} & set(names)
+    browser.open(experiment_url(ui.port, ui.counts_experiment["experiment_id"]))
+    shown = browser.wait_for(f"{json.dumps(names)}.every(n => document.body.innerText.includes(n))")
+    assert shown, f"the fit-counts experiment does not show {names}"
+
+
+def test_a_fit_run_shows_one_value_per_quantity(ui, browser):
+    # No quantity twice under two names (pi and pi_hat, nll and nll_final): every metric's
+    # last value and every param differ in name, and no metric is also a param.
+    fit = ui.fit()
+    metrics = {m["key"]: m["value"] for m in fit["data"].get("metrics", [])}
+    params = {p["key"]: p["value"] for p in fit["data"].get("params", [])}
+    assert not set(metrics) & set(params)
+    for key in metrics:
+        for suffix in ("_hat", "_final", ".value"):
+            assert key + suffix not in metrics, f"{key} and {key}{suffix}"
+    browser.open(ui.run_url(fit["info"]["run_id"]))
+    page = browser.wait_for(RUN_PAGE)
+    assert page and "nll_gap" in page["text"] and "max_steps" in page["text"]
