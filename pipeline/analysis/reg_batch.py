@@ -119,10 +119,11 @@ def mixed_problems(problem: RegProblem) -> list[MixedProblem]:
 
 def run_mixed(problem: RegProblem, fit_cfg, lr: float, optimizer: str):
     """Every fit of a random-intercept scenario in one engine call (its datasets share their
-    groups: `oracle.mixed.stack_problems`), full batch on the original scale: the marginal
-    likelihood couples a group's rows, so a mini-batch of rows is not a sample of it, and the
-    scenarios' covariates are already on a unit scale. The fits use the scenario's nodes, as
-    its oracle did. Returns the `FitResult`."""
+    groups: `oracle.mixed.stack_problems`), full batch on the covariates as drawn: the
+    marginal likelihood couples a group's rows, so a mini-batch of rows is not a sample of
+    it, and conditioning is the fixed-effect scenarios' question (their standardised
+    variant). The fits use the scenario's nodes, as its oracle did, on the CPU whatever
+    `fit.device` (the quadrature code is CPU-only). Returns the `FitResult`."""
     stacked = stack_problems(mixed_problems(problem), problem.fits["dataset"].to_numpy())
     rule = StopRule(max_steps=fit_cfg.max_steps, tol=fit_cfg.tol, window=fit_cfg.window,
                     grad_tol=fit_cfg.grad_tol, record_every=fit_cfg.record_every,

@@ -25,6 +25,7 @@ import polars as pl
 
 from pipeline.core import seeds
 from pipeline.core.descent.designs import StackedDesigns, stack_designs
+from pipeline.core.errors import UserError
 from pipeline.core.model import fit_data
 from pipeline.core.oracle.mixed import information_se, mixed_problem
 from pipeline.core.oracle.terms import gradient_hessian, inverse
@@ -188,7 +189,8 @@ def build_reg_problem(scenario: str, summary: pl.DataFrame, rows: pl.DataFrame, 
 def _same_groups(known, groups: np.ndarray, scenario: str) -> np.ndarray:
     """The scenario's group index, which every replicate shares (a fixed sampling plan)."""
     if known is not None and not np.array_equal(known, groups):
-        raise ValueError(f"scenario {scenario}: replicates have different groups")
+        raise UserError(f"data/regression/{scenario}.parquet: replicates have different "
+                        "groups (the file is not the data stage's); rerun `make data`")  # fmt: skip
     return groups
 
 
