@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.core.descent import optim
-from pipeline.core.descent.likelihood import MODELS, loss_and_grad, sufficient_stats
+from pipeline.core.descent.likelihood import MODELS, data_terms, loss_and_grad, sufficient_stats
 from pipeline.core.descent.likelihood import (
     histogram_nll as histogram_nll,  # re-exported: part of this API
 )
@@ -161,8 +161,9 @@ def fit_zip(
         require(bool(((x > 0) & x.isfinite()).all()), f"{name} must be positive, finite", x)
 
     # Batch last: each parameter and statistic is a contiguous (B,) row.
-    if model == "zip":
-        data = (sufficient_stats(values, freqs)[index].T.contiguous(),)
+    if model == "zip":  # the statistics and the loss's data-only terms, once per fit
+        stats = sufficient_stats(values, freqs)[index].T.contiguous()
+        data = (stats, data_terms(stats).contiguous())
     else:
         data = (values[index].T.contiguous(), freqs[index].T.contiguous())
     params = torch.stack([torch.logit(pi0), torch.log(lam0)]).contiguous()

@@ -47,29 +47,47 @@ def sufficient_stats(values: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return (torch.stack(sums, -1) / f.sum(-1, keepdim=True)).to(values.dtype)
 
 
-def closed_form(gate_logits, log_rate, stats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def data_terms(stats) -> torch.Tensor:
+    """The closed form's terms that depend on the data only, stacked (6, ...): zero share z,
+    mean m, share of positives 1 − z, m' (the mean of the positive counts, >= 1; a placeholder
+    1 where there is none, so that no branch of the `where`s in `closed_form` is NaN: it would
+    poison gradients taken through them), log m' and the constant K = m − m log m' + c.
+    Computed once per fit by the engine (`loss_and_grad` with them), per call otherwise.
+
+    Args:
+        stats: the three statistics (zero share, mean, mean log y!).
+    """
+    zero_share, mean, log_fact = stats
+    positive = 1 - zero_share
+    has_positive = positive > 0
+    mean_positive = torch.where(has_positive, mean / torch.where(has_positive, positive, 1), 1)
+    log_mean_positive = torch.log(mean_positive)
+    constant = mean - mean * log_mean_positive + log_fact
+    return torch.stack([zero_share, mean, positive, mean_positive, log_mean_positive, constant])
+
+
+def closed_form(gate_logits, log_rate, stats,
+                terms=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Mean NLL and its analytic gradient from the sufficient statistics (elementwise).
 
     Args:
         gate_logits, log_rate: s and eta, broadcasting against each other and `stats`.
         stats: the three statistics (zero share, mean, mean log y!), e.g.
             `sufficient_stats(...).unbind(-1)`.
+        terms: `data_terms(stats)` when the caller keeps them (the same numbers, computed
+            once instead of at every step).
 
     Returns:
         (loss, dL/ds, dL/deta).
     """
-    zero_share, mean, log_fact = stats
+    if terms is None:
+        terms = data_terms(stats)
+    zero_share, mean, positive, mean_positive, log_mean_positive, constant = terms.unbind(0)
     rate = log_rate.exp()
     u = gate_logits + rate
-    positive = 1 - zero_share
-    has_positive = positive > 0
-    # m' = mean of the positive counts (>= 1); a placeholder 1 where there is none, so that
-    # no branch of the `where`s below is NaN (it would poison gradients taken through them).
-    mean_positive = torch.where(has_positive, mean / torch.where(has_positive, positive, 1), 1)
-    log_ratio = torch.log(mean_positive) - log_rate
+    log_ratio = log_mean_positive - log_rate
     deviance = mean_positive * (log_ratio + torch.expm1(-log_ratio))  # bd0(m', lambda)
-    count_part = torch.where(has_positive, positive * deviance, torch.zeros_like(deviance))
-    constant = mean - mean * torch.log(mean_positive) + log_fact
+    count_part = torch.where(positive > 0, positive * deviance, torch.zeros_like(deviance))
     loss = (
         softplus(gate_logits)
         - zero_share * torch.logaddexp(-rate, gate_logits)
@@ -114,13 +132,15 @@ def loss_and_grad(model: str, params: torch.Tensor, data: tuple[torch.Tensor, ..
     Args:
         model: one of `MODELS`.
         params: (2, B) rows s and eta.
-        data: (stats (3, B),) for "zip", else (values (K, B), freqs (K, B)).
+        data: (stats (3, B),) or (stats, `data_terms(stats)` (6, B)) for "zip", else
+            (values (K, B), freqs (K, B)).
 
     Returns:
         (loss (B,), gradient (2, B)), detached.
     """
     if model == "zip":
-        loss, grad_s, grad_eta = closed_form(params[0], params[1], data[0])
+        terms = data[1] if len(data) > 1 else None
+        loss, grad_s, grad_eta = closed_form(params[0], params[1], data[0], terms)
         return loss, torch.stack([grad_s, grad_eta])
     values, freqs = data
     with torch.enable_grad():
