@@ -9,7 +9,9 @@ on rows chosen from the counts, Pearson's goodness-of-fit test, the comparison a
 "all") the recommendation. For the ZIP, `closed_form` adds the exact closed form with
 profile-likelihood intervals where the model is intercept-only, and `descend` fits it by
 gradient descent from seeded random starts (best kept), judged against the oracle in its
-standard errors (`descent_summary`).
+standard errors (`descent_summary`). With random intercepts, `fit_mixed_families` fits the
+families by the quadrature oracle and `mixed_descent` the one asked for by gradient descent
+on the same likelihood (`mixed_descent_summary`).
 
 Descent. The intercept-only ZIP on a histogram runs on the sufficient-statistics engine
 (`core.descent.engine.fit_zip`, its fast path): starts π₀ ~ U(0.05, 0.95), λ₀ = (mean of
@@ -31,6 +33,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pipeline.core.descent.mixed_engine import fit_mixed_gd
+from pipeline.core.descent.outcome import StopRule
 from pipeline.core.errors import NotIdentifiableError
 from pipeline.core.histogram import Histogram
 from pipeline.core.inference import goodness, profile
@@ -446,6 +450,81 @@ def design_starts(data: FitData, rng: np.random.Generator, inits: int) -> np.nda
     return np.concatenate(parts, axis=1)
 
 
+def mixed_descent(data: FitData, groups, fit, fc, rule: StopRule, rng: np.random.Generator,
+                  callback: Callable | None = None):  # fmt: skip
+    """A family with random intercepts fitted by gradient descent on the oracle's quadrature
+    likelihood (`core.descent.mixed_engine`, the oracle's nodes), from `fc.inits` random
+    starts: the fixed effects as `design_starts` (on the `scaling` scale), log α and each
+    log σ ~ N(0, START_SD²), drawn in that order.
+
+    Args:
+        data, groups: the rows and their group labels; fit: the family's `MixedFit`.
+        fc: the `fit_counts` settings (inits, lr, optimizer, standardize); rule: the stop rule.
+        rng: the `fit_counts` stream of the seed tree; callback: the engine's chunk callback.
+
+    Returns:
+        The `FitResult` on the original scale, one row per start.
+    """
+    zero = fit.family.zero is not None
+    Tz = scaling(data.Z, fc.standardize) if zero else np.eye(0)
+    Tx = scaling(data.X, fc.standardize)
+    scaled = dataclasses.replace(data, X=data.X @ Tx, Z=data.Z @ Tz if zero else data.Z[:, :0])
+    mp = mixed_problem(fit.family, scaled, groups, fit.parts)
+    starts = design_starts(scaled, rng, fc.inits)
+    q_data = scaled.Z.shape[1]
+    extra = int(fit.family.dispersion) + len(fit.parts)
+    starts = np.hstack([starts, rng.normal(0.0, START_SD, (fc.inits, extra))])
+    k = len(fit.params)
+    T = np.eye(k)
+    T[:q_data, :q_data], T[q_data : q_data + Tx.shape[0], q_data : q_data + Tx.shape[0]] = Tz, Tx
+    result = fit_mixed_gd(mp, starts, fc.lr, optimizer=fc.optimizer, rule=rule,
+                          nodes=fit.nodes, callback=callback)  # fmt: skip
+    paths = np.einsum("ij,bjt->bit", T, result.history_params)
+    return dataclasses.replace(result, params=result.params @ T.T, history_params=paths)
+
+
+def _kept_start(result, params, se, labels: list[str], fc) -> tuple[dict, int]:
+    """What every descent summary says of the kept start (lowest final NLL) against an
+    oracle's estimates `params` in its standard errors `se`: the settings, the kept start's
+    status and steps, its largest error and on which of `labels`, the starts' outcomes.
+
+    Returns:
+        (that dict, the kept start's index).
+    """
+    best = int(np.argmin(np.where(np.isfinite(result.nll), result.nll, np.inf)))
+    theta = np.asarray(result.params[best], float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        errors = np.abs(theta - params) / se
+    finite = np.where(np.isfinite(errors), errors, -np.inf)
+    worst = int(np.argmax(finite))
+    status = [str(s) for s in result.status]
+    return {
+        "optimizer": fc.optimizer, "lr": fc.lr, "inits": fc.inits, "max_steps": fc.max_steps,
+        "standardize": fc.standardize, "best": best, "status": status[best],
+        "steps": int(result.steps[best]),
+        "max_se_error": float(errors[worst]) if np.isfinite(finite[worst]) else math.nan,
+        "worst_term": labels[worst],
+        "converged_inits": status.count("converged"), "diverged_inits": status.count("diverged"),
+    }, best  # fmt: skip
+
+
+def mixed_descent_summary(result, fit, names: dict, fc, n: float) -> dict:
+    """The kept start of `mixed_descent` against the quadrature oracle's fit, in its standard
+    errors (log σ included where it has one): `descent_summary`'s keys, the kept start's
+    parameters by label and which oracle judged it."""
+    q = fit.q
+    labels = ([f"zero: {t}" for t in names["zero"][:q]] + [f"count: {t}" for t in names["count"]]
+              + ["log(alpha)"] * int(fit.family.dispersion)
+              + [f"log(sigma) {part}" for part in fit.parts])  # fmt: skip
+    kept, best = _kept_start(result, fit.params, fit.se, labels, fc)
+    return {**kept, "nll": float(result.nll[best]),
+            "nll_gap": float(result.nll[best] + fit.loglik / n),
+            "params": dict(zip(labels, map(float, result.params[best]))),
+            "oracle": "the quadrature oracle",
+            # σ̂ = 0: log σ = −inf, which descent can only approach.
+            "towards_boundary": bool(np.isinf(fit.params).any())}  # fmt: skip
+
+
 def descent_summary(result, reference: float | None, oracle: OracleFit, names: dict,
                     fc) -> dict:  # fmt: skip
     """The kept start (lowest final NLL) against the Newton oracle, in its standard errors.
@@ -461,29 +540,18 @@ def descent_summary(result, reference: float | None, oracle: OracleFit, names: d
         A dict of numbers and words: status, steps, nll_gap, max_se_error and its term, the
         kept start's estimates per part.
     """
-    best = int(np.argmin(np.where(np.isfinite(result.nll), result.nll, np.inf)))
-    theta = np.asarray(result.params[best], float)
-    reference = oracle.nll if reference is None else reference
-    gap = float(result.nll[best] - reference)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        errors = np.abs(theta - oracle.params) / oracle.se
-    finite = np.where(np.isfinite(errors), errors, -np.inf)
-    worst = int(np.argmax(finite))
     q = oracle.q
     zero, count = list(names["zero"][:q]), list(names["count"])
     labels = [f"zero: {n}" for n in zero] + [f"count: {n}" for n in count]
-    status = [str(s) for s in result.status]
+    kept, best = _kept_start(result, oracle.params, oracle.se, labels, fc)
+    theta = np.asarray(result.params[best], float)
+    reference = oracle.nll if reference is None else reference
+    gap = float(result.nll[best] - reference)
     pi = float(result.pi[best]) if q == 1 else math.nan
     whole = {"pi": pi, "lambda": float(result.lam[best])} if len(theta) == 2 else {}
     # Intercept-only, the oracle's pi -> 0 (separation of the zero part) is the boundary MLE.
     boundary = oracle.status == "separated" or not np.isfinite(oracle.gamma).all()
-    return {**whole,
-        "optimizer": fc.optimizer, "lr": fc.lr, "inits": fc.inits, "max_steps": fc.max_steps,
-        "standardize": fc.standardize, "best": best, "status": status[best],
-        "steps": int(result.steps[best]), "nll": oracle.nll + gap, "nll_gap": gap,
-        "max_se_error": float(errors[worst]) if np.isfinite(finite[worst]) else math.nan,
-        "worst_term": labels[worst],
-        "converged_inits": status.count("converged"), "diverged_inits": status.count("diverged"),
+    return {**whole, **kept, "nll": oracle.nll + gap, "nll_gap": gap,
         "zero": dict(zip(zero, map(float, theta[:q]))),
         "count": dict(zip(count, map(float, theta[q:]))),
         # On the boundary the optimum is logit(pi) = -inf: descent can only approach it.

@@ -386,10 +386,12 @@ def _descent_lines(gd: dict) -> list[str]:
              f"  {_STATUS.get(gd['status'], gd['status'])} {gd['steps']:,} steps "
              f"({gd['converged_inits']} of {gd['inits']} starts converged); mean NLL above the "
              f"oracle: {_num(gd['nll_gap'], '.2g')} nats",
-             f"  largest difference from the Newton oracle: {_num(gd['max_se_error'], '.2g')} "
-             f"standard errors ({gd['worst_term']})"]  # fmt: skip
+             f"  largest difference from {gd.get('oracle', 'the Newton oracle')}: "
+             f"{_num(gd['max_se_error'], '.2g')} standard errors ({gd['worst_term']})"]  # fmt: skip
     if gd.get("towards_boundary"):
-        lines.append("  pi -> 0: descent drives logit(pi) towards -inf, the boundary MLE")
+        boundary = ("sigma -> 0: descent drives log(sigma)" if "oracle" in gd
+                    else "pi -> 0: descent drives logit(pi)")  # fmt: skip
+        lines.append(f"  {boundary} towards -inf, the boundary MLE")
     return lines
 
 

@@ -2,7 +2,8 @@
 comparison of the families with the random intercept, each family's fixed-effect tables and
 σ̂ per random part (profile-likelihood interval for the detailed family, Wald on the log
 scale for the others), the LR tests of σ = 0 against the same
-family without random intercepts, and the conditional modes of the chosen family per group.
+family without random intercepts, the conditional modes of the chosen family per group and,
+for a family asked for by name, its gradient-descent fit beside the oracle.
 
 The coefficient rows are `count_report.coefficients`' (one table format for every fit); the
 SEs are model-based (the inverse observed information of the exact marginal likelihood), no
@@ -18,7 +19,14 @@ import numpy as np
 
 from pipeline.core.inference.asymptotics import wald_or_profile
 from pipeline.core.inference.model_tests import TITLES
-from pipeline.report.count_report import _detail_lines, _num, _p, _wrap, coefficients
+from pipeline.report.count_report import (
+    _descent_lines,
+    _detail_lines,
+    _num,
+    _p,
+    _wrap,
+    coefficients,
+)
 from pipeline.report.count_wording import num_cell
 
 SIGMA_REFERENCE = "0.5*chi2(0) + 0.5*chi2(1)"  # σ = 0 is on the boundary of σ >= 0
@@ -81,7 +89,8 @@ def _model(fam, fit, fixed, tests, criteria, names, level: float, profiles=None)
 
 
 def summarise_mixed(fits, names: dict, *, level: float, data: dict, source: dict,
-                    family: str, group_labels) -> dict:  # fmt: skip
+                    family: str, group_labels,
+                    gradient_descent: dict | None = None) -> dict:  # fmt: skip
     """The mixed fits as one dict of numbers (`count_report.summarise`'s keys where they mean
     the same: source, family, n, level, data, models, detail).
 
@@ -91,11 +100,15 @@ def summarise_mixed(fits, names: dict, *, level: float, data: dict, source: dict
             (with "group_column" and "random"); family: "all" or the one asked for.
         group_labels: (n,) the grouping column's values per row (modes are per level, in
             the order levels first appear).
+        gradient_descent: `count_fits.mixed_descent_summary` of the family asked for, or
+            None (family "all").
     """
     models = {fam: _model(fam, fit, fits.fixed.get(fam), fits.tests.get(fam, {}),
                           fits.criteria.get(fam, (math.nan, math.nan)), names, level,
                           fits.profiles.get(fam))
               for fam, fit in fits.fits.items()}  # fmt: skip
+    if gradient_descent is not None:
+        models[family]["gradient_descent"] = gradient_descent
     bics = [m["bic"] for m in models.values() if m["status"] != "failed"]
     for m in models.values():
         if m["status"] != "failed":
@@ -168,6 +181,8 @@ def render_mixed(r: dict) -> str:
     detail = r["models"].get(r["detail"]) if r["detail"] else None
     if detail and detail["status"] != "failed":
         lines += ["", *(_detail_lines(detail, pct))]
+        if "gradient_descent" in detail:
+            lines += [*_descent_lines(detail["gradient_descent"]), ""]
         lines += _wrap(f"SEs: {SE_NOTE}", "")
         lines += _wrap(f"Conditional modes of the random intercepts per {r['group_column']!r}: "
                        "in the JSON (\"modes\") and the MLflow run (modes.csv)", "")  # fmt: skip

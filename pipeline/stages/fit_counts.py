@@ -350,12 +350,41 @@ def analyse_mixed(args, params, data, names, source, groups, show) -> dict:
     if all(isinstance(f, str) for f in fits.fits.values()):
         why = "; ".join(f"{f}: {m}" for f, m in fits.fits.items())
         raise UserError(f"{args.file}: no family could be fitted with random intercepts ({why})")
+    gd = mixed_descent(args, params, data, names, groups, fits.fits.get(args.family))
     report = summarise_mixed(fits, names, level=params.fit_counts.level,
                              data=count_fits.data_summary(data), source=source,
-                             family=args.family, group_labels=groups)  # fmt: skip
+                             family=args.family, group_labels=groups,
+                             gradient_descent=gd)  # fmt: skip
     text = render_mixed(report)
     return answer(args, params, report, text, show, None,
                   lambda t: log_mixed_run(t, args, params, report, text))  # fmt: skip
+
+
+def mixed_descent(args, params, data, names, groups, fit) -> dict | None:
+    """The family asked for (not "all"), with its random intercepts, by gradient descent
+    beside its quadrature oracle (`count_fits.mixed_descent`, `fit_counts`' settings and
+    stream of the seed tree): `count_fits.mixed_descent_summary`, or None."""
+    from pipeline.analysis import count_fits
+    from pipeline.core.descent.outcome import StopRule
+
+    if args.family == "all" or fit is None or isinstance(fit, str):
+        return None
+    if fit.status not in ("converged", "boundary"):
+        return None
+    fc, f = params.fit_counts, params.fit
+    rule = StopRule(max_steps=fc.max_steps, tol=f.tol, window=f.window, grad_tol=f.grad_tol,
+                    record_every=f.record_every, chunk_steps=f.chunk_steps)  # fmt: skip
+    bar = progress(fc.max_steps, "gradient descent", "step")
+
+    def advance(report) -> None:  # returns None: a truthy value would stop the fits
+        bar.update(report.step - bar.n)
+
+    try:
+        rng = seeds.generator(params.seed, "fit_counts")
+        result = count_fits.mixed_descent(data, groups, fit, fc, rule, rng, advance)
+    finally:
+        bar.close()
+    return count_fits.mixed_descent_summary(result, fit, names, fc, float(data.weights.sum()))
 
 
 def log_mixed_run(tracker, args, params: config.Params, report: dict, text: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from scipy import stats
 
 from pipeline.core.model import fit_data
@@ -142,3 +143,19 @@ def test_a_long_mixed_analysis_says_its_cost_first(tiny_params, capsys, monkeypa
     # one count-part intercept, 25 points per row; its fit and its σ's profile interval
     want = (644 * 25) * (1 + count_fits.PROFILE_FITS) * 1e-2
     assert f"644 rows in 23 groups, 1 family with random intercepts: ~{want / 60:.0f} min" in err
+
+
+def test_the_family_asked_for_is_also_fitted_by_gradient_descent(tiny_params, capsys):
+    """`--family zip`: the ZIP with its site intercept by the mixed engine beside its oracle;
+    its best start within 0.01 oracle SE on every parameter, log σ included (the engine's
+    bar, tests/core/test_mixed_engine.py); the Poisson shown beside it gets none."""
+    raw = yaml.safe_load(tiny_params.read_text())
+    raw["fit_counts"].update(max_steps=1000)  # the tiny params' 100 steps stop it early
+    longer = tiny_params.with_name("longer.yaml")
+    longer.write_text(yaml.safe_dump(raw))
+    r = _run(["--formula", FORMULA, "--family", "zip"], longer, capsys)
+    gd = r["models"]["zip"]["gradient_descent"]
+    assert gd["status"] == "converged" and gd["max_se_error"] < 0.01, gd
+    assert gd["oracle"] == "the quadrature oracle" and abs(gd["nll_gap"]) < 1e-9
+    assert set(gd["params"]) >= {"count: intercept", "log(sigma) count"}
+    assert "gradient_descent" not in r["models"]["poisson"]
