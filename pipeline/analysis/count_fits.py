@@ -258,9 +258,14 @@ SECONDS_PER_POINT = 1e-5
 # A profile interval of σ costs ~6 fits' worth per part (12 warm-started fits of 1-4 Newton
 # steps: 1.0-1.1 s on Salamanders' ZIP against 0.21 s for its fit).
 PROFILE_FITS = 6
+# Gradient descent on the quadrature likelihood (a family asked for by name): ~1e-7 s per
+# row x point x step x start (Salamanders' ZIP: 0.48 s per start at 25 points and 294 steps,
+# benchmarks/README.md), and ~400 steps to converge.
+DESCENT_POINT_STEP = 1e-7
+DESCENT_STEPS = 400
 
 
-def mixed_seconds(data: FitData, parts: tuple[str, ...], family: str) -> float:
+def mixed_seconds(data: FitData, parts: tuple[str, ...], family: str, inits: int = 8) -> float:
     """A rough estimate of the seconds `fit_mixed_families` takes (for the cost line)."""
     total, profiled = 0.0, 0.0
     for fam in families_for(family):
@@ -270,6 +275,8 @@ def mixed_seconds(data: FitData, parts: tuple[str, ...], family: str) -> float:
             one = data.n * default_nodes(data.n, 1)
             total += points + (len(own) > 1) * len(own) * one  # the σ tests refit each part
             profiled = max(profiled, PROFILE_FITS * len(own) * points)  # one family's
+            if family != "all":  # its descent: fit_counts.inits starts, ~DESCENT_STEPS each
+                total += DESCENT_POINT_STEP / SECONDS_PER_POINT * DESCENT_STEPS * points * inits
     return SECONDS_PER_POINT * (total + profiled)
 
 

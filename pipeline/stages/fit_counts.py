@@ -326,7 +326,8 @@ def analyse_mixed(args, params, data, names, source, groups, show) -> dict:
         count_fits.check_groups(data, groups)
     except ValueError as err:
         raise UserError(f"{args.file}: {source['group_column']!r}: {err}") from None
-    seconds = count_fits.mixed_seconds(data, tuple(source["random"]), args.family)
+    seconds = count_fits.mixed_seconds(data, tuple(source["random"]), args.family,
+                                       params.fit_counts.inits)  # fmt: skip
     if seconds >= LONG_FIT_S:
         took = f"~{seconds / 60:.0f} min" if seconds >= 90 else f"~{seconds:.0f} s"
         print(f"fit_counts: {len(data.y):,} rows in {len(np.unique(groups)):,} groups, "
