@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.analysis.mixed_recovery import SMALL_SIGMA, TEST_LEVEL
+from pipeline.analysis.mixed_recovery import BANDS, SMALL_SIGMA, TEST_LEVEL
 from pipeline.report.findings import pct, sig
 from pipeline.report.markdown import markdown_table
-
-
-def _pm(value, se) -> str:
-    return f"{sig(value)} ± {sig(se, 2)}"
+from pipeline.report.reg_sections import _pm
 
 
 def sigma_findings(sigma: pl.DataFrame, boundary: pl.DataFrame) -> list[str]:
@@ -36,7 +33,7 @@ def sigma_findings(sigma: pl.DataFrame, boundary: pl.DataFrame) -> list[str]:
         lines.append(f"- **{r['scenario']}** ({r['part']} part, σ = {r['sigma']:g}, "
                      f"{r['datasets']} datasets): bias of σ̂ {_pm(r['bias'], r['bias_se'])}, "
                      f"RMSE {sig(r['rmse'])}; {zero}; {cover}; {what}{gd}.")  # fmt: skip
-    at_zero = boundary.filter(pl.col("band").str.starts_with("sigma_hat = 0"))
+    at_zero = boundary.filter(pl.col("band") == BANDS[0])
     for r in at_zero.iter_rows(named=True):
         lines.append(
             f"- **{r['scenario']}**, the {r['datasets']} datasets whose oracle has σ̂ = 0: "
