@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +172,32 @@ def isolated_mlflow(tmp_path, monkeypatch) -> str:
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+def config_error(path, key: str) -> str:
+    """The one-line `ConfigError` that loading params `path` raises, checked to name `key`
+    first (the message starts with "<key>:") and to be one line."""
+    from pipeline.stages import config
+    from pipeline.stages.params_file import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{key}:"), message
+    assert "\n" not in message, message
+    return message
+
+
+def generate_refusal(path, workdir, env) -> str:
+    """The one stderr line of `python -m pipeline.generate` refusing params `path`, checked to
+    be exit status 2 without a traceback."""
+    out = subprocess.run([sys.executable, "-m", "pipeline.generate", "--params", str(path),
+                          "--workdir", str(workdir)], env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    return lines[0]
 
 
 @pytest.fixture
