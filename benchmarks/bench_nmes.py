@@ -184,10 +184,14 @@ def main(argv=None):
         done = res.status == "converged"
         err = np.abs(res.params[done][:, :k] - oracle.params[:k]) / se
         kinds = ", ".join(f"{s} {c}" for s, c in zip(*np.unique(res.status, return_counts=True)))
+        gap = res.nll[done] - oracle.nll
+        far = "".join(f" (one at {e:.1e} SE: NLL {g:+.1e}, a plateau)" for e, g in
+                      zip(err.max(1), gap) if e > 0.01)  # fmt: skip
+        err = err.max(1) if len(err) else np.zeros(0)
         detail = {
             "engine": f"{kinds}; median steps {int(np.median(res.steps))}, max "
-                      f"{int(res.steps.max())}; converged fits max {err.max(initial=0):.1e} SE "
-                      f"from the oracle",
+                      f"{int(res.steps.max())}; converged fits: median {np.median(err):.1e} SE, "
+                      f"max {err.max(initial=0):.1e} SE from the oracle{far}",
             "oracle": f"{oracle.status}, {oracle.iterations} Newton iterations",
         }  # fmt: skip
         if r:
