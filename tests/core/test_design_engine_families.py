@@ -215,3 +215,35 @@ def test_cuda_fits_equal_cpu_fits(family, weighted):
                        max_steps=300, family=family) for dev in ("cpu", "cuda")]  # fmt: skip
     np.testing.assert_allclose(out[1].params, out[0].params, rtol=0, atol=1e-7)
     np.testing.assert_allclose(out[1].nll, out[0].nll, rtol=1e-10)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("batch_size", [None, 96])
+def test_a_fit_is_the_same_to_the_bit_alone_or_in_any_batch(family, batch_size):
+    """Finished fits leave the batch and the others change slots; the row blocks are fixed and
+    the slots padded to whole SIMD vectors, so no fit's arithmetic depends on its neighbours:
+    each fit alone (its dataset alone, other block kinds, 1 slot) equals the batch to the bit.
+    Different learning rates make the fits end at different steps; the second dataset has few
+    zeros, so its zero-only rows end before the first's and the batch's blocks are "mixed"."""
+    Xs, Zs, ys = _data(family, n=700, D=2, seed=5)
+    ys[1] = np.where(ys[1] == 0, 1, ys[1])
+    ys[1][:40] = 0
+    data = stack_designs(Xs, Zs, ys)
+    P = Zs[0].shape[1] + 2 + int(has_dispersion(family))
+    index = np.array([0, 1, 0, 1, 0])
+    start = np.random.default_rng(1).normal(0.0, 0.3, (5, P))
+    lr = np.array([0.05, 0.02, 0.1, 0.08, 0.03])
+    lr[2] = 0.1 if batch_size is None else 40.0  # mini-batches end by the budget, or diverge
+    kw = dict(family=family, max_steps=400, batch_size=batch_size, shuffle_seed=4,
+              record_every=7)  # fmt: skip
+    together = fit_designs(data, index, start, lr, **kw)
+    assert len(set(together.steps)) > 1  # the fits do end at different steps
+    for b in range(5):
+        alone = fit_designs(data, index[b : b + 1], start[b : b + 1], lr[b : b + 1], **kw)
+        width = alone.history_nll.shape[1]
+        assert alone.status[0] == together.status[b] and alone.steps[0] == together.steps[b]
+        for name in ("params", "nll", "grad_norm"):
+            assert np.array_equal(getattr(alone, name)[0], getattr(together, name)[b]), name
+        assert np.array_equal(alone.history_params[0], together.history_params[b, :, :width],
+                              equal_nan=True)  # fmt: skip
+        assert np.isnan(together.history_nll[b, width:]).all()

@@ -20,8 +20,11 @@ lgamma/digamma in (y, θ) gathered from one evaluation per distinct count and fi
 
 Stopping rules: `outcome.StopRule`, "stalled" where it holds with the zero part saturated
 (`SATURATED_LOGIT`: a plateau at infinity, not a maximum), "diverged" also when some
-|η| > `MAX_LOG_RATE`. A finished fit is frozen in its slot (fits are not compacted: a dataset's
-fits share one product, so a finished fit costs its column until the batch ends).
+|η| > `MAX_LOG_RATE`. A finished fit leaves the batch at the step it ends: the others are laid
+out anew (`_Layout`), so a straggler costs its own steps only. A fit's result does not depend
+on the others in its batch, to the bit: the row blocks are fixed row ranges, the slots are
+padded to whole SIMD vectors, and the branches of zero-only, positive-only and mixed blocks
+round alike (tests: each fit alone equals the batch).
 
 Mini-batches (`batch_size`): each step uses `batch_size` rows of a permutation of the rows
 that is redrawn every epoch from `shuffle_seed` (the same rows for every dataset, which
@@ -48,24 +51,25 @@ from pipeline.core.descent import optim
 from pipeline.core.descent.designs import StackedDesigns, scalings
 from pipeline.core.descent.engine import MAX_LOG_RATE
 from pipeline.core.descent.outcome import (
-    MAX_STEPS,
     RUNNING,
     STOPPED,
     ChunkReport,
     FitResult,
+    Outcome,
     StopRule,
     require,
-    status_names,
-    to_result,
 )
 from pipeline.core.laws.count_parts import nb_count_parts
 from pipeline.core.laws.count_terms import check_family, family_terms, has_dispersion, zero_part
 from pipeline.core.laws.distributions import softplus
 
-# Rows per block of the per-observation work: (D, rows, F) temporaries of ~2^16 elements
-# (512 kB in float64) stay in cache and under glibc's mmap threshold. One (D, n, F) pass
-# allocated fresh per op costs ~4x more on these machines (page faults on every new tensor).
-BLOCK_ELEMENTS = 2**16
+# Rows per block of the per-observation work, fixed so that a fit's sums do not depend on the
+# others in its batch: (D, rows, F) temporaries stay in cache. One (D, n, F) pass allocated
+# fresh per op costs ~4x more on these machines (page faults on every new tensor).
+BLOCK_ROWS = 256
+# Slots per dataset are padded to a multiple of this many bytes (two AVX-512 vectors), so no
+# fit's elements fall in a vectorised kernel's scalar tail (`_Layout`).
+LANE_BYTES = 128
 # |s| beyond which every observation's zero part is saturated (π or P(Y > 0) within 3e-7 of
 # 0 or 1): there the gradient in γ vanishes without a finite maximum, e.g. the ZINB sliding
 # into its NB limit π → 0. A fit the stop rule would call converged there is "stalled".
@@ -151,9 +155,6 @@ def fit_designs(
     require(full or (int(batch_size) == batch_size and batch_size >= 1),
             "batch_size must be a positive integer", batch_size)  # fmt: skip
 
-    slot, F = _slots(index, D)
-    d_t = torch.as_tensor(index.copy(), device=dev)
-    f_t = torch.as_tensor(slot, device=dev)
     T = scalings(data, standardize)
     if P > q + p:  # log α is not rescaled
         T = torch.nn.functional.pad(T, (0, 1, 0, 1))
@@ -163,23 +164,21 @@ def fit_designs(
         data = dataclasses.replace(
             data, X=torch.bmm(data.X, T[:, q : q + p, q : q + p]), Z=torch.bmm(data.Z, T[:, :q, :q])
         )
-    theta = torch.zeros(D, P, F, dtype=dtype, device=dev)
-    theta[d_t, :, f_t] = torch.einsum("bij,bj->bi", T_inv[d_t], start)
-    lr_slots = torch.zeros(D, 1, F, dtype=dtype, device=dev)
-    lr_slots[d_t, 0, f_t] = lr
-    used = torch.zeros(D, F, dtype=torch.bool, device=dev)
-    used[d_t, f_t] = True
-    status = torch.where(used, RUNNING, MAX_STEPS)  # empty slots: never run
-    steps = torch.zeros(D, F, dtype=torch.int64, device=dev)
-    shown = torch.full((D, F), torch.nan, dtype=dtype, device=dev)  # final NLL, for reports
-    history: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-    opt_state = optim.init_state(optimizer, theta)
-    prev = torch.full((D, F), torch.nan, dtype=dtype, device=dev)
-    streak = torch.zeros(D, F, dtype=torch.int64, device=dev)
+    d_all = torch.as_tensor(index.copy(), device=dev)
+    start = torch.einsum("bij,bj->bi", T_inv[d_all], start)  # (B, P) on the fitting scale
+    outcome = Outcome(B, P, dev, dtype)
+    # The active fits: their ids, and per fit the state an update needs, (B_a, ...).
+    ids = torch.arange(B, device=dev)
+    flat = {"theta": start, "lr": lr, "prev": torch.full((B,), torch.nan, dtype=dtype, device=dev),
+            "streak": torch.zeros(B, dtype=torch.int64, device=dev)}  # fmt: skip
+    flat.update({f"opt:{k}": v for k, v in optim.init_state(optimizer, start).items()})
+    lay = _Layout(data, T, index, dtype)
     shuffle = torch.Generator().manual_seed(int(shuffle_seed))
     order, cursor = None, n
-    last = theta
     t = 0
+    state = lay.spread_all(flat)
+    theta = state.pop("theta")
+    state["last"] = theta
     while True:
         rows = None
         if not full:
@@ -187,53 +186,116 @@ def fit_designs(
                 order, cursor = torch.randperm(n, generator=shuffle).to(dev), 0
             rows = order[cursor : cursor + batch_size]
             cursor += batch_size
-        loss, grad, in_range, saturated = loss_grad(data, theta, rows, family)
+        loss, grad, in_range, saturated = loss_grad(lay.data, theta, rows, family)
         gnorm = torch.linalg.vector_norm(grad, dim=1)
         finite = (loss + gnorm).isfinite() & in_range
-        running = status == RUNNING
         if t % rule.record_every == 0:
-            seen = loss if full else loss_grad(data, theta, None, family)[0]
-            history.append((t, torch.where(running, seen, torch.nan), theta.clone()))
-        new, streak = rule.status(t, loss, prev, streak, gnorm, finite, saturated, converge=full)
-        new = torch.where(running, new, status)
-        ended = running & (new != RUNNING)
+            seen = loss if full else loss_grad(lay.data, theta, None, family)[0]
+            outcome.record(t, ids, lay.gather(seen), lay.original(theta).T)
+        new, streak = rule.status(t, loss, state["prev"], state["streak"], gnorm, finite,
+                                  saturated, converge=full)  # fmt: skip
+        new = torch.where(lay.real, new, RUNNING)  # padding slots never end
+        ended = new != RUNNING
         if bool(ended.any()):
             back = ended & ~finite & (t > 0)  # diverged: the last finite state, a step back
-            theta = torch.where(back.unsqueeze(1), last, theta)
-            shown = torch.where(ended, loss, shown)
-            steps = torch.where(ended, t - back.long(), steps)
-            status = new
-        running = status == RUNNING
-        if not bool(running.any()):
-            break
-        if callback is not None and t > 0 and t % rule.chunk_steps == 0:
-            now = torch.where(running, loss, shown)[d_t, f_t].cpu().numpy()
-            state = torch.bmm(T, theta)[d_t, :, f_t].cpu().numpy()
-            report = ChunkReport(t, int(running.sum()), now, status_names(status[d_t, f_t]), state)
-            if callback(report):
-                steps = torch.where(running, t, steps)
-                status = torch.where(running, STOPPED, status)
+            final = torch.where(back.unsqueeze(1), state["last"], theta)
+            if full and not bool(back.any()):
+                f_loss, f_gnorm = loss, gnorm
+            else:  # the full-data NLL and gradient at the final state
+                f_loss, f_grad, _, _ = loss_grad(lay.data, final, None, family)
+                f_gnorm = torch.linalg.vector_norm(f_grad, dim=1)
+            stop = lay.gather(ended).nonzero().squeeze(1)
+            outcome.finish(ids[stop], lay.gather(new)[stop], lay.original(final)[stop].T,
+                           lay.gather(f_loss)[stop], lay.gather(f_gnorm)[stop],
+                           t - lay.gather(back)[stop].long())  # fmt: skip
+            keep = lay.gather(~ended).nonzero().squeeze(1)
+            if len(keep) == 0:
                 break
-        prev, last = loss, theta
+        if callback is not None and t > 0 and t % rule.chunk_steps == 0:
+            if callback(outcome.report(t, ids, lay.original(theta).T, lay.gather(loss))):
+                f_loss, f_grad, _, _ = (loss, grad, 0, 0) if full else loss_grad(
+                    lay.data, theta, None, family)  # fmt: skip
+                f_gnorm = torch.linalg.vector_norm(f_grad, dim=1)
+                outcome.finish(ids, STOPPED, lay.original(theta).T, lay.gather(f_loss),
+                               lay.gather(f_gnorm), t)  # fmt: skip
+                break
+        state.update(prev=loss, last=theta, streak=streak)
         t += 1
-        stepped, opt_state = optim.step(optimizer, theta, grad, opt_state, lr_slots, t, momentum)
-        theta = torch.where(running.unsqueeze(1), stepped, theta)
-    # Final states on the full data, whatever the steps saw (mini-batch runs, diverged fits).
-    loss, grad, _, _ = loss_grad(data, theta, None, family)
-    gnorm = torch.linalg.vector_norm(grad, dim=1)
-    return _result(theta, T, d_t, f_t, loss, steps, status, gnorm, history)
+        opt_state = {k[4:]: v for k, v in state.items() if k.startswith("opt:")}
+        theta, opt_state = optim.step(optimizer, theta, grad, opt_state,
+                                      state["lr"].unsqueeze(1), t, momentum)  # fmt: skip
+        state.update({f"opt:{k}": v for k, v in opt_state.items()})
+        if bool(ended.any()):  # finished fits leave the batch: a new layout of the others
+            state["theta"] = theta
+            flat = {k: lay.gather(v).index_select(0, keep) for k, v in state.items()}
+            ids = ids.index_select(0, keep)
+            lay = _Layout(data, T, index[ids.cpu().numpy()], dtype)
+            state = lay.spread_all(flat)
+            theta = state.pop("theta")
+    result = outcome.result()
+    # As the engine reports them: no parameters where the recorded NLL is not a number.
+    hist = np.where(np.isnan(result.history_nll)[:, None], np.nan, result.history_params)
+    return dataclasses.replace(result, history_params=hist)
 
 
-def _result(theta, T, d_t, f_t, nll, steps, status, gnorm, history) -> FitResult:
-    def original(th):  # (D, P, F) on the fitting scale -> (B, P) original
-        return torch.bmm(T, th)[d_t, :, f_t]
+class _Layout:
+    """Where the active fits sit: dataset d's fits in slots f of (D_a, ·, F) tensors, D_a the
+    datasets with an active fit, F a multiple of `LANES` (padding slots hold zeros and never
+    run).
 
-    hist_params = torch.stack([original(th) for _, _, th in history], -1)
-    hist_nll = torch.stack([loss[d_t, f_t] for _, loss, _ in history], -1)
-    hist_params = torch.where(hist_nll.isnan().unsqueeze(1), torch.nan, hist_params)
-    pick = lambda x: x[d_t, f_t]  # noqa: E731
-    return to_result(original(theta), pick(nll), pick(steps), pick(status), pick(gnorm),
-                     [t for t, _, _ in history], hist_nll, hist_params)  # fmt: skip
+    The padding is what makes a fit's arithmetic independent of the others in its batch: every
+    (D_a, rows, F) tensor then has a multiple of the SIMD width as its row length, so torch's
+    vectorised kernels never run a scalar tail (whose `exp`, `log1p` may round differently)
+    over some fit's elements, and the row blocks of `loss_grad` are fixed row ranges.
+    """
+
+    def __init__(self, data: StackedDesigns, T: torch.Tensor, index: np.ndarray, dtype):
+        used, local = np.unique(index, return_inverse=True)
+        slot, F = _slots(local, len(used))
+        lanes = LANE_BYTES // (torch.finfo(dtype).bits // 8)
+        self.F = -(-F // lanes) * lanes
+        dev = data.X.device
+        self.d = torch.as_tensor(local.reshape(-1), device=dev)
+        self.f = torch.as_tensor(slot, device=dev)
+        self.data = data if len(used) == data.X.shape[0] else _select(data, used)
+        self.T = T if len(used) == T.shape[0] else T[torch.as_tensor(used, device=dev)]
+        self.real = torch.zeros(len(used), self.F, dtype=torch.bool, device=dev)
+        self.real[self.d, self.f] = True
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """(D_a, [P,] F) -> (B_a, [P])."""
+        return x[self.d, :, self.f] if x.ndim == 3 else x[self.d, self.f]
+
+    def spread(self, flat: torch.Tensor) -> torch.Tensor:
+        """(B_a, [P]) -> (D_a, [P,] F), zeros in the padding."""
+        if flat.ndim == 1:
+            out = flat.new_zeros(self.real.shape)
+            out[self.d, self.f] = flat
+            return out
+        out = flat.new_zeros(self.real.shape[0], flat.shape[1], self.F)
+        out[self.d, :, self.f] = flat
+        return out
+
+    def spread_all(self, flat: dict) -> dict:
+        return {k: self.spread(v) for k, v in flat.items()}
+
+    def original(self, theta: torch.Tensor) -> torch.Tensor:
+        """(D_a, P, F) on the fitting scale -> (B_a, P) on the original one."""
+        return torch.bmm(self.T, theta)[self.d, :, self.f]
+
+
+def _select(data: StackedDesigns, used: np.ndarray) -> StackedDesigns:
+    """The datasets `used` of `data` (the fits of the others have all finished)."""
+    keep = torch.as_tensor(used, device=data.X.device)
+    fields = {}
+    for field in dataclasses.fields(data):
+        value = getattr(data, field.name)
+        if field.name == "zeros":
+            value = tuple(value[i] for i in used)
+        elif isinstance(value, torch.Tensor) and field.name != "values":
+            value = value.index_select(0, keep)
+        fields[field.name] = value
+    return StackedDesigns(**fields)
 
 
 def loss_grad(data: StackedDesigns, theta: torch.Tensor, rows=None, family: str = "zip"):
@@ -274,14 +336,11 @@ def loss_grad(data: StackedDesigns, theta: torch.Tensor, rows=None, family: str 
     s_low = theta.new_full((D, F), torch.inf if q else 0.0)
     g_gamma, g_beta = torch.zeros_like(gamma), torch.zeros_like(beta)
     g_alpha = None if log_alpha is None else torch.zeros_like(log_alpha)
-    step = max(1, BLOCK_ELEMENTS // max(1, D * F))
-    # Row ranges computed by one branch alone: zeros everywhere, mixed, positives everywhere.
-    cuts = [
-        (0, only_zero, "zero"),
-        (only_zero, only_positive, "mixed"),
-        (only_positive, m, "positive"),
-    ]
-    blocks = [(r, min(r + step, e), kind) for b, e, kind in cuts for r in range(b, e, step)]
+    # Fixed row ranges, each computed by one branch: zeros everywhere, mixed, positives
+    # everywhere (the branches agree to the bit on the rows they share).
+    blocks = [(r, min(r + BLOCK_ROWS, m)) for r in range(0, m, BLOCK_ROWS)]
+    blocks = [(r, e, "zero" if e <= only_zero else "positive" if r >= only_positive else "mixed")
+              for r, e in blocks]  # fmt: skip
     for r, e, kind in blocks:
         Zr, Xr, yr, zr, lf = (a[:, r:e] for a in (Z, X, y, zero, log_fact))
         eta = torch.bmm(Xr, beta)  # (D, rows, F)
@@ -334,5 +393,5 @@ def _zip_block(kind: str, s, eta, yr, zr, lf):
     sig_u = torch.sigmoid(s + lam)
     nll = softplus(s) + lam - torch.where(zr, softplus(s + lam), yr * eta - lf)
     g_s = torch.sigmoid(s) - torch.where(zr, sig_u, 0.0)
-    g_eta = torch.where(zr, lam * (1 - sig_u), lam - yr)
+    g_eta = torch.where(zr, lam - lam * sig_u, lam - yr)  # as in the "zero" branch, bit for bit
     return nll, g_s, g_eta, lam

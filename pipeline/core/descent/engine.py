@@ -111,9 +111,8 @@ def fit_zip(
     earlier (a fit already out of bounds at its init is reported as it is). A finished fit is
     dropped from the batch at once and costs nothing afterwards: this compaction and the O(1)
     sufficient-statistics loss are why this loop stays apart from `design_engine.fit_designs`
-    (the same fits as one-column designs read all n rows every step and keep finished fits'
-    columns: 10x slower on 10 fits at n = 1e4, 76x at the sweep's shape; benchmarks/README.md,
-    "Engine").
+    (the same fits as one-column designs read all n rows every step: 10x slower on 10 fits at
+    n = 1e4, 76x at the sweep's shape; benchmarks/README.md, "Engine").
 
     Args:
         values, freqs: the D datasets as zero-padded histograms, (D, K) (`stack_histograms`).

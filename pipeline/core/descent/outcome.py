@@ -5,8 +5,7 @@ Parameters are reported zero part first, θ = (γ, β[, log α]): the zero part'
 s = zᵀγ is logit π (logit P(Y > 0) in a hurdle), the count part's η = xᵀβ is log λ. The
 intercept-only ZIP (`engine.fit_zip`) is the one-column design of both parts, θ = (s, η), and
 its results carry the named views π̂ = σ(s) and λ̂ = e^η. `Outcome` collects the final states
-and recorded histories of `engine.fit_zip`, which drops finished fits from its batch; the
-design engine keeps its fits in per-dataset slots and hands the same arrays to `to_result`.
+and recorded histories of an engine that drops finished fits from its batch (both do).
 
 Pure torch and numpy: no I/O, no module state.
 """
@@ -211,7 +210,7 @@ def to_result(params, nll, steps, status, grad_norm, history_step, history_nll,
 
 class Outcome:
     """Final states of finished fits and the recorded histories, collected during a run of an
-    engine that drops finished fits from its batch (`engine.fit_zip`,
+    engine that drops finished fits from its batch (`engine.fit_zip`, `design_engine.fit_designs`,
     `mixed_engine.fit_mixed_gd`; θ as (P, B) columns)."""
 
     def __init__(self, size: int, n_params: int, device, dtype):

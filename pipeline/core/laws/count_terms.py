@@ -103,13 +103,11 @@ def family_terms(family: str, y, lgy, zero, s, eta, a=None, *, order: int = 1,
             out.update({f"d_{k}_{j}": torch.zeros_like(eta) for k, j in _pairs(keys)})
         return Terms(-softplus(s), **out)
     y0 = torch.zeros((), dtype=eta.dtype, device=eta.device)
-    if part == "hurdle" and kind == "positive" and order == 1:  # f(y) and f(0), shared parts
-        if a is None:
-            c = poisson_terms(y, lgy, eta, 1)
-            mu = y - c.d_eta
-            c0 = Terms(-mu, d_eta=-mu)
-        else:
-            c, c0 = nb_terms(y, lgy, eta, a, 1, pre, with_zero=True)
+    # The NB hurdle's positive rows: f(0)'s terms from f(y)'s intermediates. (The Poisson's
+    # f(0) = e^-μ costs one exp; taken from f(y) as y - (y - μ) it would round differently
+    # from the mixed branch, and the engine's results would depend on its row blocks' kinds.)
+    if part == "hurdle" and kind == "positive" and order == 1 and a is not None:
+        c, c0 = nb_terms(y, lgy, eta, a, 1, pre, with_zero=True)
     else:
         c0 = count_terms(family, y0, y0, eta, a, order) \
             if kind != "positive" or part == "hurdle" else None  # fmt: skip
