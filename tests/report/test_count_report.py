@@ -199,3 +199,13 @@ def test_the_recommended_family_is_warned_about_by_the_choice_s_own_rule():
     assert r["models"]["nb"]["gof"]["p_value_bound"] == pytest.approx(0.02)
     assert not any("misfits" in w for w in r["warnings"])
     assert r["recommendation"]["all_misfit"] is False
+
+
+def test_a_descent_gap_within_rounding_of_the_nll_reads_as_zero_and_a_real_gap_keeps_its_sign():
+    from pipeline.report.count_report import _gap
+
+    assert _gap(-2.2e-16, 1.58) == "0 nats (to rounding)"
+    assert _gap(2.2e-16, 1.58) == "0 nats (to rounding)"
+    # 64 ulps of an NLL of 1e3 is 1.4e-11: a gap of 1e-10 there is not rounding.
+    assert _gap(1e-10, 1e3) == "1e-10 nats"
+    assert _gap(-3e-9, 1.58) == "-3e-09 nats"
