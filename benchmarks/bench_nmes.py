@@ -20,6 +20,10 @@ pscl is missing. No timed assertions: run by hand.
 
     .venv/bin/python benchmarks/bench_nmes.py [--threads 1] [--starts 100] [--repeat 3]
         [--families zip zinb] [--lr 0.1] [--max-steps 5000] [--r-fits 5] [--no-r]
+        [--default-heap]
+
+The engine's process calls `allocator.keep_heap()` as the stages do (`--default-heap` leaves
+glibc's allocator as it starts, for a before/after).
 
 Numbers go to benchmarks/README.md ("NMES1988-shaped fits").
 """
@@ -41,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.core.descent.allocator import keep_heap  # noqa: E402
 from pipeline.core.descent.design_engine import fit_designs  # noqa: E402
 from pipeline.core.descent.designs import stack_designs  # noqa: E402
 from pipeline.core.laws import count_dists  # noqa: E402
@@ -142,8 +147,14 @@ def main(argv=None):
     ap.add_argument("--max-steps", type=int, default=5000)
     ap.add_argument("--r-fits", type=int, default=5)
     ap.add_argument("--no-r", action="store_true")
+    ap.add_argument(
+        "--default-heap",
+        action="store_true",
+        help="leave glibc's allocator as it starts (the stages call keep_heap)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    heap = "glibc's default heap" if args.default_heap else f"keep_heap() {keep_heap()}"
     use_r = not args.no_r and has_r()
     if not use_r:
         print("R pscl::zeroinfl: skipped (" + ("--no-r" if args.no_r else
@@ -174,7 +185,7 @@ def main(argv=None):
                 last[family] += (converged, mean_ll, coef)
     print(f"n = {N}, {len(BETA)} + {len(GAMMA)} coefficients, {args.starts} starts, Adam lr "
           f"{args.lr}, standardised, <= {args.max_steps} steps, {args.threads} thread(s), "
-          f"{args.repeat} interleaved rounds; torch {torch.__version__}; engine from "
+          f"{args.repeat} interleaved rounds; {heap}; torch {torch.__version__}; engine from "
           f"{Path(sys.modules[fit_designs.__module__].__file__).parent}")  # fmt: skip
     print("\n| family | method | min | median | detail |\n|---|---|---|---|---|")
     for family in problems:

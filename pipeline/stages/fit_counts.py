@@ -242,10 +242,12 @@ def analyse(args, show: Callable[[str], None] | None = None) -> dict:
     data, names, source, groups = read_data(args)
     # torch, scipy.stats and MLflow load only now: bad input is rejected without them.
     from pipeline.analysis import count_fits
+    from pipeline.core.descent.allocator import keep_heap
     from pipeline.core.descent.engine import check_device
     from pipeline.report.count_report import render, summarise
     from pipeline.tracking.runs import Tracker
 
+    keep_heap()  # the fits' temporaries stay in the heap: no page faults per step
     if groups is not None:
         return analyse_mixed(args, params, data, names, source, groups, show)
 

@@ -52,6 +52,7 @@ import torch
 from pipeline.analysis.objective import build_problem
 from pipeline.analysis.regression import build_reg_problem
 from pipeline.core import seeds
+from pipeline.core.descent.allocator import keep_heap
 from pipeline.core.descent.engine import check_device
 from pipeline.core.errors import UserError, environment_problem
 from pipeline.stages import config
@@ -155,6 +156,7 @@ def worker_main(plan: Plan, errors=None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     interrupts.install()  # Ctrl-C (the whole group gets it) or the parent's SIGTERM
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))
+    keep_heap()  # the engines' temporaries stay in the heap: no page faults per step
     params = config.load(plan.params_path)
     tracker = Tracker(params.tracking.experiment, root=Path(plan.workdir))
     code = 0
@@ -387,6 +389,7 @@ def _run(plans, params, tracker, heartbeat, study, cfg) -> None:
     # logger processes use (benchmarks/README.md, "Threads").
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    keep_heap()
     try:
         work(plans[0], params, tracker, heartbeat, on_fits, on_done)
     finally:

@@ -41,7 +41,6 @@ one. Pure torch and numpy: no I/O, no module state; randomness only from `shuffl
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -65,8 +64,11 @@ from pipeline.core.laws.distributions import softplus
 
 # Rows per block of the per-observation work, fixed so that a fit's sums do not depend on the
 # others in its batch: (D, rows, F) temporaries stay in cache. One (D, n, F) pass allocated
-# fresh per op costs ~4x more on these machines (page faults on every new tensor).
-BLOCK_ROWS = 256
+# fresh per op costs ~4x more on these machines (page faults on every new tensor; see
+# `allocator.keep_heap`). 512 rather than 256: a few stragglers (F = 16 slots) run ops of
+# 8k elements, not 4k, where each op's fixed cost dominates (ZINB on n = 4,406: 3.7 against
+# 4.9 ms a step); at ten datasets × 16 slots it costs 5-9 % a step (benchmarks/README.md).
+BLOCK_ROWS = 512
 # Slots per dataset are padded to a multiple of this many bytes (two AVX-512 vectors), so no
 # fit's elements fall in a vectorised kernel's scalar tail (`_Layout`).
 LANE_BYTES = 128
@@ -332,7 +334,7 @@ def loss_grad(data: StackedDesigns, theta: torch.Tensor, rows=None, family: str 
     if log_alpha is not None and index is not None:
         parts = nb_count_parts(data.values, log_alpha)  # (D, K, F) each, or None
     total = theta.new_zeros(D, F)
-    low, high = theta.new_full((D, F), torch.inf), theta.new_zeros(D, F)
+    low, high = theta.new_full((D, F), torch.inf), theta.new_full((D, F), -torch.inf)
     s_low = theta.new_full((D, F), torch.inf if q else 0.0)
     g_gamma, g_beta = torch.zeros_like(gamma), torch.zeros_like(beta)
     g_alpha = None if log_alpha is None else torch.zeros_like(log_alpha)
@@ -350,7 +352,7 @@ def loss_grad(data: StackedDesigns, theta: torch.Tensor, rows=None, family: str 
         if offsets[1] is not None:
             s = s + offsets[1][:, r:e]
         if family == "zip":
-            nll, g_s, g_eta, lam = _zip_block(kind, s, eta, yr, zr, lf)
+            nll, g_s, g_eta = _zip_block(kind, s, eta, yr, zr, lf)
         else:
             pre = None
             if parts is not None and kind != "zero":
@@ -358,7 +360,7 @@ def loss_grad(data: StackedDesigns, theta: torch.Tensor, rows=None, family: str 
                 pre = (parts[0].gather(1, at), parts[1].gather(1, at))
             t = family_terms(family, yr, lf, zr, s, eta, log_alpha, order=1, kind=kind,
                              pre=pre)  # fmt: skip
-            nll, g_s, g_eta, lam = -t.ll, None if t.d_s is None else -t.d_s, -t.d_eta, None
+            nll, g_s, g_eta = -t.ll, None if t.d_s is None else -t.d_s, -t.d_eta
             if g_alpha is not None:
                 wa = t.d_a if w is None else t.d_a * w[:, r:e]
                 g_alpha -= wa.sum(1, keepdim=True)
@@ -367,14 +369,13 @@ def loss_grad(data: StackedDesigns, theta: torch.Tensor, rows=None, family: str 
             nll, g_eta = nll * wr, g_eta * wr
             g_s = None if g_s is None else g_s * wr
         total += nll.sum(1)
-        small, big = torch.aminmax(eta.exp() if lam is None else lam, dim=1)
-        low, high = torch.minimum(low, small), torch.maximum(high, big)
+        # amax and amin: one aminmax over rows costs 4-8x the two on these machines.
+        low, high = torch.minimum(low, eta.amin(1)), torch.maximum(high, eta.amax(1))
         if q:
             s_low = torch.minimum(s_low, s.abs().amin(1))
             g_gamma.baddbmm_(Zr.mT, g_s)
         g_beta.baddbmm_(Xr.mT, g_eta)
-    # |η| <= MAX_LOG_RATE read off λ = e^η (one pass instead of |η| and its max).
-    in_range = (high <= math.exp(MAX_LOG_RATE)) & (low >= math.exp(-MAX_LOG_RATE))
+    in_range = (high <= MAX_LOG_RATE) & (low >= -MAX_LOG_RATE)  # every |η| <= MAX_LOG_RATE
     parts = [g_gamma, g_beta] if g_alpha is None else [g_gamma, g_beta, g_alpha]
     size = m if w is None else w.sum(1)  # rows, or expanded rows (D, 1)
     grad = torch.cat(parts, 1) / (size if w is None else size.unsqueeze(1))
@@ -382,16 +383,16 @@ def loss_grad(data: StackedDesigns, theta: torch.Tensor, rows=None, family: str 
 
 
 def _zip_block(kind: str, s, eta, yr, zr, lf):
-    """The ZIP's hand-written (NLL, ∂/∂s, ∂/∂η, λ) of one row block (module docstring)."""
+    """The ZIP's hand-written (NLL, ∂/∂s, ∂/∂η) of one row block (module docstring)."""
     lam = eta.exp()
     if kind == "zero":
         u = s + lam
         sig_u = torch.sigmoid(u)
-        return softplus(s) + lam - softplus(u), torch.sigmoid(s) - sig_u, lam - lam * sig_u, lam
+        return softplus(s) + lam - softplus(u), torch.sigmoid(s) - sig_u, lam - lam * sig_u
     if kind == "positive":
-        return softplus(s) + lam - (yr * eta - lf), torch.sigmoid(s), lam - yr, lam
+        return softplus(s) + lam - (yr * eta - lf), torch.sigmoid(s), lam - yr
     sig_u = torch.sigmoid(s + lam)
     nll = softplus(s) + lam - torch.where(zr, softplus(s + lam), yr * eta - lf)
     g_s = torch.sigmoid(s) - torch.where(zr, sig_u, 0.0)
     g_eta = torch.where(zr, lam - lam * sig_u, lam - yr)  # as in the "zero" branch, bit for bit
-    return nll, g_s, g_eta, lam
+    return nll, g_s, g_eta

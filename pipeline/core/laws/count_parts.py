@@ -184,8 +184,8 @@ def nb_terms(y, lgy, eta, a, order: int, pre=None, with_zero: bool = False):
     if order == 0:
         return Terms(ll)
     e = (y - mu) / (1 + m)  # ∂L/∂η = θ(y − μ)/(θ + μ)
-    u = e / theta  # (y − μ)/(θ + μ) > −1
-    log1p_u_minus_u = _log1p_minus(u) if which != "small" else None
+    # (y − μ)/(θ + μ) > −1, for the large-θ series only
+    log1p_u_minus_u = _log1p_minus(e / theta) if which != "small" else None
     psi = None
     if which != "big":
         psi = pre[1] if pre is not None else torch.digamma(y + ts) - torch.digamma(ts)
